@@ -1,0 +1,36 @@
+"""Model families described by architecture specs, datasets, and search knobs.
+
+Public API::
+
+    list_families(), default_spec(name), build(spec), spec_from_model(model),
+    ArchSpec (save/load/to_dict/from_dict), register_family(ModelFamily(...))
+"""
+
+from __future__ import annotations
+
+from . import lenet, resnet, small_cnn, vgg  # noqa: F401  (register the built-in families)
+from .spec import (
+    ArchSpec,
+    LayerGroup,
+    ModelFamily,
+    SpecError,
+    build,
+    default_spec,
+    get_family,
+    list_families,
+    register_family,
+    spec_from_model,
+)
+
+__all__ = [
+    "ArchSpec",
+    "LayerGroup",
+    "ModelFamily",
+    "SpecError",
+    "build",
+    "default_spec",
+    "get_family",
+    "list_families",
+    "register_family",
+    "spec_from_model",
+]
