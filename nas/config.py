@@ -1,0 +1,219 @@
+"""YAML run configs, validated at the edge into typed objects.
+
+One file describes a whole job: the model family, the data, the pre-training recipe, the
+pruning engine's defaults, fine-tuning, scratch retraining, the search space and engine,
+and tracking. Every section is optional except ``model`` and ``data``; unknown keys and bad
+values fail before any work, with the dotted field path and the file named.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A config file is malformed; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(_Strict):
+    family: str
+    num_classes: int | None = Field(default=None, gt=0)
+    arch: str | None = None  # path to an arch.json (ArchSpec); overrides the family default
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, v: str) -> str:
+        import search_spaces
+
+        if v not in search_spaces.list_families():
+            raise ValueError(f"unknown family {v!r}; known: {search_spaces.list_families()}")
+        return v
+
+
+class DataSection(_Strict):
+    name: Literal["mnist", "cifar10", "imagefolder", "digits", "synthetic"]
+    root: str | None = None
+    val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    batch_size: int = Field(default=128, gt=0)
+    eval_batch_size: int = Field(default=512, gt=0)
+    num_workers: int = Field(default=0, ge=0)
+    augment: bool = True
+    train_subset: int | None = Field(default=None, gt=0)
+    test_subset: int | None = Field(default=None, gt=0)
+    seed: int = 0
+    download: bool = True
+    num_samples: int = Field(default=2000, gt=0)  # synthetic only
+    input_shape: tuple[int, int, int] | None = None  # synthetic only
+    num_classes: int | None = Field(default=None, gt=0)  # synthetic only
+
+
+class TrainSection(_Strict):
+    epochs: int = Field(default=10, ge=0)
+    lr: float = Field(default=0.05, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=5e-4, ge=0)
+    nesterov: bool = False
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    step_milestones: list[int] = Field(default_factory=list)
+    gamma: float = Field(default=0.1, gt=0)
+    warmup_epochs: int = Field(default=0, ge=0)
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    amp: bool | None = None
+    channels_last: bool | None = None
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_steps_per_epoch: int | None = Field(default=None, gt=0)
+
+
+class PruneSection(_Strict):
+    eps_E: float = -1e-3
+    eps_L2: float = Field(default=0.03, gt=0)
+    tau: float = Field(default=0.05, gt=0, lt=1)
+    top_k: int | None = Field(default=None, gt=0)
+    solver: Literal["envelope", "alternating"] = "envelope"
+    calib_images: int = Field(default=1024, gt=0)
+    calib_batch_size: int = Field(default=256, gt=0)
+    calib_positions_per_image: int = Field(default=10, gt=0)
+    target_source: Literal["pruned", "original"] = "pruned"
+    residual: Literal["inner", "coupled"] = "inner"
+    min_channels: int = Field(default=1, ge=1)
+    refit: Literal["lstsq", "shrunk"] = "lstsq"
+    recalibrate_bn: bool = True
+
+
+class FinetuneSection(TrainSection):
+    epochs: int = Field(default=1, ge=0)
+    lr: float = Field(default=0.01, gt=0)
+
+
+class ScratchSection(_Strict):
+    enabled: bool = True
+    variants: list[Literal["E", "B"]] = Field(default_factory=lambda: ["E"])
+    max_epochs: int | None = Field(default=None, gt=0)  # cap for Scratch-B on tiny nets
+
+
+class RangeF(_Strict):
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RangeF:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+class SpaceSection(_Strict):
+    """What the sampler picks per trial; ranges default to the family's (see search_spaces)."""
+
+    groups: Literal["family", "layer", "all"] = "family"
+    eps_L2: RangeF | None = None
+    eps_E: RangeF | None = None
+    selection: list[Literal["tau", "keep_ratio"]] = Field(default_factory=lambda: ["tau"])
+    tau: RangeF | None = None
+    keep_ratio: RangeF | None = None
+    prune_group_prob: float = Field(default=0.9, ge=0, le=1)
+    orders: list[Literal["front_to_back", "back_to_front", "random"]] = Field(
+        default_factory=lambda: ["front_to_back"]
+    )
+    schedules: list[Literal["one_shot", "iterative"]] = Field(
+        default_factory=lambda: ["one_shot"]
+    )
+    finetune_epochs: tuple[int, int] | None = None
+
+
+class SearchSection(_Strict):
+    backend: Literal["optuna", "ray"] = "optuna"
+    trials: int = Field(default=8, gt=0)
+    sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
+    seed: int = 0
+    study_name: str | None = None
+    storage: str | None = None
+    accuracy: Literal["finetuned", "scratch_e", "scratch_b", "pruned"] = "finetuned"
+    cost: Literal["macs", "params", "latency"] = "macs"
+    max_macs: float | None = Field(default=None, gt=0)
+    uniform_baseline: bool = True
+    space: SpaceSection = Field(default_factory=SpaceSection)
+    # Ray Tune only
+    ray_address: str | None = None
+    cpus_per_trial: float = Field(default=1, gt=0)
+    gpus_per_trial: float = Field(default=0, ge=0)
+    max_concurrent_trials: int = Field(default=1, gt=0)
+
+
+class WandbSection(_Strict):
+    enabled: bool = True
+    project: str = "entropic-nas"
+    entity: str | None = None
+
+
+class RunConfig(_Strict):
+    name: str
+    model: ModelSection
+    data: DataSection
+    train: TrainSection = Field(default_factory=TrainSection)
+    prune: PruneSection = Field(default_factory=PruneSection)
+    finetune: FinetuneSection = Field(default_factory=FinetuneSection)
+    scratch: ScratchSection = Field(default_factory=ScratchSection)
+    search: SearchSection = Field(default_factory=SearchSection)
+    wandb: WandbSection = Field(default_factory=WandbSection)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def config_from_dict(data: Any, *, source: str = "<config>") -> RunConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: invalid config\n{_format_errors(exc)}") from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Load and validate a YAML config; ``overrides`` are dotted keys (``train.epochs``)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    for key, value in (overrides or {}).items():
+        _set_dotted(data, key, value)
+    return config_from_dict(data, source=str(path))
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {key}: {part} is not a section")
+    node[parts[-1]] = value
