@@ -61,7 +61,7 @@ class TrainSection(_Strict):
     momentum: float = Field(default=0.9, ge=0, lt=1)
     weight_decay: float = Field(default=5e-4, ge=0)
     nesterov: bool = False
-    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    schedule: Literal["cosine", "step"] = "cosine"  # step without milestones = constant
     step_milestones: list[int] = Field(default_factory=list)
     gamma: float = Field(default=0.1, gt=0)
     warmup_epochs: int = Field(default=0, ge=0)

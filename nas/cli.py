@@ -1,0 +1,231 @@
+"""The ``entropic-nas`` command line.
+
+    entropic-nas demo                       # the embedded default: quickstart search
+    entropic-nas train  --config C [--arch arch.json] [--out DIR]
+    entropic-nas prune  --config C --checkpoint CKPT [--out DIR] [--finetune-epochs N]
+    entropic-nas search --config C [--backend optuna|ray] [--trials N] [--storage URL]
+                        [--out DIR] [--resume] [--no-wandb] [--ray-address ADDR]
+    entropic-nas pareto --storage URL --study NAME [--out DIR]
+    entropic-nas export --storage URL --study NAME --pick max-acc|knee|macs<=X --out DIR
+    entropic-nas families
+
+Bad input (config, checkpoint, arch spec, dataset location) ends with one clear message
+naming the file and field, exit code 2; nothing written before the error is removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+console = Console(stderr=True)
+REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _parse_set(values: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in values:
+        if "=" not in item:
+            raise SystemExit(f"--set expects KEY=VALUE (e.g. train.epochs=3), got {item!r}")
+        key, raw = item.split("=", 1)
+        out[key] = yaml.safe_load(raw)
+    return out
+
+
+def _config(args: argparse.Namespace):
+    from .config import load_config
+
+    return load_config(args.config, _parse_set(args.set or []))
+
+
+def _out(args: argparse.Namespace, cfg_name: str, kind: str) -> Path:
+    return Path(args.out) if args.out else Path("runs") / f"{cfg_name}-{kind}"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .jobs import run_train
+
+    cfg = _config(args)
+    out = _out(args, cfg.name, "train")
+    summary = run_train(cfg, out, arch=Path(args.arch) if args.arch else None,
+                        resume=not args.no_resume)
+    console.print(
+        f"[bold]trained[/] {summary['family']} on {summary['dataset']}: "
+        f"val {summary['val_acc']:.4f}, test {summary['test_acc']:.4f}, "
+        f"{summary['params']:,} params, {summary['macs'] / 1e6:.3f} M MACs, "
+        f"{summary['seconds_per_epoch']:.1f} s/epoch -> {out}"
+    )
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from .jobs import run_prune
+
+    cfg = _config(args)
+    out = _out(args, cfg.name, "prune")
+    s = run_prune(cfg, Path(args.checkpoint), out, finetune_epochs=args.finetune_epochs)
+    line = (f"[bold]pruned[/]: params {s['before']['params']:,} -> {s['after']['params']:,} "
+            f"({100 * s['param_sparsity']:.1f} % sparsity), MACs x{s['macs_ratio']:.3f}, "
+            f"val acc {s['val_acc_before']:.4f} -> {s['val_acc_pruned']:.4f}")
+    if "val_acc_finetuned" in s:
+        line += f" -> {s['val_acc_finetuned']:.4f} after {s['finetune_epochs']} fine-tune epoch(s)"
+    console.print(line + f" -> {out}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .search import run_search
+
+    cfg = _config(args)
+    out = Path(args.out) if args.out else Path("runs") / cfg.name
+    run_search(
+        cfg, out, backend=args.backend, trials=args.trials, storage=args.storage,
+        resume=args.resume, wandb_enabled=False if args.no_wandb else None,
+        ray_address=args.ray_address, pick=args.pick,
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    args.config = args.config or str(REPO_CONFIGS / "quickstart.yaml")
+    if not Path(args.config).exists():
+        raise SystemExit(f"demo: {args.config} not found (run from the repository checkout)")
+    args.set = args.set or []
+    args.backend = args.trials = args.storage = args.ray_address = None
+    args.resume = Path(args.out, "study.db").exists()
+    args.no_wandb = False
+    args.pick = "knee"
+    return cmd_search(args)
+
+
+def cmd_pareto(args: argparse.Namespace) -> int:
+    from .search import replot
+
+    replot(args.storage, args.study, Path(args.out) if args.out else None)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .search import export_from_storage
+
+    export_from_storage(args.storage, args.study, args.pick, Path(args.out),
+                        data_root=args.data_root)
+    return 0
+
+
+def cmd_families(args: argparse.Namespace) -> int:
+    import search_spaces
+    from pruning.measure import count_macs, count_params
+
+    rows = []
+    for name in search_spaces.list_families():
+        fam = search_spaces.get_family(name)
+        spec = search_spaces.default_spec(name)
+        model = search_spaces.build(spec)
+        rows.append({"family": name, "input_shape": list(spec.input_shape),
+                     "params": count_params(model),
+                     "macs": count_macs(model, tuple(spec.input_shape)),
+                     "prunable_layers": len(spec.widths), "description": fam.description})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.table import Table
+
+    table = Table(title="registered model families (MACs per image; FLOPs = 2 x MACs)")
+    for col in ("family", "input", "params", "MACs", "layers", "description"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["family"], "x".join(map(str, r["input_shape"])), f"{r['params']:,}",
+                      f"{r['macs']:,}", str(r["prunable_layers"]), r["description"])
+    Console().print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="entropic-nas", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser, required: bool = True) -> None:
+        sp.add_argument("--config", required=required, help="YAML config (see configs/)")
+        sp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set train.epochs=3")
+        sp.add_argument("--out", help="output directory")
+
+    t = sub.add_parser("train", help="train a model from scratch")
+    with_config(t)
+    t.add_argument("--arch", help="arch.json (ArchSpec) to train instead of the family default")
+    t.add_argument("--no-resume", action="store_true", help="ignore an interrupted run in --out")
+    t.set_defaults(func=cmd_train)
+
+    pr = sub.add_parser("prune", help="sparsify a trained checkpoint")
+    with_config(pr)
+    pr.add_argument("--checkpoint", required=True, help="checkpoint (dir, stem or .safetensors)")
+    pr.add_argument("--finetune-epochs", type=int, default=None)
+    pr.set_defaults(func=cmd_prune)
+
+    s = sub.add_parser("search", help="run an architecture search")
+    with_config(s)
+    s.add_argument("--backend", choices=["optuna", "ray"])
+    s.add_argument("--trials", type=int)
+    s.add_argument("--storage", help="Optuna storage URL (default: sqlite in --out)")
+    s.add_argument("--resume", action="store_true", help="continue an existing study")
+    s.add_argument("--no-wandb", action="store_true")
+    s.add_argument("--ray-address", help="join an existing Ray cluster (ray start --head)")
+    s.add_argument("--pick", default="knee", help="which trial to export at the end")
+    s.set_defaults(func=cmd_search)
+
+    d = sub.add_parser("demo", help="the embedded default: quickstart search on digits")
+    d.add_argument("--config", default=None)
+    d.add_argument("--set", action="append", metavar="KEY=VALUE")
+    d.add_argument("--out", default="runs/quickstart")
+    d.set_defaults(func=cmd_demo)
+
+    pa = sub.add_parser("pareto", help="reprint and replot a study's Pareto front")
+    pa.add_argument("--storage", required=True)
+    pa.add_argument("--study", required=True)
+    pa.add_argument("--out")
+    pa.set_defaults(func=cmd_pareto)
+
+    e = sub.add_parser("export", help="export a trial's architecture, weights, ONNX, card")
+    e.add_argument("--storage", required=True)
+    e.add_argument("--study", required=True)
+    e.add_argument("--pick", default="knee", help="max-acc | knee | macs<=X")
+    e.add_argument("--out", required=True)
+    e.add_argument("--data-root", help="data.root for the test-accuracy evaluation")
+    e.set_defaults(func=cmd_export)
+
+    f = sub.add_parser("families", help="list registered model families")
+    f.add_argument("--json", action="store_true")
+    f.set_defaults(func=cmd_families)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    args = build_parser().parse_args(argv)
+    from nas.checkpoint import CheckpointError
+    from nas.config import ConfigError
+    from search_spaces import SpecError
+    from search_spaces.data import DatasetNotFoundError
+
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, SpecError, CheckpointError, DatasetNotFoundError) as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        return 2
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: finished work is kept; rerun with --resume")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""One candidate of a search: the architecture-discovery test.
+
+pretrained model -> sparsify (the trial's eps per group, schedule) -> params / MACs / MiB /
+latency -> validation accuracy right after pruning -> fine-tune -> validation accuracy
+(pruned + fine-tuned) -> rebuild the found ArchSpec with fresh weights -> train from scratch
+(Scratch-E: the pre-training epochs; Scratch-B: epochs scaled by the MACs ratio) ->
+validation accuracy (scratch) -> :class:`TrialResult`.
+
+Test accuracy is never computed here: searches select on validation only; the exported
+winners get their test accuracy in ``nas.search``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import pruning
+import search_spaces
+from pruning.measure import measure
+from search_spaces import ArchSpec
+from search_spaces.data import DataSpec, Loaders, get_loaders
+from search_spaces.space import SearchSpace, TrialParams, decode_params
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import PruneSection, RunConfig, TrainSection
+from .search_types import RejectTrial, TrialContext, TrialResult
+from .train import TrainConfig, evaluate, train
+
+
+# -- config -> typed arguments ---------------------------------------------------------------
+def data_spec(cfg: RunConfig) -> DataSpec:
+    return DataSpec(**cfg.data.model_dump())
+
+
+def train_config(section: TrainSection, *, progress: bool = True, **changes: Any) -> TrainConfig:
+    values = section.model_dump()
+    values["step_milestones"] = tuple(values["step_milestones"])
+    values.update(changes)
+    return TrainConfig(**values, progress=progress)
+
+
+def regression_config(prune: PruneSection) -> pruning.RegressionConfig:
+    return pruning.RegressionConfig(
+        eps_E=prune.eps_E, eps_L2=prune.eps_L2, tau=prune.tau, top_k=prune.top_k,
+        solver=prune.solver, min_channels=prune.min_channels, refit=prune.refit,
+    )
+
+
+def sparsify_config(prune: PruneSection, *, progress: bool = True, **changes: Any
+                    ) -> pruning.SparsifyConfig:
+    values: dict[str, Any] = dict(
+        regression=regression_config(prune),
+        calib_positions_per_image=prune.calib_positions_per_image,
+        target_source=prune.target_source,
+        residual=prune.residual,
+        min_channels=prune.min_channels,
+        recalibrate_bn=prune.recalibrate_bn,
+        progress=progress,
+    )
+    values.update(changes)
+    return pruning.SparsifyConfig(**values)
+
+
+@lru_cache(maxsize=4)
+def _loaders_cached(spec_json: str) -> Loaders:
+    return get_loaders(DataSpec(**json.loads(spec_json)))
+
+
+def load_data(cfg: RunConfig) -> Loaders:
+    """The run's loaders (cached per process: trials in one worker share them)."""
+    return _loaders_cached(json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True))
+
+
+def base_spec(cfg: RunConfig, loaders: Loaders) -> ArchSpec:
+    if cfg.model.arch:
+        return ArchSpec.load(cfg.model.arch)
+    return search_spaces.default_spec(
+        cfg.model.family,
+        num_classes=cfg.model.num_classes or loaders.num_classes,
+        input_shape=loaders.input_shape,
+    )
+
+
+# -- what a search shares with its trials ------------------------------------------------------
+@dataclass
+class SearchSetup:
+    """Everything a trial needs, picklable (sent to Ray workers)."""
+
+    config: RunConfig
+    run_dir: Path
+    pretrained: Path
+    space: SearchSpace
+    key_consumers: dict[str, list[str]]
+    base_metrics: dict[str, Any]
+    progress: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def consumer_map(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, list[str]]:
+    """Width key (producer module) -> the consumer layers whose inputs it feeds."""
+    example = torch.zeros(1, *input_shape)
+    dg = pruning.surgery.build_graph(model, example)
+    out: dict[str, list[str]] = {}
+    for c in pruning.surgery.discover_consumers(model, dg, example):
+        for p in c.producers:
+            out.setdefault(p, []).append(c.name)
+    return out
+
+
+def _cost(metrics: dict[str, Any], cost: str) -> float:
+    if cost == "latency":
+        return float(metrics["latency"]["median_ms"])
+    return float(metrics[cost])
+
+
+def measure_model(model: nn.Module, input_shape: tuple[int, ...], *, latency: bool) -> dict:
+    m = measure(model, tuple(input_shape), latency=latency)
+    return m.to_dict()
+
+
+def schedule_steps(tp: TrialParams, setup: SearchSetup) -> list[list[str]]:
+    """The consumer layers to prune, as a list of steps (one step for one-shot)."""
+    groups = [g for g in setup.space.groups if tp.groups.get(g.name) and tp.groups[g.name].prune]
+    if tp.order == "back_to_front":
+        groups = groups[::-1]
+    elif tp.order == "random":
+        random.Random(tp.permutation_seed).shuffle(groups)
+    steps: list[list[str]] = []
+    for g in groups:
+        layers: list[str] = []
+        for key in g.layers:
+            layers += [c for c in setup.key_consumers.get(key, []) if c not in layers]
+        if layers:
+            steps.append(layers)
+    if tp.schedule == "one_shot":
+        flat: list[str] = []
+        for s in steps:
+            flat += [c for c in s if c not in flat]
+        return [flat] if flat else []
+    return steps
+
+
+def layer_overrides(tp: TrialParams, setup: SearchSetup) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for key, gp in tp.layer_settings(setup.space).items():
+        over: dict[str, Any] = {"eps_L2": gp.eps_L2, "eps_E": gp.eps_E}
+        if gp.tau is not None:
+            over["tau"] = gp.tau
+        if gp.keep_ratio is not None:
+            over["keep_ratio"] = gp.keep_ratio
+        for consumer in setup.key_consumers.get(key, []):
+            out[consumer] = over
+    return out
+
+
+def scratch_epochs(variant: str, base_epochs: int, macs_ratio: float, cap: int | None) -> int:
+    """Scratch-E: the original epochs; Scratch-B: epochs scaled by the MACs ratio (Liu et al.)."""
+    if variant == "E":
+        return base_epochs
+    epochs = math.ceil(base_epochs / max(macs_ratio, 1e-6))
+    return min(epochs, cap) if cap else epochs
+
+
+def train_from_scratch(spec: ArchSpec, cfg: RunConfig, loaders: Loaders, *, epochs: int,
+                       seed: int, progress: bool) -> tuple[nn.Module, dict[str, Any]]:
+    torch.manual_seed(seed)
+    model = search_spaces.build(spec)
+    res = train(model, loaders, train_config(cfg.train, progress=progress, epochs=epochs,
+                                             seed=seed))
+    return model, {"val_acc": res.val_acc, "epochs": epochs,
+                   "seconds": res.seconds_per_epoch * res.epochs_run}
+
+
+def evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: SearchSetup
+                       ) -> TrialResult:
+    """Run one trial end to end; see the module docstring."""
+    cfg = setup.config
+    t0 = time.perf_counter()
+    tp = decode_params(params, setup.space)
+    loaders = load_data(cfg)
+    ckpt = load_checkpoint(setup.pretrained)
+    model = ckpt.model
+    input_shape = tuple(loaders.input_shape)
+    calib = loaders.calib(min(cfg.prune.calib_images, len(loaders.train.dataset)),  # type: ignore[arg-type]
+                          cfg.prune.calib_batch_size)
+    overrides = layer_overrides(tp, setup)
+    steps = schedule_steps(tp, setup)
+    reports: list[dict[str, Any]] = []
+    ft_epochs_between = max(1, tp.finetune_epochs // max(len(steps), 1))
+    for i, layers in enumerate(steps):
+        scfg = sparsify_config(cfg.prune, progress=setup.progress, layers=layers,
+                               layer_overrides={k: overrides[k] for k in layers if k in overrides},
+                               seed=cfg.search.seed + ctx.number)
+        result = pruning.sparsify(model, calib, scfg)
+        model = result.model
+        reports += [r.to_dict() for r in result.report]
+        if tp.schedule == "iterative" and i < len(steps) - 1:
+            train(model, loaders, train_config(cfg.finetune, progress=setup.progress,
+                                               epochs=ft_epochs_between))
+    spec = search_spaces.spec_from_model(model)
+    metrics = measure_model(model, input_shape, latency=cfg.search.cost == "latency")
+    base = setup.base_metrics
+    macs_ratio = metrics["macs"] / base["macs"]
+    attrs: dict[str, Any] = {
+        "arch_spec": spec.to_dict(),
+        "widths": dict(spec.widths),
+        "params": metrics["params"],
+        "macs": metrics["macs"],
+        "flops": metrics["flops"],
+        "fp32_mib": metrics["fp32_mib"],
+        "macs_ratio": macs_ratio,
+        "param_sparsity": 1 - metrics["prunable_params"] / base["prunable_params"],
+        "trial_dir": str(ctx.trial_dir),
+    }
+    if cfg.search.max_macs is not None and metrics["macs"] > cfg.search.max_macs:
+        raise RejectTrial(f"macs {metrics['macs']:.4g} > search.max_macs {cfg.search.max_macs:.4g}")
+    device = next(model.parameters()).device
+    attrs["acc_pruned"] = evaluate(model, loaders.val, device=device)[1]
+    ft_epochs = tp.finetune_epochs if tp.schedule == "one_shot" else ft_epochs_between
+    ft = train(model, loaders, train_config(cfg.finetune, progress=setup.progress,
+                                            epochs=ft_epochs))
+    attrs["acc_finetuned"] = ft.val_acc
+    ctx.trial_dir.mkdir(parents=True, exist_ok=True)
+    ck = save_checkpoint(ctx.trial_dir / "finetuned", model, spec,
+                         config=cfg.model_dump(mode="json"),
+                         metrics={"val_acc": ft.val_acc, **metrics})
+    attrs["checkpoint"] = str(ck)
+    if cfg.scratch.enabled:
+        for variant in cfg.scratch.variants:
+            epochs = scratch_epochs(variant, cfg.train.epochs, macs_ratio, cfg.scratch.max_epochs)
+            _, res = train_from_scratch(spec, cfg, loaders, epochs=epochs,
+                                        seed=cfg.train.seed + 1000 + ctx.number,
+                                        progress=setup.progress)
+            attrs[f"acc_scratch_{variant.lower()}"] = res["val_acc"]
+            attrs[f"scratch_{variant.lower()}_epochs"] = epochs
+    attrs["seconds"] = time.perf_counter() - t0
+    (ctx.trial_dir / "report.json").write_text(json.dumps(
+        {"params": params, "attrs": attrs, "layers": reports}, indent=2, default=str))
+    plot_widths(spec, ctx.trial_dir / "widths.png")
+    attrs["widths_plot"] = str(ctx.trial_dir / "widths.png")
+    acc_key = {"finetuned": "acc_finetuned", "pruned": "acc_pruned",
+               "scratch_e": "acc_scratch_e", "scratch_b": "acc_scratch_b"}[cfg.search.accuracy]
+    if acc_key not in attrs:
+        raise ValueError(f"search.accuracy={cfg.search.accuracy!r} needs scratch variant "
+                         f"{acc_key[-1].upper()} in scratch.variants")
+    cost = _cost(metrics, cfg.search.cost)
+    return TrialResult(objectives={"accuracy": float(attrs[acc_key]), cfg.search.cost: cost},
+                       attrs=attrs)
+
+
+def plot_widths(spec: ArchSpec, path: Path, *, title: str | None = None) -> Path:
+    """Bar plot of kept channels per layer against the family's original widths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fam = search_spaces.get_family(spec.family)
+    keys = list(fam.default_widths)
+    orig = [fam.default_widths[k] for k in keys]
+    kept = [spec.widths[k] for k in keys]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(keys) + 2), 3.2))
+    xs = range(len(keys))
+    ax.bar(xs, orig, color="#d0d7de", label="original")
+    ax.bar(xs, kept, color="#2f81f7", label="kept")
+    ax.set_xticks(list(xs), keys, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("channels / features")
+    ax.set_title(title or f"{spec.family}: kept width per layer")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

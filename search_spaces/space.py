@@ -1,0 +1,163 @@
+"""Search knobs: what a trial's sampler picks, with family-aware default ranges.
+
+A trial picks, per layer group (a family-defined set such as a VGG stage, or every layer):
+whether the group is pruned, ``eps_L2`` (log-uniform), ``eps_E`` (signed; by default within
+[-3e-3, 0], the range the method spec measured as well-behaved: positive values >= 0.03 block
+all pruning, values <= -1e-2 were erratic), and either the threshold ``tau`` or a
+keep-ratio (top-k); plus the layer schedule: order, one-shot or iterative (short fine-tunes
+between groups), and the fine-tune epochs.
+
+The sampler is define-by-run over any object with Optuna's ``suggest_*`` methods, so the
+same function serves an Optuna study and Ray Tune's ``OptunaSearch``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .spec import LayerGroup, get_family
+
+
+class Suggester(Protocol):
+    def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float: ...
+    def suggest_int(self, name: str, low: int, high: int) -> int: ...
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Range:
+    low: float
+    high: float
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Ranges and choices for one search. Build with :func:`default_space` and override."""
+
+    groups: tuple[LayerGroup, ...]
+    eps_L2: Range = Range(1e-4, 1.0, log=True)
+    eps_E: Range = Range(-3e-3, 0.0)
+    selection: tuple[str, ...] = ("tau",)
+    tau: Range = Range(0.01, 0.2, log=True)
+    keep_ratio: Range = Range(0.1, 0.9)
+    prune_group_prob: float = 0.9
+    orders: tuple[str, ...] = ("front_to_back",)
+    schedules: tuple[str, ...] = ("one_shot",)
+    finetune_epochs: tuple[int, int] = (1, 1)
+
+
+@dataclass
+class GroupParams:
+    prune: bool
+    eps_L2: float
+    eps_E: float
+    tau: float | None = None
+    keep_ratio: float | None = None
+
+
+@dataclass
+class TrialParams:
+    """What one trial prunes, decoded from the flat sampled dict."""
+
+    groups: dict[str, GroupParams] = field(default_factory=dict)
+    order: str = "front_to_back"
+    schedule: str = "one_shot"
+    finetune_epochs: int = 1
+    permutation_seed: int = 0
+
+    def layer_settings(self, space: SearchSpace) -> dict[str, GroupParams]:
+        """Width key -> the settings of the group it belongs to (pruned groups only)."""
+        out: dict[str, GroupParams] = {}
+        for group in space.groups:
+            gp = self.groups.get(group.name)
+            if gp is not None and gp.prune:
+                for key in group.layers:
+                    out[key] = gp
+        return out
+
+
+def default_space(
+    family: str, *, groups: str = "family", exclude_keys: Sequence[str] = ()
+) -> SearchSpace:
+    """The family's default space; ``groups`` is ``family`` | ``layer`` | ``all``.
+
+    ``exclude_keys`` are width keys the engine will not prune (e.g. ResNet's residual stage
+    widths when channels are pruned inside blocks only); groups left empty are dropped.
+    """
+    fam = get_family(family)
+    excluded = set(exclude_keys)
+    keys = [k for k in fam.default_widths if k not in excluded]
+    if groups == "family":
+        raw = fam.layer_groups()
+    elif groups == "layer":
+        raw = tuple(LayerGroup(k, (k,)) for k in keys)
+    elif groups == "all":
+        raw = (LayerGroup("all", tuple(keys)),)
+    else:
+        raise ValueError(f"search.space.groups: unknown value {groups!r}")
+    kept = []
+    for g in raw:
+        layers = tuple(k for k in g.layers if k not in excluded)
+        if layers:
+            kept.append(LayerGroup(g.name, layers))
+    return SearchSpace(groups=tuple(kept))
+
+
+def sample_params(trial: Suggester, space: SearchSpace) -> dict[str, Any]:
+    """Define-by-run sampling: suggests every knob on ``trial`` and returns the flat dict."""
+    params: dict[str, Any] = {}
+    for g in space.groups:
+        p = f"{g.name}."
+        if space.prune_group_prob < 1.0:
+            params[p + "prune"] = trial.suggest_categorical(p + "prune", [True, False])
+        params[p + "eps_L2"] = trial.suggest_float(
+            p + "eps_L2", space.eps_L2.low, space.eps_L2.high, log=space.eps_L2.log
+        )
+        params[p + "eps_E"] = trial.suggest_float(p + "eps_E", space.eps_E.low, space.eps_E.high)
+        sel = space.selection[0]
+        if len(space.selection) > 1:
+            sel = trial.suggest_categorical(p + "selection", list(space.selection))
+            params[p + "selection"] = sel
+        if sel == "tau":
+            params[p + "tau"] = trial.suggest_float(
+                p + "tau", space.tau.low, space.tau.high, log=space.tau.log
+            )
+        else:
+            params[p + "keep_ratio"] = trial.suggest_float(
+                p + "keep_ratio", space.keep_ratio.low, space.keep_ratio.high
+            )
+    if len(space.orders) > 1:
+        params["order"] = trial.suggest_categorical("order", list(space.orders))
+        if params["order"] == "random":
+            params["permutation_seed"] = trial.suggest_int("permutation_seed", 0, 10_000)
+    if len(space.schedules) > 1:
+        params["schedule"] = trial.suggest_categorical("schedule", list(space.schedules))
+    lo, hi = space.finetune_epochs
+    if hi > lo:
+        params["finetune_epochs"] = trial.suggest_int("finetune_epochs", lo, hi)
+    return params
+
+
+def decode_params(params: dict[str, Any], space: SearchSpace) -> TrialParams:
+    """Flat sampled dict -> :class:`TrialParams` (missing knobs take the space's fixed value)."""
+    out = TrialParams(
+        order=params.get("order", space.orders[0]),
+        schedule=params.get("schedule", space.schedules[0]),
+        finetune_epochs=int(params.get("finetune_epochs", space.finetune_epochs[0])),
+        permutation_seed=int(params.get("permutation_seed", 0)),
+    )
+    for g in space.groups:
+        p = f"{g.name}."
+        if p + "eps_L2" not in params:
+            raise KeyError(f"trial params lack {p}eps_L2 (space and params disagree)")
+        out.groups[g.name] = GroupParams(
+            prune=bool(params.get(p + "prune", True)),
+            eps_L2=float(params[p + "eps_L2"]),
+            eps_E=float(params[p + "eps_E"]),
+            tau=params.get(p + "tau"),
+            keep_ratio=params.get(p + "keep_ratio"),
+        )
+    return out
