@@ -1,0 +1,630 @@
+"""The one training loop: pre-training, fine-tuning after pruning, and scratch training.
+
+SGD with momentum, a per-step learning-rate schedule (cosine or step, optional linear
+warm-up), label smoothing, mixed precision and channels-last on CUDA. On CPU a run is
+deterministic: the same seed (and thread count) gives bit-identical weights, and a run
+resumed from its ``last`` checkpoint ends with the same weights as an uninterrupted one.
+
+Accuracies are fractions in [0, 1]; losses are mean cross-entropy (without label smoothing
+for evaluation).
+
+Example:
+    >>> loaders = get_loaders(DataSpec("mnist", root="../shared/data"))
+    >>> torch.manual_seed(0); model = build(default_spec("lenet5"))
+    >>> result = train(model, loaders, TrainConfig(epochs=8, lr=0.05), evaluate_test=True)
+    >>> result.test_acc
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from nas.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from search_spaces import ArchSpec, spec_from_model
+from search_spaces.data import Loaders
+
+log = logging.getLogger(__name__)
+
+SCHEDULES = ("cosine", "step")
+LAST = "last"
+# Fields that may change between an interrupted run and its resumption.
+_RESUME_FREE_FIELDS = {"progress", "device", "threads"}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the epoch and step."""
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run.
+
+    Attributes:
+        epochs: Number of passes over the training loader.
+        lr: Peak learning rate (SGD).
+        momentum: SGD momentum.
+        weight_decay: L2 penalty on every parameter (BN and biases included).
+        nesterov: Nesterov momentum.
+        schedule: ``"cosine"`` (to zero at the last step) or ``"step"`` (times ``gamma`` at
+            each epoch in ``step_milestones``; no milestones means a constant rate).
+        step_milestones: Epochs (0-based) at which the step schedule decays.
+        gamma: Decay factor of the step schedule.
+        warmup_epochs: Linear warm-up from ``lr / warmup_steps`` to ``lr``, per step.
+        label_smoothing: Of the training loss.
+        amp: Mixed precision (bf16 where supported, else fp16 with loss scaling);
+            ``None``: on for CUDA, off on CPU.
+        channels_last: NHWC memory format; ``None``: on for CUDA.
+        seed: Seeds torch / numpy / random at the start: shuffling, augmentation, dropout.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
+        max_steps_per_epoch: Cap on optimizer steps per epoch (tests, smoke runs).
+        progress: Show a progress bar on a terminal and one line per epoch; ``False``: silent.
+        threads: ``torch.set_num_threads`` during the run (restored afterwards); ``None``
+            keeps the current setting. Use 1 per process when several trials share a CPU:
+            oversubscribed intra-op threads slow small models down by up to 10x.
+    """
+
+    epochs: int = 10
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: str = "cosine"
+    step_milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    amp: bool | None = None
+    channels_last: bool | None = None
+    seed: int = 0
+    device: str = "auto"
+    max_steps_per_epoch: int | None = None
+    progress: bool = True
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            raise ValueError(f"train.epochs: must be >= 0, got {self.epochs}")
+        if not self.lr > 0:
+            raise ValueError(f"train.lr: must be positive, got {self.lr}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"train.schedule: {self.schedule!r} is not one of {SCHEDULES}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ValueError(
+                f"train.warmup_epochs: must be in 0..epochs ({self.epochs}), "
+                f"got {self.warmup_epochs}"
+            )
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"train.label_smoothing: must be in [0, 1), got {self.label_smoothing}")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch <= 0:
+            raise ValueError("train.max_steps_per_epoch: must be positive or null")
+        if self.threads is not None and self.threads <= 0:
+            raise ValueError("train.threads: must be positive or null")
+        self.step_milestones = tuple(int(m) for m in self.step_milestones)
+
+
+@dataclass
+class TrainResult:
+    """What a run produced (the model itself is trained in place).
+
+    Attributes:
+        history: One dict per finished epoch: ``epoch`` (1-based), ``train_loss``,
+            ``train_acc``, ``val_loss``, ``val_acc`` (``None`` without a val split), ``lr``
+            (at the epoch's last step), ``seconds``.
+        val_loss, val_acc: Of the last epoch.
+        test_loss, test_acc: Only with ``evaluate_test=True``.
+        seconds_per_epoch: Mean wall time of the epochs in ``history``.
+        epochs_run: Finished epochs, including those before a resume.
+        resumed_from_epoch: Epochs restored from the checkpoint (0: fresh run).
+        stopped_early: ``on_epoch_end`` asked to stop.
+        device: Where it ran.
+    """
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    val_loss: float | None = None
+    val_acc: float | None = None
+    test_loss: float | None = None
+    test_acc: float | None = None
+    seconds_per_epoch: float = 0.0
+    epochs_run: int = 0
+    resumed_from_epoch: int = 0
+    stopped_early: bool = False
+    device: str = "cpu"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- the loop ---------------------------------------------------------------------------------
+
+
+def train(
+    model: nn.Module,
+    loaders: Loaders,
+    config: TrainConfig,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    spec: ArchSpec | None = None,
+    on_epoch_end: Callable[[dict[str, Any]], bool | None] | None = None,
+    evaluate_test: bool = False,
+) -> TrainResult:
+    """Train ``model`` in place on ``loaders.train``; validate on ``loaders.val`` each epoch.
+
+    Args:
+        model: Any classifier ``(N, C, H, W) -> (N, classes)``; moved to the device, left
+            there in eval mode.
+        loaders: From :func:`search_spaces.data.get_loaders`.
+        config: Hyper-parameters.
+        checkpoint_dir: Save ``<dir>/last/`` (weights, spec, optimizer, RNG states,
+            history) after every epoch, replaced atomically.
+        resume: Continue from ``<dir>/last/`` when it exists (a fresh start otherwise);
+            the result equals that of an uninterrupted run. The config must match the
+            checkpoint's except ``progress``, ``device`` and ``threads``.
+        spec: Saved with the checkpoints; by default read from the model when it comes
+            from a registered family.
+        on_epoch_end: Called with each epoch's history record after the checkpoint is
+            written; returning ``True`` stops training.
+        evaluate_test: Also evaluate on ``loaders.test`` at the end (report only; never
+            select on it).
+
+    Raises:
+        NonFiniteLossError: The loss became NaN/inf (the message names epoch and step).
+        ValueError: ``resume`` with a checkpoint written under a different config.
+    """
+    device = resolve_device(config.device)
+    amp = config.amp if config.amp is not None else device.type == "cuda"
+    amp_dtype = _amp_dtype(device) if amp else None
+    channels_last = config.channels_last if config.channels_last is not None \
+        else device.type == "cuda"
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if resume and ckpt_dir is None:
+        raise ValueError("train: resume=True needs checkpoint_dir")
+    if spec is None:
+        spec = _spec_or_none(model)
+
+    with _num_threads(config.threads):
+        seed_everything(config.seed)
+        model.to(device)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-arg]
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=config.lr, momentum=config.momentum,
+            weight_decay=config.weight_decay, nesterov=config.nesterov,
+        )
+        scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        steps_per_epoch = len(loaders.train)
+        if config.max_steps_per_epoch is not None:
+            steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+        if steps_per_epoch == 0:
+            raise ValueError(f"train: the training loader of {loaders.name} is empty")
+
+        history: list[dict[str, Any]] = []
+        start_epoch = 0
+        if resume and ckpt_dir is not None:
+            restored = _restore_last(ckpt_dir, model, optimizer, scaler, config, device)
+            if restored is not None:
+                start_epoch, history = restored
+                log.info("resumed from %s after epoch %d", ckpt_dir / LAST, start_epoch)
+
+        reporter = _Reporter(config.progress)
+        stopped = False
+        try:
+            for epoch in range(start_epoch, config.epochs):
+                t0 = time.perf_counter()
+                train_loss, train_acc, lr = _train_epoch(
+                    model, loaders.train, optimizer, scaler, criterion, config,
+                    epoch=epoch, steps=steps_per_epoch, device=device, amp_dtype=amp_dtype,
+                    channels_last=channels_last, reporter=reporter,
+                )
+                val_loss = val_acc = None
+                if loaders.val is not None:
+                    val_loss, val_acc = evaluate(model, loaders.val, device=device,
+                                                 amp=amp, channels_last=channels_last)
+                record = {
+                    "epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
+                    "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
+                    "seconds": time.perf_counter() - t0,
+                }
+                history.append(record)
+                reporter.epoch_line(record, config.epochs)
+                if ckpt_dir is not None:
+                    _save_last(ckpt_dir, model, spec, config, optimizer, scaler, history)
+                if on_epoch_end is not None and on_epoch_end(dict(record)) is True:
+                    stopped = epoch + 1 < config.epochs
+                    break
+        finally:
+            reporter.close()
+
+        result = TrainResult(
+            history=history,
+            val_loss=history[-1]["val_loss"] if history else None,
+            val_acc=history[-1]["val_acc"] if history else None,
+            seconds_per_epoch=(sum(r["seconds"] for r in history) / len(history)
+                               if history else 0.0),
+            epochs_run=len(history),
+            resumed_from_epoch=start_epoch,
+            stopped_early=stopped,
+            device=str(device),
+        )
+        if evaluate_test:
+            result.test_loss, result.test_acc = evaluate(
+                model, loaders.test, device=device, amp=amp, channels_last=channels_last
+            )
+        model.eval()
+    return result
+
+
+def _train_epoch(
+    model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler, criterion: nn.Module, config: TrainConfig, *,
+    epoch: int, steps: int, device: torch.device, amp_dtype: torch.dtype | None,
+    channels_last: bool, reporter: _Reporter,
+) -> tuple[float, float, float]:
+    model.train()
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    lr = config.lr
+    # .item() syncs a GPU: check every step on CPU, every few steps on CUDA.
+    check_every = 1 if device.type == "cpu" else 25
+    reporter.start_epoch(epoch + 1, config.epochs, steps)
+    for step, (x, y) in enumerate(loader):
+        if step >= steps:
+            break
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        lr = lr_at(config, epoch * steps + step, steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with _autocast(device, amp_dtype):
+            logits = model(x)
+            loss = criterion(logits.float(), y)
+        if (step + 1) % check_every == 0 or step + 1 == steps:
+            value = loss.item()
+            if not math.isfinite(value):
+                first = step + 2 - check_every if check_every > 1 else step + 1
+                where = f"step {step + 1}/{steps}" if check_every == 1 else \
+                    f"steps {max(1, first)}-{step + 1} of {steps}"
+                raise NonFiniteLossError(
+                    f"training loss became {value} at epoch {epoch + 1}/{config.epochs}, "
+                    f"{where} (lr {lr:.4g}). Lower train.lr, add train.warmup_epochs, or "
+                    "check the inputs for NaN/inf."
+                )
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        n = y.shape[0]
+        loss_sum += loss.detach().double() * n
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += n
+        reporter.step(loss_sum, correct, seen)
+    return (loss_sum / max(seen, 1)).item(), correct.item() / max(seen, 1), lr
+
+
+def lr_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Learning rate of global step ``step`` (0-based): warm-up, then cosine or step decay."""
+    warm = config.warmup_epochs * steps_per_epoch
+    if step < warm:
+        return config.lr * (step + 1) / warm
+    if config.schedule == "cosine":
+        total = config.epochs * steps_per_epoch
+        t = (step - warm) / max(1, total - warm)
+        return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
+    epoch = step // steps_per_epoch
+    return config.lr * config.gamma ** sum(epoch >= m for m in config.step_milestones)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    *,
+    device: str | torch.device | None = None,
+    amp: bool = False,
+    channels_last: bool = False,
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (fraction in [0, 1]) of ``model`` on ``loader``.
+
+    Runs in eval mode and restores the model's previous mode. ``device=None`` uses the
+    model's device.
+    """
+    dev = torch.device(device) if device is not None else _model_device(model)
+    amp_dtype = _amp_dtype(dev) if amp else None
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
+    correct = torch.zeros((), device=dev, dtype=torch.long)
+    seen = 0
+    try:
+        for x, y in loader:
+            x = x.to(dev, non_blocking=True)
+            y = y.to(dev, non_blocking=True)
+            if channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(dev, amp_dtype):
+                logits = model(x)
+            loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum").double()
+            correct += (logits.argmax(1) == y).sum()
+            seen += y.shape[0]
+    finally:
+        model.train(was_training)
+    if seen == 0:
+        raise ValueError("evaluate: the loader is empty")
+    return (loss_sum / seen).item(), correct.item() / seen
+
+
+def plot_history(history: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """Save loss and accuracy curves (train and val per epoch) as a PNG; return the path."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    epochs = [r["epoch"] for r in history]
+    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for split, style in (("train", "-o"), ("val", "-s")):
+        losses = [r.get(f"{split}_loss") for r in history]
+        accs = [r.get(f"{split}_acc") for r in history]
+        if any(v is not None for v in losses):
+            ax_loss.plot(epochs, [math.nan if v is None else v for v in losses], style,
+                         ms=3, label=split)
+        if any(v is not None for v in accs):
+            ax_acc.plot(epochs, [math.nan if v is None else 100 * v for v in accs], style,
+                        ms=3, label=split)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.savefig(path, dpi=120)
+    return path
+
+
+# -- devices, seeds, threads --------------------------------------------------------------
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else as given."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device: {device!r} requested but CUDA is not available")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy and Python's ``random``."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _amp_dtype(device: torch.device) -> torch.dtype:
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def _num_threads(threads: int | None) -> Iterator[None]:
+    old = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _spec_or_none(model: nn.Module) -> ArchSpec | None:
+    if getattr(model, "arch_family", None) is None:
+        return None
+    try:
+        return spec_from_model(model)
+    except Exception:  # a foreign model that happens to carry the attribute
+        return None
+
+
+# -- resume state -------------------------------------------------------------------------
+
+
+def _rng_state() -> dict[str, Any]:
+    version, internal, gauss = random.getstate()
+    np_state: Any = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": [version, list(internal), gauss],
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    npst = state["numpy"]
+    np.random.set_state(("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"],
+                         npst["has_gauss"], npst["cached_gaussian"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _config_dict(config: TrainConfig) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(config)))
+
+
+def _save_last(ckpt_dir: Path, model: nn.Module, spec: ArchSpec | None, config: TrainConfig,
+               optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               history: list[dict[str, Any]]) -> None:
+    """Write ``<dir>/last/`` via a temporary directory and two renames."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt_dir / f".{LAST}.tmp{os.getpid()}"
+    old = ckpt_dir / f".{LAST}.old"
+    last = ckpt_dir / LAST
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    state = {
+        "epoch": len(history),
+        "history": [dict(r) for r in history],
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": _rng_state(),
+        "train_config": _config_dict(config),
+    }
+    save_checkpoint(tmp / "model", model, spec, config=config, metrics=history[-1],
+                    extra_state=state)
+    shutil.rmtree(old, ignore_errors=True)
+    if last.exists():
+        os.replace(last, old)
+    os.replace(tmp, last)  # a crash before this line leaves `.last.old`, read by resume
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _restore_last(ckpt_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                  scaler: torch.amp.GradScaler, config: TrainConfig,
+                  device: torch.device) -> tuple[int, list[dict[str, Any]]] | None:
+    for candidate in (ckpt_dir / LAST, ckpt_dir / f".{LAST}.old"):
+        if (candidate / "model.json").is_file():
+            break
+    else:
+        log.info("resume: no checkpoint in %s, starting fresh", ckpt_dir)
+        return None
+    ckpt = load_checkpoint(candidate / "model", model=model, device=device)
+    state = ckpt.extra_state
+    if not state or "optimizer" not in state:
+        raise CheckpointError(f"{candidate}: no resume state (model.state.pt) in the checkpoint")
+    saved = state["train_config"]
+    current = _config_dict(config)
+    diff = [f"{k} ({saved.get(k)!r} -> {current[k]!r})" for k in current
+            if k not in _RESUME_FREE_FIELDS and saved.get(k) != current[k]]
+    if diff:
+        raise ValueError(
+            f"resume: {candidate} was written with a different config: {', '.join(diff)}. "
+            "Use the same config, or start fresh (resume=False or a new checkpoint_dir)."
+        )
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    _set_rng_state(state["rng"])
+    return int(state["epoch"]), [dict(r) for r in state["history"]]
+
+
+# -- progress --------------------------------------------------------------------------------
+
+
+class _Reporter:
+    """A rich progress bar on a terminal, one line per epoch elsewhere, nothing when off."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.console: Any = None
+        self.progress: Any = None
+        self.task: Any = None
+        self._every = 20
+        if enabled:
+            from rich.console import Console
+
+            self.console = Console(stderr=True)
+            if self.console.is_terminal:
+                from rich.progress import (
+                    BarColumn,
+                    MofNCompleteColumn,
+                    Progress,
+                    TextColumn,
+                    TimeRemainingColumn,
+                )
+
+                self.progress = Progress(
+                    TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
+                    console=self.console, transient=True,
+                )
+                self.progress.start()
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        if self.progress is not None:
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            self.task = self.progress.add_task(f"epoch {epoch}/{epochs}", total=steps, stats="")
+            self._step = 0
+
+    def step(self, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> None:
+        if self.progress is None:
+            return
+        self._step += 1
+        stats = None
+        if self._step % self._every == 0:
+            stats = f"loss {loss_sum.item() / seen:.4f} acc {100 * correct.item() / seen:.2f}%"
+        if stats is None:
+            self.progress.advance(self.task)
+        else:
+            self.progress.update(self.task, advance=1, stats=stats)
+
+    def epoch_line(self, r: Mapping[str, Any], epochs: int) -> None:
+        val = "" if r["val_acc"] is None else \
+            f"  val loss {r['val_loss']:.4f} acc {100 * r['val_acc']:.2f}%"
+        line = (f"epoch {r['epoch']}/{epochs}  train loss {r['train_loss']:.4f} "
+                f"acc {100 * r['train_acc']:.2f}%{val}  lr {r['lr']:.4g}  {r['seconds']:.1f} s")
+        log.info(line)
+        if self.console is not None:
+            self.console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+__all__ = [
+    "NonFiniteLossError",
+    "TrainConfig",
+    "TrainResult",
+    "evaluate",
+    "lr_at",
+    "plot_history",
+    "resolve_device",
+    "seed_everything",
+    "train",
+]
