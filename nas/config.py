@@ -71,6 +71,7 @@ class TrainSection(_Strict):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_steps_per_epoch: int | None = Field(default=None, gt=0)
+    threads: int | None = Field(default=None, gt=0)  # torch threads; 1 per process when trials share a CPU
 
 
 class PruneSection(_Strict):

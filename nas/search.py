@@ -1,0 +1,336 @@
+"""A whole search: pre-train once (cached), run the trials on Optuna or Ray Tune, train the
+uniform-scaling baseline, write the Pareto front, log to W&B, export the winner.
+
+Run directory (``--out runs/NAME``)::
+
+    config.yaml  study.db  pretrained/  trials/<n>/  baselines.json
+    pareto.csv .json .png .html  export/  wandb/  summary.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+import search_spaces
+from pruning.measure import count_macs
+from search_spaces import ArchSpec
+from search_spaces.space import SearchSpace, default_space, sample_params
+
+from . import pareto as pareto_mod
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import RunConfig, SpaceSection
+from .search_types import Objective, TrialRecord, TrialResult
+from .train import evaluate, train
+from .trial import (
+    SearchSetup,
+    base_spec,
+    consumer_map,
+    evaluate_candidate,
+    load_data,
+    measure_model,
+    train_config,
+)
+
+console = Console(stderr=True)
+
+
+def objectives_for(cfg: RunConfig) -> list[Objective]:
+    return [Objective("accuracy", "maximize"), Objective(cfg.search.cost, "minimize")]
+
+
+def _key(cfg: RunConfig) -> str:
+    blob = json.dumps(
+        {k: cfg.model_dump(mode="json")[k] for k in ("model", "data", "train")}, sort_keys=True
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def pretrained_checkpoint(cfg: RunConfig, run_dir: Path, *, progress: bool = True) -> Path:
+    """Train the base model once per (model, data, train) config; reuse it afterwards."""
+    loaders = load_data(cfg)
+    stem = run_dir / "pretrained" / "model"
+    key = _key(cfg)
+    if stem.with_suffix(".json").exists():
+        try:
+            ckpt = load_checkpoint(stem)
+            if (ckpt.config or {}).get("cache_key") == key:
+                return stem
+            console.print("[yellow]pretrained checkpoint is for another config: retraining[/]")
+        except CheckpointError as exc:
+            console.print(f"[yellow]pretrained checkpoint unusable ({exc}): retraining[/]")
+    spec = base_spec(cfg, loaders)
+    torch.manual_seed(cfg.train.seed)
+    model = search_spaces.build(spec)
+    console.print(f"[bold]pre-training[/] {spec.family} on {cfg.data.name} "
+                  f"for {cfg.train.epochs} epochs")
+    res = train(model, loaders, train_config(cfg.train, progress=progress),
+                checkpoint_dir=run_dir / "pretrained" / "state", resume=True, spec=spec)
+    save_checkpoint(stem, model, spec, config={"cache_key": key, **cfg.model_dump(mode="json")},
+                    metrics={"val_acc": res.val_acc, "seconds_per_epoch": res.seconds_per_epoch})
+    return stem
+
+
+def search_space(cfg: RunConfig, residual_keys: list[str]) -> SearchSpace:
+    from search_spaces.space import Range
+
+    sec: SpaceSection = cfg.search.space
+    space = default_space(cfg.model.family, groups=sec.groups, exclude_keys=residual_keys)
+    changes: dict[str, Any] = {
+        "selection": tuple(sec.selection),
+        "prune_group_prob": sec.prune_group_prob,
+        "orders": tuple(sec.orders),
+        "schedules": tuple(sec.schedules),
+        "finetune_epochs": tuple(sec.finetune_epochs or (cfg.finetune.epochs, cfg.finetune.epochs)),
+    }
+    for name in ("eps_L2", "eps_E", "tau", "keep_ratio"):
+        r = getattr(sec, name)
+        if r is not None:
+            changes[name] = Range(r.low, r.high, r.log)
+    from dataclasses import replace
+
+    return replace(space, **changes)
+
+
+def prepare(cfg: RunConfig, run_dir: Path, *, progress: bool = True) -> SearchSetup:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    loaders = load_data(cfg)
+    stem = pretrained_checkpoint(cfg, run_dir, progress=progress)
+    ckpt = load_checkpoint(stem)
+    model = ckpt.model
+    shape = tuple(loaders.input_shape)
+    metrics = measure_model(model, shape, latency=cfg.search.cost == "latency")
+    metrics["val_acc"] = evaluate(model, loaders.val or loaders.test,
+                                  device=next(model.parameters()).device)[1]
+    key_consumers = consumer_map(model, shape)
+    assert ckpt.spec is not None
+    unprunable = [k for k in ckpt.spec.widths if k not in key_consumers]
+    if cfg.prune.residual == "inner":
+        unprunable += [k for k in ckpt.spec.widths if k.startswith("stage")]
+    return SearchSetup(config=cfg, run_dir=run_dir, pretrained=stem,
+                       space=search_space(cfg, sorted(set(unprunable))),
+                       key_consumers=key_consumers, base_metrics=metrics)
+
+
+def uniform_spec_at_macs(spec: ArchSpec, target_macs: float) -> tuple[ArchSpec, float]:
+    """The uniformly thinned spec of the same family whose MACs best match ``target_macs``."""
+    lo, hi = 0.0, 1.0
+    best = (spec, float("inf"), 1.0)
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        cand = spec.scaled(mid)
+        macs = count_macs(search_spaces.build(cand), tuple(spec.input_shape))
+        if abs(macs - target_macs) < best[1]:
+            best = (cand, abs(macs - target_macs), mid)
+        if macs > target_macs:
+            hi = mid
+        else:
+            lo = mid
+    return best[0], best[2]
+
+
+def uniform_baseline(cfg: RunConfig, setup: SearchSetup, target_macs: float, *,
+                     progress: bool = True) -> dict[str, Any]:
+    """Plain width scaling at equal MACs, trained from scratch with the pre-training recipe."""
+    cache = setup.run_dir / "baselines.json"
+    done = json.loads(cache.read_text()) if cache.exists() else {}
+    tag = f"uniform@{int(target_macs)}"
+    if tag in done:
+        return done[tag]
+    loaders = load_data(cfg)
+    base = load_checkpoint(setup.pretrained).spec
+    assert base is not None
+    spec, factor = uniform_spec_at_macs(base, target_macs)
+    torch.manual_seed(cfg.train.seed + 7)
+    model = search_spaces.build(spec)
+    console.print(f"[bold]uniform baseline[/]: widths x{factor:.3f}, training from scratch")
+    res = train(model, loaders, train_config(cfg.train, progress=progress,
+                                             seed=cfg.train.seed + 7))
+    m = measure_model(model, tuple(loaders.input_shape), latency=cfg.search.cost == "latency")
+    out = {"label": f"uniform x{factor:.2f} (scratch)", "accuracy": res.val_acc,
+           cfg.search.cost: m["latency"]["median_ms"] if cfg.search.cost == "latency"
+           else m[cfg.search.cost], "macs": m["macs"], "params": m["params"],
+           "factor": factor, "widths": dict(spec.widths)}
+    done[tag] = out
+    cache.write_text(json.dumps(done, indent=2))
+    return out
+
+
+class _Progress:
+    """Driver-side progress display: trials done, best accuracy so far, front size."""
+
+    def __init__(self, total: int, objectives: list[Objective], tracker: Any) -> None:
+        self.objectives = objectives
+        self.tracker = tracker
+        self.records: list[TrialRecord] = []
+        self.progress = Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
+                                 console=console, transient=False)
+        self.task = self.progress.add_task("trials", total=total, status="")
+
+    def __call__(self, record: TrialRecord) -> None:
+        self.records.append(record)
+        done = [r for r in self.records if r.state == "COMPLETE"]
+        front = pareto_mod.front_records(done, self.objectives) if done else []
+        best = max((r.values.get("accuracy", 0.0) for r in done), default=float("nan"))
+        self.progress.update(self.task, advance=1,
+                             status=f"best acc {best:.4f}  front {len(front)}  "
+                                    f"last: #{record.number} {record.state.lower()}")
+        if record.state == "COMPLETE" and self.tracker is not None:
+            self.tracker.log_trial(record.number, record.params,
+                                   TrialResult(dict(record.values), dict(record.attrs)),
+                                   widths_plot_path=record.attrs.get("widths_plot"))
+
+
+def run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None = None,
+               trials: int | None = None, storage: str | None = None, resume: bool = False,
+               wandb_enabled: bool | None = None, ray_address: str | None = None,
+               pick: str = "knee", progress: bool = True) -> dict[str, Any]:
+    """Run a search end to end; returns the summary written to ``summary.json``."""
+    from .tracking import Tracker
+
+    t0 = time.perf_counter()
+    backend = backend or cfg.search.backend
+    n_trials = trials or cfg.search.trials
+    study = cfg.search.study_name or cfg.name
+    run_dir = Path(run_dir)
+    storage_url = storage or cfg.search.storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"
+    setup = prepare(cfg, run_dir, progress=progress)
+    objectives = objectives_for(cfg)
+    sample = partial(sample_params, space=setup.space)
+    evaluate_fn = partial(evaluate_candidate, setup=setup)
+    enabled = cfg.wandb.enabled if wandb_enabled is None else wandb_enabled
+    tracker = Tracker(enabled=enabled, project=cfg.wandb.project, entity=cfg.wandb.entity,
+                      group=study, run_dir=run_dir)
+    prog = _Progress(n_trials, objectives, tracker)
+    with prog.progress:
+        if backend == "optuna":
+            from .backends.optuna import run_optuna
+
+            run_optuna(study_name=study, storage=storage_url, objectives=objectives,
+                       sample=sample, evaluate=evaluate_fn, n_trials=n_trials, run_dir=run_dir,
+                       sampler=cfg.search.sampler, seed=cfg.search.seed, resume=resume,
+                       on_trial_end=prog)
+        else:
+            from .backends.ray import run_ray
+
+            run_ray(study_name=study, storage=storage_url, objectives=objectives,
+                    sample=sample, evaluate=evaluate_fn, n_trials=n_trials, run_dir=run_dir,
+                    sampler=cfg.search.sampler, seed=cfg.search.seed, resume=resume,
+                    on_trial_end=prog, ray_address=ray_address or cfg.search.ray_address,
+                    resources_per_trial={"cpu": cfg.search.cpus_per_trial,
+                                         "gpu": cfg.search.gpus_per_trial},
+                    max_concurrent_trials=cfg.search.max_concurrent_trials)
+    records = pareto_mod.load_records(storage_url, study)
+    done = [r for r in records if r.state == "COMPLETE"]
+    if not done:
+        raise RuntimeError(f"search {study!r}: no trial completed; see {run_dir}/trials/*/")
+    base = setup.base_metrics
+    baselines = [{"label": "unpruned (pre-trained)", "accuracy": base["val_acc"],
+                  cfg.search.cost: base["latency"]["median_ms"] if cfg.search.cost == "latency"
+                  else base[cfg.search.cost], "macs": base["macs"], "params": base["params"]}]
+    knee = pareto_mod.pick_record(done, objectives, "knee") if hasattr(
+        pareto_mod, "pick_record") else _knee(done, objectives)
+    if cfg.search.uniform_baseline:
+        baselines.append(uniform_baseline(cfg, setup, knee.attrs["macs"], progress=progress))
+    paths = pareto_mod.write_results(records, objectives, run_dir, baselines=baselines,
+                                     title=f"{study}: accuracy vs {cfg.search.cost}")
+    pareto_mod.print_front(records, objectives, console=console)
+    exported = export_winner(cfg, storage_url, study, pick, run_dir / "export", records=records)
+    summary = {
+        "study": study, "storage": storage_url, "backend": backend,
+        "trials": {s: sum(r.state == s for r in records)
+                   for s in ("COMPLETE", "FAIL", "PRUNED", "RUNNING")},
+        "front_size": len(pareto_mod.front_records(done, objectives)),
+        "baselines": baselines, "export": exported,
+        "seconds": time.perf_counter() - t0,
+        "files": {k: str(v) for k, v in paths.items()},
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    tracker.log_summary(records, objectives, paths,
+                        arch_spec_path=Path(exported["dir"]) / "arch.json")
+    _print_summary(summary, base, exported)
+    return summary
+
+
+def _knee(records: list[TrialRecord], objectives: list[Objective]) -> TrialRecord:
+    from .export import pick_trial
+
+    return pick_trial(records, objectives, "knee")
+
+
+def export_winner(cfg: RunConfig, storage_url: str, study: str, pick: str, out_dir: Path, *,
+                  records: list[TrialRecord] | None = None) -> dict[str, Any]:
+    """Export the picked trial and compute its test accuracy (the only use of the test set)."""
+    from .export import export_trial, pick_trial
+
+    records = records if records is not None else pareto_mod.load_records(storage_url, study)
+    objectives = pareto_mod.load_objectives(storage_url, study)
+    rec = pick_trial(records, objectives, pick)
+    loaders = load_data(cfg)
+    ckpt = load_checkpoint(rec.attrs["checkpoint"])
+    test_acc = evaluate(ckpt.model, loaders.test, device="cpu")[1]
+    rec.attrs["test_acc_finetuned"] = test_acc
+
+    def load_model(r: TrialRecord) -> tuple[torch.nn.Module, ArchSpec]:
+        c = load_checkpoint(r.attrs["checkpoint"])
+        assert c.spec is not None
+        return c.model, c.spec
+
+    export_trial(rec, out_dir, load_model=load_model)
+    return {"dir": str(out_dir), "trial": rec.number, "pick": pick, "test_acc": test_acc,
+            "values": rec.values, "widths": rec.attrs.get("widths")}
+
+
+def export_from_storage(storage: str, study: str, pick: str, out_dir: Path, *,
+                        data_root: str | None = None) -> dict[str, Any]:
+    records = pareto_mod.load_records(storage, study)
+    done = [r for r in records if r.state == "COMPLETE"]
+    if not done:
+        raise RuntimeError(f"study {study!r} in {storage}: no completed trial to export")
+    cfg_path = Path(done[0].attrs["trial_dir"]).parents[1] / "config.yaml"
+    from .config import load_config
+
+    overrides = {"data.root": data_root} if data_root else None
+    cfg = load_config(cfg_path, overrides)
+    out = export_winner(cfg, storage, study, pick, out_dir, records=records)
+    console.print(f"[bold]exported[/] trial #{out['trial']} ({pick}) -> {out_dir}: "
+                  f"test acc {out['test_acc']:.4f}")
+    return out
+
+
+def replot(storage: str, study: str, out_dir: Path | None) -> dict[str, Path]:
+    records = pareto_mod.load_records(storage, study)
+    objectives = pareto_mod.load_objectives(storage, study)
+    done = [r for r in records if r.state == "COMPLETE"]
+    if out_dir is None:
+        out_dir = Path(done[0].attrs["trial_dir"]).parents[1] if done else Path(".")
+    baselines: list[dict[str, Any]] = []
+    bjson = out_dir / "pareto.json"
+    if bjson.exists():
+        baselines = json.loads(bjson.read_text()).get("baselines", [])
+    paths = pareto_mod.write_results(records, objectives, out_dir, baselines=baselines)
+    pareto_mod.print_front(records, objectives, console=console)
+    console.print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return paths
+
+
+def _print_summary(summary: dict[str, Any], base: dict[str, Any], exported: dict[str, Any]
+                   ) -> None:
+    t = summary["trials"]
+    console.print(
+        f"[bold green]search done[/] in {summary['seconds']:.0f} s: {t['COMPLETE']} complete, "
+        f"{t['FAIL']} failed, {t['PRUNED']} rejected; front of {summary['front_size']}.\n"
+        f"unpruned: val acc {base['val_acc']:.4f} at {base['macs']:,} MACs; exported trial "
+        f"#{exported['trial']} ({exported['pick']}): val acc {exported['values']['accuracy']:.4f}, "
+        f"test acc {exported['test_acc']:.4f} -> {exported['dir']}"
+    )
