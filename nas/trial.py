@@ -186,6 +186,10 @@ def evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sear
     """Run one trial end to end; see the module docstring."""
     cfg = setup.config
     t0 = time.perf_counter()
+    if ctx.backend == "ray":
+        # Several trials share the node: oversubscribed intra-op threads slow small models
+        # down by up to 10x, so each trial uses the CPUs Tune reserved for it.
+        torch.set_num_threads(max(1, int(cfg.search.cpus_per_trial)))
     tp = decode_params(params, setup.space)
     loaders = load_data(cfg)
     ckpt = load_checkpoint(setup.pretrained)
