@@ -1,0 +1,560 @@
+"""Run a search with Optuna in this process (``n_jobs`` threads) or several local processes.
+
+Storage, the one source of truth for both engines (``pareto`` and ``export`` read it):
+
+- ``None``: SQLite file ``run_dir/study.db`` (one process; ``n_jobs`` threads are fine).
+- ``"journal:PATH"``: :class:`optuna.storages.JournalStorage` on a
+  :class:`~optuna.storages.journal.JournalFileBackend` — use it for several local worker
+  processes (SQLite locks up under concurrent writers, optuna#820).
+- any SQLAlchemy URL (``sqlite:///x.db``, ``postgresql://...``, ``mysql://...``) for a cluster.
+
+Crash safety. RDB storages (SQLite included) get a heartbeat: a trial whose process dies stops
+beating, is failed after ``grace_period`` seconds and re-queued once with the same parameters
+(:class:`RequeueTrial`, like Optuna's ``RetryHeartbeatStaleTrialCallback``). Independently of
+the heartbeat, every trial records its worker (host, pid, process start time); at start-up a
+RUNNING trial owned by a dead process on this host is failed and re-queued at once. That is
+the only mechanism for journal storage, which has no heartbeat. Stale trials of other hosts
+are failed by the heartbeat only.
+
+Several processes on one study (journal or RDB storage, each ``resume=True``) stop when the
+total is reached; trials already running in other workers at that moment still finish, so the
+study may end up to ``workers - 1`` trials over ``n_trials``.
+
+Trial counting. ``n_trials`` is the *total* number of finished trials the study should hold,
+counted across resumes and across worker processes: COMPLETE + PRUNED (rejected) + FAIL, where
+a failed trial that was re-queued (killed, interrupted) does not count - its retry does.
+A resumed search runs only the remainder.
+
+Example:
+    >>> study = run_optuna(study_name="lenet", storage=None, objectives=[
+    ...     Objective("accuracy", "maximize"), Objective("macs", "minimize")],
+    ...     sample=sample, evaluate=evaluate, n_trials=40, run_dir=Path("runs/lenet"))
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import socket
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.search_types import (
+    EvaluateFn,
+    Objective,
+    RejectTrial,
+    SampleFn,
+    TrialContext,
+    TrialEndFn,
+    TrialRecord,
+)
+
+log = logging.getLogger(__name__)
+
+SAMPLERS = ("nsga2", "tpe", "random")
+RESERVED_ATTRS = ("trial_dir", "backend", "worker", "elapsed_s", "error", "error_file", "rejected",
+                  "interrupted")
+_ERROR_MAX_CHARS = 2000
+
+class StudyExistsError(RuntimeError):
+    """The study is already in the storage and the caller did not ask to resume it."""
+
+
+class RequeueTrial:
+    """Re-queue a failed trial (WAITING, same params) up to ``max_retry`` times.
+
+    Optuna's ``RetryHeartbeatStaleTrialCallback`` with one difference: the retry does not
+    inherit the dead trial's user attrs (its error, worker, timings), only its parameters. The
+    ``failed_trial`` / ``retry_history`` system attrs are the same as Optuna's.
+    """
+
+    def __init__(self, max_retry: int | None = 1) -> None:
+        self.max_retry = max_retry
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        history = [*trial.system_attrs.get("retry_history", []), trial.number]
+        if self.max_retry is not None and len(history) > self.max_retry:
+            return
+        system_attrs = {"failed_trial": trial.system_attrs.get("failed_trial", trial.number),
+                        "retry_history": history}
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+            system_attrs=system_attrs,
+        ))
+
+
+# -- storage ----------------------------------------------------------------------------------
+def default_storage_url(run_dir: str | Path) -> str:
+    """The embedded default: ``sqlite:///<run_dir>/study.db`` (absolute path)."""
+    return f"sqlite:///{Path(run_dir).resolve() / 'study.db'}"
+
+
+def open_storage(
+    storage: str | BaseStorage | None,
+    run_dir: str | Path | None = None,
+    *,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+    max_retry: int | None = 1,
+    must_exist: bool = False,
+) -> BaseStorage:
+    """Open an Optuna storage from ``None`` (run_dir/study.db), ``journal:PATH`` or a DB URL.
+
+    Args:
+        storage: See the module docstring; a ready ``BaseStorage`` is returned unchanged.
+        run_dir: Needed when ``storage`` is None.
+        heartbeat_interval: Seconds between heartbeats of running trials (RDB storages only);
+            None turns the heartbeat off (read-only use).
+        grace_period: Seconds without heartbeat before a running trial is failed
+            (default ``2 * heartbeat_interval``).
+        max_retry: How many times a killed trial is re-queued.
+        must_exist: Raise FileNotFoundError instead of creating an empty SQLite / journal file.
+    """
+    if isinstance(storage, BaseStorage):
+        return storage
+    if storage is None:
+        if run_dir is None:
+            raise ValueError("storage=None needs run_dir (the study goes to run_dir/study.db)")
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        storage = default_storage_url(run_dir)
+    if storage.startswith("journal:"):
+        path = Path(storage[len("journal:"):]).expanduser()
+        if must_exist and not path.exists():
+            raise FileNotFoundError(f"no Optuna journal at {path}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from optuna.storages.journal import JournalFileBackend
+
+        return JournalStorage(JournalFileBackend(str(path)))
+    if "://" not in storage:
+        raise ValueError(
+            f"storage {storage!r}: expected a database URL (sqlite:///runs/x/study.db, "
+            "postgresql://...), 'journal:PATH', or nothing for run_dir/study.db"
+        )
+    if storage.startswith("sqlite:///") and storage != "sqlite:///:memory:":
+        db = Path(storage[len("sqlite:///"):])
+        if must_exist and not db.exists():
+            raise FileNotFoundError(f"no Optuna database at {db}")
+        db.parent.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = {}
+    if storage.startswith("sqlite:"):  # wait for the heartbeat thread's writes, not fail
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    with warnings.catch_warnings():  # heartbeat and retry are "experimental" since Optuna 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if heartbeat_interval is not None:
+            kwargs |= {
+                "heartbeat_interval": heartbeat_interval,
+                "grace_period": grace_period,
+                _retry_kwarg(): RequeueTrial(max_retry=max_retry),
+            }
+        return RDBStorage(storage, **kwargs)
+
+
+def _retry_kwarg() -> str:
+    import inspect
+
+    params = inspect.signature(RDBStorage.__init__).parameters
+    return "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params \
+        else "failed_trial_callback"
+
+
+def describe_storage(storage: str | BaseStorage | None, run_dir: str | Path | None) -> str:
+    if storage is None:
+        return default_storage_url(run_dir or ".")
+    if isinstance(storage, BaseStorage):
+        return type(storage).__name__
+    return storage
+
+
+# -- samplers -----------------------------------------------------------------------------------
+def make_sampler(
+    name: str | optuna.samplers.BaseSampler,
+    *,
+    seed: int | None,
+    n_trials: int,
+    population_size: int | None = None,
+) -> optuna.samplers.BaseSampler:
+    """``"nsga2"`` | ``"tpe"`` | ``"random"`` (or a ready sampler, returned unchanged).
+
+    NSGA-II's first generation is random sampling; Optuna's default population of 50 would make
+    a 40-trial search a random search, so the default here is ``clamp(n_trials // 4, 4, 50)``.
+    """
+    if isinstance(name, optuna.samplers.BaseSampler):
+        return name
+    if name == "nsga2":
+        pop = population_size or max(4, min(50, n_trials // 4))
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=pop)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"sampler {name!r}: expected one of {', '.join(SAMPLERS)}")
+
+
+# -- records ------------------------------------------------------------------------------------
+def trial_record(trial: FrozenTrial, objective_names: Sequence[str]) -> TrialRecord:
+    """A :class:`TrialRecord` from an Optuna ``FrozenTrial``."""
+    values: dict[str, float] = {}
+    if trial.values is not None:
+        values = {n: float(v) for n, v in zip(objective_names, trial.values, strict=False)}
+    attrs = dict(trial.user_attrs)
+    if trial.state == TrialState.FAIL and "error" not in attrs:
+        attrs["error"] = "the trial stopped without reporting (process killed or heartbeat lost)"
+    retried = trial.system_attrs.get("failed_trial")
+    if retried is not None:
+        attrs.setdefault("retry_of", retried)
+    return TrialRecord(trial.number, trial.state.name, values, dict(trial.params), attrs)
+
+
+def counted_trials(trials: Sequence[FrozenTrial]) -> int:
+    """Finished trials that count towards ``n_trials`` (see the module docstring)."""
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    return sum(t.state in finished or (t.state == TrialState.FAIL and t.number not in retried)
+               for t in trials)
+
+
+# -- study --------------------------------------------------------------------------------------
+def create_or_load_study(
+    *,
+    study_name: str,
+    storage: BaseStorage,
+    objectives: Sequence[Objective],
+    resume: bool,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    storage_desc: str = "",
+    backend: str = "optuna",
+) -> tuple[optuna.Study, bool]:
+    """Create the study, or load it when ``resume``; returns ``(study, existed)``.
+
+    Raises:
+        StudyExistsError: the study exists and ``resume`` is False (nothing is overwritten).
+        ValueError: a resumed study has other objectives than asked for.
+    """
+    names = [o.name for o in objectives]
+    directions = [o.direction for o in objectives]
+    existing = set(optuna.study.get_all_study_names(storage))
+    if study_name in existing:
+        if not resume:
+            raise StudyExistsError(
+                f"study {study_name!r} already exists in {storage_desc or 'the storage'}; "
+                "pass --resume to continue it, or pick another --study-name / --out"
+            )
+        study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler)
+        _check_objectives(study, names, directions)
+        if study.user_attrs.get("backend", backend) != backend:
+            raise ValueError(
+                f"study {study_name!r} was run with the {study.user_attrs['backend']} backend; "
+                f"resume it with that backend, not {backend}"
+            )
+        return study, True
+    try:
+        study = optuna.create_study(
+            study_name=study_name, storage=storage, sampler=sampler, directions=directions
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        if not resume:  # another worker created it between our check and now
+            raise StudyExistsError(
+                f"study {study_name!r} was just created by another process; start extra "
+                "workers with --resume"
+            ) from None
+        study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler)
+        return study, True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(names)
+    study.set_user_attr("objectives", [{"name": n, "direction": d} for n, d in zip(names, directions, strict=True)])
+    study.set_user_attr("backend", backend)
+    return study, False
+
+
+def _check_objectives(study: optuna.Study, names: Sequence[str], directions: Sequence[str]) -> None:
+    have_dirs = [d.name.lower() for d in study.directions]
+    have_names = study.metric_names or [f"values_{i}" for i in range(len(have_dirs))]
+    if have_dirs != list(directions) or list(have_names) != list(names):
+        raise ValueError(
+            f"study {study.study_name!r} has objectives "
+            f"{list(zip(have_names, have_dirs, strict=False))}, but this search asks for "
+            f"{list(zip(names, directions, strict=False))}; use another study name"
+        )
+
+
+def load_objectives(study: optuna.Study) -> list[Objective]:
+    """The study's objectives (names from ``set_metric_names``)."""
+    dirs = [d.name.lower() for d in study.directions]
+    names = study.metric_names or [f"values_{i}" for i in range(len(dirs))]
+    return [Objective(n, d) for n, d in zip(names, dirs, strict=True)]  # type: ignore[arg-type]
+
+
+# -- crash recovery -----------------------------------------------------------------------------
+def _this_worker() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": _process_start(os.getpid())}
+
+
+def _process_start(pid: int) -> float | None:
+    try:
+        import psutil
+
+        return float(psutil.Process(pid).create_time())
+    except Exception:  # noqa: BLE001 - no psutil, or no such process
+        return None
+
+
+def _worker_alive(worker: dict[str, Any]) -> bool:
+    pid = int(worker.get("pid", -1))
+    if pid <= 0:
+        return True  # unknown: never fail a trial we cannot judge
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    started = worker.get("started")
+    now_started = _process_start(pid)
+    # a different start time: the pid was reused by another process
+    return started is None or now_started is None or abs(now_started - started) <= 1.0
+
+
+def recover_stale_trials(study: optuna.Study, *, max_retry: int | None = 1) -> list[int]:
+    """Fail RUNNING trials whose worker process on this host is gone, and re-queue them.
+
+    Then run Optuna's heartbeat check (RDB storages) for trials of other hosts. Trials that
+    were FAILed by a KeyboardInterrupt (``attrs["interrupted"]``) and never retried are
+    re-queued too. Returns the numbers of the trials failed here.
+    """
+    storage = study._storage  # Optuna's own fail_stale_trials works on the storage directly
+    host = socket.gethostname()
+    retry = RequeueTrial(max_retry=max_retry)
+    failed: list[int] = []
+    trials = study.get_trials(deepcopy=False)
+    for t in trials:
+        if t.state != TrialState.RUNNING:
+            continue
+        worker = t.user_attrs.get("worker")
+        if not isinstance(worker, dict) or worker.get("host") != host or _worker_alive(worker):
+            continue
+        try:
+            storage.set_trial_user_attr(
+                t._trial_id, "error",
+                f"worker process {worker.get('pid')} on {host} died while running the trial "
+                "(killed?)",
+            )
+            if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another process got there first
+        failed.append(t.number)
+        retry(study, storage.get_trial(t._trial_id))
+    retried = {n for t in study.get_trials(deepcopy=False)
+               for n in t.system_attrs.get("retry_history", [])}
+    for t in trials:
+        if t.state == TrialState.FAIL and t.user_attrs.get("interrupted") and t.number not in retried:
+            retry(study, t)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    if failed:
+        log.warning("failed and re-queued trial(s) %s left RUNNING by a dead process", failed)
+    return failed
+
+
+# -- the objective --------------------------------------------------------------------------------
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON types (paths, numpy and torch scalars / arrays, sets...)."""
+    return json.loads(json.dumps(value, default=_json_default, allow_nan=True))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    if hasattr(obj, "tolist"):  # numpy / torch
+        return obj.tolist()
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    return str(obj)
+
+
+def write_error(trial_dir: Path, exc: BaseException) -> Path:
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    path = trial_dir / "error.txt"
+    path.write_text("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    return path
+
+
+def error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= _ERROR_MAX_CHARS else text[: _ERROR_MAX_CHARS - 3] + "..."
+
+
+def check_result(result: Any, objectives: Sequence[Objective]) -> list[float]:
+    """The objective values of ``result`` in search order; raise ValueError naming the problem."""
+    names = [o.name for o in objectives]
+    objs = getattr(result, "objectives", None)
+    if not isinstance(objs, dict):
+        raise TypeError(f"evaluate must return a TrialResult, got {type(result).__name__}")
+    missing = [n for n in names if n not in objs]
+    if missing:
+        raise ValueError(f"evaluate returned no value for objective(s) {missing}; got {sorted(objs)}")
+    values = [float(objs[n]) for n in names]
+    bad = [n for n, v in zip(names, values, strict=True) if math.isnan(v)]
+    if bad:
+        raise ValueError(f"objective(s) {bad} are NaN")
+    return values
+
+
+class _Objective:
+    """The Optuna objective: sample -> evaluate -> user attrs; errors land in the trial dir."""
+
+    def __init__(self, sample: SampleFn, evaluate: EvaluateFn, objectives: Sequence[Objective],
+                 run_dir: Path) -> None:
+        self.sample = sample
+        self.evaluate = evaluate
+        self.objectives = list(objectives)
+        self.run_dir = run_dir
+
+    def __call__(self, trial: optuna.Trial) -> list[float]:
+        import time
+
+        trial_dir = self.run_dir / "trials" / str(trial.number)
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        trial.set_user_attr("trial_dir", str(trial_dir))
+        trial.set_user_attr("backend", "optuna")
+        trial.set_user_attr("worker", _this_worker())
+        ctx = TrialContext(trial.number, trial_dir, self.run_dir, "optuna")
+        start = time.perf_counter()
+        try:
+            params = self.sample(trial)
+            result = self.evaluate(params, ctx)
+            values = check_result(result, self.objectives)
+        except RejectTrial as exc:
+            trial.set_user_attr("rejected", str(exc) or "rejected")
+            trial.set_user_attr("elapsed_s", time.perf_counter() - start)
+            raise optuna.TrialPruned(str(exc)) from None
+        except KeyboardInterrupt:
+            trial.set_user_attr("error", "interrupted (KeyboardInterrupt)")
+            trial.set_user_attr("interrupted", True)
+            raise
+        except Exception as exc:
+            trial.set_user_attr("error", error_text(exc))
+            trial.set_user_attr("error_file", str(write_error(trial_dir, exc)))
+            trial.set_user_attr("elapsed_s", time.perf_counter() - start)
+            raise
+        for key, value in jsonable(result.attrs).items():
+            if key in RESERVED_ATTRS and key != "elapsed_s":
+                key = f"result_{key}"
+            trial.set_user_attr(key, value)
+        trial.set_user_attr("elapsed_s", time.perf_counter() - start)
+        return values
+
+
+class _StopAtTotal:
+    """Stop the study once ``total`` trials count as finished, across all workers."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if counted_trials(study.get_trials(deepcopy=False)) >= self.total:
+            study.stop()
+
+
+class _OnTrialEnd:
+    def __init__(self, fn: TrialEndFn, names: list[str]) -> None:
+        self.fn = fn
+        self.names = names
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.fn(trial_record(trial, self.names))
+
+
+# -- entry point --------------------------------------------------------------------------------
+def run_optuna(
+    *,
+    study_name: str,
+    storage: str | BaseStorage | None,
+    objectives: Sequence[Objective],
+    sample: SampleFn,
+    evaluate: EvaluateFn,
+    n_trials: int,
+    run_dir: str | Path,
+    sampler: str | optuna.samplers.BaseSampler = "nsga2",
+    seed: int | None = 0,
+    resume: bool = False,
+    n_jobs: int = 1,
+    on_trial_end: TrialEndFn | None = None,
+    population_size: int | None = None,
+    heartbeat_interval: int = 60,
+    grace_period: int | None = None,
+    max_retry: int = 1,
+) -> optuna.Study:
+    """Run (or resume) a multi-objective Optuna search until the study holds ``n_trials``.
+
+    Args:
+        study_name: Study name in the storage.
+        storage: None (``run_dir/study.db``), ``"journal:PATH"`` or a database URL.
+        objectives: Names and directions; ``evaluate`` must return one value per name.
+        sample: Define-by-run function suggesting a candidate on the Optuna trial.
+        evaluate: ``evaluate(params, ctx) -> TrialResult``; may raise :class:`RejectTrial`
+            (recorded PRUNED with ``attrs["rejected"]``) or any exception (recorded FAIL with
+            ``attrs["error"]`` and ``trial_dir/error.txt``; the search goes on).
+        n_trials: Total trials the study should hold, counted across resumes (see module doc).
+        run_dir: Run directory; trial ``n`` works in ``run_dir/trials/n``.
+        sampler: ``"nsga2"`` | ``"tpe"`` | ``"random"`` or a sampler instance.
+        seed: Sampler seed. A resumed study seeds with ``seed + len(trials)`` so that it does
+            not replay the first run's random proposals.
+        resume: Continue an existing study (and create it if missing). Without it an existing
+            study is an error, so nothing is overwritten. Extra workers use ``resume=True``.
+        n_jobs: Threads in this process (use journal / RDB storage for several processes).
+        on_trial_end: Progress hook, called with the :class:`TrialRecord` of each ended trial.
+        population_size: NSGA-II population (default ``clamp(n_trials // 4, 4, 50)``).
+        heartbeat_interval, grace_period, max_retry: Crash detection of RDB storages.
+
+    Returns:
+        The study (its storage holds every trial: params, values, user attrs).
+    """
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if n_trials < 0:
+        raise ValueError(f"n_trials must be >= 0, got {n_trials}")
+    store = open_storage(storage, run_dir, heartbeat_interval=heartbeat_interval,
+                         grace_period=grace_period, max_retry=max_retry)
+    desc = describe_storage(storage, run_dir)
+    study, existed = create_or_load_study(
+        study_name=study_name, storage=store, objectives=objectives, resume=resume,
+        storage_desc=desc,
+    )
+    trials = study.get_trials(deepcopy=False)
+    sampler_seed = None if seed is None else seed + len(trials)
+    study.sampler = make_sampler(sampler, seed=sampler_seed, n_trials=n_trials,
+                                 population_size=population_size)
+    if existed:
+        recover_stale_trials(study, max_retry=max_retry)
+        trials = study.get_trials(deepcopy=False)
+    remaining = n_trials - counted_trials(trials)
+    log.info("study %r in %s: %d trial(s) counted, %d to run", study_name, desc,
+             n_trials - max(remaining, 0), max(remaining, 0))
+    if remaining <= 0:
+        return study
+    callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = [_StopAtTotal(n_trials)]
+    if on_trial_end is not None:
+        callbacks.append(_OnTrialEnd(on_trial_end, [o.name for o in objectives]))
+    study.optimize(
+        _Objective(sample, evaluate, objectives, run_dir),
+        n_trials=remaining,
+        n_jobs=n_jobs,
+        catch=(Exception,),
+        callbacks=callbacks,
+        gc_after_trial=True,
+    )
+    return study

@@ -1,0 +1,137 @@
+"""W&B tracking, really run offline (no key, no network), files checked on disk."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nas.pareto import write_results
+from nas.search_types import Objective, TrialRecord, TrialResult
+from nas.tracking import Tracker, resolve_mode
+
+OBJS = [Objective("accuracy", "maximize"), Objective("macs", "minimize")]
+
+
+def wandb_records(path: Path) -> Iterator[object]:
+    """Records of an offline ``.wandb`` file (LevelDB-style log of protobuf records)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, buf = 7, b""
+    while pos + 7 <= len(data):
+        left = 32768 - pos % 32768
+        if left < 7:
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0 and length == 0:
+            pos += left
+            continue
+        buf += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # FULL or LAST chunk
+            rec = pb.Record()
+            rec.ParseFromString(buf)
+            buf = b""
+            yield rec
+
+
+def run_summary(run_dir: Path) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for rec in wandb_records(next(run_dir.glob("*.wandb"))):
+        if rec.WhichOneof("record_type") == "summary":
+            out |= {i.key: json.loads(i.value_json) for i in rec.summary.update if i.key}
+    return out
+
+
+def record_types(run_dir: Path) -> set[str]:
+    return {r.WhichOneof("record_type") for r in wandb_records(next(run_dir.glob("*.wandb")))}
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+
+
+def test_no_key_and_no_mode_means_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WANDB_MODE")
+    assert resolve_mode() == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert resolve_mode() == "online"
+    assert resolve_mode("disabled") == "disabled"
+
+
+def test_disabled_tracker_is_a_picklable_no_op(tmp_path: Path) -> None:
+    t = Tracker(enabled=False, project="p", entity=None, group="g", run_dir=tmp_path)
+    assert t.log_trial(0, {}, TrialResult({"accuracy": 1.0, "macs": 1.0}, {})) is None
+    assert t.log_summary([], OBJS, None) is None
+    assert not (tmp_path / "wandb").exists()
+    assert pickle.loads(pickle.dumps(t)).enabled is False
+
+
+def _records() -> list[TrialRecord]:
+    return [
+        TrialRecord(0, "COMPLETE", {"accuracy": 0.9, "macs": 4e5}, {"eps": 0.1},
+                    {"widths": {"conv1": 6, "fc1": 20}}),
+        TrialRecord(1, "COMPLETE", {"accuracy": 0.8, "macs": 1e5}, {"eps": 0.3},
+                    {"widths": {"conv1": 3, "fc1": 10}}),
+        TrialRecord(2, "COMPLETE", {"accuracy": 0.7, "macs": 2e5}, {"eps": 0.4},
+                    {"widths": {"conv1": 4, "fc1": 9}}),
+        TrialRecord(3, "FAIL", {}, {"eps": 0.5}, {"error": "RuntimeError: boom"}),
+    ]
+
+
+def test_offline_trial_and_summary_runs_land_in_run_dir(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plot = tmp_path / "widths.png"
+    plt.figure(figsize=(2, 2))
+    plt.bar(["conv1", "fc1"], [6, 20])
+    plt.savefig(plot)
+    plt.close()
+
+    tracker = pickle.loads(pickle.dumps(  # as a Ray worker would get it
+        Tracker(enabled=True, project="entropic-nas-test", entity=None, group="study-x",
+                run_dir=tmp_path)))
+    result = TrialResult({"accuracy": 0.9, "macs": 4e5},
+                         {"acc_ft": 0.9, "timing": {"fit_s": 1.5}, "widths": {"conv1": 6}})
+    trial_run = tracker.log_trial(0, {"eps": 0.1}, result, widths_plot_path=plot)
+    assert trial_run is not None and trial_run.name.startswith("offline-run-")
+    assert trial_run.parent == tmp_path / "wandb"
+    summary = run_summary(trial_run)  # offline runs keep the summary in the .wandb log
+    assert summary["accuracy"] == 0.9 and summary["macs"] == 4e5
+    assert summary["state"] == "COMPLETE" and summary["timing.fit_s"] == 1.5 and summary["widths.conv1"] == 6
+    assert list((trial_run / "files" / "media" / "images").glob("widths_*.png"))
+
+    paths = write_results(_records(), OBJS, tmp_path / "pareto")
+    spec = tmp_path / "export" / "arch.json"
+    spec.parent.mkdir()
+    spec.write_text('{"family": "small_cnn"}\n')
+    summary_run = tracker.log_summary(_records(), OBJS, paths, arch_spec_path=spec)
+    assert summary_run is not None and summary_run != trial_run
+    assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 2
+
+    tables = list((summary_run / "files" / "media" / "table").glob("trials_*.table.json"))
+    assert len(tables) == 1
+    table = json.loads(tables[0].read_text())
+    cols = table["columns"]
+    assert cols[:5] == ["trial", "state", "accuracy", "macs", "is_pareto"]
+    assert [row[cols.index("is_pareto")] for row in table["data"]] == [True, True, False, False]
+    assert "width.conv1" in cols
+    files = {p.name for p in (summary_run / "files").rglob("*")}
+    assert {"pareto.csv", "pareto.json"} <= files
+    assert run_summary(summary_run)["pareto_trials"] == [0, 1]
+    # the artifact is recorded in the run's log; offline, nothing is uploaded
+    assert "artifact" in record_types(summary_run)
+    assert b"architecture" in next(summary_run.glob("*.wandb")).read_bytes()
