@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ import search_spaces
 from nas.cli import main
 from nas.search_types import TrialRecord  # noqa: F401  (public type used by pareto/export)
 
-CONFIG = {
+CONFIG: dict[str, Any] = {
     "name": "e2e",
     "model": {"family": "small_cnn"},
     "data": {"name": "synthetic", "num_samples": 480, "input_shape": [1, 8, 8],
@@ -94,3 +95,22 @@ def test_invalid_config_fails_before_any_work(tmp_path: Path, capsys) -> None:
     assert main(["search", "--config", str(cfg), "--out", str(out)]) == 2
     assert "search.trials" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_ray_search_lands_in_the_same_storage(tmp_path: Path, offline_wandb: None) -> None:
+    """The real trial under Ray Tune (local, 2 CPUs): same storage, pareto and export."""
+    cfg = dict(CONFIG, name="e2eray",
+               search={**CONFIG["search"], "backend": "ray", "trials": 2,
+                       "max_concurrent_trials": 2},
+               wandb={"enabled": False})
+    path = tmp_path / "ray.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    assert main(["search", "--config", str(path), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["backend"] == "ray"
+    assert summary["trials"]["COMPLETE"] == 2
+    assert (out / "export" / "arch.json").exists()
+    pareto = json.loads((out / "pareto.json").read_text())
+    assert all("acc_scratch_e" in json.dumps(t) for t in pareto["trials"])
