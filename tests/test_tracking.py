@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import pickle
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,9 +20,11 @@ from nas.tracking import Tracker, resolve_mode
 OBJS = [Objective("accuracy", "maximize"), Objective("macs", "minimize")]
 
 
-def wandb_records(path: Path) -> Iterator[object]:
+def wandb_records(path: Path) -> Iterator[Any]:
     """Records of an offline ``.wandb`` file (LevelDB-style log of protobuf records)."""
-    from wandb.proto import wandb_internal_pb2 as pb
+    # The generated protobuf module defines its message classes at import time, invisibly
+    # to a type checker: treat it (and the records) as dynamic.
+    pb: Any = importlib.import_module("wandb.proto.wandb_internal_pb2")
 
     data = path.read_bytes()
     assert data[:4] == b":W&B"
@@ -33,6 +38,8 @@ def wandb_records(path: Path) -> Iterator[object]:
         if kind == 0 and length == 0:
             pos += left
             continue
+        if pos + 7 + length > len(data):  # a record still being written
+            return
         buf += data[pos + 7:pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):  # FULL or LAST chunk
@@ -42,16 +49,42 @@ def wandb_records(path: Path) -> Iterator[object]:
             yield rec
 
 
+def finished_records(run_dir: Path, timeout: float = 60.0) -> list[Any]:
+    """The run's records once its log holds the ``exit`` record.
+
+    ``run.finish()`` returns before the wandb-core service has written the offline log
+    (right after it the file may hold only its 7-byte header), so wait for the log to be
+    complete instead of reading it at once.
+    """
+    deadline = time.monotonic() + timeout
+    log = next(run_dir.glob("*.wandb"))
+    last_size = -1
+    while True:
+        size = log.stat().st_size
+        records = list(wandb_records(log))
+        # under load the service may still append records (e.g. a coalesced summary) right
+        # after `exit`: wait until the log has also stopped growing
+        if size == last_size and any(r.WhichOneof("record_type") == "exit" for r in records):
+            return records
+        last_size = size
+        assert time.monotonic() < deadline, f"{run_dir}: no exit record after {timeout:.0f} s"
+        time.sleep(0.5)
+
+
 def run_summary(run_dir: Path) -> dict[str, object]:
     out: dict[str, object] = {}
-    for rec in wandb_records(next(run_dir.glob("*.wandb"))):
+    for rec in finished_records(run_dir):
         if rec.WhichOneof("record_type") == "summary":
-            out |= {i.key: json.loads(i.value_json) for i in rec.summary.update if i.key}
+            # wandb-core may coalesce updates into items keyed by `nested_key` instead of `key`
+            for item in rec.summary.update:
+                key = item.key or ".".join(item.nested_key)
+                if key:
+                    out[key] = json.loads(item.value_json)
     return out
 
 
 def record_types(run_dir: Path) -> set[str]:
-    return {r.WhichOneof("record_type") for r in wandb_records(next(run_dir.glob("*.wandb")))}
+    return {r.WhichOneof("record_type") for r in finished_records(run_dir)}
 
 
 @pytest.fixture(autouse=True)
