@@ -124,7 +124,7 @@ def cmd_families(args: argparse.Namespace) -> int:
     import search_spaces
     from pruning.measure import count_macs, count_params
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in search_spaces.list_families():
         fam = search_spaces.get_family(name)
         spec = search_spaces.default_spec(name)

@@ -95,9 +95,31 @@ class FinetuneSection(TrainSection):
     lr: float = Field(default=0.01, gt=0)
 
 
+ScratchVariant = Literal["E", "B"]
+Selection = Literal["tau", "keep_ratio"]
+LayerOrder = Literal["front_to_back", "back_to_front", "random"]
+Schedule = Literal["one_shot", "iterative"]
+
+
+def _default_variants() -> list[ScratchVariant]:
+    return ["E"]
+
+
+def _default_selection() -> list[Selection]:
+    return ["tau"]
+
+
+def _default_orders() -> list[LayerOrder]:
+    return ["front_to_back"]
+
+
+def _default_schedules() -> list[Schedule]:
+    return ["one_shot"]
+
+
 class ScratchSection(_Strict):
     enabled: bool = True
-    variants: list[Literal["E", "B"]] = Field(default_factory=lambda: ["E"])
+    variants: list[ScratchVariant] = Field(default_factory=_default_variants)
     max_epochs: int | None = Field(default=None, gt=0)  # cap for Scratch-B on tiny nets
 
 
@@ -121,16 +143,12 @@ class SpaceSection(_Strict):
     groups: Literal["family", "layer", "all"] = "family"
     eps_L2: RangeF | None = None
     eps_E: RangeF | None = None
-    selection: list[Literal["tau", "keep_ratio"]] = Field(default_factory=lambda: ["tau"])
+    selection: list[Selection] = Field(default_factory=_default_selection)
     tau: RangeF | None = None
     keep_ratio: RangeF | None = None
     prune_group_prob: float = Field(default=0.9, ge=0, le=1)
-    orders: list[Literal["front_to_back", "back_to_front", "random"]] = Field(
-        default_factory=lambda: ["front_to_back"]
-    )
-    schedules: list[Literal["one_shot", "iterative"]] = Field(
-        default_factory=lambda: ["one_shot"]
-    )
+    orders: list[LayerOrder] = Field(default_factory=_default_orders)
+    schedules: list[Schedule] = Field(default_factory=_default_schedules)
     finetune_epochs: tuple[int, int] | None = None
 
 

@@ -38,6 +38,7 @@ from .trial import (
     load_data,
     measure_model,
     train_config,
+    val_loader,
 )
 
 console = Console(stderr=True)
@@ -101,16 +102,16 @@ def search_space(cfg: RunConfig, residual_keys: list[str]) -> SearchSpace:
 
 
 def prepare(cfg: RunConfig, run_dir: Path, *, progress: bool = True) -> SearchSetup:
+    loaders = load_data(cfg)
+    val = val_loader(loaders)  # no val split: fail before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(cfg.to_yaml())
-    loaders = load_data(cfg)
     stem = pretrained_checkpoint(cfg, run_dir, progress=progress)
     ckpt = load_checkpoint(stem)
     model = ckpt.model
     shape = tuple(loaders.input_shape)
     metrics = measure_model(model, shape, latency=cfg.search.cost == "latency")
-    metrics["val_acc"] = evaluate(model, loaders.val or loaders.test,
-                                  device=next(model.parameters()).device)[1]
+    metrics["val_acc"] = evaluate(model, val, device=next(model.parameters()).device)[1]
     key_consumers = consumer_map(model, shape)
     assert ckpt.spec is not None
     unprunable = [k for k in ckpt.spec.widths if k not in key_consumers]

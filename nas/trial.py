@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 import pruning
 import search_spaces
@@ -32,7 +33,7 @@ from search_spaces.data import DataSpec, Loaders, get_loaders
 from search_spaces.space import SearchSpace, TrialParams, decode_params
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import PruneSection, RunConfig, TrainSection
+from .config import ConfigError, PruneSection, RunConfig, TrainSection
 from .search_types import RejectTrial, TrialContext, TrialResult
 from .train import TrainConfig, evaluate, train
 
@@ -84,11 +85,20 @@ def load_data(cfg: RunConfig) -> Loaders:
 def base_spec(cfg: RunConfig, loaders: Loaders) -> ArchSpec:
     if cfg.model.arch:
         return ArchSpec.load(cfg.model.arch)
+    c, h, w = loaders.input_shape
     return search_spaces.default_spec(
         cfg.model.family,
         num_classes=cfg.model.num_classes or loaders.num_classes,
-        input_shape=loaders.input_shape,
+        input_shape=(c, h, w),
     )
+
+
+def val_loader(loaders: Loaders) -> DataLoader:
+    """The validation loader a search selects on; there is no fallback to test."""
+    if loaders.val is None:
+        raise ConfigError("a search selects on validation accuracy: data.val_fraction must be "
+                          "> 0 (the test split is used for reporting only)")
+    return loaders.val
 
 
 # -- what a search shares with its trials ------------------------------------------------------
@@ -229,7 +239,7 @@ def evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sear
     if cfg.search.max_macs is not None and metrics["macs"] > cfg.search.max_macs:
         raise RejectTrial(f"macs {metrics['macs']:.4g} > search.max_macs {cfg.search.max_macs:.4g}")
     device = next(model.parameters()).device
-    attrs["acc_pruned"] = evaluate(model, loaders.val, device=device)[1]
+    attrs["acc_pruned"] = evaluate(model, val_loader(loaders), device=device)[1]
     ft_epochs = tp.finetune_epochs if tp.schedule == "one_shot" else ft_epochs_between
     ft = train(model, loaders, train_config(cfg.finetune, progress=setup.progress,
                                             epochs=ft_epochs))

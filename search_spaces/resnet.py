@@ -58,6 +58,7 @@ class ResNet18(nn.Module):
         self.conv1 = nn.Conv2d(spec.input_shape[0], w["stage1"], 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(w["stage1"])
         cin = w["stage1"]
+        stages: list[nn.Sequential] = []
         for i, n in enumerate(BLOCKS):
             cout = w[f"stage{i + 1}"]
             blocks = []
@@ -66,7 +67,8 @@ class ResNet18(nn.Module):
                 project = i > 0 and j == 0
                 blocks.append(BasicBlock(cin, w[f"layer{i + 1}.{j}.conv1"], cout, stride, project))
                 cin = cout
-            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.linear = nn.Linear(cin, spec.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

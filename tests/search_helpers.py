@@ -16,6 +16,7 @@ from torch import nn
 
 import search_spaces as ss
 from nas.search_types import Objective, RejectTrial, TrialContext, TrialResult
+from pruning.measure import count_macs
 
 OBJECTIVES = [Objective("accuracy", "maximize"), Objective("macs", "minimize")]
 WIDTH_RANGES = {"conv1": (2, 8), "conv2": (2, 16), "conv3": (2, 24), "fc1": (2, 32)}
@@ -24,27 +25,6 @@ WIDTH_RANGES = {"conv1": (2, 8), "conv2": (2, 16), "conv3": (2, 24), "fc1": (2, 
 def sample(trial: optuna.trial.BaseTrial) -> dict[str, Any]:
     """Define-by-run: one width per small_cnn layer."""
     return {k: trial.suggest_int(k, lo, hi) for k, (lo, hi) in WIDTH_RANGES.items()}
-
-
-def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of one forward pass of one input (Conv2d and Linear only)."""
-    total = 0
-
-    def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        nonlocal total
-        if isinstance(mod, nn.Conv2d):
-            k = mod.kernel_size[0] * mod.kernel_size[1] * (mod.in_channels // mod.groups)
-            total += out[0].numel() * k
-        else:
-            total += mod.in_features * mod.out_features
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear))]
-    with torch.no_grad():
-        model.eval()(torch.zeros(1, *input_shape))
-    for h in handles:
-        h.remove()
-    return total
 
 
 @functools.lru_cache(maxsize=1)

@@ -17,6 +17,7 @@ import search_helpers as h
 
 from nas.backends.optuna import StudyExistsError, counted_trials, run_optuna
 from nas.pareto import load_records
+from pruning.measure import count_macs
 
 
 def _run(tmp_path: Path, n_trials: int, *, resume: bool = False, evaluate=h.evaluate,
@@ -39,7 +40,7 @@ def test_three_trials_recorded_with_params_values_and_attrs(tmp_path: Path) -> N
     for r in records:
         assert set(r.params) == set(h.WIDTH_RANGES)
         assert 0.0 <= r.values["accuracy"] <= 1.0
-        assert r.values["macs"] == h.count_macs(
+        assert r.values["macs"] == count_macs(
             h.ss.build(h.ss.ArchSpec.from_dict(r.attrs["arch_spec"])), (1, 8, 8))
         assert r.attrs["widths"] == r.params
         assert Path(r.attrs["trial_dir"]) == tmp_path / "trials" / str(r.number)

@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import search_helpers as h
@@ -64,7 +65,7 @@ def test_ray_search_interrupted_resumed_and_mirrored(tmp_path: Path,
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     tracker = Tracker(enabled=True, project="t", group="r", run_dir=tmp_path)
     seen: list = []
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         study_name="r", storage=None, objectives=h.OBJECTIVES, sample=h.sample,
         evaluate=functools.partial(h.evaluate_tracked, tracker=tracker, fail_at=1), n_trials=3,
         run_dir=tmp_path, sampler="random", seed=0, num_cpus=2, on_trial_end=seen.append,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Literal
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ from pruning.regression import (
     select_channels,
 )
 
+Solver = Literal["envelope", "alternating"]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 # Planted layer: channel 0 is all zero, 5 duplicates 2, 7..11 are pure noise that Y does not
@@ -67,7 +69,7 @@ def _assert_non_increasing(history: list[float]) -> None:
 
 
 @pytest.mark.parametrize("solver", ["envelope", "alternating"])
-def test_planted_structure_is_recovered(solver: str) -> None:
+def test_planted_structure_is_recovered(solver: Solver) -> None:
     X, Y, mom = _planted()
     res = entropic_regression(mom, RegressionConfig(solver=solver, max_iter=2000))
     kept = set(res.keep.tolist())
@@ -84,7 +86,7 @@ def test_planted_structure_is_recovered(solver: str) -> None:
 
 @pytest.mark.parametrize("solver", ["envelope", "alternating"])
 @pytest.mark.parametrize("eps_E", [-1e-3, 0.0, 1e-3])
-def test_objective_never_increases(solver: str, eps_E: float) -> None:
+def test_objective_never_increases(solver: Solver, eps_E: float) -> None:
     mom = _structured(10, 3, 5, 400, seed=1, decay=2.0, noise=0.3)
     res = entropic_regression(mom, RegressionConfig(solver=solver, eps_E=eps_E, eps_L2=0.1))
     assert len(res.objective_history) > 3

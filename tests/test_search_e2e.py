@@ -97,6 +97,17 @@ def test_invalid_config_fails_before_any_work(tmp_path: Path, capsys) -> None:
     assert not out.exists()
 
 
+def test_search_without_val_split_fails_before_any_work(tmp_path: Path, capsys) -> None:
+    """Selection is on validation only: no val split is an error, never a fallback to test."""
+    bad = dict(CONFIG, data={**CONFIG["data"], "val_fraction": 0.0})
+    cfg = tmp_path / "noval.yaml"
+    cfg.write_text(yaml.safe_dump(bad))
+    out = tmp_path / "run"
+    assert main(["search", "--config", str(cfg), "--out", str(out), "--no-wandb"]) == 2
+    assert "data.val_fraction" in capsys.readouterr().err
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_ray_search_lands_in_the_same_storage(tmp_path: Path, offline_wandb: None) -> None:
     """The real trial under Ray Tune (local, 2 CPUs): same storage, pareto and export."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import model_helpers as mh
 import pytest
 import torch
 from torch import nn
@@ -67,11 +68,12 @@ class _Planted(nn.Module):
         self.fc = nn.Linear(8 * 4 * 4, 10)
         with torch.no_grad():
             for conv, dead, src, dup in ((self.conv1, 2, 1, 4), (self.conv2, 3, 0, 5)):
-                conv.bias.fill_(0.5)  # real channels rarely hit the ReLU floor
+                b = mh.bias(conv)
+                b.fill_(0.5)  # real channels rarely hit the ReLU floor
                 conv.weight[dead] = 0.0
-                conv.bias[dead] = -1.0  # ReLU output is always 0
+                b[dead] = -1.0  # ReLU output is always 0
                 conv.weight[dup] = conv.weight[src]
-                conv.bias[dup] = conv.bias[src]
+                b[dup] = b[src]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(torch.relu(self.conv1(x)))
@@ -155,16 +157,16 @@ def test_spec_from_model_reads_back_the_pruned_widths(family: str, factor: float
 
 
 def test_nan_input_activation_names_the_layer() -> None:
-    model = ss.build(ss.default_spec("lenet5")).eval()
+    model = mh.lenet5().eval()
     with torch.no_grad():
-        model.conv1.bias[0] = float("nan")
+        mh.bias(model.conv1)[0] = float("nan")
     with pytest.raises(NonFiniteActivationError, match="'conv2'"):
         _run(model, _loader((1, 28, 28), n=32), _quiet())
 
 
 def test_callers_model_is_not_modified() -> None:
     torch.manual_seed(0)
-    model = ss.build(ss.default_spec("small_cnn"))
+    model = mh.small_cnn()
     model.train()
     model.bn2.eval()  # a mixed mode must survive too
     state = {k: v.clone() for k, v in model.state_dict().items()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import model_helpers as mh
 import pytest
 import torch
 
@@ -98,7 +99,7 @@ def test_load_names_the_file(tmp_path) -> None:
 
 
 def test_spec_from_model_rejects_broken_residual_widths() -> None:
-    model = ss.build(ss.default_spec("resnet18_cifar"))
+    model = mh.resnet18()
     model.layer2[1].conv2 = torch.nn.Conv2d(128, 100, 3, padding=1, bias=False)
     with pytest.raises(SpecError, match="layer2.1.conv2"):
         ss.spec_from_model(model)
@@ -116,13 +117,17 @@ def test_register_a_user_family() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.out(torch.relu(self.hidden(x.flatten(1))))
 
+    def read_widths(model: nn.Module) -> dict[str, int]:
+        assert isinstance(model, Tiny)
+        return {"hidden": model.hidden.out_features}
+
     fam = ss.ModelFamily(
         name="test_tiny_mlp",
         builder=Tiny,
         default_widths={"hidden": 8},
         input_shape=(1, 2, 2),
         num_classes=3,
-        read_widths=lambda m: {"hidden": m.hidden.out_features},
+        read_widths=read_widths,
     )
     ss.register_family(fam)
     spec = ss.default_spec("test_tiny_mlp").with_widths({"hidden": 5})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import model_helpers as mh
 import pytest
 import torch
 from torch import nn
@@ -25,12 +26,13 @@ def _graph(model: nn.Module, shape: tuple[int, ...]):
 
 def test_conv_shapes_shrink_and_bn_entries_follow() -> None:
     torch.manual_seed(0)
-    model = ss.build(ss.default_spec("small_cnn")).eval()
+    model = mh.small_cnn().eval()
     with torch.no_grad():
-        model.bn2.running_mean.uniform_(-1, 1)
+        mh.running_stats(model.bn2)[0].uniform_(-1, 1)
     dg, cons, x = _graph(model, (1, 8, 8))
     keep = [0, 5, 7, 31]
-    w2, b2, rm2 = model.conv2.weight.clone(), model.bn2.bias.clone(), model.bn2.running_mean.clone()
+    w2, b2 = model.conv2.weight.clone(), model.bn2.bias.clone()
+    rm2 = mh.running_stats(model.bn2)[0].clone()
     w3 = model.conv3.weight.clone()
 
     dropped = remove_input_channels(dg, cons["conv3"], torch.tensor(keep))
@@ -38,18 +40,19 @@ def test_conv_shapes_shrink_and_bn_entries_follow() -> None:
     assert dropped == sorted(set(range(32)) - set(keep))
     assert model.conv2.out_channels == 4 and model.conv2.weight.shape[0] == 4
     assert model.bn2.num_features == 4
-    assert model.bn2.running_mean.shape == (4,) and model.bn2.running_var.shape == (4,)
+    mean, var = mh.running_stats(model.bn2)
+    assert mean.shape == (4,) and var.shape == (4,)
     assert model.conv3.in_channels == 4 and model.conv3.weight.shape[1] == 4
     # The kept channels keep their parameters, in order.
     assert torch.equal(model.conv2.weight, w2[keep])
     assert torch.equal(model.bn2.bias, b2[keep])
-    assert torch.equal(model.bn2.running_mean, rm2[keep])
+    assert torch.equal(mean, rm2[keep])
     assert torch.equal(model.conv3.weight, w3[:, keep])
     assert model(x).shape == (2, 10)
 
 
 def test_lenet_fc1_groups_the_flattened_features_per_conv_channel() -> None:
-    model = ss.build(ss.default_spec("lenet5")).eval()
+    model = mh.lenet5().eval()
     dg, cons, x = _graph(model, (1, 28, 28))
     fc1 = cons["fc1"]
     assert fc1.kind == "linear" and fc1.features_per_channel == 25  # 5x5 map per channel
@@ -174,7 +177,7 @@ def test_unsupported_layer_error_names_the_module(model, shape, name, kind) -> N
 
 
 def test_bad_keep_sets_are_refused() -> None:
-    model = ss.build(ss.default_spec("lenet5")).eval()
+    model = mh.lenet5().eval()
     dg, cons, _ = _graph(model, (1, 28, 28))
     with pytest.raises(SurgeryError, match="zero channels"):
         remove_input_channels(dg, cons["conv2"], [])
@@ -186,11 +189,12 @@ def test_bad_keep_sets_are_refused() -> None:
 
 def test_intercept_folds_into_the_following_batchnorm() -> None:
     torch.manual_seed(0)
-    model = ss.build(ss.default_spec("small_cnn")).eval()
+    model = mh.small_cnn().eval()
     with torch.no_grad():
         for bn in (model.bn2, model.bn3):
-            bn.running_mean.uniform_(-1, 1)
-            bn.running_var.uniform_(0.5, 2)
+            mean, var = mh.running_stats(bn)
+            mean.uniform_(-1, 1)
+            var.uniform_(0.5, 2)
     dg, cons, x = _graph(model, (1, 8, 8))
     conv3 = cons["conv3"]
     assert model.conv3.bias is None and conv3.bn_after == "bn3"
