@@ -114,7 +114,11 @@ def sample_params(trial: Suggester, space: SearchSpace) -> dict[str, Any]:
     for g in space.groups:
         p = f"{g.name}."
         if space.prune_group_prob < 1.0:
-            params[p + "prune"] = trial.suggest_categorical(p + "prune", [True, False])
+            # a uniform draw compared with the probability: a categorical [True, False]
+            # would prune each group only half of the time whatever prune_group_prob says
+            draw = trial.suggest_float(p + "prune_draw", 0.0, 1.0)
+            params[p + "prune_draw"] = draw
+            params[p + "prune"] = draw < space.prune_group_prob
         params[p + "eps_L2"] = trial.suggest_float(
             p + "eps_L2", space.eps_L2.low, space.eps_L2.high, log=space.eps_L2.log
         )
@@ -156,10 +160,16 @@ def decode_params(params: dict[str, Any], space: SearchSpace) -> TrialParams:
         if p + "eps_L2" not in params:
             raise KeyError(f"trial params lack {p}eps_L2 (space and params disagree)")
         out.groups[g.name] = GroupParams(
-            prune=bool(params.get(p + "prune", True)),
+            prune=_group_pruned(params, p, space),
             eps_L2=float(params[p + "eps_L2"]),
             eps_E=float(params[p + "eps_E"]),
             tau=params.get(p + "tau"),
             keep_ratio=params.get(p + "keep_ratio"),
         )
     return out
+
+
+def _group_pruned(params: dict[str, Any], prefix: str, space: SearchSpace) -> bool:
+    if prefix + "prune_draw" in params:
+        return float(params[prefix + "prune_draw"]) < space.prune_group_prob
+    return bool(params.get(prefix + "prune", True))
