@@ -629,12 +629,8 @@ def _stack_moments(parts: list[Moments]) -> tuple[Moments, list[float]]:
         off_k += k
         off_m += m
     n = min(p.n for p in parts)
-    out = Moments(C, k_tot, m_tot, device=dev)
-    # Moments has no public constructor from statistics; its accumulators are the sums
-    # n * (co)variance, which is what the properties divide back.
-    out._n = n
-    out._mu_x, out._mu_y = mu_x, mu_y
-    out._cxx, out._cyx, out._vyy = S * n, R * n, V * n
+    out = Moments.from_statistics(n=n, mu_x=mu_x, mu_y=mu_y, S=S, R=R, V=V,
+                                  num_channels=C, group_size=k_tot)
     return out, scales
 
 
