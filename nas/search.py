@@ -239,8 +239,7 @@ def run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None = None,
     baselines = [{"label": "unpruned (pre-trained)", "accuracy": base["val_acc"],
                   cfg.search.cost: base["latency"]["median_ms"] if cfg.search.cost == "latency"
                   else base[cfg.search.cost], "macs": base["macs"], "params": base["params"]}]
-    knee = pareto_mod.pick_record(done, objectives, "knee") if hasattr(
-        pareto_mod, "pick_record") else _knee(done, objectives)
+    knee = _knee(done, objectives)
     if cfg.search.uniform_baseline:
         baselines.append(uniform_baseline(cfg, setup, knee.attrs["macs"], progress=progress))
     paths = pareto_mod.write_results(records, objectives, run_dir, baselines=baselines,
