@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 import search_spaces
 from pruning.measure import count_macs
 from search_spaces import ArchSpec
-from search_spaces.space import SearchSpace, default_space, sample_params
+from search_spaces.space import Range, SearchSpace, default_space, sample_params
 
 from . import pareto as pareto_mod
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -81,8 +82,6 @@ def pretrained_checkpoint(cfg: RunConfig, run_dir: Path, *, progress: bool = Tru
 
 
 def search_space(cfg: RunConfig, residual_keys: list[str]) -> SearchSpace:
-    from search_spaces.space import Range
-
     sec: SpaceSection = cfg.search.space
     space = default_space(cfg.model.family, groups=sec.groups, exclude_keys=residual_keys)
     changes: dict[str, Any] = {
@@ -96,8 +95,6 @@ def search_space(cfg: RunConfig, residual_keys: list[str]) -> SearchSpace:
         r = getattr(sec, name)
         if r is not None:
             changes[name] = Range(r.low, r.high, r.log)
-    from dataclasses import replace
-
     return replace(space, **changes)
 
 
