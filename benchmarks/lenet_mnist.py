@@ -110,13 +110,12 @@ def _git(*args: str) -> str:
 
 def env_header(threads: int, jobs: int) -> dict[str, Any]:
     """Device, threads, versions, commit (benchmarks/common.py when a colleague provides it)."""
+    common_env: dict[str, Any] = {}
     try:
         from benchmarks import common  # type: ignore
 
         if hasattr(common, "env_header"):
-            env = dict(common.env_header())  # type: ignore[attr-defined]
-            env.update({"torch_threads_per_process": threads, "processes": jobs})
-            return env
+            common_env = dict(common.env_header("cpu"))  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001
         pass
     from importlib import metadata
@@ -136,7 +135,7 @@ def env_header(threads: int, jobs: int) -> dict[str, Any]:
     except OSError:
         pass
     dirty = _git("status", "--porcelain")
-    return {
+    return common_env | {
         "device": "cpu",
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
@@ -560,7 +559,8 @@ def main(argv: list[str] | None = None) -> int:
                 "command": " ".join([".venv/bin/python", "benchmarks/lenet_mnist.py",
                                      *(sys.argv[1:] if argv is None else argv)]),
                 "seeds": seeds, "eps_E": eps_E, "eps_L2": eps_L2,
-                "rows_before": len(rows)}
+                "rows_before": len(rows), "processes": args.jobs,
+                "torch_threads_per_process": args.threads}
     data.setdefault("benchmark", "lenet_mnist")
     data["title"] = "LeNet-5 / MNIST: entropic sparsification vs L1 / random vs scratch"
     data["quick"] = bool(args.quick)

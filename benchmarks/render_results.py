@@ -299,15 +299,19 @@ def render_lenet(data: dict[str, Any], figdir: Path, docs: Path, name: str
         un_w = sorted({widths_str(u["widths"]) for r in rs
                        if (u := L.partner("uniform", r)) is not None})
         un_macs = L.series("uniform", p, "macs")
+        un_par = L.series("uniform", p, "prunable_params")
+        found_par = [r["prunable_params"] for r in rs]
         rows.append([
             fmt_eps(p[0]), fmt_eps(p[1]), " ".join(sorted({widths_str(r["widths"]) for r in rs})),
             fmt_ms([r["macs"] for r in rs], 0), fmt_ms(pr), fmt_ms(se),
             fmt_ms(sb) + (f" ({fmt_ms(sb_ep, 0)} ep)" if any(v is not None for v in sb_ep) else ""),
             fmt_ms(un) + (f" {' '.join(un_w)}, {fmt_ms(un_macs, 0)} MACs" if un_w else ""),
+            f"{fmt_ms(found_par, 0)} / {fmt_ms(un_par, 0)}",
             _verdict(pr, {"Scratch-E": se, "Scratch-B": sb, "uniform": un}),
         ])
     out.append(md_table(["eps_E", "eps_L2", "found widths", "MACs", "pruned+FT5", "Scratch-E",
-                         "Scratch-B", "uniform (widths, MACs)", "verdict (vs pruned+FT5)"], rows))
+                         "Scratch-B", "uniform (widths, MACs)", "params found / uniform",
+                         "verdict (vs pruned+FT5)"], rows))
     out.append("")
 
     # targets
@@ -375,15 +379,21 @@ def render_lenet(data: dict[str, Any], figdir: Path, docs: Path, name: str
 def _env_lines(env: dict[str, Any], runs: list[dict[str, Any]]) -> str:
     if not env:
         return ""
-    v = env.get("versions", {})
+    v = dict(env.get("versions", {}))
+    for key in ("torch", "torchvision", "python"):
+        if key in env and key not in v:
+            v[key] = env[key]
     started = runs[0].get("started") if runs else None
+    procs = sorted({r.get("processes") for r in runs if r.get("processes")})
+    procs_s = "/".join(str(p) for p in procs) if procs else str(env.get("processes", "?"))
     return (f"- **machine**: {env.get('device', '?')} ({env.get('cpu', '?')}, "
-            f"{env.get('cpu_count', '?')} cores), {env.get('processes', '?')} worker processes × "
-            f"{env.get('torch_threads_per_process', '?')} torch thread, CUDA "
+            f"{env.get('cpu_count', '?')} cores), {procs_s} worker processes (per invocation) × "
+            f"{env.get('torch_threads_per_process', env.get('torch_threads', '?'))} torch "
+            f"thread, load average at the last start {env.get('load_average', '?')}, CUDA "
             f"{'yes' if env.get('cuda') else 'no'}; other jobs shared the machine, so wall "
             f"times are upper bounds\n"
             f"- **versions**: " + ", ".join(f"{k} {x}" for k, x in v.items())
-            + f"; git {str(env.get('git_commit', ''))[:10]}"
+            + f"; git {str(env.get('git_commit') or env.get('git') or '')[:10]}"
             + (" (+ uncommitted changes)" if env.get("git_dirty") else "")
             + (f"; started {started}" if started else "") + "\n")
 
@@ -629,17 +639,51 @@ def _flatten(d: dict[str, Any], prefix: str = "", depth: int = 0) -> dict[str, A
     return out
 
 
-def _records_table(records: list[dict[str, Any]], max_cols: int = 14, max_rows: int = 60) -> str:
+def _records_table(records: list[dict[str, Any]], max_cols: int = 22, max_rows: int = 60) -> str:
     flat = [_flatten(r) for r in records if isinstance(r, dict)]
     cols: list[str] = []
     for r in flat:
-        for k, v in r.items():
-            if k not in cols and not (isinstance(v, list) and len(v) > 12):
+        for k in r:
+            if k not in cols:
                 cols.append(k)
+    # drop columns that hold only nested structures (they render as "{n keys}")
+    cols = [c for c in cols if any(_is_scalar(r.get(c)) and r.get(c) is not None or
+                                   (isinstance(r.get(c), list) and len(r[c]) <= 12 and
+                                    all(_is_scalar(x) for x in r[c])) for r in flat)]
+    dropped = len(cols) - max_cols
     cols = cols[:max_cols]
     rows = [[fmt_num(r.get(c)) for c in cols] for r in flat[:max_rows]]
     more = f"\n\n({len(flat) - max_rows} more rows in the JSON)" if len(flat) > max_rows else ""
+    if dropped > 0:
+        more += f"\n\n({dropped} more columns in the JSON)"
     return md_table(cols, rows) + more
+
+
+def _is_scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (str, int, float, bool))
+
+
+def _dict_bullets(d: dict[str, Any], indent: int = 0, depth: int = 0,
+                  max_items: int = 40) -> list[str]:
+    """Nested bullets for a dict (two levels deep; lists of records become counts)."""
+    pad = "  " * indent
+    out = []
+    for i, (k, v) in enumerate(d.items()):
+        if i >= max_items:
+            out.append(f"{pad}- ... ({len(d) - max_items} more keys)")
+            break
+        if _is_scalar(v):
+            out.append(f"{pad}- {k}: {v if isinstance(v, str) else fmt_num(v)}")
+        elif isinstance(v, list) and all(_is_scalar(x) for x in v):
+            out.append(f"{pad}- {k}: {fmt_num(v)}")
+        elif isinstance(v, dict) and depth < 2:
+            out.append(f"{pad}- {k}:")
+            out.extend(_dict_bullets(v, indent + 1, depth + 1, max_items))
+        elif isinstance(v, list):
+            out.append(f"{pad}- {k}: [{len(v)} items]")
+        else:
+            out.append(f"{pad}- {k}: {{{len(v)} keys}}")
+    return out
 
 
 def render_generic(data: Any, title: str, source: str, level: int = 2) -> str:
@@ -654,22 +698,13 @@ def render_generic(data: Any, title: str, source: str, level: int = 2) -> str:
     if not isinstance(data, dict):
         return "\n".join(out + [fmt_num(data)]) + "\n"
     tables = data.get("tables")
-    skip = {"tables", "env"} | ({"rows"} if isinstance(tables, list) else set())
+    skip = {"tables", "env", "notes"} | ({"rows"} if isinstance(tables, list) else set())
     if isinstance(data.get("env"), dict):
         out.append(_env_lines(data["env"], []))
-    scalars = []
-    for k, v in data.items():
-        if k in skip:
-            continue
-        if isinstance(v, (str, int, float, bool)) or v is None:
-            scalars.append((k, v))
-        elif isinstance(v, list) and v and all(not isinstance(x, (dict, list)) for x in v) \
-                and k != "notes":
-            scalars.append((k, v))
-        elif isinstance(v, dict) and all(not isinstance(x, (dict, list)) for x in v.values()):
-            scalars.append((k, v))
+    scalars = [(k, v) for k, v in data.items() if k not in skip and
+               (_is_scalar(v) or (isinstance(v, list) and all(_is_scalar(x) for x in v)))]
     if scalars:
-        out.extend(f"- **{k}**: {fmt_num(v) if not isinstance(v, str) else v}" for k, v in scalars)
+        out.extend(f"- **{k}**: {v if isinstance(v, str) else fmt_num(v)}" for k, v in scalars)
         out.append("")
     if isinstance(tables, list):
         for t in tables:
@@ -681,20 +716,34 @@ def render_generic(data: Any, title: str, source: str, level: int = 2) -> str:
                                                     for c in r] for r in t["rows"]]))
                 out.append("")
     for k, v in data.items():
-        if k in skip:
+        if k in skip or any(k == sk for sk, _ in scalars):
             continue
         if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
             out.append(f"**{k}** ({len(v)} records)\n")
             out.append(_records_table(v))
             out.append("")
-        elif isinstance(v, dict) and any(isinstance(x, (dict, list)) for x in v.values()):
+        elif isinstance(v, dict) and v:
             sub = [(kk, vv) for kk, vv in v.items() if isinstance(vv, dict)]
-            if sub and all(all(not isinstance(x, (dict, list)) for x in vv.values()) for _, vv in sub):
+            if sub and len(sub) == len(v) and all(
+                    all(_is_scalar(x) for x in vv.values()) for _, vv in sub):
                 out.append(f"**{k}**\n")
                 out.append(_records_table([{"name": kk, **vv} for kk, vv in sub]))
-                out.append("")
             else:
-                out.append(f"**{k}**: " + fmt_num(v) + "\n")
+                out.append(f"**{k}**\n")
+                lines = _dict_bullets(v)
+                if len(lines) > 30:
+                    lines = lines[:30] + [f"- ... ({len(lines) - 30} more lines in the JSON)"]
+                out.extend(lines)
+            out.append("")
+        elif isinstance(v, list):
+            out.append(f"**{k}**: [{len(v)} items]\n")
+    for k, v in scalars:  # figures the benchmark wrote itself
+        if isinstance(v, str) and v.endswith((".png", ".svg")) and (ROOT / v).is_file():
+            target = ROOT / v
+            docs = ROOT / "docs"
+            rel = target.relative_to(docs).as_posix() if target.is_relative_to(docs) else \
+                "../" + target.relative_to(ROOT).as_posix()
+            out.append(f"![{Path(v).stem}]({rel})\n")
     notes = data.get("notes")
     if isinstance(notes, list) and notes:
         out.append("**notes**\n")
@@ -722,14 +771,19 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, json.JSONDecodeError) as exc:
             print(f"skip {f}: {exc}", file=sys.stderr)
     # a quick smoke run is rendered only when its full run is absent
-    full_benchmarks = {d.get("benchmark") for d in loaded.values()
-                       if isinstance(d, dict) and not d.get("quick")}
+    def is_quick(name: str, d: Any) -> bool:
+        return bool(isinstance(d, dict) and (d.get("quick") or "_quick" in name))
+
+    full_benchmarks = {d.get("benchmark") for n, d in loaded.items()
+                       if isinstance(d, dict) and not is_quick(n, d)}
+    skipped: list[str] = []
     sections: list[str] = []
     headline = ""
     order = sorted(loaded, key=lambda n: (0 if n == "lenet_mnist.json" else 1, n))
     for name in order:
         data = loaded[name]
-        if isinstance(data, dict) and data.get("quick") and data.get("benchmark") in full_benchmarks:
+        if is_quick(name, data) and data.get("benchmark") in full_benchmarks:
+            skipped.append(name)
             continue
         if isinstance(data, dict) and data.get("benchmark") == "lenet_mnist":
             md, hl = render_lenet(data, figdir, docs, name)
@@ -760,6 +814,9 @@ def main(argv: list[str] | None = None) -> int:
             "± is the standard deviation over seeds.\n"]
     if not sections:
         head.append("No results yet.\n")
+    if skipped:
+        sections.append("## Not rendered\n\nQuick smoke runs superseded by a full run of the "
+                        "same benchmark: " + ", ".join(f"`{n}`" for n in skipped) + ".\n")
     docs.mkdir(parents=True, exist_ok=True)
     (docs / "results.md").write_text("\n".join(head + sections))
     if headline:
