@@ -160,6 +160,8 @@ class EngineProfiler:
     def __enter__(self) -> EngineProfiler:
         self._timed(sp, "_capture",
                     lambda *a, **kw: "forward_x" if kw.get("want") == "input" else "forward_y")
+        self._timed(sp.PrunedActivations, "inputs", "forward_x")
+        self._timed(sp.ReferenceOutputs, "__init__", "forward_y")
         self._timed(sp, "conv_patches", "patches")
         self._timed(sp, "gather_outputs", "patches")
         self._timed(sp, "_check_finite", "checks")
@@ -232,9 +234,11 @@ def main() -> None:
                    help="also run under cProfile; top functions to <out>.profile.txt")
     p.add_argument("--test-images", type=int, default=2000,
                    help="test images for accuracy before/after (trained checkpoint only)")
-    p.add_argument("--engine-patch", action="store_true",
-                   help="run with the proposed cached-reference collect() "
-                        "(benchmarks/proposed_engine_patch.py) instead of sparsify.py's own")
+    p.add_argument("--no-cache", action="store_true",
+                   help="SparsifyConfig(cache_activations=False): the per-layer forward passes "
+                        "(the engine before the activation caches)")
+    p.add_argument("--moments-dtype", choices=["float64", "float32"], default="float64",
+                   help="SparsifyConfig.moments_dtype (per-batch products)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     dev, env = common.setup(args)
@@ -261,15 +265,16 @@ def main() -> None:
     cfg = sp.SparsifyConfig(
         regression=RegressionConfig(eps_L2=args.eps_l2, eps_E=args.eps_e),
         calib_positions_per_image=args.positions, progress=False, seed=args.seed,
-        layers=args.layers,
+        layers=args.layers, cache_activations=not args.no_cache,
+        moments_dtype=args.moments_dtype,
     )
     out = common.ResultWriter(args.out, "vgg_pass", env, {
         "model": "vgg16_cifar", "weights": weights, "calibration": data_desc,
         "images": n_img, "batch_size": args.batch_size, "positions_per_image": args.positions,
-        "heldout_fraction": cfg.heldout_fraction, "eps_L2": args.eps_l2, "eps_E": args.eps_e,
+        "heldout_fraction": cfg.heldout_fraction, "moments_dtype": args.moments_dtype, "eps_L2": args.eps_l2, "eps_E": args.eps_e,
         "target_s": TARGET_S.get(dev.type), "data_decode_s": data_s, "quick": args.quick,
-        "engine": "proposed cached-reference collect (benchmarks/proposed_engine_patch.py)"
-                  if args.engine_patch else "pruning/sparsify.py as is",
+        "engine": "per-layer forward passes (cache_activations=False)" if args.no_cache
+                  else "activation caches (pruning/activations.py, the default)",
     })
     common.console_print(f"model: {weights}\ndata: {data_desc} (decoded in {data_s:.1f} s)")
 
@@ -298,12 +303,7 @@ def main() -> None:
                 f"{common.load_average()}")
 
     prof = cProfile.Profile() if args.profile else None
-    patch: Any = contextlib.nullcontext()
-    if args.engine_patch:
-        from proposed_engine_patch import installed  # type: ignore[import-not-found]
-
-        patch = installed()
-    with patch, EngineProfiler(dev, on_layer) as eng:
+    with EngineProfiler(dev, on_layer) as eng:
         common.sync(dev)
         t0 = time.perf_counter()
         if prof:
@@ -331,6 +331,7 @@ def main() -> None:
         if "prunable_params" in result.after else None,
         "macs_ratio": result.after["macs"] / result.before["macs"],
         "widths": {r.layer: r.kept for r in result.report},
+        "engine_info": result.engine,
     }
     if args.checkpoint:
         data = test_images(args.test_images, dev)

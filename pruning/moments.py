@@ -35,8 +35,9 @@ _SYRK_MIN = 64
 
 try:  # scipy comes with scikit-learn; without it the Gram matrix is a plain matmul
     from scipy.linalg.blas import dsyrk as _dsyrk
+    from scipy.linalg.blas import ssyrk as _ssyrk
 except ImportError:  # pragma: no cover
-    _dsyrk = None
+    _dsyrk = _ssyrk = None
 
 # Former chunk size of an F.unfold-based extraction; conv_patches now copies only the sampled
 # patches and needs no chunking. Kept because callers/tests may still set it.
@@ -59,6 +60,11 @@ class Moments:
         group_size: Features per channel k; the feature dimension is d = C * k.
         num_outputs: Number of outputs m (columns of Y).
         device: Device of the accumulators. If None, the device of the first batch.
+        product_dtype: dtype of each batch's centred products ``Xc^T Xc`` and ``Yc^T Xc``.
+            float64 (default) or float32, which halves the dominant cost of a pass on CPUs
+            and runs at full speed on GPUs. Batch means, the centring and the accumulation
+            across batches stay float64 either way, so the float32 error is that of one
+            batch's inner products (relative ~1e-6), not of the whole stream.
 
     Example:
         >>> mom = Moments(num_channels=3, group_size=4, num_outputs=8)
@@ -74,7 +80,11 @@ class Moments:
         num_outputs: int,
         *,
         device: torch.device | str | None = None,
+        product_dtype: torch.dtype = torch.float64,
     ) -> None:
+        if product_dtype not in (torch.float64, torch.float32):
+            raise ValueError(f"Moments: product_dtype must be float64 or float32, got {product_dtype}")
+        self.product_dtype = product_dtype
         if num_channels < 1 or group_size < 1 or num_outputs < 1:
             raise ValueError(
                 f"Moments needs positive sizes, got num_channels={num_channels}, "
@@ -195,7 +205,12 @@ class Moments:
             raise ValueError(f"Moments.update: Y of shape {tuple(Y.shape)} contains NaN/Inf")
         Xc = X - mx
         Yc = Y - my
-        self._merge_raw(nb, mx, my, _gram(Xc), Yc.T @ Xc, (Yc * Yc).sum(0))
+        if self.product_dtype == torch.float64:
+            cxx, cyx = _gram(Xc), Yc.T @ Xc
+        else:
+            Xs, Ys = Xc.to(self.product_dtype), Yc.to(self.product_dtype)
+            cxx, cyx = _gram(Xs).double(), (Ys.T @ Xs).double()
+        self._merge_raw(nb, mx, my, cxx, cyx, (Yc * Yc).sum(0))
         return self
 
     def _merge_raw(
@@ -352,19 +367,20 @@ class Moments:
 
 
 def _gram(Xc: Tensor) -> Tensor:
-    """``Xc^T Xc`` (float64), exactly symmetric.
+    """``Xc^T Xc`` in Xc's dtype, exactly symmetric.
 
-    On the CPU this is BLAS ``dsyrk``, which forms only one triangle: half the flops of the
+    On the CPU this is BLAS ``dsyrk`` / ``ssyrk``, which forms only one triangle: half the flops of the
     matmul, and measured 2.3x faster than ``torch.matmul`` at T=4500, d=4608 on the
     project's 2-core machine. Accumulating S is the largest arithmetic cost of a
     calibration pass (T d^2 per layer). On other devices it is a matmul.
     """
     T, d = Xc.shape
-    if Xc.device.type != "cpu" or _dsyrk is None or T < _SYRK_MIN or d < _SYRK_MIN:
+    syrk = _ssyrk if Xc.dtype == torch.float32 else _dsyrk
+    if Xc.device.type != "cpu" or syrk is None or T < _SYRK_MIN or d < _SYRK_MIN:
         return Xc.T @ Xc
     a = Xc.T.numpy()  # (d, T) and Fortran-contiguous: handed to BLAS without a copy
     with _blas_threads():
-        upper = torch.from_numpy(_dsyrk(1.0, a, trans=0, lower=0))
+        upper = torch.from_numpy(syrk(1.0, a, trans=0, lower=0))
     upper = torch.triu(upper)
     full = upper + upper.T
     full.diagonal().mul_(0.5)

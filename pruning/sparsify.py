@@ -34,6 +34,14 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from pruning.activations import (
+    CalibrationBatches,
+    PrunedActivations,
+    ReferenceOutputs,
+    changed_modules,
+    default_cache_budget,
+    module_state,
+)
 from pruning.moments import Moments, conv_patches, feature_columns, gather_outputs
 from pruning.regression import (
     RegressionConfig,
@@ -104,6 +112,18 @@ class SparsifyConfig:
         max_features: Layers whose regression has more features d = C*k than this are
             skipped (S alone takes 8 d^2 bytes), e.g. a Linear after a 7x7 flatten.
         max_batches: Use at most this many calibration batches (None: all).
+        cache_activations: Keep the calibration inputs, the original network's outputs at
+            the sampled positions and the pruned network's latest consumer inputs in memory
+            (:mod:`pruning.activations`), so the pass costs about two forward passes of the
+            calibration set instead of two per layer. Falls back to per-layer forward
+            passes when the model cannot be traced by torch.fx or a cache exceeds the
+            budget. Used with ``target_source="pruned"``.
+        cache_budget_bytes: Memory the caches may take (None: 40 % of the free device
+            memory, or of the available RAM on a CPU).
+        moments_dtype: dtype of each calibration batch's products X^T X and Y^T X
+            (``"float64"``, default, or ``"float32"``: about half the cost of a pass on a
+            CPU; means and the accumulation over batches stay float64, see
+            :class:`pruning.moments.Moments`).
     """
 
     regression: RegressionConfig = field(default_factory=RegressionConfig)
@@ -121,8 +141,13 @@ class SparsifyConfig:
     seed: int = 0
     max_features: int = 16384
     max_batches: int | None = None
+    cache_activations: bool = True
+    cache_budget_bytes: int | None = None
+    moments_dtype: Literal["float64", "float32"] = "float64"
 
     def __post_init__(self) -> None:
+        if self.moments_dtype not in ("float64", "float32"):
+            raise ValueError(f"SparsifyConfig.moments_dtype: unknown {self.moments_dtype!r}")
         if self.target_source not in ("pruned", "original"):
             raise ValueError(f"SparsifyConfig.target_source: unknown {self.target_source!r}")
         if self.residual not in ("inner", "coupled"):
@@ -213,12 +238,17 @@ class SparsifyResult:
         before: ``{"params": ..., "macs": ...}`` of the input model (MACs per input sample
             of conv + linear layers).
         after: The same for the pruned model.
+        engine: How the data were gathered: ``batches_cached``, ``reference_cached`` (Y
+            of all layers from one pass of the original network), ``activations_cached``
+            (torch.fx resumption available), ``resumed`` (layer inputs computed from a
+            cached activation instead of the network input), ``loader_passes``.
     """
 
     model: nn.Module
     report: list[LayerReport]
     before: dict[str, Any]
     after: dict[str, Any]
+    engine: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -456,8 +486,19 @@ class _Engine:
             elif isinstance(mod, nn.Linear):
                 self.out_index[name] = torch.arange(mod.out_features)
         self.changed = False
+        # Consumers that will be regressed (set by _run before the first unit), and the
+        # activation caches, built on the first collect (pruning.activations).
+        self.planned: list[str] = []
+        self.loader_passes = 0
+        self._caches_ready = False
+        self.batches: list[Tensor] | None = None
+        self.ref_cache: ReferenceOutputs | None = None
+        self.act_cache: PrunedActivations | None = None
 
     def close(self) -> None:
+        self.batches = None
+        self.ref_cache = None
+        self.act_cache = None
         _restore_modes(self.reference, self.caller_modes)
         _restore_modes(self.pruned, self.caller_modes)
 
@@ -485,8 +526,62 @@ class _Engine:
     def _in_index(self, consumer: Consumer) -> Tensor:
         return self.out_index[consumer.producers[0]]
 
+    def _build_caches(self) -> None:
+        self._caches_ready = True
+        cfg = self.config
+        if not cfg.cache_activations or cfg.target_source != "pruned" or self.loader is None:
+            return
+        budget = (cfg.cache_budget_bytes if cfg.cache_budget_bytes is not None
+                  else default_cache_budget(self.device))
+        self.loader_passes += 1
+        cal = CalibrationBatches(self.loader, _batch_inputs, self.device, cfg.max_batches,
+                                 budget)
+        if not cal.enabled or not cal.batches:
+            return
+        self.batches = cal.batches
+        budget -= cal.nbytes
+        names = [n for n in dict.fromkeys(self.planned) if n in self.by_name]
+        self.ref_cache = ReferenceOutputs(
+            self.reference, {n: self.ref_modules[n] for n in names}, self.batches,
+            positions_per_image=cfg.calib_positions_per_image,
+            heldout_fraction=cfg.heldout_fraction, seed=cfg.seed,
+            order={n: self.by_name[n].order for n in names}, budget=budget,
+            check=lambda name, y, b: _check_finite(y, name, "reference outputs", b))
+        if self.ref_cache.enabled:
+            budget -= sum(r.y.numel() * r.y.element_size()
+                          for rows in self.ref_cache.rows.values() for r in rows)
+        else:
+            log.info("sparsify: reference outputs exceed the cache budget; per-layer passes")
+        acts = PrunedActivations(self.pruned, [c.name for c in self.consumers],
+                                 len(self.batches), max(budget, 0))
+        self.act_cache = acts if acts.enabled else None
+
+    def _moments(self, c: Consumer) -> Moments:
+        dtype = torch.float32 if self.config.moments_dtype == "float32" else torch.float64
+        return Moments(c.num_channels, c.regression_group_size, c.num_outputs,
+                       device=self.device, product_dtype=dtype)
+
+    def _inputs(self) -> Iterable[Tensor]:
+        if self.batches is not None:
+            return iter(self.batches)
+        assert self.loader is not None
+        self.loader_passes += 1
+        return _iter_inputs(self.loader, self.device, self.config.max_batches)
+
+    def info(self) -> dict[str, Any]:
+        return {"batches_cached": self.batches is not None,
+                "reference_cached": bool(self.ref_cache is not None and self.ref_cache.enabled),
+                "activations_cached": self.act_cache is not None,
+                "resumed": self.act_cache.resumed if self.act_cache is not None else 0,
+                "loader_passes": self.loader_passes}
+
     def collect(self, unit: list[Consumer], unit_id: int) -> tuple[list[Moments], list[Moments]]:
         """Stream the (X, Y) moments of every member, with a held-out split."""
+        if not self._caches_ready:
+            self._build_caches()
+        ref = self.ref_cache
+        if ref is not None and all(ref.has(c.name) for c in unit):
+            return self._collect_cached(unit, ref)
         cfg = self.config
         dev = self.device
         gen = torch.Generator(device=dev)
@@ -494,12 +589,12 @@ class _Engine:
         x_source = self.pruned if cfg.target_source == "pruned" else self.reference
         x_mods = [x_source.get_submodule(c.name) for c in unit]
         y_mods = [self.ref_modules[c.name] for c in unit]
-        train = [Moments(c.num_channels, c.regression_group_size, c.num_outputs, device=dev)
+        train = [self._moments(c)
                  for c in unit]
-        held = [Moments(c.num_channels, c.regression_group_size, c.num_outputs, device=dev)
+        held = [self._moments(c)
                 for c in unit]
         assert self.loader is not None
-        for b, x in enumerate(_iter_inputs(self.loader, dev, cfg.max_batches)):
+        for b, x in enumerate(self._inputs()):
             xs = _capture(x_source, x, x_mods, want="input")
             ys = _capture(self.reference, x, y_mods, want="output")
             for j, c in enumerate(unit):
@@ -527,6 +622,50 @@ class _Engine:
                     held[j].update(X[mask], Y[mask])
                 else:
                     train[j].update(X, Y)
+        if any(m.n == 0 for m in train):
+            raise ValueError("calibration loader yielded no samples")
+        return train, held
+
+    def _collect_cached(self, unit: list[Consumer],
+                        ref: ReferenceOutputs) -> tuple[list[Moments], list[Moments]]:
+        """``collect`` from the caches: Y stored, X resumed from cached activations."""
+        dev = self.device
+        acts = self.act_cache
+        names = [c.name for c in unit]
+        x_mods = [self.pruned.get_submodule(n) for n in names]
+        train = [self._moments(c)
+                 for c in unit]
+        held = [self._moments(c)
+                for c in unit]
+        assert self.batches is not None
+        kept_inputs: list[list[Tensor]] = []
+        for b, x in enumerate(self.batches):
+            if acts is not None:
+                xs = acts.inputs(names, b, x)
+                kept_inputs.append(xs)
+            else:
+                xs = _capture(self.pruned, x, x_mods, want="input")
+            for j, c in enumerate(unit):
+                A = xs[j]
+                _check_finite(A, c.name, "input activations", b)
+                rows = ref.rows[c.name][b]
+                Y = rows.y.index_select(1, self.out_index[c.name].to(rows.y.device))
+                if isinstance(c.module, nn.Conv2d):
+                    X, _ = conv_patches(A, c.module, positions_per_image=None, generator=None,
+                                        index=rows.index)
+                else:
+                    X = A.reshape(-1, A.shape[-1])
+                if X.shape[1] != c.num_channels * c.regression_group_size:
+                    raise RuntimeError(f"{c.name}: collected {X.shape[1]} features, expected "
+                                       f"{c.num_channels * c.regression_group_size}")
+                if rows.mask is not None:
+                    mask = rows.mask.to(X.device)
+                    train[j].update(X[~mask], Y[~mask])
+                    held[j].update(X[mask], Y[mask])
+                else:
+                    train[j].update(X, Y)
+        if acts is not None:
+            acts.store(names, kept_inputs)
         if any(m.n == 0 for m in train):
             raise ValueError("calibration loader yielded no samples")
         return train, held
@@ -579,6 +718,7 @@ class _Engine:
             # Nothing removed and the network upstream is untouched: the layer's own weights
             # are exact already, a refit could only add rounding.
             return ["unchanged"] * len(unit)
+        before = module_state(self.pruned) if self.act_cache is not None else None
         remove_input_channels(self.dg, head, keep)
         for p in head.producers:
             self.out_index[p] = self.out_index[p][keep]
@@ -590,6 +730,11 @@ class _Engine:
                 continue
             weight, bias = sel.params[j]
             where.append(set_consumer_parameters(self.pruned, c, weight, bias))
+        if self.act_cache is not None and before is not None:
+            refitted = [c.name for c in unit] + [c.bn_after for c in unit if c.bn_after]
+            self.act_cache.after_surgery(
+                [c.name for c in unit], changed_modules(before, module_state(self.pruned)),
+                refitted, keep, {c.name: c.features_per_channel for c in unit})
         return where
 
 
@@ -714,6 +859,10 @@ def _run(
         input_shape = tuple(example.shape[1:])
         before = _measure(engine.pruned, input_shape)
         schedule = _schedule(engine, schedule_names, config.order, forward_order=forward_order)
+        for consumer in schedule:
+            unit = engine.unit_of(consumer)
+            if engine.skip_reason(unit) is None and needs_data(unit):
+                engine.planned.extend(c.name for c in unit)
         done: set[str] = set()
         reports: list[LayerReport] = []
         with _progress(config.progress) as progress:
@@ -734,12 +883,16 @@ def _run(
                         progress.console.print(line)
                 progress.advance(task)
         if engine.changed and config.recalibrate_bn and loader is not None:
-            recalibrate_batchnorm(engine.pruned, loader, device=engine.device,
-                                  max_batches=config.max_batches)
+            engine.loader_passes += engine.batches is None
+            recalibrate_batchnorm(engine.pruned,
+                                  engine.batches if engine.batches is not None else loader,
+                                  device=engine.device, max_batches=config.max_batches)
         after = _measure(engine.pruned, input_shape)
+        info = engine.info()
     finally:
         engine.close()
-    return SparsifyResult(model=engine.pruned, report=reports, before=before, after=after)
+    return SparsifyResult(model=engine.pruned, report=reports, before=before, after=after,
+                          engine=info)
 
 
 def _process_unit(
