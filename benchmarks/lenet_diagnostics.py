@@ -29,7 +29,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import os
@@ -485,11 +484,11 @@ def main(argv: list[str] | None = None) -> int:
                 a = run(f"select_act/s{s}/L{l2:g}", act_select, s, e["widths"], l2)
                 ent.append(e)
                 act.append(a)
-            dead_l1 = [_dead_in_l1(s, e["widths"], rows) for s, e in zip(seeds, ent)]
+            dead_l1 = [_dead_in_l1(s, e["widths"], rows) for s, e in zip(seeds, ent, strict=False)]
             trows.append([f"{l2:g}", " ".join(sorted({w(r) for r in ent})),
                           ms([r["sparsity"] for r in ent], 100, 1),
                           ms([r["acc_pruned"] for r in ent]), ms([r["acc_pruned"] for r in act]),
-                          ms([a["acc_pruned"] - e["acc_pruned"] for a, e in zip(act, ent)], 1, 2),
+                          ms([a["acc_pruned"] - e["acc_pruned"] for a, e in zip(act, ent, strict=False)], 1, 2),
                           " / ".join(str(x) for x in dead_l1)])
         tables.append({"part": part, "title": "Entropic selection vs activation-std selection at equal widths "
                                 "(both with the same lstsq refit; right after pruning)",
@@ -517,11 +516,11 @@ def main(argv: list[str] | None = None) -> int:
                 for s in seeds:
                     e = run(f"extreme/s{s}/{name}/L{l2:g}", prune_eval, s, eps_E=-1e-3,
                             eps_L2=l2, reg=reg, cfg=cfg)
-                    l = run(f"extreme_l1/s{s}/w{LM.widths_key(e['widths'])}", l1_refit_at, s,
+                    b = run(f"extreme_l1/s{s}/w{LM.widths_key(e['widths'])}", l1_refit_at, s,
                             e["widths"])
                     ent.append(e)
-                    l1.append(l)
-                diffs = [a["acc_pruned"] - b["acc_pruned"] for a, b in zip(ent, l1)]
+                    l1.append(b)
+                diffs = [a["acc_pruned"] - b["acc_pruned"] for a, b in zip(ent, l1, strict=False)]
                 wins_by.setdefault(name, []).extend(int(d > 0) for d in diffs)
                 trows.append([f"{l2:g}", name, " ".join(w(r) for r in ent),
                               ms([r["sparsity"] for r in ent], 100, 1),
@@ -558,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
                               ms([r["macs"] for r in rs], 1, 0),
                               ms([r["acc_pruned"] for r in rs]), ms([r["acc_ft1"] for r in rs]),
                               ms([r["acc_ft5"] for r in rs]), ms(d5, 1, 2),
-                              f"{sum(d >= -0.3 and r['sparsity'] >= 0.93 for d, r in zip(d5, rs))}"
+                              f"{sum(d >= -0.3 and r['sparsity'] >= 0.93 for d, r in zip(d5, rs, strict=False))}"
                               f"/{len(rs)}"])
         tables.append({"part": part, "title": "Layer order: front to back vs back to front "
                                               "(eps_E = -1e-3, FT = separate 1/5-epoch fine-tunes)",

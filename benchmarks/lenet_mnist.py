@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import contextlib
 import copy
 import datetime as _dt
 import json
@@ -190,10 +191,8 @@ _W: dict[str, Any] = {}
 
 def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
-    try:
+    with contextlib.suppress(RuntimeError):  # already set in this process
         torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass
 
 
 def _ctx(settings: dict[str, Any]) -> dict[str, Any]:
@@ -717,7 +716,7 @@ def auto_notes(rows: list[dict[str, Any]]) -> list[str]:
     for (seed, e), rs in sorted(by.items()):
         rs.sort(key=lambda r: r["eps_L2"])
         sp = [r["sparsity"] for r in rs]
-        if any(b < a - 1e-9 for a, b in zip(sp, sp[1:])):
+        if any(b < a - 1e-9 for a, b in zip(sp, sp[1:], strict=False)):
             notes.append(f"non-monotone sparsity in eps_L2 at seed {seed}, eps_E={fmt_eps(e)}: "
                          + ", ".join(f"{fmt_eps(r['eps_L2'])}->{100 * r['sparsity']:.1f}%"
                                      for r in rs))

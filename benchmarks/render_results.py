@@ -270,7 +270,7 @@ def render_lenet(data: dict[str, Any], figdir: Path, docs: Path, name: str
                 line.append(fmt_ms(L.series(kind, p, field)))
             e = L.series("entropic", p, field)
             l1r = L.series("l1_refit", p, field)
-            diffs = [a - c for a, c in zip(e, l1r) if a is not None and c is not None]
+            diffs = [a - c for a, c in zip(e, l1r, strict=False) if a is not None and c is not None]
             line.append(fmt_ms(diffs, 2, signed=True))
             if field == "acc_pruned":
                 line.append(f"{sum(d > 0 for d in diffs)}/{len(diffs)}")
@@ -439,7 +439,7 @@ def _targets(L: Lenet, targets: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             continue
         want_s, max_loss = spec["sparsity"], spec["max_loss_pt"]
         res = {}
-        for field, stage in (("acc_pruned", "right after pruning"), ("acc_ft1", "after FT1"),
+        for field, _stage in (("acc_pruned", "right after pruning"), ("acc_ft1", "after FT1"),
                              ("acc_ft5", "after FT5")):
             p, s, d = best_at(max_loss, field)
             res[field] = (p, s, d)
@@ -465,7 +465,7 @@ def _targets(L: Lenet, targets: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             if p is not None else f"{stage}: no point within the loss budget"
             for (field, stage), (p, s, d) in zip(
                 (("acc_pruned", "right after pruning"), ("acc_ft1", "after FT1"),
-                 ("acc_ft5", "after FT5")), res.values()))
+                 ("acc_ft5", "after FT5")), res.values(), strict=False))
         lines.append(f"- **{label}** ({spec.get('text', '')}): highest mean sparsity with mean "
                      f"loss ≤ {max_loss} pt — {detail}. **{'MET' if met else 'NOT MET'}** "
                      f"on the seed mean (≥ {100 * want_s:.0f} % needed, judged after ≤ 5 "
@@ -477,7 +477,7 @@ def _targets(L: Lenet, targets: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     for p in L.points:
         e = L.series("entropic", p, "acc_pruned")
         l1r = L.series("l1_refit", p, "acc_pruned")
-        for a, c in zip(e, l1r):
+        for a, c in zip(e, l1r, strict=False):
             if a is None or c is None:
                 continue
             total += 1
@@ -511,7 +511,7 @@ def _lenet_headline(L: Lenet, checks: dict[str, Any], name: str) -> str:
         rs = L.at(p)
         e = L.series("entropic", p, "acc_pruned")
         l1r = L.series("l1_refit", p, "acc_pruned")
-        diffs = [a - c for a, c in zip(e, l1r) if a is not None and c is not None]
+        diffs = [a - c for a, c in zip(e, l1r, strict=False) if a is not None and c is not None]
         lines.append("| " + " | ".join([
             fmt_eps(p[0]), fmt_eps(p[1]), " ".join(sorted({widths_str(r["widths"]) for r in rs})),
             fmt_ms([r["sparsity"] for r in rs], 1, 100), fmt_ms([r["macs"] for r in rs], 0),
@@ -589,7 +589,8 @@ def _lenet_figures(L: Lenet, figdir: Path, stem: str) -> list[Path]:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), sharex=True)
     for ax, (field, stage) in zip(axes, (("acc_pruned", "right after pruning"),
                                          ("acc_ft1", "after 1 fine-tune epoch"),
-                                         ("acc_ft5", "after 5 fine-tune epochs"))):
+                                         ("acc_ft5", "after 5 fine-tune epochs")),
+                                strict=False):
         for kind, label in SERIES_SELECTION:
             pts = []
             for p in L.points:
@@ -737,7 +738,7 @@ def render_generic(data: Any, title: str, source: str, level: int = 2) -> str:
             out.append("")
         elif isinstance(v, list):
             out.append(f"**{k}**: [{len(v)} items]\n")
-    for k, v in scalars:  # figures the benchmark wrote itself
+    for _k, v in scalars:  # figures the benchmark wrote itself
         if isinstance(v, str) and v.endswith((".png", ".svg")) and (ROOT / v).is_file():
             target = ROOT / v
             docs = ROOT / "docs"

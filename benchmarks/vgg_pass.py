@@ -19,7 +19,6 @@ recalibration and the MAC counts. Targets: < 300 s on a CPU, < 20 s on a GPU.
 
 from __future__ import annotations
 
-import contextlib
 import cProfile
 import importlib
 import io

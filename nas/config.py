@@ -88,6 +88,10 @@ class PruneSection(_Strict):
     min_channels: int = Field(default=1, ge=1)
     refit: Literal["lstsq", "shrunk"] = "lstsq"
     recalibrate_bn: bool = True
+    # engine speed (pruning.SparsifyConfig): activation caches and the moment products' dtype
+    cache_activations: bool = True
+    cache_budget_mb: int | None = Field(default=None, gt=0)
+    moments_dtype: Literal["float64", "float32"] = "float64"
 
 
 class FinetuneSection(TrainSection):

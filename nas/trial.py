@@ -66,6 +66,10 @@ def sparsify_config(prune: PruneSection, *, progress: bool = True, **changes: An
         residual=prune.residual,
         min_channels=prune.min_channels,
         recalibrate_bn=prune.recalibrate_bn,
+        cache_activations=prune.cache_activations,
+        cache_budget_bytes=(None if prune.cache_budget_mb is None
+                            else prune.cache_budget_mb << 20),
+        moments_dtype=prune.moments_dtype,
         progress=progress,
     )
     values.update(changes)

@@ -191,11 +191,12 @@ class Moments:
             return self
         if self._device is None:
             self._device = X.device
-        X = X.detach().to(device=self._device, dtype=torch.float64)
-        Y = Y.detach().to(device=self._device, dtype=torch.float64)
+        wide = self.product_dtype == torch.float64
+        X = X.detach().to(device=self._device, dtype=torch.float64 if wide else torch.float32)
+        Y = Y.detach().to(device=self._device, dtype=torch.float64 if wide else torch.float32)
         nb = X.shape[0]
-        mx = X.mean(0)
-        my = Y.mean(0)
+        mx = X.mean(0, dtype=torch.float64)
+        my = Y.mean(0, dtype=torch.float64)
         # A NaN/Inf anywhere in a column makes its float64 mean NaN/Inf (a sum of finite
         # float32/float64 activations cannot overflow float64 in practice), so checking the
         # means finds them without a separate pass over the batch.
@@ -203,14 +204,21 @@ class Moments:
             raise ValueError(f"Moments.update: X of shape {tuple(X.shape)} contains NaN/Inf")
         if not bool(torch.isfinite(my).all()):
             raise ValueError(f"Moments.update: Y of shape {tuple(Y.shape)} contains NaN/Inf")
-        Xc = X - mx
-        Yc = Y - my
-        if self.product_dtype == torch.float64:
-            cxx, cyx = _gram(Xc), Yc.T @ Xc
+        if wide:
+            Xc = X - mx
+            Yc = Y - my
+            cxx, cyx, vyy = _gram(Xc), Yc.T @ Xc, (Yc * Yc).sum(0)
         else:
-            Xs, Ys = Xc.to(self.product_dtype), Yc.to(self.product_dtype)
-            cxx, cyx = _gram(Xs).double(), (Ys.T @ Xs).double()
-        self._merge_raw(nb, mx, my, cxx, cyx, (Yc * Yc).sum(0))
+            # float32 products, centred on the float64 batch mean rounded to float32: the
+            # residual offset (~1e-7 |mean|) adds ~T offset^2 to S, far below the products'
+            # own rounding; sums over samples accumulate in float64 where they are formed
+            # here, and across batches in float64 in _merge_raw.
+            Xc = X - mx.to(X.dtype)
+            Yc = Y - my.to(Y.dtype)
+            cxx = _gram(Xc).double()
+            cyx = (Yc.T @ Xc).double()
+            vyy = (Yc * Yc).sum(0, dtype=torch.float64)
+        self._merge_raw(nb, mx, my, cxx, cyx, vyy)
         return self
 
     def _merge_raw(

@@ -629,7 +629,6 @@ class _Engine:
     def _collect_cached(self, unit: list[Consumer],
                         ref: ReferenceOutputs) -> tuple[list[Moments], list[Moments]]:
         """``collect`` from the caches: Y stored, X resumed from cached activations."""
-        dev = self.device
         acts = self.act_cache
         names = [c.name for c in unit]
         x_mods = [self.pruned.get_submodule(n) for n in names]

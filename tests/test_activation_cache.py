@@ -126,7 +126,7 @@ def test_resumed_activation_matches_a_full_forward() -> None:
     (a3,) = acts.inputs(["features.3"], 0, x)
     acts.store(["features.3"], [[a3]])
     (a7,) = acts.inputs(["features.7"], 0, x)
-    seen = {}
+    seen: dict[str, torch.Tensor] = {}
     hook = model.get_submodule("features.7").register_forward_pre_hook(
         lambda _m, args: seen.setdefault("x", args[0]))
     with torch.no_grad():

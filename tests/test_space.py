@@ -5,10 +5,10 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from search_spaces.space import decode_params, default_space, sample_params
+from search_spaces.space import TrialParams, decode_params, default_space, sample_params
 
 
-def _sample(prob: float, n: int) -> list[dict]:
+def _sample(prob: float, n: int) -> list[TrialParams]:
     from dataclasses import replace
 
     space = replace(default_space("vgg16_cifar"), prune_group_prob=prob)
