@@ -43,6 +43,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -283,6 +284,27 @@ def run_training(model: torch.nn.Module, loaders: Any, cfg: TrainConfig, ckpt_di
     return model, rec
 
 
+def reuse_pretrained(source: Path, proto: dict[str, Any], dest: Path) -> dict[str, Any]:
+    """Copy the pre-trained checkpoint of another run of the same pre-training protocol."""
+    other = json.loads(source.read_text())
+    mine = {k: proto[k] for k in ("family", "seed", "data", "pretrain")}
+    theirs = {k: other.get("config", {}).get(k) for k in mine}
+    if mine != theirs:
+        diff = sorted(k for k in mine if mine[k] != theirs[k])
+        raise SystemExit(f"--pretrained-from {source}: its pre-training protocol differs in {diff}")
+    rec = dict(other.get("stages", {}).get("pretrain") or {})
+    if not rec.get("done"):
+        raise SystemExit(f"--pretrained-from {source}: its pretrain stage is not done")
+    src = CACHE / f"{other['config']['family']}_{other['protocol_key']}" / "pretrain"
+    if not (src / "last").is_dir():
+        raise SystemExit(f"--pretrained-from {source}: checkpoint {src}/last is missing")
+    shutil.copytree(src, dest, dirs_exist_ok=True)
+    rec.pop("done", None)
+    rec["reused_from"] = {"json": str(source), "checkpoint": str(src),
+                          "protocol_key": other["protocol_key"]}
+    return rec
+
+
 def load_last(ckpt_dir: Path) -> torch.nn.Module:
     return load_checkpoint(ckpt_dir / "last" / "model").model.eval()
 
@@ -325,6 +347,10 @@ def main() -> int:
     p.add_argument("--eps-L2", dest="eps_L2", type=float, default=0.03)
     p.add_argument("--residual", choices=("inner", "coupled"), default="inner")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pretrained-from", type=Path, default=None,
+                   help="another cifar_short result JSON with the same data and pre-training "
+                        "protocol: reuse its pre-trained checkpoint instead of training again "
+                        "(e.g. to compare --residual modes on one base model)")
     args = p.parse_args()
     if args.device != "cpu":
         p.error("this is the CPU protocol; --device must be cpu")
@@ -351,6 +377,8 @@ def main() -> int:
 
     # 1. pre-training ------------------------------------------------------------------
     def pretrain() -> dict[str, Any]:
+        if args.pretrained_from is not None:
+            return reuse_pretrained(args.pretrained_from, proto, cache / "pretrain")
         torch.manual_seed(args.seed)
         model = search_spaces.build(base_spec)
         _, rec = run_training(model, loaders, train_config(proto["pretrain"]),

@@ -236,7 +236,8 @@ def main() -> None:
     p.add_argument("--no-cache", action="store_true",
                    help="SparsifyConfig(cache_activations=False): the per-layer forward passes "
                         "(the engine before the activation caches)")
-    p.add_argument("--moments-dtype", choices=["float64", "float32"], default="float64",
+    p.add_argument("--moments-dtype", choices=["float64", "float32"],
+                   default=sp.SparsifyConfig.moments_dtype,
                    help="SparsifyConfig.moments_dtype (per-batch products)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()

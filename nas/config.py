@@ -91,7 +91,7 @@ class PruneSection(_Strict):
     # engine speed (pruning.SparsifyConfig): activation caches and the moment products' dtype
     cache_activations: bool = True
     cache_budget_mb: int | None = Field(default=None, gt=0)
-    moments_dtype: Literal["float64", "float32"] = "float64"
+    moments_dtype: Literal["float64", "float32"] = "float32"
 
 
 class FinetuneSection(TrainSection):

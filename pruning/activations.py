@@ -114,8 +114,9 @@ class ReferenceOutputs:
     """Y of every scheduled consumer from one pass of the original network.
 
     Positions (conv consumers) and the held-out split are drawn from one generator per
-    consumer, seeded from ``seed`` and the consumer's forward order, so they do not depend
-    on the schedule.
+    stream (the unit a consumer is processed in), seeded ``seed * 1_000_003 + stream`` and
+    drawn per batch in the members' order: exactly the draws of the per-layer path, so the
+    cached and the per-layer engines sample the same rows and give the same result.
 
     Args:
         reference: The original network (eval mode).
@@ -124,7 +125,8 @@ class ReferenceOutputs:
         positions_per_image: Output positions per image for conv consumers (None: all).
         heldout_fraction: Share of samples held out.
         seed: Base seed.
-        order: Consumer name -> forward order (seeds the generators).
+        stream: Consumer name -> stream id (its unit's position in the schedule); ``modules``
+            lists the members of one unit contiguously, in the unit's order.
         budget: Byte limit for the stored rows; over it, ``enabled`` is False.
         check: Called with (name, tensor, batch) on every captured output (NaN checks).
     """
@@ -138,7 +140,7 @@ class ReferenceOutputs:
         positions_per_image: int | None,
         heldout_fraction: float,
         seed: int,
-        order: dict[str, int],
+        stream: dict[str, int],
         budget: int,
         check: Callable[[str, Tensor, int], None],
     ) -> None:
@@ -152,11 +154,14 @@ class ReferenceOutputs:
                           n_images) > budget:
             self.enabled = False
             return
+        by_stream: dict[int, torch.Generator] = {}
         gens = {}
         for name in modules:
-            g = torch.Generator(device=dev)
-            g.manual_seed(seed * 1_000_003 + 7919 * (order[name] + 1))
-            gens[name] = g
+            if stream[name] not in by_stream:
+                g = torch.Generator(device=dev)
+                g.manual_seed(seed * 1_000_003 + stream[name])
+                by_stream[stream[name]] = g
+            gens[name] = by_stream[stream[name]]
         names = list(modules)
         store: dict[str, Tensor] = {}
         handles = []

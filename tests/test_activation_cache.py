@@ -1,9 +1,9 @@
 """The activation caches change the cost of a pass, never its result.
 
-With every output position used and no held-out split, the pass has no randomness, so the
-cached engine (one reference pass, pruned inputs resumed from cached activations through
-the torch.fx graph) must choose the same channels and give the same network as the plain
-per-layer forward passes, on a chain (VGG), on residual networks in both modes, and when
+The cached engine (one reference pass, pruned inputs resumed from cached activations through
+the torch.fx graph) draws the same sampled positions and held-out rows as the plain
+per-layer forward passes, so it must choose the same channels and give the same network:
+on a chain (VGG), on residual networks in both modes, with and without sampling, and when
 the budget is too small or the model cannot be traced.
 """
 
@@ -29,8 +29,9 @@ def _loader(shape: tuple[int, ...], n: int = 48, batch: int = 16) -> DataLoader:
 
 def _cfg(cache: bool, **kw) -> SparsifyConfig:
     kw.setdefault("regression", RegressionConfig(eps_L2=0.3))
-    return SparsifyConfig(progress=False, calib_positions_per_image=None, heldout_fraction=0.0,
-                          cache_activations=cache, **kw)
+    kw.setdefault("calib_positions_per_image", None)
+    kw.setdefault("heldout_fraction", 0.0)
+    return SparsifyConfig(progress=False, cache_activations=cache, **kw)
 
 
 def _pair(model: nn.Module, loader: DataLoader, **kw):
@@ -66,6 +67,19 @@ def test_cached_pass_equals_per_layer_pass(family: str, factor: float, residual:
     assert cached.engine["loader_passes"] == 1
     assert not plain.engine["reference_cached"]
     assert plain.engine["loader_passes"] > 2  # one per regressed layer (+ BN)
+
+
+@pytest.mark.parametrize("residual", ["inner", "coupled"])
+def test_sampled_positions_and_heldout_rows_are_the_same(residual: str) -> None:
+    torch.manual_seed(0)
+    spec = ss.default_spec("resnet18_cifar").scaled(0.125)
+    model = ss.build(spec).eval()
+    plain, cached = _pair(model, _loader(spec.input_shape), residual=residual,
+                          calib_positions_per_image=5, heldout_fraction=0.2, seed=3)
+    _assert_same(plain, cached, spec.input_shape)
+    for a, b in zip(plain.report, cached.report, strict=True):
+        assert (a.samples, a.rel_error_heldout) == pytest.approx((b.samples, b.rel_error_heldout),
+                                                                 rel=1e-6, nan_ok=True)
 
 
 def test_tiny_budget_falls_back_to_per_layer_passes() -> None:
