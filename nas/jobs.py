@@ -108,7 +108,9 @@ def run_prune(cfg: RunConfig, checkpoint: Path, out_dir: Path, *, finetune_epoch
     acc_before = evaluate(model, loaders.val or loaders.test, device=device)[1]
     calib = loaders.calib(min(cfg.prune.calib_images, len(loaders.train.dataset)),  # type: ignore[arg-type]
                           cfg.prune.calib_batch_size)
+    t0 = time.perf_counter()
     result = pruning.sparsify(model, calib, sparsify_config(cfg.prune, progress=progress))
+    sparsify_s = time.perf_counter() - t0
     pruned = result.model
     spec = search_spaces.spec_from_model(pruned)
     shape = tuple(loaders.input_shape)
@@ -124,6 +126,8 @@ def run_prune(cfg: RunConfig, checkpoint: Path, out_dir: Path, *, finetune_epoch
         "macs_ratio": after["macs"] / before["macs"],
         "val_acc_before": acc_before,
         "val_acc_pruned": evaluate(pruned, loaders.val or loaders.test, device=device)[1],
+        "sparsify_seconds": sparsify_s,
+        "engine": result.engine,
     }
     epochs = cfg.finetune.epochs if finetune_epochs is None else finetune_epochs
     if epochs > 0:
