@@ -548,37 +548,45 @@ def _lenet_figures(L: Lenet, figdir: Path, stem: str) -> list[Path]:
     figdir.mkdir(parents=True, exist_ok=True)
     paths = []
 
-    # 1. accuracy vs MACs: pruned+FT5, Scratch-E, Scratch-B, uniform
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    # 1. accuracy vs MACs and vs parameters: pruned+FT5, Scratch-E, Scratch-B, uniform
+    fig, axes_ = plt.subplots(1, 2, figsize=(13, 4.5))
     series = [("entropic", "acc_ft5", "pruned + FT5", "o"), ("scratch_E", "acc", "Scratch-E", "s"),
               ("scratch_B", "acc", "Scratch-B", "^"), ("uniform", "acc", "uniform (equal MACs)", "D")]
-    for kind, field, label, marker in series:
-        xs, ys, es = [], [], []
-        for p in L.points:
-            macs = L.series(kind, p, "macs")
-            acc = L.series(kind, p, field)
-            mx, _, n = mean_std(macs)
-            my, sy, n2 = mean_std(acc)
-            if n and n2:
-                xs.append(mx)
-                ys.append(my)
-                es.append(sy)
-        if xs:
-            order = sorted(range(len(xs)), key=lambda i: xs[i])
-            ax.errorbar([xs[i] for i in order], [ys[i] for i in order], yerr=[es[i] for i in order],
-                        marker=marker, linestyle="-" if kind == "entropic" else ":",
-                        capsize=3, label=label, alpha=0.85)
     b = list(L.base.values())
-    if b:
-        ax.errorbar([b[0]["macs"]], [mean_std([r["acc"] for r in b])[0]],
-                    yerr=[mean_std([r["acc"] for r in b])[1]], marker="*", markersize=12,
-                    color="k", label="unpruned", linestyle="none")
-    ax.set_xlabel("MACs per image (conv + linear; FLOPs = 2 × MACs)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"LeNet-5 / MNIST: accuracy vs MACs ({len(L.seeds)} seeds, mean ± std)")
-    _clip_y(ax, [r["acc"] for r in b])
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    for ax, xfield, xlabel, logx in (
+            (axes_[0], "macs", "MACs per image (conv + linear; FLOPs = 2 × MACs)", False),
+            (axes_[1], "prunable_params", "parameters of conv + linear layers (log scale)", True)):
+        for kind, field, label, marker in series:
+            xs, ys, es = [], [], []
+            for p in L.points:
+                xv = L.series(kind, p, xfield)
+                acc = L.series(kind, p, field)
+                mx, _, n = mean_std(xv)
+                my, sy, n2 = mean_std(acc)
+                if n and n2:
+                    xs.append(mx)
+                    ys.append(my)
+                    es.append(sy)
+            if xs:
+                order = sorted(range(len(xs)), key=lambda i: xs[i])
+                ax.errorbar([xs[i] for i in order], [ys[i] for i in order],
+                            yerr=[es[i] for i in order], marker=marker,
+                            linestyle="-" if kind == "entropic" else ":",
+                            capsize=3, label=label, alpha=0.85)
+        if b:
+            bx = b[0].get(xfield, b[0].get("params"))
+            ax.errorbar([bx], [mean_std([r["acc"] for r in b])[0]],
+                        yerr=[mean_std([r["acc"] for r in b])[1]], marker="*", markersize=12,
+                        color="k", label="unpruned", linestyle="none")
+        if logx:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test accuracy (%)")
+        _clip_y(ax, [r["acc"] for r in b])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes_[0].set_title(f"LeNet-5 / MNIST: accuracy vs MACs ({len(L.seeds)} seeds, mean ± std)")
+    axes_[1].set_title("the same runs against parameters")
     fig.tight_layout()
     p = figdir / f"{stem}_acc_vs_macs.png"
     fig.savefig(p, dpi=130)
