@@ -840,7 +840,8 @@ def render_cifar(runs: dict[str, dict[str, Any]]) -> str:
             f"{pre.get('epochs')} epochs, Scratch-B {st.get('scratch_b', {}).get('epochs', '–')}"
             f" epochs; calibration {cfg['sparsify'].get('calib_images')} images; "
             f"{d.get('environment', {}).get('device', 'cpu')}, "
-            f"{d.get('environment', {}).get('torch_threads', '?')} torch threads")
+            f"{d.get('environment', {}).get('torch_threads', '?')} torch threads; git "
+            f"{str(d.get('environment', {}).get('git', '?'))[:20]}")
     out.append(md_table(["model", "eps", "param sparsity %", "params", "MACs", "fp32 MiB",
                          "base acc", "pruned (no FT)", "pruned + FT", "Scratch-E", "Scratch-B",
                          "uniform (equal MACs)", "verdict (vs pruned + FT)"], rows))
