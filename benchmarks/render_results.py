@@ -887,11 +887,17 @@ def render_vgg_pass(runs: dict[str, dict[str, Any]]) -> str:
                          "moments", "solve", "BN recal.", "total", "< 300 s",
                          "result of the pass", "load at start"], rows))
     out.append("")
-    out.append("The same widths come out of every row (the engines differ in cost only; "
-               "`tests/test_activation_cache.py` checks that the cached and per-layer paths "
-               "build the same network, and float32 products gave the same widths, iteration "
-               "counts and held-out errors to 5-6 digits on this pass). Per-layer phases: the "
-               "JSON files.\n")
+    groups: dict[str, list[str]] = {}
+    for name, d in sorted(runs.items()):
+        key = json.dumps(d["summary"].get("widths", {}), sort_keys=True)
+        groups.setdefault(key, []).append(f"`{name}`")
+    same = [g for g in groups.values() if len(g) > 1]
+    out.append("Identical widths: " + ("; ".join(" = ".join(g) for g in same) if same else
+                                        "no two rows")
+               + ". Rows with different widths drew different sample positions (the engine "
+               "before commit af4acf2 seeded its position draws per consumer; since then the "
+               "cached and per-layer paths draw exactly the same rows, which "
+               "`tests/test_activation_cache.py` checks). Per-layer phases: the JSON files.\n")
     return "\n".join(out) + "\n"
 
 
