@@ -284,6 +284,30 @@ def run_training(model: torch.nn.Module, loaders: Any, cfg: TrainConfig, ckpt_di
     return model, rec
 
 
+def baseline_keep(base: torch.nn.Module, layers: list[dict[str, Any]], how: str,
+                  seed: int) -> dict[str, list[int]]:
+    """Keep sets of the entropic run's widths chosen by L1 (producer filter norm) or at random.
+
+    One entry per pruned unit: members of a coupled unit share their channels, so only the
+    first member is given (prune_to_widths applies it to the whole unit).
+    """
+    gen = torch.Generator().manual_seed(10_000 + seed)
+    keep: dict[str, list[int]] = {}
+    seen: set[str] = set()
+    for r in layers:
+        if r.get("skipped_reason") or r["layer"] in seen or r["kept"] >= r["total"]:
+            continue
+        seen.update([r["layer"], *r.get("coupled_with", [])])
+        k = int(r["kept"])
+        if how == "l1":
+            rank = pruning.l1_channel_ranking(base, r["layer"],
+                                              example_inputs=torch.zeros(1, 3, 32, 32))
+            keep[r["layer"]] = sorted(int(i) for i in rank[:k])
+        else:
+            keep[r["layer"]] = sorted(int(i) for i in torch.randperm(r["total"], generator=gen)[:k])
+    return keep
+
+
 def reuse_pretrained(source: Path, proto: dict[str, Any], dest: Path) -> dict[str, Any]:
     """Copy the pre-trained checkpoint of another run of the same pre-training protocol."""
     other = json.loads(source.read_text())
@@ -481,6 +505,33 @@ def main() -> int:
 
     bench.run("uniform", uniform)
 
+    # 8. channel-selection baselines at the found widths ------------------------------------
+    def selection_baseline(how: str) -> Callable[[], dict[str, Any]]:
+        def fn() -> dict[str, Any]:
+            keep = baseline_keep(base, sres["layers"], how, args.seed)
+            calib = [x for x, _ in loaders.calib(sp["calib_images"], batch_size=256)]
+            cfg = pruning.SparsifyConfig(
+                calib_positions_per_image=sp["calib_positions_per_image"],
+                residual=sp["residual"], recalibrate_bn=sp["recalibrate_bn"],
+                max_features=sp["max_features"], device="cpu", progress=False, seed=args.seed)
+            t0 = time.perf_counter()
+            res = pruning.prune_to_widths(base, keep, calib, refit=True, config=cfg)
+            pass_s = time.perf_counter() - t0
+            model = res.model
+            got = dict(search_spaces.spec_from_model(model).widths)
+            if got != dict(pruned_spec.widths):
+                raise RuntimeError(f"{how}: widths {got} differ from the entropic {pruned_spec.widths}")
+            _, acc_pruned = evaluate(model, loaders.test, device="cpu")
+            _, rec = run_training(model, loaders, train_config(proto["finetune"]), cache / f"ft_{how}")
+            rec.update(selection=how, refit="lstsq (pruning.prune_to_widths)",
+                       test_acc_pruned=acc_pruned, pass_seconds=pass_s,
+                       layers_selected=sorted(keep))
+            return rec
+        return fn
+
+    bench.run("l1_refit", selection_baseline("l1"))
+    bench.run("random_refit", selection_baseline("random"))
+
     # summary --------------------------------------------------------------------------------
     summarize(bench, fam, time.perf_counter() - t_start)
     return 0
@@ -524,6 +575,12 @@ def summarize(bench: Bench, fam: str, wall_s: float) -> None:
         row(f"uniform x{un['factor']:.3f}, scratch", un["test_acc"], mu, un["epochs"],
             tsec(un)),
     ]
+    for key, label in (("l1_refit", "L1 selection + refit"), ("random_refit", "random + refit")):
+        if st.get(key, {}).get("done"):
+            b = st[key]
+            rows.append(row(f"{label}, no FT", b["test_acc_pruned"], mp, None, None))
+            rows.append(row(f"{label} + FT ({b['epochs']} ep)", b["test_acc"], mp, b["epochs"],
+                            tsec(b)))
     bench.writer.data["rows"] = rows
     summary = {
         "dataset": DATASET_LABEL,

@@ -786,6 +786,13 @@ def _cifar_verdict(pr: float | None, others: dict[str, float | None]) -> str:
 CIFAR_NOISE_PT = 1.0
 
 
+def _sel(stage: dict[str, Any] | None) -> str:
+    """A selection baseline at the entropic widths: accuracy before / after its fine-tune."""
+    if not stage or not stage.get("done"):
+        return "–"
+    return f"{_pct(stage.get('test_acc_pruned'))} / {_pct(stage.get('test_acc'))}"
+
+
 def render_cifar(runs: dict[str, dict[str, Any]]) -> str:
     """One table over all cifar_short_*.json runs (short CPU protocol, one seed each)."""
     out = ["## VGG-16 / ResNet-18 on CIFAR-10 (JPEG copy): short CPU protocol\n",
@@ -822,7 +829,8 @@ def render_cifar(runs: dict[str, dict[str, Any]]) -> str:
             f"{mo['params']:,} → {mp['params']:,}", f"× {mp['macs'] / mo['macs']:.2f}",
             f"{mo['fp32_mib']:.1f} → {mp['fp32_mib']:.1f}", _pct(base), _pct(sp["test_acc_pruned"]),
             _pct(ft), _pct(se), _pct(sb) + (f" ({st['scratch_b']['epochs']} ep)" if sb else ""),
-            _pct(un), _cifar_verdict(ft, {"Scratch-E": se, "Scratch-B": sb, "uniform": un})])
+            _pct(un), _sel(st.get("l1_refit")), _sel(st.get("random_refit")),
+            _cifar_verdict(ft, {"Scratch-E": se, "Scratch-B": sb, "uniform": un})])
         dep_rows.append([label, f"{mo['fp32_mib'] * 1.048576:.1f} → {mp['fp32_mib'] * 1.048576:.1f}",
                          f"× {mp['flops'] / mo['flops']:.2f}",
                          f"{b1o:.1f} → {b1p:.1f} ms ({100 * (b1p / b1o - 1):+.0f} %)",
@@ -844,7 +852,8 @@ def render_cifar(runs: dict[str, dict[str, Any]]) -> str:
             f"{str(d.get('environment', {}).get('git', '?'))[:20]}")
     out.append(md_table(["model", "eps", "param sparsity %", "params", "MACs", "fp32 MiB",
                          "base acc", "pruned (no FT)", "pruned + FT", "Scratch-E", "Scratch-B",
-                         "uniform (equal MACs)", "verdict (vs pruned + FT)"], rows))
+                         "uniform (equal MACs)", "L1 + refit (no FT / FT)",
+                         "random + refit (no FT / FT)", "verdict (vs pruned + FT)"], rows))
     out.append("")
     out.append("**Deployment figures** (what the paper claims for VGG-16: memory 57.5 MB → "
                "6.5 MB, FLOPs halved, run time −40 %). MB = 10^6 bytes of fp32 weights; "
