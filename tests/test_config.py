@@ -41,6 +41,8 @@ BASE = "name: t\nmodel: {family: lenet5}\ndata: {name: mnist}\n"
         ("prune: {eps_L2: 0}", "prune.eps_L2"),
         ("search: {backend: slurm}", "search.backend"),
         ("search: {space: {eps_L2: {low: 1, high: 0.1}}}", "search.space.eps_L2"),
+        ("prune: {moments_dtype: float16}", "prune.moments_dtype"),
+        ("prune: {cache_budget_mb: 0}", "prune.cache_budget_mb"),
     ],
 )
 def test_bad_values_name_the_field(tmp_path: Path, extra: str, needle: str) -> None:
@@ -68,3 +70,15 @@ def test_dotted_overrides(tmp_path: Path) -> None:
     cfg = load_config(_write(tmp_path, BASE), {"train.epochs": 3, "data.root": "/x"})
     assert cfg.train.epochs == 3
     assert cfg.data.root == "/x"
+
+
+def test_engine_settings_reach_the_sparsify_config(tmp_path: Path) -> None:
+    from nas.trial import sparsify_config
+
+    text = BASE + "prune: {moments_dtype: float64, cache_budget_mb: 64, cache_activations: false}\n"
+    sc = sparsify_config(load_config(_write(tmp_path, text)).prune, progress=False)
+    assert (sc.moments_dtype, sc.cache_budget_bytes, sc.cache_activations) == (
+        "float64", 64 << 20, False)
+    default = sparsify_config(load_config(_write(tmp_path, BASE)).prune, progress=False)
+    assert (default.moments_dtype, default.cache_budget_bytes, default.cache_activations) == (
+        "float32", None, True)
