@@ -440,6 +440,25 @@ def _count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 # ---------------------------------------------------------------------- the engine
 
 
+def _accumulate(c: Consumer, train: Moments, held: Moments, X: Tensor, Y: Tensor,
+                mask: Tensor | None) -> None:
+    """Add one batch's (X, Y) rows of consumer ``c``; rows where ``mask`` is set are held out."""
+    if X.shape[1] != c.num_channels * c.regression_group_size:
+        raise RuntimeError(f"{c.name}: collected {X.shape[1]} features, expected "
+                           f"{c.num_channels * c.regression_group_size}")
+    if mask is None:
+        train.update(X, Y)
+        return
+    mask = mask.to(X.device)
+    train.update(X[~mask], Y[~mask])
+    held.update(X[mask], Y[mask])
+
+
+def _check_samples(train: list[Moments]) -> None:
+    if any(m.n == 0 for m in train):
+        raise ValueError("calibration loader yielded no samples")
+
+
 @dataclass
 class _Selection:
     """Outcome of choosing channels for one unit (one consumer, or a coupled set)."""
@@ -593,10 +612,8 @@ class _Engine:
         x_source = self.pruned if cfg.target_source == "pruned" else self.reference
         x_mods = [x_source.get_submodule(c.name) for c in unit]
         y_mods = [self.ref_modules[c.name] for c in unit]
-        train = [self._moments(c)
-                 for c in unit]
-        held = [self._moments(c)
-                for c in unit]
+        train = [self._moments(c) for c in unit]
+        held = [self._moments(c) for c in unit]
         assert self.loader is not None
         for b, x in enumerate(self._inputs()):
             xs = _capture(x_source, x, x_mods, want="input")
@@ -616,18 +633,11 @@ class _Engine:
                 else:
                     X = A.reshape(-1, A.shape[-1])
                     Y = Yfull.reshape(-1, Yfull.shape[-1]).index_select(1, out_idx)
-                if X.shape[1] != c.num_channels * c.regression_group_size:
-                    raise RuntimeError(f"{c.name}: collected {X.shape[1]} features, expected "
-                                       f"{c.num_channels * c.regression_group_size}")
+                mask = None
                 if cfg.heldout_fraction > 0:
                     mask = torch.rand(X.shape[0], generator=gen, device=dev) < cfg.heldout_fraction
-                    mask = mask.to(X.device)
-                    train[j].update(X[~mask], Y[~mask])
-                    held[j].update(X[mask], Y[mask])
-                else:
-                    train[j].update(X, Y)
-        if any(m.n == 0 for m in train):
-            raise ValueError("calibration loader yielded no samples")
+                _accumulate(c, train[j], held[j], X, Y, mask)
+        _check_samples(train)
         return train, held
 
     def _collect_cached(self, unit: list[Consumer],
@@ -636,10 +646,8 @@ class _Engine:
         acts = self.act_cache
         names = [c.name for c in unit]
         x_mods = [self.pruned.get_submodule(n) for n in names]
-        train = [self._moments(c)
-                 for c in unit]
-        held = [self._moments(c)
-                for c in unit]
+        train = [self._moments(c) for c in unit]
+        held = [self._moments(c) for c in unit]
         assert self.batches is not None
         kept_inputs: list[list[Tensor]] = []
         for b, x in enumerate(self.batches):
@@ -658,19 +666,10 @@ class _Engine:
                                         index=rows.index)
                 else:
                     X = A.reshape(-1, A.shape[-1])
-                if X.shape[1] != c.num_channels * c.regression_group_size:
-                    raise RuntimeError(f"{c.name}: collected {X.shape[1]} features, expected "
-                                       f"{c.num_channels * c.regression_group_size}")
-                if rows.mask is not None:
-                    mask = rows.mask.to(X.device)
-                    train[j].update(X[~mask], Y[~mask])
-                    held[j].update(X[mask], Y[mask])
-                else:
-                    train[j].update(X, Y)
+                _accumulate(c, train[j], held[j], X, Y, rows.mask)
         if acts is not None:
             acts.store(names, kept_inputs)
-        if any(m.n == 0 for m in train):
-            raise ValueError("calibration loader yielded no samples")
+        _check_samples(train)
         return train, held
 
     def _select_inputs(self, A: Tensor, c: Consumer) -> Tensor:
@@ -862,25 +861,24 @@ def _run(
         input_shape = tuple(example.shape[1:])
         before = _measure(engine.pruned, input_shape)
         schedule = _schedule(engine, schedule_names, config.order, forward_order=forward_order)
-        seen: set[str] = set()
-        for unit_id, consumer in enumerate(schedule):  # mirrors the loop below
-            if consumer.name in seen:
-                continue
-            unit = engine.unit_of(consumer)
-            seen.update(c.name for c in unit)
-            if engine.skip_reason(unit) is None and needs_data(unit):
-                engine.planned.extend((c.name, unit_id) for c in unit)
+        # (position in the schedule, consumer, its unit; None once an earlier unit covered it)
+        steps: list[tuple[int, Consumer, list[Consumer] | None]] = []
         done: set[str] = set()
+        for unit_id, consumer in enumerate(schedule):
+            unit = None if consumer.name in done else engine.unit_of(consumer)
+            if unit is not None:
+                done.update(c.name for c in unit)
+                if engine.skip_reason(unit) is None and needs_data(unit):
+                    engine.planned.extend((c.name, unit_id) for c in unit)
+            steps.append((unit_id, consumer, unit))
         reports: list[LayerReport] = []
         with _progress(config.progress) as progress:
             task = progress.add_task("", total=len(schedule))
-            for unit_id, consumer in enumerate(schedule):
+            for unit_id, consumer, unit in steps:
                 progress.update(task, description=consumer.name)
-                if consumer.name in done:
+                if unit is None:
                     progress.advance(task)
                     continue
-                unit = engine.unit_of(consumer)
-                done.update(c.name for c in unit)
                 reports.extend(_process_unit(engine, unit, unit_id, select, needs_data,
                                              strict=strict))
                 for r in reports[-len(unit):]:
