@@ -39,10 +39,6 @@ try:  # scipy comes with scikit-learn; without it the Gram matrix is a plain mat
 except ImportError:  # pragma: no cover
     _dsyrk = _ssyrk = None
 
-# Former chunk size of an F.unfold-based extraction; conv_patches now copies only the sampled
-# patches and needs no chunking. Kept because callers/tests may still set it.
-_UNFOLD_CHUNK_ELEMENTS = 1 << 25
-
 
 class Moments:
     """Streaming accumulator of first and second moments of (X, Y) in float64.

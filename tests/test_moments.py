@@ -180,13 +180,12 @@ def test_patches_reproduce_conv_output(spec: dict, positions: int | None, device
     torch.testing.assert_close(pred, target, rtol=1e-12, atol=1e-12)
 
 
-def test_patch_sampling_is_seeded_and_chunking_is_invisible(monkeypatch) -> None:
+def test_patch_sampling_is_seeded() -> None:
     conv = nn.Conv2d(2, 3, 3, padding=1)
     x = torch.randn(5, 2, 6, 6)
     p1, i1 = conv_patches(
         x, conv, positions_per_image=4, generator=torch.Generator().manual_seed(3)
     )
-    monkeypatch.setattr("pruning.moments._UNFOLD_CHUNK_ELEMENTS", 1)  # one image per chunk
     p2, i2 = conv_patches(
         x, conv, positions_per_image=4, generator=torch.Generator().manual_seed(3)
     )
