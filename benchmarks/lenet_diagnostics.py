@@ -541,6 +541,14 @@ def main(argv: list[str] | None = None) -> int:
                                                wins_by.items())
                      + " of the (seed, eps_L2 in {0.3, 1}) runs.")
 
+    def ft_cells(rs: list[dict[str, Any]], d5: list[float]) -> list[str]:
+        """Widths .. delta FT5 cells of a fine-tuned row, and the seeds meeting 93 % / 0.3 pt."""
+        hits = sum(d >= -0.3 and r["sparsity"] >= 0.93 for d, r in zip(d5, rs, strict=True))
+        return [" ".join(w(r) for r in rs), ms([r["sparsity"] for r in rs], 100, 1),
+                ms([r["macs"] for r in rs], 1, 0), ms([r["acc_pruned"] for r in rs]),
+                ms([r["acc_ft1"] for r in rs]), ms([r["acc_ft5"] for r in rs]), ms(d5, 1, 2),
+                f"{hits}/{len(rs)}"]
+
     # ---------------------------------------------------------------- layer order
     if "order" in args.parts:
         part = "order"
@@ -554,13 +562,7 @@ def main(argv: list[str] | None = None) -> int:
                 sp_mean = sum(r["sparsity"] for r in rs) / len(rs)
                 if sum(d5) / len(d5) >= -0.3 and sp_mean > best.get(order, (0.0, ""))[0]:
                     best[order] = (sp_mean, f"eps_L2={l2:g}")
-                trows.append([f"{l2:g}", order, " ".join(w(r) for r in rs),
-                              ms([r["sparsity"] for r in rs], 100, 1),
-                              ms([r["macs"] for r in rs], 1, 0),
-                              ms([r["acc_pruned"] for r in rs]), ms([r["acc_ft1"] for r in rs]),
-                              ms([r["acc_ft5"] for r in rs]), ms(d5, 1, 2),
-                              f"{sum(d >= -0.3 and r['sparsity'] >= 0.93 for d, r in zip(d5, rs, strict=False))}"
-                              f"/{len(rs)}"])
+                trows.append([f"{l2:g}", order, *ft_cells(rs, d5)])
         tables.append({"part": part, "title": "Layer order: front to back vs back to front "
                                               "(eps_E = -1e-3, FT = separate 1/5-epoch fine-tunes)",
                        "caption": "Widths per seed (conv1, conv2, fc1, fc2). Last column: seeds "
@@ -589,13 +591,7 @@ def main(argv: list[str] | None = None) -> int:
                 if sp_mean >= 0.93 and d_mean >= -0.3:
                     hits.append(f"eps_L2={l2:g} with fc1 x{mult}: {100 * sp_mean:.1f} % at "
                                 f"{d_mean:+.2f} pt")
-                trows.append([f"{l2:g}", f"x{mult}", " ".join(w(r) for r in rs),
-                              ms([r["sparsity"] for r in rs], 100, 1),
-                              ms([r["macs"] for r in rs], 1, 0),
-                              ms([r["acc_pruned"] for r in rs]), ms([r["acc_ft1"] for r in rs]),
-                              ms([r["acc_ft5"] for r in rs]), ms(d5, 1, 2),
-                              f"{sum(d >= -0.3 and r['sparsity'] >= 0.93 for d, r in zip(d5, rs, strict=True))}"
-                              f"/{len(rs)}"])
+                trows.append([f"{l2:g}", f"x{mult}", *ft_cells(rs, d5)])
         tables.append({"part": part, "title": "Per-layer eps: fc1 (chooses conv2's channels) "
                                               "with a larger eps_L2 (eps_E = -1e-3)",
                        "caption": "All other layers at the row's eps_L2. Last column: seeds "
