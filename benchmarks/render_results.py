@@ -802,7 +802,11 @@ def render_cifar(runs: dict[str, dict[str, Any]]) -> str:
            "columns compare the arms of one run with each other, never with the paper. The "
            "size, MAC and latency columns do not depend on the training and are comparable. "
            "One seed per arm; test accuracy on a fixed 2,000-image test subset (one image = "
-           "0.05 pt; differences under 1 pt are called ≈).\n"]
+           "0.05 pt; differences under 1 pt are called ≈). L1 / random + refit: the same "
+           "widths with channels chosen by producer-filter L1 norm or at random, the same "
+           "least-squares refit and the same fine-tune. Pruned + FT has had one more epoch "
+           "of training than Scratch-E, so Scratch-B (about the same training compute) is the "
+           "fair scratch arm.\n"]
     rows, proto_lines, dep_rows = [], [], []
     for name, d in sorted(runs.items()):
         st, cfg = d.get("stages", {}), d.get("config", {})
