@@ -39,7 +39,7 @@ class ModelSection(_Strict):
 
 
 class DataSection(_Strict):
-    name: Literal["mnist", "cifar10", "imagefolder", "digits", "synthetic"]
+    name: Literal["mnist", "cifar10", "cifar10_jpeg", "imagefolder", "digits", "synthetic"]
     root: str | None = None
     val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     batch_size: int = Field(default=128, gt=0)
@@ -47,21 +47,31 @@ class DataSection(_Strict):
     num_workers: int = Field(default=0, ge=0)
     augment: bool = True
     train_subset: int | None = Field(default=None, gt=0)
+    val_subset: int | None = Field(default=None, gt=0)
     test_subset: int | None = Field(default=None, gt=0)
     seed: int = 0
     download: bool = True
     num_samples: int = Field(default=2000, gt=0)  # synthetic only
     input_shape: tuple[int, int, int] | None = None  # synthetic only
     num_classes: int | None = Field(default=None, gt=0)  # synthetic only
+    # batch augmentation on uint8 tensors (cifar10, cifar10_jpeg): search_spaces.fast_data
+    batch_augment: bool = False
+    translate: int = Field(default=2, ge=0)
+    flip: Literal["alternating", "random", "none"] = "alternating"
+    drop_last: bool = False
+    cache_dir: str | None = None  # cifar10_jpeg: where the decoded tensors are cached
 
 
 class TrainSection(_Strict):
+    # A named recipe (nas.train.RECIPES, e.g. "airbench") supplies every field this section
+    # does not set; without one, the defaults below apply.
+    recipe: Literal["airbench"] | None = None
     epochs: int = Field(default=10, ge=0)
     lr: float = Field(default=0.05, gt=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
     weight_decay: float = Field(default=5e-4, ge=0)
     nesterov: bool = False
-    schedule: Literal["cosine", "step"] = "cosine"  # step without milestones = constant
+    schedule: Literal["cosine", "step", "triangle"] = "cosine"  # step without milestones = constant
     step_milestones: list[int] = Field(default_factory=list)
     gamma: float = Field(default=0.1, gt=0)
     warmup_epochs: int = Field(default=0, ge=0)
@@ -72,6 +82,15 @@ class TrainSection(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_steps_per_epoch: int | None = Field(default=None, gt=0)
     threads: int | None = Field(default=None, gt=0)  # torch threads; 1 per process when trials share a CPU
+    lr_start_factor: float = Field(default=0.2, gt=0)  # triangle schedule
+    lr_peak_frac: float = Field(default=0.23, gt=0, lt=1)
+    lr_end_factor: float = Field(default=0.07, gt=0)
+    bias_lr_scale: float = Field(default=1.0, gt=0)  # BatchNorm shifts' lr multiplier
+    lookahead_every: int = Field(default=0, ge=0)  # 0: no lookahead averaging
+    lookahead_decay: float = Field(default=0.95, gt=0, lt=1)
+    tta: Literal["none", "flip", "flip_translate"] = "none"  # final val/test evaluation
+    data_init: bool = True  # data-dependent init (airbench_cifar's whitening) of fresh models
+    data_init_images: int = Field(default=5000, gt=0)
 
 
 class PruneSection(_Strict):

@@ -1,7 +1,12 @@
 """The one training loop: pre-training, fine-tuning after pruning, and scratch training.
 
-SGD with momentum, a per-step learning-rate schedule (cosine or step, optional linear
-warm-up), label smoothing, mixed precision and channels-last on CUDA. On CPU a run is
+SGD with momentum, a per-step learning-rate schedule (cosine, step or triangle, optional
+linear warm-up), label smoothing, mixed precision (bf16 autocast, also on CPUs that support
+it) and channels-last. The fast-CIFAR recipe (``TrainConfig.from_recipe("airbench")``, after
+Jordan 2024, arXiv 2404.00498) adds what makes those recipes fast: Nesterov SGD with a large
+batch, a triangular schedule, a scaled-up learning rate for BatchNorm shifts, lookahead
+weight averaging, data-dependent whitening of the stem, and test-time flip/translate
+augmentation; data loaders with batch augmentation live in ``search_spaces.data``. On CPU a run is
 deterministic: the same seed (and thread count) gives bit-identical weights, and a run
 resumed from its ``last`` checkpoint ends with the same weights as an uninterrupted one.
 
@@ -41,7 +46,8 @@ from search_spaces.data import Loaders
 
 log = logging.getLogger(__name__)
 
-SCHEDULES = ("cosine", "step")
+SCHEDULES = ("cosine", "step", "triangle")
+TTA_MODES = ("none", "flip", "flip_translate")
 LAST = "last"
 # Fields that may change between an interrupted run and its resumption.
 _RESUME_FREE_FIELDS = {"progress", "device", "threads"}
@@ -77,6 +83,24 @@ class TrainConfig:
         threads: ``torch.set_num_threads`` during the run (restored afterwards); ``None``
             keeps the current setting. Use 1 per process when several trials share a CPU:
             oversubscribed intra-op threads slow small models down by up to 10x.
+        lr_start_factor, lr_peak_frac, lr_end_factor: The ``triangle`` schedule: linear from
+            ``lr * lr_start_factor`` at step 0 to ``lr`` at ``lr_peak_frac`` of the run, then
+            linear to ``lr * lr_end_factor`` at the last step.
+        bias_lr_scale: Learning-rate multiplier of the BatchNorm shifts (biases). Their
+            weight decay is divided by the same factor, so the decay per step is unchanged.
+        lookahead_every: Every this many steps, average the weights (and BN statistics) into
+            a slow copy and reset the model to it (0: off). The slow copy's decay is
+            ``lookahead_decay ** lookahead_every * (t / T) ** 3`` at step ``t`` of ``T``: no
+            averaging early, more towards the end; the last step copies the slow weights in.
+        lookahead_decay: Per-step decay of the lookahead average (see above).
+        tta: Test-time augmentation of the final val/test evaluation: ``"none"``, ``"flip"``
+            (mean logits of the image and its mirror) or ``"flip_translate"`` (also 1-pixel
+            shifts up-left and down-right, weighted 1/4 each; 6 forward passes). The per-epoch
+            validation in ``history`` is always plain.
+        data_init: Before the first step of a fresh run, let a model with data-dependent
+            initialisation (``init_whitening``, e.g. ``airbench_cifar``) set itself from
+            ``data_init_images`` unaugmented training images, if not done already.
+        data_init_images: See ``data_init``.
     """
 
     epochs: int = 10
@@ -96,6 +120,22 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     progress: bool = True
     threads: int | None = None
+    lr_start_factor: float = 0.2
+    lr_peak_frac: float = 0.23
+    lr_end_factor: float = 0.07
+    bias_lr_scale: float = 1.0
+    lookahead_every: int = 0
+    lookahead_decay: float = 0.95
+    tta: str = "none"
+    data_init: bool = True
+    data_init_images: int = 5000
+
+    @classmethod
+    def from_recipe(cls, name: str, **overrides: Any) -> TrainConfig:
+        """A named recipe's settings (:data:`RECIPES`), with ``overrides`` on top."""
+        if name not in RECIPES:
+            raise ValueError(f"train.recipe: unknown recipe {name!r}; known: {sorted(RECIPES)}")
+        return cls(**{**RECIPES[name], **overrides})
 
     def __post_init__(self) -> None:
         if self.epochs < 0:
@@ -115,7 +155,36 @@ class TrainConfig:
             raise ValueError("train.max_steps_per_epoch: must be positive or null")
         if self.threads is not None and self.threads <= 0:
             raise ValueError("train.threads: must be positive or null")
+        if self.tta not in TTA_MODES:
+            raise ValueError(f"train.tta: {self.tta!r} is not one of {TTA_MODES}")
+        if not (self.lr_start_factor > 0 and self.lr_end_factor > 0
+                and 0 < self.lr_peak_frac < 1):
+            raise ValueError("train.lr_start_factor / lr_end_factor: must be positive; "
+                             "train.lr_peak_frac: must be in (0, 1)")
+        if not self.bias_lr_scale > 0:
+            raise ValueError(f"train.bias_lr_scale: must be positive, got {self.bias_lr_scale}")
+        if self.lookahead_every < 0:
+            raise ValueError(f"train.lookahead_every: must be >= 0, got {self.lookahead_every}")
+        if not 0 < self.lookahead_decay < 1:
+            raise ValueError(f"train.lookahead_decay: must be in (0, 1), got {self.lookahead_decay}")
+        if self.data_init_images <= 0:
+            raise ValueError(f"train.data_init_images: must be positive, got {self.data_init_images}")
         self.step_milestones = tuple(int(m) for m in self.step_milestones)
+
+
+# The fast CIFAR-10 recipe of airbench94 (arXiv 2404.00498, table 1), in this loop's terms:
+# the paper sums the loss over a batch of 1024 with lr 11.5 / (1024 * (1 + 1 / (1 - 0.85)));
+# on the mean loss that is lr 1.5 at batch 1024 (scale it linearly with the batch), and its
+# decoupled weight decay 0.0153 per 1024 examples is weight_decay 0.0153 / 11.5 here.
+RECIPES: dict[str, dict[str, Any]] = {
+    "airbench": {
+        "epochs": 10, "lr": 1.5, "momentum": 0.85, "nesterov": True,
+        "weight_decay": 0.0153 / 11.5, "schedule": "triangle", "lr_start_factor": 0.2,
+        "lr_peak_frac": 0.23, "lr_end_factor": 0.07, "label_smoothing": 0.2,
+        "bias_lr_scale": 64.0, "lookahead_every": 5, "lookahead_decay": 0.95,
+        "tta": "flip_translate", "amp": True, "channels_last": True, "data_init": True,
+    },
+}
 
 
 @dataclass
@@ -189,6 +258,9 @@ def train(
     """
     device = resolve_device(config.device)
     amp = config.amp if config.amp is not None else device.type == "cuda"
+    if amp and device.type == "cpu" and not cpu_bf16_supported():
+        log.info("train: bf16 autocast is not supported by this CPU; training in float32")
+        amp = False
     amp_dtype = _amp_dtype(device) if amp else None
     channels_last = config.channels_last if config.channels_last is not None \
         else device.type == "cuda"
@@ -204,7 +276,7 @@ def train(
         if channels_last:
             model.to(memory_format=torch.channels_last)  # type: ignore[call-arg]
         optimizer = torch.optim.SGD(
-            model.parameters(), lr=config.lr, momentum=config.momentum,
+            _param_groups(model, config), lr=config.lr, momentum=config.momentum,
             weight_decay=config.weight_decay, nesterov=config.nesterov,
         )
         scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -214,14 +286,22 @@ def train(
             steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
         if steps_per_epoch == 0:
             raise ValueError(f"train: the training loader of {loaders.name} is empty")
+        lookahead = _Lookahead(model, config, config.epochs * steps_per_epoch) \
+            if config.lookahead_every else None
 
         history: list[dict[str, Any]] = []
         start_epoch = 0
         if resume and ckpt_dir is not None:
-            restored = _restore_last(ckpt_dir, model, optimizer, scaler, config, device)
+            restored = _restore_last(ckpt_dir, model, optimizer, scaler, config, device,
+                                     lookahead)
             if restored is not None:
                 start_epoch, history = restored
                 log.info("resumed from %s after epoch %d", ckpt_dir / LAST, start_epoch)
+        if start_epoch == 0:
+            if config.data_init:
+                _data_init(model, loaders, config, device)
+            if lookahead is not None:
+                lookahead.reset(model)
 
         reporter = _Reporter(config.progress)
         stopped = False
@@ -231,7 +311,7 @@ def train(
                 train_loss, train_acc, lr = _train_epoch(
                     model, loaders.train, optimizer, scaler, criterion, config,
                     epoch=epoch, steps=steps_per_epoch, device=device, amp_dtype=amp_dtype,
-                    channels_last=channels_last, reporter=reporter,
+                    channels_last=channels_last, reporter=reporter, lookahead=lookahead,
                 )
                 val_loss = val_acc = None
                 if loaders.val is not None:
@@ -245,17 +325,23 @@ def train(
                 history.append(record)
                 reporter.epoch_line(record, config.epochs)
                 if ckpt_dir is not None:
-                    _save_last(ckpt_dir, model, spec, config, optimizer, scaler, history)
+                    _save_last(ckpt_dir, model, spec, config, optimizer, scaler, history,
+                               lookahead)
                 if on_epoch_end is not None and on_epoch_end(dict(record)) is True:
                     stopped = epoch + 1 < config.epochs
                     break
         finally:
             reporter.close()
 
+        val_loss = history[-1]["val_loss"] if history else None
+        val_acc = history[-1]["val_acc"] if history else None
+        if config.tta != "none" and loaders.val is not None and history:
+            val_loss, val_acc = evaluate(model, loaders.val, device=device, amp=amp,
+                                         channels_last=channels_last, tta=config.tta)
         result = TrainResult(
             history=history,
-            val_loss=history[-1]["val_loss"] if history else None,
-            val_acc=history[-1]["val_acc"] if history else None,
+            val_loss=val_loss,
+            val_acc=val_acc,
             seconds_per_epoch=(sum(r["seconds"] for r in history) / len(history)
                                if history else 0.0),
             epochs_run=len(history),
@@ -265,7 +351,8 @@ def train(
         )
         if evaluate_test:
             result.test_loss, result.test_acc = evaluate(
-                model, loaders.test, device=device, amp=amp, channels_last=channels_last
+                model, loaders.test, device=device, amp=amp, channels_last=channels_last,
+                tta=config.tta,
             )
         model.eval()
     return result
@@ -275,9 +362,11 @@ def _train_epoch(
     model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler, criterion: nn.Module, config: TrainConfig, *,
     epoch: int, steps: int, device: torch.device, amp_dtype: torch.dtype | None,
-    channels_last: bool, reporter: _Reporter,
+    channels_last: bool, reporter: _Reporter, lookahead: _Lookahead | None = None,
 ) -> tuple[float, float, float]:
     model.train()
+    if hasattr(loader, "set_epoch"):  # alternating flip (search_spaces.fast_data)
+        loader.set_epoch(epoch)
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
@@ -294,7 +383,7 @@ def _train_epoch(
             x = x.contiguous(memory_format=torch.channels_last)
         lr = lr_at(config, epoch * steps + step, steps)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         with _autocast(device, amp_dtype):
             logits = model(x)
             loss = criterion(logits.float(), y)
@@ -313,6 +402,8 @@ def _train_epoch(
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+        if lookahead is not None:
+            lookahead.step(model, epoch * steps + step + 1)
         n = y.shape[0]
         loss_sum += loss.detach().double() * n
         correct += (logits.detach().argmax(1) == y).sum()
@@ -326,6 +417,15 @@ def lr_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
     warm = config.warmup_epochs * steps_per_epoch
     if step < warm:
         return config.lr * (step + 1) / warm
+    if config.schedule == "triangle":
+        total = max(1, config.epochs * steps_per_epoch - warm - 1)
+        t = min(1.0, (step - warm) / total)
+        p = config.lr_peak_frac
+        if t < p:
+            factor = config.lr_start_factor + (1 - config.lr_start_factor) * t / p
+        else:
+            factor = 1 + (config.lr_end_factor - 1) * (t - p) / (1 - p)
+        return config.lr * factor
     if config.schedule == "cosine":
         total = config.epochs * steps_per_epoch
         t = (step - warm) / max(1, total - warm)
@@ -342,12 +442,15 @@ def evaluate(
     device: str | torch.device | None = None,
     amp: bool = False,
     channels_last: bool = False,
+    tta: str = "none",
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy (fraction in [0, 1]) of ``model`` on ``loader``.
 
     Runs in eval mode and restores the model's previous mode. ``device=None`` uses the
-    model's device.
+    model's device. ``tta``: test-time augmentation (see :class:`TrainConfig`).
     """
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta: {tta!r} is not one of {TTA_MODES}")
     dev = torch.device(device) if device is not None else _model_device(model)
     amp_dtype = _amp_dtype(dev) if amp else None
     was_training = model.training
@@ -362,7 +465,7 @@ def evaluate(
             if channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             with _autocast(dev, amp_dtype):
-                logits = model(x)
+                logits = _tta_logits(model, x, tta)
             loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum").double()
             correct += (logits.argmax(1) == y).sum()
             seen += y.shape[0]
@@ -371,6 +474,23 @@ def evaluate(
     if seen == 0:
         raise ValueError("evaluate: the loader is empty")
     return (loss_sum / seen).item(), correct.item() / seen
+
+
+def _tta_logits(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
+    """Logits with test-time augmentation (as in airbench94's evaluation)."""
+    if tta == "none":
+        return model(x).float()
+
+    def mirrored(inp: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (model(inp).float() + model(inp.flip(-1)).float())
+
+    logits = mirrored(x)
+    if tta == "flip":
+        return logits
+    h, w = x.shape[-2:]
+    padded = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+    shifted = 0.5 * (mirrored(padded[..., :h, :w]) + mirrored(padded[..., 2:h + 2, 2:w + 2]))
+    return 0.5 * logits + 0.5 * shifted
 
 
 def plot_history(history: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
@@ -420,6 +540,74 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU runs bf16 matrix products natively (AVX-512 BF16 / AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _param_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+    """Trainable parameters; BatchNorm shifts get ``bias_lr_scale`` (decay per step kept)."""
+    bn_bias = {id(m.bias) for m in model.modules()
+               if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in bn_bias]
+    shifts = [p for p in model.parameters() if p.requires_grad and id(p) in bn_bias]
+    if config.bias_lr_scale == 1.0 or not shifts:
+        return [{"params": rest + shifts, "lr_scale": 1.0}]
+    groups = [{"params": rest, "lr_scale": 1.0},
+              {"params": shifts, "lr_scale": config.bias_lr_scale,
+               "weight_decay": config.weight_decay / config.bias_lr_scale}]
+    return [g for g in groups if g["params"]]
+
+
+def _data_init(model: nn.Module, loaders: Loaders, config: TrainConfig,
+               device: torch.device) -> None:
+    init = getattr(model, "init_whitening", None)
+    if init is None or getattr(model, "whitening_ready", True):
+        return
+    n = min(config.data_init_images, len(loaders._train_eval))  # type: ignore[arg-type]
+    images = torch.cat([x for x, _ in loaders.calib(n)]).to(device)
+    init(images)
+    log.info("train: whitening computed from %d training images", n)
+
+
+class _Lookahead:
+    """A slow copy of the weights that the model is reset to every ``k`` steps."""
+
+    def __init__(self, model: nn.Module, config: TrainConfig, total_steps: int) -> None:
+        self.k = config.lookahead_every
+        self.decay = config.lookahead_decay
+        self.total = max(1, total_steps)
+        self.reset(model)
+
+    def reset(self, model: nn.Module) -> None:
+        self.slow = {n: t.detach().clone() for n, t in model.state_dict().items()
+                     if t.is_floating_point()}
+
+    @torch.no_grad()
+    def step(self, model: nn.Module, global_step: int) -> None:
+        if global_step >= self.total:
+            decay = 1.0
+        elif global_step % self.k == 0:
+            decay = self.decay ** self.k * (global_step / self.total) ** 3
+        else:
+            return
+        for name, t in model.state_dict().items():
+            if name in self.slow:
+                self.slow[name].lerp_(t, 1 - decay)
+                t.copy_(self.slow[name])
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {n: t.detach().cpu() for n, t in self.slow.items()}
+
+    def load(self, state: Mapping[str, torch.Tensor]) -> None:
+        for n, t in state.items():
+            if n in self.slow:
+                self.slow[n].copy_(t)
 
 
 def _amp_dtype(device: torch.device) -> torch.dtype:
@@ -498,7 +686,7 @@ def _config_dict(config: TrainConfig) -> dict[str, Any]:
 
 def _save_last(ckpt_dir: Path, model: nn.Module, spec: ArchSpec | None, config: TrainConfig,
                optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-               history: list[dict[str, Any]]) -> None:
+               history: list[dict[str, Any]], lookahead: _Lookahead | None = None) -> None:
     """Write ``<dir>/last/`` via a temporary directory and two renames."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     tmp = ckpt_dir / f".{LAST}.tmp{os.getpid()}"
@@ -514,6 +702,8 @@ def _save_last(ckpt_dir: Path, model: nn.Module, spec: ArchSpec | None, config: 
         "rng": _rng_state(),
         "train_config": _config_dict(config),
     }
+    if lookahead is not None:
+        state["lookahead"] = lookahead.state()
     save_checkpoint(tmp / "model", model, spec, config=config, metrics=history[-1],
                     extra_state=state)
     shutil.rmtree(old, ignore_errors=True)
@@ -525,7 +715,8 @@ def _save_last(ckpt_dir: Path, model: nn.Module, spec: ArchSpec | None, config: 
 
 def _restore_last(ckpt_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                   scaler: torch.amp.GradScaler, config: TrainConfig,
-                  device: torch.device) -> tuple[int, list[dict[str, Any]]] | None:
+                  device: torch.device, lookahead: _Lookahead | None = None,
+                  ) -> tuple[int, list[dict[str, Any]]] | None:
     for candidate in (ckpt_dir / LAST, ckpt_dir / f".{LAST}.old"):
         if (candidate / "model.json").is_file():
             break
@@ -547,6 +738,8 @@ def _restore_last(ckpt_dir: Path, model: nn.Module, optimizer: torch.optim.Optim
         )
     optimizer.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])
+    if lookahead is not None and "lookahead" in state:
+        lookahead.load(state["lookahead"])
     _set_rng_state(state["rng"])
     return int(state["epoch"]), [dict(r) for r in state["history"]]
 
@@ -618,9 +811,11 @@ class _Reporter:
 
 
 __all__ = [
+    "RECIPES",
     "NonFiniteLossError",
     "TrainConfig",
     "TrainResult",
+    "cpu_bf16_supported",
     "evaluate",
     "lr_at",
     "plot_history",

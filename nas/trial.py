@@ -44,9 +44,16 @@ def data_spec(cfg: RunConfig) -> DataSpec:
 
 
 def train_config(section: TrainSection, *, progress: bool = True, **changes: Any) -> TrainConfig:
-    values = section.model_dump()
-    values["step_milestones"] = tuple(values["step_milestones"])
+    """The section's TrainConfig; with ``recipe:`` only the fields it sets override the recipe."""
+    if section.recipe is not None:
+        values = section.model_dump(exclude_unset=True, exclude={"recipe"})
+    else:
+        values = section.model_dump(exclude={"recipe"})
+    if "step_milestones" in values:
+        values["step_milestones"] = tuple(values["step_milestones"])
     values.update(changes)
+    if section.recipe is not None:
+        return TrainConfig.from_recipe(section.recipe, **values, progress=progress)
     return TrainConfig(**values, progress=progress)
 
 

@@ -302,9 +302,22 @@ def _producers_of(dg: tp.DependencyGraph, module: nn.Module, names: dict) -> tup
 
 
 def _bn_after(dg: tp.DependencyGraph, module: nn.Module, names: dict) -> str | None:
+    """The BatchNorm the consumer feeds, directly or through max-pools (None if none).
+
+    A max-pool commutes with adding a per-channel constant (``max(z + b) = max(z) + b``), so
+    an intercept folded into the BatchNorm after ``conv -> max-pool -> BN`` is still exact.
+    """
     node = dg.module2node[module]
-    if len(node.outputs) == 1 and isinstance(node.outputs[0].module, nn.modules.batchnorm._BatchNorm):
-        return names.get(node.outputs[0].module)
+    for _ in range(4):
+        if len(node.outputs) != 1:
+            return None
+        nxt = node.outputs[0]
+        if isinstance(nxt.module, nn.modules.batchnorm._BatchNorm):
+            return names.get(nxt.module)
+        op = str(getattr(nxt.module, "_grad_fn", "")).lower()
+        if nxt.type != tp_ops.OPTYPE.ELEMENTWISE or not op.startswith("maxpool"):
+            return None
+        node = nxt
     return None
 
 

@@ -8,7 +8,7 @@ Public API::
 
 from __future__ import annotations
 
-from . import lenet, resnet, small_cnn, vgg  # noqa: F401  (register the built-in families)
+from . import airbench, lenet, resnet, small_cnn, vgg  # noqa: F401  (register the built-in families)
 from .spec import (
     ArchSpec,
     LayerGroup,

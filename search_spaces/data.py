@@ -20,6 +20,10 @@ Datasets:
   online; offline a missing copy raises :class:`DatasetNotFoundError`, never a hang).
   Both are held in memory as tensors: MNIST normalised once (no per-item transform),
   CIFAR-10 as uint8 with a per-item crop/flip/normalise.
+- ``cifar10_jpeg``: the CIFAR-10 JPEG copy (``../shared/data/cifar10-jpeg.tar.gz`` here), as the
+  archive itself or its unpacked folder in ``root``; decoded once into a cached uint8 tensor
+  file (:func:`search_spaces.fast_data.decode_image_archive`), then held in memory like
+  ``cifar10``.
 - ``imagefolder``: ``root`` holds ``train/<class>/*`` and ``test/<class>/*`` (for instance the
   CIFAR-10 JPEG copy after ``tar xzf cifar10-jpeg.tar.gz -C CACHE``: root ``CACHE/cifar10-jpeg``).
 - ``digits``: scikit-learn's 8x8 digits (1,797 images, bundled, no download); it has no
@@ -46,7 +50,10 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
-DATASETS = ("mnist", "cifar10", "imagefolder", "digits", "synthetic")
+from .fast_data import BatchAugmentLoader, TensorLoader, decode_image_archive
+
+DATASETS = ("mnist", "cifar10", "cifar10_jpeg", "imagefolder", "digits", "synthetic")
+FLIPS = ("alternating", "random", "none")
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -96,6 +103,17 @@ class DataSpec:
             ``None`` keeps the files' size (which must then be the same for all images).
         mean: ``imagefolder`` only: per-channel normalisation mean (default: CIFAR-10's).
         std: ``imagefolder`` only: per-channel normalisation std (default: CIFAR-10's).
+        batch_augment: ``cifar10`` / ``cifar10_jpeg`` only: serve every split from the uint8
+            tensor and augment the training split a whole batch at a time
+            (:class:`search_spaces.fast_data.BatchAugmentLoader`: random translation by up
+            to ``translate`` pixels with reflection padding, and ``flip``), instead of
+            per-image transforms (RandomCrop(32, padding=4) + flip). What the fast recipes use.
+        translate: ``batch_augment`` only: maximum shift in pixels (0: none).
+        flip: ``batch_augment`` only: ``alternating`` (each image seen both ways every two
+            epochs), ``random`` or ``none``.
+        drop_last: ``batch_augment`` only: drop the last incomplete training batch.
+        cache_dir: ``cifar10_jpeg`` only: where the decoded tensors are cached (default
+            ``$ENTROPIC_NAS_CACHE`` or ``~/.cache/entropic-nas``).
     """
 
     name: str
@@ -116,6 +134,11 @@ class DataSpec:
     image_size: int | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    batch_augment: bool = False
+    translate: int = 2
+    flip: str = "alternating"
+    drop_last: bool = False
+    cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.name not in DATASETS:
@@ -138,6 +161,13 @@ class DataSpec:
             self.input_shape = shape  # type: ignore[assignment]
         if (self.mean is None) != (self.std is None):
             raise ValueError("data.mean / data.std: give both or neither")
+        if self.batch_augment and self.name not in ("cifar10", "cifar10_jpeg"):
+            raise ValueError(f"data.batch_augment: supported for cifar10 and cifar10_jpeg, "
+                             f"not {self.name!r}")
+        if self.translate < 0:
+            raise ValueError(f"data.translate: must be >= 0, got {self.translate}")
+        if self.flip not in FLIPS:
+            raise ValueError(f"data.flip: {self.flip!r} is not one of {FLIPS}")
 
     @property
     def root_path(self) -> Path:
@@ -194,6 +224,11 @@ class Loaders:
                 f"calib: n_images must be in 1..{n_train} (the training split of "
                 f"{self.name}), got {n_images}"
             )
+        bs = batch_size or self.spec.eval_batch_size
+        if self.spec.batch_augment and isinstance(self._train_eval, _TransformedTensors):
+            ds = self._train_eval
+            return TensorLoader(ds.images[:n_images], ds.targets[:n_images], bs,  # type: ignore[return-value]
+                                mean=ds.mean, std=ds.std)
         subset = Subset(self._train_eval, range(n_images))
         return _loader(subset, batch_size or self.spec.eval_batch_size, shuffle=False,
                        num_workers=self.spec.num_workers)
@@ -238,6 +273,8 @@ def get_loaders(spec: DataSpec) -> Loaders:
     test_ds = source.select(source.test, test_idx)
 
     _check_declared(spec, source.input_shape, source.num_classes)
+    if spec.batch_augment:
+        return _batch_loaders(spec, source, train_ds, train_eval_ds, val_ds, test_ds)
     return Loaders(
         spec=spec,
         train=_loader(train_ds, spec.batch_size, shuffle=True, num_workers=spec.num_workers),
@@ -288,15 +325,19 @@ class _Source:
             return TensorDataset(*(t[index] for t in ds.tensors))
         if isinstance(ds, _TransformedTensors):
             index = torch.as_tensor(list(idx), dtype=torch.long)
-            return _TransformedTensors(ds.images[index], ds.targets[index], ds.transform)
+            return _TransformedTensors(ds.images[index], ds.targets[index], ds.transform,
+                                       ds.mean, ds.std)
         return Subset(ds, list(idx))
 
 
 class _TransformedTensors(Dataset):
     """uint8 images held in memory, transformed per item (CIFAR-10 augmentation)."""
 
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor, transform: Any) -> None:
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, transform: Any,
+                 mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD
+                 ) -> None:
         self.images, self.targets, self.transform = images, targets, transform
+        self.mean, self.std = tuple(mean), tuple(std)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -345,6 +386,49 @@ def _cifar10(spec: DataSpec) -> _Source:
     return _Source(
         _TransformedTensors(xtr, ytr, aug), _TransformedTensors(xtr, ytr, plain),
         _TransformedTensors(xte, yte, plain), (3, 32, 32), 10, list(train.classes),
+    )
+
+
+def _cifar10_jpeg(spec: DataSpec) -> _Source:
+    root = spec.root_path
+    candidates = [root] if root.is_file() else [
+        root / "cifar10-jpeg.tar.gz", root / "cifar10-jpeg", root]
+    source = next((c for c in candidates if c.is_file() or (c / "train").is_dir()
+                   or (c / "cifar10-jpeg" / "train").is_dir()), None)
+    if source is None:
+        raise DatasetNotFoundError(
+            f"cifar10_jpeg: no cifar10-jpeg.tar.gz or cifar10-jpeg/{{train,test}} in "
+            f"{root.resolve()}. `data.root` must be the archive, the folder holding it, or the "
+            "unpacked folder (on this machine: `data.root: ../shared/data`); with internet, "
+            "`data.name: cifar10` downloads the original dataset."
+        )
+    splits = decode_image_archive(source, cache_dir=spec.cache_dir)
+    xtr, ytr, classes = splits["train"]
+    xte, yte, _ = splits["test"]
+    if tuple(xtr.shape[1:]) != (3, 32, 32):
+        raise ValueError(f"cifar10_jpeg: images in {source} are {tuple(xtr.shape[1:])}, "
+                         "expected (3, 32, 32)")
+    aug, plain = _rgb_transforms(spec, 32, CIFAR10_MEAN, CIFAR10_STD, from_pil=False)
+    return _Source(
+        _TransformedTensors(xtr, ytr, aug), _TransformedTensors(xtr, ytr, plain),
+        _TransformedTensors(xte, yte, plain), (3, 32, 32), 10, classes,
+    )
+
+
+def _batch_loaders(spec: DataSpec, source: _Source, train_ds: Dataset, train_eval_ds: Dataset,
+                   val_ds: Dataset | None, test_ds: Dataset) -> Loaders:
+    def plain(ds: Any, bs: int) -> Any:
+        return TensorLoader(ds.images, ds.targets, bs, mean=ds.mean, std=ds.std)
+
+    tr: Any = train_ds
+    train = BatchAugmentLoader(
+        tr.images, tr.targets, spec.batch_size, mean=tr.mean, std=tr.std,
+        translate=spec.translate, flip=spec.flip, drop_last=spec.drop_last, flip_seed=spec.seed)
+    return Loaders(
+        spec=spec, train=train,  # type: ignore[arg-type]
+        val=plain(val_ds, spec.eval_batch_size) if val_ds is not None else None,
+        test=plain(test_ds, spec.eval_batch_size), train_eval=train_eval_ds,
+        input_shape=source.input_shape, num_classes=source.num_classes, classes=source.classes,
     )
 
 
@@ -439,6 +523,7 @@ def synthetic_problem(n: int, input_shape: Sequence[int], num_classes: int, *,
 _SOURCES = {
     "mnist": _mnist,
     "cifar10": _cifar10,
+    "cifar10_jpeg": _cifar10_jpeg,
     "imagefolder": _imagefolder,
     "digits": _digits,
     "synthetic": _synthetic,

@@ -1,0 +1,462 @@
+"""CIFAR-10 (JPEG copy) head-to-head on the fast-training family ``airbench_cifar`` (issue 9).
+
+On a base trained with the fast recipe to the field's accuracy, at MACs x0.5 and x0.33:
+
+- ``base``: the unpruned net, ``TrainConfig.from_recipe("airbench")`` for ``--base-epochs``.
+- ``entropic``: :func:`pruning.sparsify`, eps_L2 bisected (eps_E fixed) until the MACs land
+  within 2 % of the target; every pass of the bisection is kept in the row; then fine-tuned
+  with the same recipe for ``--ft-epochs``.
+- ``tp_magnitude`` / ``tp_taylor``: Torch-Pruning's ``MetaPruner`` with global pruning and
+  ``GroupMagnitudeImportance(p=2)`` / ``GroupTaylorImportance()``, progressive steps until
+  the MACs reach the entropic net's (the head's outputs are never pruned), BatchNorm
+  statistics re-estimated on the same calibration images the entropic pass used, then the
+  same fine-tune.
+- ``uniform``: every width times one factor (``ArchSpec.scaled``), the factor chosen for the
+  entropic net's MACs, trained from scratch with the Scratch-B budget.
+- ``scratch_b``: the entropic architecture re-initialised and trained from scratch with the
+  base's compute (epochs = base epochs / MACs ratio, capped at ``--scratch-cap`` x).
+
+Every unit writes its row into ``benchmarks/results/cifar_fast.json`` when it ends; the long
+trainings also checkpoint every epoch under ``--work`` and resume mid-run after a kill.
+The two bases' weights are kept in ``benchmarks/results/cifar_fast_ckpt/`` (8 MB each), so a
+later session on a fresh machine continues without re-training them. Re-running the command
+skips finished units.
+
+    python -m benchmarks.cifar_fast --seeds 0 1              # all units, in value order
+    python -m benchmarks.cifar_fast --seeds 0 --only base    # just the bases
+    python -m benchmarks.cifar_fast --smoke                  # tiny sizes, a few minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python benchmarks/cifar_fast.py` from anywhere
+    sys.path.insert(0, str(ROOT))
+
+import pruning  # noqa: E402
+import search_spaces  # noqa: E402
+from nas.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint  # noqa: E402
+from nas.train import TrainConfig, cpu_bf16_supported, evaluate, train  # noqa: E402
+from search_spaces.data import DataSpec, Loaders, get_loaders  # noqa: E402
+
+log = logging.getLogger("cifar_fast")
+FAMILY = "airbench_cifar"
+INPUT = (3, 32, 32)
+RESULTS = ROOT / "benchmarks" / "results"
+KINDS = ("base", "entropic", "tp_magnitude", "tp_taylor", "uniform", "scratch_b")
+MACS_TOL = 0.02  # relative
+
+
+# -- settings -------------------------------------------------------------------------------
+
+
+def settings_from(args: argparse.Namespace) -> dict[str, Any]:
+    shared = os.environ.get("ENTROPIC_NAS_SHARED_DATA", str(ROOT.parent / "shared" / "data"))
+    s: dict[str, Any] = {
+        "data_root": args.data_root or shared,
+        "batch_size": 512,
+        "lr": 0.75,  # the recipe's 1.5 per 1024, linearly scaled (512 is 2x faster per image here)
+        "base_epochs": args.base_epochs,
+        "ft_epochs": args.ft_epochs,
+        "scratch_cap": args.scratch_cap,
+        "ratios": list(args.ratios),
+        "calib_images": 2048,
+        "calib_positions_per_image": 10,
+        "eps_E": -1e-3,
+        "eps_L2_bounds": [1e-4, 30.0],
+        "bisect_steps": 10,
+        "tp_steps": 200,
+        "val_fraction": 0.1,
+        "train_subset": None,
+        "val_subset": None,
+        "test_subset": None,
+        "threads": args.threads,
+    }
+    if args.smoke:
+        s.update(base_epochs=1, ft_epochs=1, scratch_cap=1.0, calib_images=256,
+                 train_subset=2048, val_subset=500, test_subset=500, bisect_steps=4, tp_steps=40,
+                 batch_size=256, lr=0.375)
+    return s
+
+
+def loaders_for(s: dict[str, Any]) -> Loaders:
+    return get_loaders(DataSpec(
+        "cifar10_jpeg", root=s["data_root"], batch_augment=True, batch_size=s["batch_size"],
+        eval_batch_size=1000, val_fraction=s["val_fraction"], train_subset=s["train_subset"],
+        val_subset=s["val_subset"], test_subset=s["test_subset"], seed=0))
+
+
+def recipe(s: dict[str, Any], *, epochs: int, seed: int) -> TrainConfig:
+    return TrainConfig.from_recipe("airbench", epochs=epochs, lr=s["lr"], seed=seed,
+                                   device="cpu" if not torch.cuda.is_available() else "auto",
+                                   threads=s["threads"])
+
+
+# -- results file ---------------------------------------------------------------------------
+
+
+def environment(s: dict[str, Any]) -> dict[str, Any]:
+    import torchvision
+
+    return {
+        "device": "cuda" if torch.cuda.is_available() else f"cpu ({platform.machine()})",
+        "torch": torch.__version__, "torchvision": torchvision.__version__,
+        "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+        "bf16_autocast": cpu_bf16_supported(), "python": platform.python_version(),
+    }
+
+
+class Results:
+    """``{"settings", "rows": {key: row}}`` rewritten atomically after every unit."""
+
+    def __init__(self, path: Path, settings: dict[str, Any]) -> None:
+        self.path = path
+        self.data: dict[str, Any] = {"benchmark": "cifar_fast", "settings": settings, "rows": {}}
+        if path.is_file():
+            old = json.loads(path.read_text())
+            if old.get("settings", {}).get("base_epochs") not in (None, settings["base_epochs"]):
+                raise SystemExit(
+                    f"{path}: written with base_epochs={old['settings']['base_epochs']}, this run "
+                    f"asks {settings['base_epochs']}; use --results for another file")
+            self.data["rows"] = old.get("rows", {})
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.data["rows"].get(key)
+
+    def put(self, key: str, row: dict[str, Any]) -> None:
+        row = {"key": key, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "load_avg": [round(v, 2) for v in os.getloadavg()], **row}
+        self.data["rows"][key] = row
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(_clean(self.data), indent=1) + "\n")
+        os.replace(tmp, self.path)
+
+
+def _clean(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def key_of(kind: str, seed: int, ratio: float | None = None) -> str:
+    return f"{kind}/s{seed}" if ratio is None else f"{kind}/s{seed}/x{ratio:g}"
+
+
+# -- measuring ------------------------------------------------------------------------------
+
+
+def metrics(model: nn.Module, base_macs: int | None = None) -> dict[str, Any]:
+    m = model.to("cpu").eval()
+    macs = pruning.count_macs(m, INPUT)
+    out = {"params": pruning.count_params(m), "macs": macs,
+           "widths": search_spaces.spec_from_model(m).widths if hasattr(m, "arch_family") else None}
+    if base_macs:
+        out["macs_ratio"] = macs / base_macs
+    lat1 = pruning.measure_latency(m, INPUT, batch_size=1, warmup=10, repeats=50, threads=1)
+    lat128 = pruning.measure_latency(m, INPUT, batch_size=128, warmup=3, repeats=15, threads=1)
+    out["latency_ms_b1"] = lat1["median_ms"]
+    out["latency_ms_b128"] = lat128["median_ms"]
+    out["latency_threads"] = 1
+    return out
+
+
+def accuracies(model: nn.Module, loaders: Loaders) -> dict[str, float]:
+    """val/test accuracy, plain and with the recipe's test-time augmentation."""
+    out = {}
+    for split, loader in (("val", loaders.val), ("test", loaders.test)):
+        assert loader is not None
+        for tta in ("none", "flip_translate"):
+            _, acc = evaluate(model, loader, amp=cpu_bf16_supported(), channels_last=True, tta=tta)
+            out[f"{split}_acc" + ("" if tta == "none" else "_tta")] = acc
+    return out
+
+
+# -- units ----------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, s: dict[str, Any], res: Results, work: Path, ckpt_root: Path) -> None:
+        self.s, self.res, self.work, self.ckpt_root = s, res, work, ckpt_root
+        self._loaders: Loaders | None = None
+
+    @property
+    def loaders(self) -> Loaders:
+        if self._loaders is None:
+            self._loaders = loaders_for(self.s)
+        return self._loaders
+
+    def calib(self) -> Any:
+        return self.loaders.calib(self.s["calib_images"], batch_size=256)
+
+    def _train(self, model: nn.Module, epochs: int, seed: int, ckpt: Path) -> dict[str, Any]:
+        cfg = recipe(self.s, epochs=epochs, seed=seed)
+        t0 = time.perf_counter()
+        r = train(model, self.loaders, cfg, checkpoint_dir=ckpt, resume=True)
+        return {"epochs": epochs, "train_wall_s": time.perf_counter() - t0,
+                "seconds_per_epoch": r.seconds_per_epoch, "resumed_from_epoch": r.resumed_from_epoch,
+                "history": r.history}
+
+    # base
+    def base_path(self, seed: int) -> Path:
+        """Checkpoint stem: ``base_s<seed>.safetensors`` + ``.json`` beside it."""
+        return self.ckpt_root / f"base_s{seed}"
+
+    def base(self, seed: int) -> nn.Module:
+        path = self.base_path(seed)
+        if not checkpoint_paths(path)[1].is_file():
+            raise SystemExit(f"{path}: no base checkpoint; run the base unit for seed {seed} first")
+        return load_checkpoint(path).model
+
+    def unit_base(self, seed: int) -> dict[str, Any]:
+        torch.manual_seed(seed)
+        model = search_spaces.build(search_spaces.default_spec(FAMILY))
+        info = self._train(model, self.s["base_epochs"], seed, self.work / f"base_s{seed}")
+        save_checkpoint(self.base_path(seed), model, search_spaces.spec_from_model(model),
+                        metrics={"seed": seed})
+        return {**info, **accuracies(model, self.loaders), **metrics(model)}
+
+    # entropic
+    def sparsify_at(self, model: nn.Module, eps_L2: float) -> pruning.SparsifyResult:
+        cfg = pruning.SparsifyConfig(
+            regression=pruning.RegressionConfig(eps_E=self.s["eps_E"], eps_L2=eps_L2),
+            calib_positions_per_image=self.s["calib_positions_per_image"], progress=False, seed=0)
+        return pruning.sparsify(model, self.calib(), cfg)
+
+    def unit_entropic(self, seed: int, ratio: float) -> dict[str, Any]:
+        base = self.base(seed)
+        base_macs = pruning.count_macs(base, INPUT)
+        lo, hi = (math.log(v) for v in self.s["eps_L2_bounds"])
+        passes: list[dict[str, Any]] = []
+        best: tuple[float, pruning.SparsifyResult, float] | None = None
+        t0 = time.perf_counter()
+        for _ in range(self.s["bisect_steps"]):
+            eps = math.exp((lo + hi) / 2)
+            tp0 = time.perf_counter()
+            res = self.sparsify_at(base, eps)
+            got = res.after["macs"] / base_macs
+            passes.append({"eps_L2": eps, "macs_ratio": got, "seconds": time.perf_counter() - tp0,
+                           "widths": search_spaces.spec_from_model(res.model).widths})
+            log.info("entropic s%d x%g: eps_L2 %.4g -> MACs x%.4f", seed, ratio, eps, got)
+            err = abs(got - ratio) / ratio
+            if best is None or err < best[0]:
+                best = (err, res, eps)
+            if err <= MACS_TOL:
+                break
+            if got > ratio:
+                lo = math.log(eps)  # not sparse enough: stronger ridge
+            else:
+                hi = math.log(eps)
+        assert best is not None
+        err, res, eps = best
+        pruned = res.model
+        row: dict[str, Any] = {"eps_E": self.s["eps_E"], "eps_L2": eps, "passes": passes,
+                               "search_s": time.perf_counter() - t0, "macs_error": err,
+                               "layers": [r.to_dict() for r in res.report]}
+        row["after_prune"] = accuracies(pruned, self.loaders)
+        spec = search_spaces.spec_from_model(pruned)
+        save_checkpoint(self.work / f"entropic_s{seed}_x{ratio:g}_pruned", pruned, spec)
+        return {**row, **self._finetune(pruned, seed, f"entropic_s{seed}_x{ratio:g}")}
+
+    def _finetune(self, model: nn.Module, seed: int, name: str) -> dict[str, Any]:
+        info = self._train(model, self.s["ft_epochs"], seed, self.work / f"{name}_ft")
+        return {"finetune": info, **accuracies(model, self.loaders), **metrics(model, self.base_macs(seed))}
+
+    def base_macs(self, seed: int) -> int:
+        return pruning.count_macs(self.base(seed), INPUT)
+
+    def entropic_row(self, seed: int, ratio: float) -> dict[str, Any]:
+        row = self.res.get(key_of("entropic", seed, ratio))
+        if row is None:
+            raise SystemExit(f"entropic s{seed} x{ratio:g} has not run yet")
+        return row
+
+    # Torch-Pruning
+    def unit_tp(self, seed: int, ratio: float, criterion: str) -> dict[str, Any]:
+        import torch_pruning as tp
+
+        target = self.entropic_row(seed, ratio)["macs"]
+        model = self.base(seed)
+        model.eval()
+        base_macs = pruning.count_macs(model, INPUT)
+        imp = (tp.importance.GroupMagnitudeImportance(p=2) if criterion == "magnitude"
+               else tp.importance.GroupTaylorImportance())
+        example = torch.randn(1, *INPUT)
+        pruner = tp.pruner.MetaPruner(
+            model, example, importance=imp, global_pruning=True, pruning_ratio=0.95,
+            iterative_steps=self.s["tp_steps"], ignored_layers=[model.head])
+        calib = self.calib()
+        steps = 0
+        t0 = time.perf_counter()
+        while pruning.count_macs(model, INPUT) > target * (1 + MACS_TOL / 2):
+            if steps >= self.s["tp_steps"]:
+                break
+            if criterion == "taylor":
+                model.zero_grad()
+                loss_fn = nn.CrossEntropyLoss()
+                for x, y in calib:
+                    loss_fn(model(x), y).backward()
+            pruner.step()
+            steps += 1
+        seconds = time.perf_counter() - t0
+        pruning.recalibrate_batchnorm(model, calib)
+        model.zero_grad(set_to_none=True)
+        row = {"criterion": criterion, "tp_steps": steps, "prune_s": seconds,
+               "target_macs": target, "macs_vs_entropic": pruning.count_macs(model, INPUT) / target}
+        row["after_prune"] = accuracies(model, self.loaders)
+        log.info("tp %s s%d x%g: MACs x%.4f after %d steps", criterion, seed, ratio,
+                 pruning.count_macs(model, INPUT) / base_macs, steps)
+        return {**row, **self._finetune(model, seed, f"tp_{criterion}_s{seed}_x{ratio:g}")}
+
+    # from scratch
+    def scratch_epochs(self, macs_ratio: float) -> int:
+        return max(1, round(self.s["base_epochs"] * min(1 / macs_ratio, self.s["scratch_cap"])))
+
+    def unit_scratch(self, seed: int, ratio: float, kind: str) -> dict[str, Any]:
+        ent = self.entropic_row(seed, ratio)
+        full = search_spaces.default_spec(FAMILY)
+        if kind == "scratch_b":
+            spec, factor = full.with_widths(ent["widths"]), None
+        else:
+            spec, factor = uniform_spec(full, ent["macs"])
+        epochs = self.scratch_epochs(ent["macs_ratio"])
+        torch.manual_seed(seed + 1000)
+        model = search_spaces.build(spec)
+        info = self._train(model, epochs, seed, self.work / f"{kind}_s{seed}_x{ratio:g}")
+        return {"factor": factor, **info, **accuracies(model, self.loaders),
+                **metrics(model, self.base_macs(seed))}
+
+
+def uniform_spec(full: search_spaces.ArchSpec, target_macs: int
+                 ) -> tuple[search_spaces.ArchSpec, float]:
+    """The uniformly thinned spec whose MACs are nearest ``target_macs``."""
+    cache: dict[float, int] = {}
+
+    def macs(f: float) -> int:
+        if f not in cache:
+            cache[f] = pruning.count_macs(search_spaces.build(full.scaled(f)), INPUT)
+        return cache[f]
+
+    lo, hi = 0.05, 1.0
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        if macs(mid) > target_macs:
+            hi = mid
+        else:
+            lo = mid
+    f = min((lo, hi), key=lambda v: abs(macs(v) - target_macs))
+    return full.scaled(f), f
+
+
+# -- driver ---------------------------------------------------------------------------------
+
+
+def plan(seeds: list[int], ratios: list[float], only: set[str] | None) -> list[tuple[str, int, float | None]]:
+    """Units in value order: each seed's base and fine-tuned arms first, the long retrains last."""
+    units: list[tuple[str, int, float | None]] = []
+    for seed in seeds:
+        units.append(("base", seed, None))
+        for r in ratios:
+            units += [("entropic", seed, r), ("tp_magnitude", seed, r), ("tp_taylor", seed, r)]
+    for seed in seeds:
+        for r in ratios:
+            units += [("uniform", seed, r), ("scratch_b", seed, r)]
+    return [u for u in units if only is None or u[0] in only]
+
+
+def run_unit(b: Bench, kind: str, seed: int, ratio: float | None) -> dict[str, Any]:
+    table: dict[str, Callable[[], dict[str, Any]]] = {
+        "base": lambda: b.unit_base(seed),
+        "entropic": lambda: b.unit_entropic(seed, ratio),  # type: ignore[arg-type]
+        "tp_magnitude": lambda: b.unit_tp(seed, ratio, "magnitude"),  # type: ignore[arg-type]
+        "tp_taylor": lambda: b.unit_tp(seed, ratio, "taylor"),  # type: ignore[arg-type]
+        "uniform": lambda: b.unit_scratch(seed, ratio, "uniform"),  # type: ignore[arg-type]
+        "scratch_b": lambda: b.unit_scratch(seed, ratio, "scratch_b"),  # type: ignore[arg-type]
+    }
+    return table[kind]()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.cifar_fast", description=__doc__.split("\n")[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="base seeds")
+    p.add_argument("--ratios", type=float, nargs="+", default=[0.5, 0.33], help="MACs targets")
+    p.add_argument("--base-epochs", type=int, default=24, help="epochs of the base (recipe)")
+    p.add_argument("--ft-epochs", type=int, default=5, help="fine-tune epochs of every pruned arm")
+    p.add_argument("--scratch-cap", type=float, default=3.0,
+                   help="Scratch-B / uniform epochs = base epochs / MACs ratio, capped at this x")
+    p.add_argument("--only", nargs="+", choices=KINDS, help="run only these kinds of unit")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    p.add_argument("--data-root", default=None, help="folder holding cifar10-jpeg.tar.gz")
+    p.add_argument("--results", type=Path, default=None, help="results JSON (default by mode)")
+    p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench" / "cifar_fast",
+                   help="checkpoints of the runs (resumed from here)")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the code path only")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
+                        stream=sys.stderr)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    s = settings_from(args)
+    name = "cifar_fast_smoke" if args.smoke else "cifar_fast"
+    path = args.results or RESULTS / f"{name}.json"
+    ckpt_root = (args.work / "ckpt") if args.smoke else RESULTS / f"{name}_ckpt"
+    work = args.work / ("smoke" if args.smoke else "full")
+    res = Results(path, s)
+    res.data["env"] = environment(s)
+    bench = Bench(s, res, work, ckpt_root)
+    units = plan(args.seeds, args.ratios, set(args.only) if args.only else None)
+    print(f"# cifar_fast: {len(units)} units, device {res.data['env']['device']}, torch "
+          f"{torch.__version__}, threads {torch.get_num_threads()}, results {path}", flush=True)
+    done = 0
+    t_all = time.perf_counter()
+    for i, (kind, seed, ratio) in enumerate(units, 1):
+        key = key_of(kind, seed, ratio)
+        if res.get(key) is not None:
+            print(f"[{i}/{len(units)}] {key}: done earlier, skipped", flush=True)
+            continue
+        t0 = time.perf_counter()
+        print(f"[{i}/{len(units)}] {key}: running", flush=True)
+        row = run_unit(bench, kind, seed, ratio)
+        row["unit_wall_s"] = time.perf_counter() - t0
+        res.put(key, {"kind": kind, "seed": seed, "ratio": ratio, **row})
+        done += 1
+        print(f"[{i}/{len(units)}] {key}: {brief(res.get(key) or {})} "
+              f"({row['unit_wall_s'] / 60:.1f} min)", flush=True)
+    print(f"# cifar_fast: {done} units run in {(time.perf_counter() - t_all) / 60:.1f} min; "
+          f"{len(res.data['rows'])} rows in {path}", flush=True)
+    return 0
+
+
+def brief(row: dict[str, Any]) -> str:
+    parts = []
+    if "macs_ratio" in row:
+        parts.append(f"MACs x{row['macs_ratio']:.3f}")
+    if "after_prune" in row:
+        parts.append(f"after prune {100 * row['after_prune']['test_acc_tta']:.2f} %")
+    if "test_acc_tta" in row:
+        parts.append(f"test {100 * row['test_acc_tta']:.2f} % (TTA), {100 * row['test_acc']:.2f} % plain")
+    return ", ".join(parts)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
