@@ -411,15 +411,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench" / "cifar_fast",
                    help="checkpoints of the runs (resumed from here)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the code path only")
+    p.add_argument("--render", action="store_true",
+                   help="print the markdown tables and write the figure from the results; run nothing")
     args = p.parse_args(argv)
+    if args.render:
+        path = args.results or (args.work / "cifar_fast_smoke.json" if args.smoke
+                                else RESULTS / "cifar_fast.json")
+        data = json.loads(path.read_text())
+        print(render_markdown(data), end="")
+        fig = plot(data, args.work / "cifar_fast_smoke.png" if args.smoke
+                   else ROOT / "docs" / "figures" / "cifar_fast_acc_vs_macs.png")
+        print(f"\n(figure: {fig})")
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     s = settings_from(args)
-    name = "cifar_fast_smoke" if args.smoke else "cifar_fast"
-    path = args.results or RESULTS / f"{name}.json"
-    ckpt_root = (args.work / "ckpt") if args.smoke else RESULTS / f"{name}_ckpt"
+    path = args.results or (args.work / "cifar_fast_smoke.json" if args.smoke
+                            else RESULTS / "cifar_fast.json")
+    ckpt_root = (args.work / "ckpt") if args.smoke else RESULTS / "cifar_fast_ckpt"
     work = args.work / ("smoke" if args.smoke else "full")
     res = Results(path, s)
     res.data["env"] = environment(s)
@@ -445,6 +456,121 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# cifar_fast: {done} units run in {(time.perf_counter() - t_all) / 60:.1f} min; "
           f"{len(res.data['rows'])} rows in {path}", flush=True)
     return 0
+
+
+# -- report ---------------------------------------------------------------------------------
+
+NOISE_FLOOR_PT = 0.05  # the LeNet table's rule: |d| <= max(sqrt(s1^2 + s2^2), 0.05 pt) is a tie
+LABELS = {"entropic": "entropic + FT", "tp_magnitude": "TP GroupMagnitude + FT",
+          "tp_taylor": "TP GroupTaylor + FT", "uniform": "uniform (scratch, B budget)",
+          "scratch_b": "Scratch-B of the entropic arch"}
+
+
+def _ms(vals: list[float]) -> tuple[float, float, int]:
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return math.nan, math.nan, 0
+    m = sum(vals) / len(vals)
+    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    return m, sd, len(vals)
+
+
+def _pm(vals: list[float], scale: float = 100.0, digits: int = 2) -> str:
+    m, sd, n = _ms(vals)
+    if n == 0:
+        return "–"
+    return f"{scale * m:.{digits}f}" + (f" ± {scale * sd:.{digits}f}" if n > 1 else "") + \
+        ("" if n > 1 else " (1 seed)")
+
+
+def verdict(ours: list[float], theirs: list[float]) -> str:
+    """Entropic compared with another arm, in points, with the noise rule."""
+    (m1, s1, n1), (m2, s2, n2) = _ms(ours), _ms(theirs)
+    if not n1 or not n2:
+        return "–"
+    d = 100 * (m1 - m2)
+    noise = max(100 * math.sqrt(s1 ** 2 + s2 ** 2), NOISE_FLOOR_PT)
+    word = "≈" if abs(d) <= noise else ("entropic better" if d > 0 else "entropic worse")
+    return f"{word} ({d:+.2f} pt)"
+
+
+def render_markdown(data: dict[str, Any]) -> str:
+    rows = list(data.get("rows", {}).values())
+    s = data.get("settings", {})
+    env = data.get("env", {})
+    out = [f"Device {env.get('device', '?')}, torch {env.get('torch', '?')}, bf16 autocast "
+           f"{env.get('bf16_autocast', '?')}; batch {s.get('batch_size')}, lr {s.get('lr')}, "
+           f"base {s.get('base_epochs')} epochs, fine-tune {s.get('ft_epochs')} epochs, "
+           f"Scratch-B / uniform epochs = base / MACs ratio (cap x{s.get('scratch_cap')}). "
+           "Accuracies (%) are on the test split with the recipe's flip + translate "
+           "test-time augmentation (plain in brackets); no choice reads them (the MACs target "
+           "alone fixes every arm). Latency: CPU, 1 thread, median ms per batch.",
+           "", "| base seed | epochs | wall (min) | s / epoch | threads | load (1 min) | val | test (plain) |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    bases = sorted((r for r in rows if r["kind"] == "base"), key=lambda r: r["seed"])
+    for r in bases:
+        out.append(f"| {r['seed']} | {r['epochs']} | {r['train_wall_s'] / 60:.1f} | "
+                   f"{r['seconds_per_epoch']:.0f} | {s.get('threads') or env.get('threads')} | "
+                   f"{r['load_avg'][0]:.1f} | {100 * r['val_acc_tta']:.2f} | "
+                   f"{100 * r['test_acc_tta']:.2f} ({100 * r['test_acc']:.2f}) |")
+    if bases:
+        out.append(f"| mean | | | | | | {_pm([r['val_acc_tta'] for r in bases])} | "
+                   f"{_pm([r['test_acc_tta'] for r in bases])} |")
+    for ratio in s.get("ratios", []):
+        at = [r for r in rows if r.get("ratio") == ratio]
+        if not at:
+            continue
+        ent = [r["test_acc_tta"] for r in at if r["kind"] == "entropic"]
+        out += ["", f"**MACs x{ratio:g}**", "",
+                "| method | seeds | MACs ratio | params | right after pruning | final | b1 ms | b128 ms | vs entropic |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for kind in ("entropic", "tp_magnitude", "tp_taylor", "uniform", "scratch_b"):
+            rs = [r for r in at if r["kind"] == kind]
+            if not rs:
+                continue
+            after = [r["after_prune"]["test_acc_tta"] for r in rs if "after_prune" in r]
+            final = [r["test_acc_tta"] for r in rs]
+            out.append(
+                f"| {LABELS[kind]} | {len(rs)} | {_pm([r['macs_ratio'] for r in rs], 1, 3)} | "
+                f"{_ms([r['params'] for r in rs])[0] / 1e6:.2f} M | {_pm(after) if after else '–'} | "
+                f"{_pm(final)} | {_ms([r['latency_ms_b1'] for r in rs])[0]:.2f} | "
+                f"{_ms([r['latency_ms_b128'] for r in rs])[0]:.1f} | "
+                f"{'–' if kind == 'entropic' else verdict(ent, final)} |")
+    return "\n".join(out) + "\n"
+
+
+def plot(data: dict[str, Any], path: Path) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = list(data.get("rows", {}).values())
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    styles = {"base": ("*", "k"), "entropic": ("o", "C0"), "tp_magnitude": ("s", "C1"),
+              "tp_taylor": ("D", "C2"), "uniform": ("^", "C3"), "scratch_b": ("v", "C4")}
+    for kind, (marker, color) in styles.items():
+        rs = [r for r in rows if r["kind"] == kind]
+        if not rs:
+            continue
+        groups: dict[Any, list[dict[str, Any]]] = {}
+        for r in rs:
+            groups.setdefault(r.get("ratio"), []).append(r)
+        xs, ys, es = [], [], []
+        for g in groups.values():
+            xs.append(_ms([r["macs"] for r in g])[0] / 1e6)
+            m, sd, _ = _ms([r["test_acc_tta"] for r in g])
+            ys.append(100 * m)
+            es.append(100 * sd)
+        ax.errorbar(xs, ys, yerr=es, fmt=marker, color=color, capsize=3, ms=7,
+                    label=LABELS.get(kind, "unpruned base"))
+    ax.set(xlabel="MACs per image (M)", ylabel="test accuracy, TTA (%)",
+           title="CIFAR-10 (JPEG copy), airbench_cifar")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
 
 
 def brief(row: dict[str, Any]) -> str:

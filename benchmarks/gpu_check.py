@@ -1,0 +1,187 @@
+"""What only a GPU can measure, in one command that ends in under 8 minutes on an H100/H200.
+
+Stages (each timed, each row printed and written as it ends):
+
+1. ``base_train``: the fast family ``airbench_cifar`` trained with its recipe
+   (``TrainConfig.from_recipe("airbench")``, batch 1024, 10 epochs) on CIFAR-10 (JPEG copy).
+2. ``sparsify_airbench``: one whole :func:`pruning.sparsify` pass of that base
+   (5,000 calibration images x 10 positions).
+3. ``sparsify_vgg16``: VGG-16-CIFAR trained for 2 epochs (so its activations are those of a
+   trained-ish net), then one whole pass with the same calibration set.
+4. ``search_10``: a 10-trial Optuna search on the fast family (its own 4-epoch base), with
+   2 fine-tune epochs and a 4-epoch Scratch-E retraining of every trial
+   (``nas.search.run_search``).
+
+It prints a table (device, torch version, seconds) and writes
+``benchmarks/results/gpu_check.json`` (``runs/bench/gpu_check_smoke.json`` with ``--smoke``).
+``--smoke`` runs every stage at toy sizes on whatever device there is (CPU here), so the
+script cannot rot; a test runs it.
+
+On a lent GPU machine the data must travel inside the repository: copy
+``../shared/data/cifar10-jpeg.tar.gz`` into an ignored folder (``.device/``) and pass
+``--data-root .device``.
+
+    python -m benchmarks.gpu_check --data-root .device
+    python -m benchmarks.gpu_check --smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import pruning  # noqa: E402
+import search_spaces  # noqa: E402
+from nas.train import TrainConfig, train  # noqa: E402
+from search_spaces.data import DataSpec, get_loaders  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _default_root() -> str:
+    for cand in (os.environ.get("ENTROPIC_NAS_SHARED_DATA"), str(ROOT / ".device"),
+                 str(ROOT.parent / "shared" / "data")):
+        if cand and (Path(cand) / "cifar10-jpeg.tar.gz").is_file():
+            return cand
+    return str(ROOT.parent / "shared" / "data")
+
+
+def sizes(smoke: bool) -> dict[str, Any]:
+    if smoke:
+        return {"batch": 128, "lr": 0.1875, "epochs": 1, "train_subset": 512, "val_subset": 256,
+                "test_subset": 256, "calib": 64, "vgg_epochs": 1, "vgg_scale": 0.125,
+                "airbench_scale": 0.25,
+                "trials": 2, "search_epochs": 1, "search_base_epochs": 1}
+    return {"batch": 1024, "lr": 1.5, "epochs": 10, "train_subset": None, "val_subset": None,
+            "test_subset": None, "calib": 5000, "vgg_epochs": 2, "vgg_scale": 1.0,
+            "airbench_scale": 1.0,
+            "trials": 10, "search_epochs": 2, "search_base_epochs": 4}
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check",
+                                description=__doc__.splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help="toy sizes on any device (CI)")
+    p.add_argument("--data-root", default=None, help="folder holding cifar10-jpeg.tar.gz")
+    p.add_argument("--out", type=Path, default=None, help="results JSON path")
+    args = p.parse_args(argv)
+    z = sizes(args.smoke)
+    root = args.data_root or _default_root()
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    env = {"device": torch.cuda.get_device_name() if dev == "cuda" else f"cpu ({platform.machine()})",
+           "torch": torch.__version__, "threads": torch.get_num_threads(), "smoke": args.smoke}
+    out = args.out or (ROOT / "runs" / "bench" / "gpu_check_smoke.json" if args.smoke
+                       else RESULTS / "gpu_check.json")
+    rows: list[dict[str, Any]] = []
+
+    def record(stage: str, seconds: float, **extra: Any) -> None:
+        rows.append({"stage": stage, "seconds": round(seconds, 3), **extra})
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"env": env, "sizes": z, "rows": rows}, indent=1) + "\n")
+        print(f"  {stage:<18} {seconds:8.1f} s  {json.dumps(extra)}", flush=True)
+
+    print(f"# gpu_check: device {env['device']}, torch {env['torch']}, data {root}", flush=True)
+    loaders = get_loaders(DataSpec(
+        "cifar10_jpeg", root=root, batch_augment=True, batch_size=z["batch"],
+        eval_batch_size=1000, train_subset=z["train_subset"], val_subset=z["val_subset"],
+        test_subset=z["test_subset"]))
+    calib = loaders.calib(z["calib"], batch_size=500)
+
+    # 1. base training with the fast recipe
+    torch.manual_seed(0)
+    air_spec = search_spaces.default_spec("airbench_cifar")
+    if z["airbench_scale"] != 1.0:  # --smoke: the same code paths at a quarter of the widths
+        air_spec = air_spec.scaled(z["airbench_scale"])
+    base = search_spaces.build(air_spec)
+    cfg = TrainConfig.from_recipe("airbench", epochs=z["epochs"], lr=z["lr"], device=dev,
+                                  progress=False)
+    _sync()
+    t0 = time.perf_counter()
+    res = train(base, loaders, cfg, evaluate_test=True)
+    _sync()
+    record("base_train", time.perf_counter() - t0, epochs=z["epochs"], test_acc=res.test_acc,
+           seconds_per_epoch=res.seconds_per_epoch)
+
+    # 2. one whole pass of the fast family
+    scfg = pruning.SparsifyConfig(regression=pruning.RegressionConfig(eps_L2=0.03),
+                                  calib_positions_per_image=10, progress=False)
+    _sync()
+    t0 = time.perf_counter()
+    pr = pruning.sparsify(base, calib, scfg)
+    _sync()
+    record("sparsify_airbench", time.perf_counter() - t0,
+           macs_ratio=pr.after["macs"] / pr.before["macs"])
+
+    # 3. VGG-16-CIFAR: a short training, then one whole pass
+    torch.manual_seed(0)
+    vgg_spec = search_spaces.default_spec("vgg16_cifar")
+    if z["vgg_scale"] != 1.0:
+        vgg_spec = vgg_spec.scaled(z["vgg_scale"])
+    vgg = search_spaces.build(vgg_spec)
+    vcfg = TrainConfig(epochs=z["vgg_epochs"], lr=0.05, momentum=0.9, nesterov=True,
+                       weight_decay=5e-4, amp=True, channels_last=True, device=dev, progress=False)
+    t0 = time.perf_counter()
+    train(vgg, loaders, vcfg)
+    _sync()
+    vgg_train = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    vr = pruning.sparsify(vgg, calib, scfg)
+    _sync()
+    record("sparsify_vgg16", time.perf_counter() - t0, train_s=round(vgg_train, 1),
+           macs_ratio=vr.after["macs"] / vr.before["macs"])
+
+    # 4. a 10-trial search with fine-tuning and scratch retraining
+    from nas.config import config_from_dict
+    from nas.search import run_search
+
+    run_cfg = config_from_dict({
+        "name": "gpu_check_search",
+        "model": {"family": "airbench_cifar"},
+        "data": {"name": "cifar10_jpeg", "root": root, "batch_size": z["batch"],
+                 "eval_batch_size": 1000, "batch_augment": True,
+                 "train_subset": z["train_subset"], "val_subset": z["val_subset"],
+                 "test_subset": z["test_subset"]},
+        "train": {"recipe": "airbench", "epochs": z["search_base_epochs"], "lr": z["lr"]},
+        "prune": {"calib_images": z["calib"], "calib_batch_size": 500},
+        "finetune": {"recipe": "airbench", "epochs": z["search_epochs"], "lr": z["lr"]},
+        "scratch": {"variants": ["E"]},  # Scratch-E: the search's pre-training epochs
+        "search": {"trials": z["trials"], "uniform_baseline": False},
+        "wandb": {"enabled": False},
+    }, source="gpu_check")
+    with tempfile.TemporaryDirectory() as tmp:
+        if z["airbench_scale"] != 1.0:
+            run_cfg.model.arch = str(air_spec.save(Path(tmp) / "arch.json"))
+        t0 = time.perf_counter()
+        summary = run_search(run_cfg, Path(tmp) / "run", progress=False)
+        _sync()
+        record("search_10" if not args.smoke else "search_2", time.perf_counter() - t0,
+               trials=summary["trials"])
+
+    print("\n| stage | device | torch | seconds |\n|---|---|---|---:|")
+    for r in rows:
+        print(f"| {r['stage']} | {env['device']} | {env['torch']} | {r['seconds']:.1f} |")
+    print(f"# gpu_check: {len(rows)} stages in {sum(r['seconds'] for r in rows):.0f} s; "
+          f"results in {out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
