@@ -32,9 +32,9 @@ selected on it.
 
 Usage::
 
-    nice -n 10 .venv/bin/python benchmarks/cifar_short.py --family vgg16_cifar
-    nice -n 10 .venv/bin/python benchmarks/cifar_short.py --family resnet18_cifar
-    .venv/bin/python benchmarks/cifar_short.py --family vgg16_cifar --quick   # smoke run
+    nice -n 10 .venv/bin/python -m benchmarks.cifar_short --family vgg16_cifar
+    nice -n 10 .venv/bin/python -m benchmarks.cifar_short --family resnet18_cifar
+    .venv/bin/python -m benchmarks.cifar_short --family vgg16_cifar --quick   # smoke run
 """
 
 from __future__ import annotations
@@ -54,25 +54,18 @@ from typing import Any
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 import torch  # noqa: E402
-
-try:
-    from benchmarks import common
-except ImportError:  # pragma: no cover
-    import common  # type: ignore[no-redef]
 
 import pruning  # noqa: E402
 import search_spaces  # noqa: E402
+from benchmarks import common  # noqa: E402
 from nas.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from nas.search import uniform_spec_at_macs  # noqa: E402
 from nas.train import TrainConfig, evaluate, train  # noqa: E402
 from pruning.measure import measure, measure_latency  # noqa: E402
 from search_spaces.data import DataSpec, get_loaders  # noqa: E402
 
+ROOT = common.ROOT
 CIFAR_TAR = Path("/work/shared/data/cifar10-jpeg.tar.gz")
 CIFAR_CACHE = Path("/tmp/cifar_cache")
 CIFAR_ROOT = CIFAR_CACHE / "cifar10-jpeg"
@@ -379,8 +372,7 @@ def main() -> int:
     if args.device != "cpu":
         p.error("this is the CPU protocol; --device must be cpu")
     if args.out is None:
-        suffix = "_quick" if args.quick else ""
-        args.out = common.RESULTS / f"cifar_short_{args.family}{suffix}.json"
+        args.out = common.default_out(f"cifar_short_{args.family}", quick=args.quick)
 
     t_start = time.perf_counter()
     _, env = common.setup(args)

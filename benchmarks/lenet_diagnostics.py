@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Why LeNet-5 pruning under- or over-performs: cheap ablations around benchmarks/lenet_mnist.py.
+"""Why LeNet-5 pruning under- or over-performs: cheap ablations around benchmarks.lenet_mnist.
 
-Runs on the cached pre-trained checkpoints of ``lenet_mnist.py`` (run that first) and
+Runs on the cached pre-trained checkpoints of ``benchmarks.lenet_mnist`` (run that first) and
 measures, mostly right after pruning (no fine-tuning, so each point costs seconds):
 
 - ``sign``: entropy sign and size, eps_E in {+0.1 .. -0.03} x eps_L2 in {0.01, 0.03, 0.3};
@@ -25,7 +25,7 @@ saved after every row; a rerun skips rows already there.
 
 Usage::
 
-    .venv/bin/python benchmarks/lenet_diagnostics.py [--seeds 0 1 2] [--parts sign calib ...]
+    .venv/bin/python -m benchmarks.lenet_diagnostics [--seeds 0 1 2] [--parts sign calib ...]
 """
 
 from __future__ import annotations
@@ -40,14 +40,13 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import lenet_mnist as LM  # noqa: E402
+from benchmarks import lenet_mnist as LM  # noqa: E402
+from nas.jsonio import clean  # noqa: E402
+
+ROOT = LM.ROOT
 
 PARTS = ("sign", "calib", "solver", "refit", "layer_scale", "budget", "dead", "select", "extreme",
          "order", "fc1_scale")
@@ -240,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     data["title"] = "LeNet-5 / MNIST diagnostics: entropy sign, calibration, solver, refit, eps transfer"
     data["benchmark"] = "lenet_diagnostics"
     data["env"] = LM.env_header(1, 1)
-    data["command"] = ".venv/bin/python benchmarks/lenet_diagnostics.py " + " ".join(
+    data["command"] = ".venv/bin/python -m benchmarks.lenet_diagnostics " + " ".join(
         sys.argv[1:] if argv is None else argv)
     seeds = [s for s in args.seeds if LM._ckpt_exists(_settings(), s)]
     t_start = time.perf_counter()
@@ -250,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             r = fn(*a, **kw)
             r["seconds_total"] = time.perf_counter() - t0
-            rows[key] = LM._clean(r)
+            rows[key] = clean(r)
             data["rows"] = rows
             LM.write_json_atomic(args.out, data)
             print(f"{key}: {w(rows[key])} sp {100 * r['sparsity']:.1f} % pruned "

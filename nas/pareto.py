@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from nas.jsonio import write_json
 from nas.search_types import Objective, TrialRecord
 
 __all__ = [
@@ -269,17 +269,6 @@ def _write_csv(records: Sequence[TrialRecord], objectives: Sequence[Objective],
     return path
 
 
-def _clean(value: Any) -> Any:
-    """JSON without NaN/inf (-> null)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
 def _knee_number(records: Sequence[TrialRecord], objectives: Sequence[Objective]) -> int | None:
     done = [r for r in records if r.state == "COMPLETE" and r.values]
     if not done:
@@ -301,8 +290,7 @@ def _write_json(records: Sequence[TrialRecord], objectives: Sequence[Objective],
         ],
         "baselines": baselines,
     }
-    path.write_text(json.dumps(_clean(data), indent=2, default=str) + "\n")
-    return path
+    return write_json(path, data)
 
 
 def plot_axes(objectives: Sequence[Objective]) -> tuple[Objective, Objective]:
