@@ -27,6 +27,7 @@ __all__ = [
     "TrialRecord",
     "front_records",
     "knee_point",
+    "load_front",
     "load_records",
     "pareto_front",
     "pareto_ranks",
@@ -170,6 +171,18 @@ def _load_study(storage: Any, study_name: str) -> Any:
         raise KeyError(
             f"no study {study_name!r} in the storage; it holds {names or 'no studies'}"
         ) from None
+
+
+def load_front(storage: Any, study_name: str) -> list[TrialRecord]:
+    """The Pareto-front trials of a stored study, best first objective first
+    (:func:`load_records` + :func:`front_records`; ``storage`` as there)."""
+    study = _load_study(storage, study_name)
+    objectives = load_study_objectives(study)
+    from nas.backends.optuna import trial_record
+
+    names = [o.name for o in objectives]
+    records = [trial_record(t, names) for t in study.get_trials(deepcopy=False)]
+    return front_records(records, objectives)
 
 
 def front_records(records: Sequence[TrialRecord], objectives: Sequence[Objective]
