@@ -197,7 +197,7 @@ class Bench:
         # read back: build it without that first save, then fill in its data.
         self.writer = common.ResultWriter.__new__(common.ResultWriter)
         self.writer.path = out
-        prev = None
+        prev: dict[str, Any] | None = None
         if out.is_file():
             try:
                 prev = json.loads(out.read_text())
@@ -211,8 +211,8 @@ class Bench:
             "environment": env,
             "protocol_key": protocol_key(proto),
             "config": proto,
-            "stages": dict(prev["stages"]) if same else {},
-            "runs": (list(prev.get("runs", [])) if same else []) + [env["started"]],
+            "stages": dict(prev["stages"]) if same and prev else {},
+            "runs": (list(prev.get("runs", [])) if same and prev else []) + [env["started"]],
             "rows": [],
             "summary": {},
             "complete": False,
@@ -544,6 +544,9 @@ def summarize(bench: Bench, fam: str, wall_s: float) -> None:
         x = m.get(f"latency_b{b}")
         return x["median_ms"] if x else None
 
+    def change(new: float | None, old: float | None) -> float | None:
+        return new / old - 1 if new is not None and old else None
+
     def row(name: str, acc: float | None, m: dict[str, Any], epochs: Any,
             secs: float | None) -> dict[str, Any]:
         return {"model": name, "test_acc": acc, "params": m["params"],
@@ -583,8 +586,8 @@ def summarize(bench: Bench, fam: str, wall_s: float) -> None:
         "flops_before": 2 * mo["macs"], "flops_after": 2 * mp["macs"],
         "fp32_mib_before": mo["fp32_mib"], "fp32_mib_after": mp["fp32_mib"],
         "fp32_MB_before": mo["fp32_mib"] * 2**20 / 1e6, "fp32_MB_after": mp["fp32_mib"] * 2**20 / 1e6,
-        "latency_change_b1": lat(mp, 1) / lat(mo, 1) - 1,
-        "latency_change_b128": lat(mp, 128) / lat(mo, 128) - 1,
+        "latency_change_b1": change(lat(mp, 1), lat(mo, 1)),
+        "latency_change_b128": change(lat(mp, 128), lat(mo, 128)),
         "acc_drop_pp_no_ft": 100 * (st["pretrain"]["test_acc"] - sp["test_acc_pruned"]),
         "acc_drop_pp_ft": 100 * (st["pretrain"]["test_acc"] - st["finetune"]["test_acc"]),
         "sparsify_pass_seconds": sp["pass_seconds"],

@@ -49,6 +49,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +149,7 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     write_json(path, data, indent=1)
 
 
-def widths_key(widths: dict[str, int]) -> str:
+def widths_key(widths: Mapping[str, int]) -> str:
     return "-".join(str(widths[k]) for k in ("conv1", "conv2", "fc1", "fc2"))
 
 
@@ -682,7 +683,7 @@ def auto_notes(rows: list[dict[str, Any]]) -> list[str]:
         notes.append(f"calibration: {name} was fitted on T={t} samples for d={d} features "
                      f"(T < 10 d, section 6 asks T >= 10 d): linear layers get one sample per "
                      f"calibration image, so 2,048 images (minus the 10 % held out) are too few")
-    by = {}
+    by: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
     for r in ent:
         by.setdefault((r["seed"], r["eps_E"]), []).append(r)
     for (seed, e), rs in sorted(by.items()):

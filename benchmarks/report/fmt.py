@@ -95,7 +95,7 @@ def env_lines(env: dict[str, Any], runs: list[dict[str, Any]]) -> str:
         if key in env and key not in v:
             v[key] = env[key]
     started = runs[0].get("started") if runs else None
-    procs = sorted({r.get("processes") for r in runs if r.get("processes")})
+    procs = sorted({int(r["processes"]) for r in runs if r.get("processes")})
     procs_s = "/".join(str(p) for p in procs) if procs else str(env.get("processes", "?"))
     return (f"- **machine**: {env.get('device', '?')} ({env.get('cpu', '?')}, "
             f"{env.get('cpu_count', '?')} cores), {procs_s} worker processes (per invocation) × "

@@ -56,7 +56,7 @@ class Lenet:
 
     def delta(self, kind: str, point: tuple[float, float], field: str) -> list[float | None]:
         """Per-seed accuracy minus the same seed's base accuracy (pt)."""
-        out = []
+        out: list[float | None] = []
         for r in self.at(point):
             p = self.partner(kind, r)
             b = self.base.get(r["seed"])
@@ -329,8 +329,7 @@ def _targets(L: Lenet, targets: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         res = {}
         for field, _stage in (("acc_pruned", "right after pruning"), ("acc_ft1", "after FT1"),
                              ("acc_ft5", "after FT5")):
-            p, s, d = best_at(max_loss, field)
-            res[field] = (p, s, d)
+            res[field] = best_at(max_loss, field)
         p5, s5, d5 = res["acc_ft5"]
         met = p5 is not None and s5 >= want_s
         # per seed: does any operating point meet sparsity and loss for that seed alone?
@@ -361,7 +360,7 @@ def _targets(L: Lenet, targets: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                      f"{n_ok}/{len(per_seed)}.")
     # entropic vs L1 + refit right after pruning at every width
     wins = total = 0
-    worst = None
+    worst: tuple[float, tuple[float, float]] | None = None
     for p in L.points:
         e = L.series("entropic", p, "acc_pruned")
         l1r = L.series("l1_refit", p, "acc_pruned")
@@ -373,6 +372,7 @@ def _targets(L: Lenet, targets: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             if worst is None or a - c < worst[0]:
                 worst = (a - c, p)
     if total:
+        assert worst is not None
         checks["beats_l1_refit"] = {"wins": wins, "total": total, "worst": worst}
         lines.append(f"- **issue, selection**: entropic higher than L1 + same refit right after "
                      f"pruning in {wins}/{total} (seed, operating point) pairs; worst margin "
@@ -476,10 +476,10 @@ def _lenet_figures(L: Lenet, figdir: Path, stem: str) -> list[Path]:
     axes_[0].set_title(f"LeNet-5 / MNIST: accuracy vs MACs ({len(L.seeds)} seeds, mean ± std)")
     axes_[1].set_title("the same runs against parameters")
     fig.tight_layout()
-    p = figdir / f"{stem}_acc_vs_macs.png"
-    fig.savefig(p, dpi=130)
+    fig_path = figdir / f"{stem}_acc_vs_macs.png"
+    fig.savefig(fig_path, dpi=130)
     plt.close(fig)
-    paths.append(p)
+    paths.append(fig_path)
 
     # 2. sparsity vs accuracy: entropic vs L1 vs random (with / without refit), 3 stages
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), sharex=True)
@@ -505,10 +505,10 @@ def _lenet_figures(L: Lenet, figdir: Path, stem: str) -> list[Path]:
     axes[0].legend(fontsize=8)
     fig.suptitle("LeNet-5 / MNIST: channel selection at equal widths (every seed and point)")
     fig.tight_layout()
-    p = figdir / f"{stem}_selection.png"
-    fig.savefig(p, dpi=130)
+    fig_path = figdir / f"{stem}_selection.png"
+    fig.savefig(fig_path, dpi=130)
     plt.close(fig)
-    paths.append(p)
+    paths.append(fig_path)
 
     # 3. zoom: the same after FT, restricted to the top of the accuracy range
     return paths
