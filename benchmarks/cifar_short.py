@@ -32,9 +32,9 @@ selected on it.
 
 Usage::
 
-    nice -n 10 .venv/bin/python benchmarks/cifar_short.py --family vgg16_cifar
-    nice -n 10 .venv/bin/python benchmarks/cifar_short.py --family resnet18_cifar
-    .venv/bin/python benchmarks/cifar_short.py --family vgg16_cifar --quick   # smoke run
+    nice -n 10 .venv/bin/python -m benchmarks.cifar_short --family vgg16_cifar
+    nice -n 10 .venv/bin/python -m benchmarks.cifar_short --family resnet18_cifar
+    .venv/bin/python -m benchmarks.cifar_short --family vgg16_cifar --quick   # smoke run
 """
 
 from __future__ import annotations
@@ -54,25 +54,18 @@ from typing import Any
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 import torch  # noqa: E402
-
-try:
-    from benchmarks import common
-except ImportError:  # pragma: no cover
-    import common  # type: ignore[no-redef]
 
 import pruning  # noqa: E402
 import search_spaces  # noqa: E402
+from benchmarks import common  # noqa: E402
 from nas.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from nas.search import uniform_spec_at_macs  # noqa: E402
 from nas.train import TrainConfig, evaluate, train  # noqa: E402
 from pruning.measure import measure, measure_latency  # noqa: E402
 from search_spaces.data import DataSpec, get_loaders  # noqa: E402
 
+ROOT = common.ROOT
 CIFAR_TAR = Path("/work/shared/data/cifar10-jpeg.tar.gz")
 CIFAR_CACHE = Path("/tmp/cifar_cache")
 CIFAR_ROOT = CIFAR_CACHE / "cifar10-jpeg"
@@ -204,7 +197,7 @@ class Bench:
         # read back: build it without that first save, then fill in its data.
         self.writer = common.ResultWriter.__new__(common.ResultWriter)
         self.writer.path = out
-        prev = None
+        prev: dict[str, Any] | None = None
         if out.is_file():
             try:
                 prev = json.loads(out.read_text())
@@ -218,8 +211,8 @@ class Bench:
             "environment": env,
             "protocol_key": protocol_key(proto),
             "config": proto,
-            "stages": dict(prev["stages"]) if same else {},
-            "runs": (list(prev.get("runs", [])) if same else []) + [env["started"]],
+            "stages": dict(prev["stages"]) if same and prev else {},
+            "runs": (list(prev.get("runs", [])) if same and prev else []) + [env["started"]],
             "rows": [],
             "summary": {},
             "complete": False,
@@ -379,8 +372,7 @@ def main() -> int:
     if args.device != "cpu":
         p.error("this is the CPU protocol; --device must be cpu")
     if args.out is None:
-        suffix = "_quick" if args.quick else ""
-        args.out = common.RESULTS / f"cifar_short_{args.family}{suffix}.json"
+        args.out = common.default_out(f"cifar_short_{args.family}", quick=args.quick)
 
     t_start = time.perf_counter()
     _, env = common.setup(args)
@@ -552,6 +544,9 @@ def summarize(bench: Bench, fam: str, wall_s: float) -> None:
         x = m.get(f"latency_b{b}")
         return x["median_ms"] if x else None
 
+    def change(new: float | None, old: float | None) -> float | None:
+        return new / old - 1 if new is not None and old else None
+
     def row(name: str, acc: float | None, m: dict[str, Any], epochs: Any,
             secs: float | None) -> dict[str, Any]:
         return {"model": name, "test_acc": acc, "params": m["params"],
@@ -591,8 +586,8 @@ def summarize(bench: Bench, fam: str, wall_s: float) -> None:
         "flops_before": 2 * mo["macs"], "flops_after": 2 * mp["macs"],
         "fp32_mib_before": mo["fp32_mib"], "fp32_mib_after": mp["fp32_mib"],
         "fp32_MB_before": mo["fp32_mib"] * 2**20 / 1e6, "fp32_MB_after": mp["fp32_mib"] * 2**20 / 1e6,
-        "latency_change_b1": lat(mp, 1) / lat(mo, 1) - 1,
-        "latency_change_b128": lat(mp, 128) / lat(mo, 128) - 1,
+        "latency_change_b1": change(lat(mp, 1), lat(mo, 1)),
+        "latency_change_b128": change(lat(mp, 128), lat(mo, 128)),
         "acc_drop_pp_no_ft": 100 * (st["pretrain"]["test_acc"] - sp["test_acc_pruned"]),
         "acc_drop_pp_ft": 100 * (st["pretrain"]["test_acc"] - st["finetune"]["test_acc"]),
         "sparsify_pass_seconds": sp["pass_seconds"],

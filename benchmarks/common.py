@@ -1,15 +1,16 @@
-"""Shared plumbing of the engine benchmarks: environment header, CLI, timers, JSON writer.
+"""Shared plumbing of the benchmarks: environment header, CLI, timers, JSON writer.
 
 Every benchmark prints one header line (device, torch threads, CPU count, torch/torchvision
 versions, load average) and writes ``benchmarks/results/NAME.json`` after every row, so a
-killed run keeps what it measured. Timings on CUDA are bracketed by
-``torch.cuda.synchronize`` (see :class:`Timer`).
+killed run keeps what it measured (``--quick`` smoke runs go to ``runs/benchmarks/``, which
+git ignores). Timings on CUDA are bracketed by ``torch.cuda.synchronize`` (see
+:class:`Timer`); engine phases are timed through :mod:`pruning.phases` (see
+:class:`PhaseTimer`). JSON goes through :mod:`nas.jsonio`, the one sanitiser nas uses too.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -24,11 +25,11 @@ from typing import Any
 
 import torch
 
+from nas.jsonio import write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-
-if str(ROOT) not in sys.path:  # `python benchmarks/NAME.py` from anywhere
-    sys.path.insert(0, str(ROOT))
+QUICK_RESULTS = ROOT / "runs" / "benchmarks"  # smoke runs: gitignored, never rendered
 
 
 def load_average() -> list[float] | None:
@@ -92,11 +93,11 @@ def header(env: dict[str, Any]) -> str:
 
 
 def parser(name: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"benchmarks/{name}.py", description=description)
+    p = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=description)
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     p.add_argument("--out", type=Path, default=None,
-                   help=f"JSON result file (default benchmarks/results/{name}.json, "
-                        f"{name}_quick.json with --quick)")
+                   help=f"JSON result file (default benchmarks/results/{name}.json; with "
+                        f"--quick runs/benchmarks/{name}_quick.json)")
     p.set_defaults(bench_name=name)
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda ...")
     p.add_argument("--threads", type=int, default=None,
@@ -104,11 +105,15 @@ def parser(name: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
+def default_out(name: str, *, quick: bool = False) -> Path:
+    """``benchmarks/results/NAME.json``; a quick smoke run ``runs/benchmarks/NAME_quick.json``."""
+    return QUICK_RESULTS / f"{name}_quick.json" if quick else RESULTS / f"{name}.json"
+
+
 def setup(args: argparse.Namespace) -> tuple[torch.device, dict[str, Any]]:
     """Threads, device, ``args.out`` default; prints and returns the environment."""
     if getattr(args, "out", None) is None:
-        suffix = "_quick" if getattr(args, "quick", False) else ""
-        args.out = RESULTS / f"{args.bench_name}{suffix}.json"
+        args.out = default_out(args.bench_name, quick=getattr(args, "quick", False))
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     dev = pick_device(args.device)
@@ -147,18 +152,53 @@ class Timer:
             self.totals[key] = self.totals.get(key, 0.0) + time.perf_counter() - t0
 
 
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, torch.device):
-        return str(obj)
-    return obj
+class PhaseTimer:
+    """A :mod:`pruning.phases` listener: wall time and call count per engine phase.
+
+    ``totals`` / ``counts`` accumulate per phase name over the whole run, and also per
+    ``"parent>name"`` (the phase directly enclosing it), so nested phases can be told apart
+    (``collect>forward.output`` is the reference pass that fills the caches,
+    ``solve>report`` the solver's own error check, ``unit>report`` the layer report's).
+    Each finished ``unit`` phase (one layer or coupled group) appends the times and counts
+    spent inside it to ``units`` / ``unit_counts``, in the order of ``SparsifyResult.report``.
+    CUDA is synchronised at every phase boundary. Use it as
+    ``with phases.listen(PhaseTimer(dev)) as t: sparsify(...)``.
+    """
+
+    def __init__(self, dev: torch.device) -> None:
+        self.dev = dev
+        self.totals: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.units: list[dict[str, float]] = []
+        self.unit_counts: list[dict[str, int]] = []
+        self._open: list[tuple[str, float]] = []
+        self._unit_start: tuple[dict[str, float], dict[str, int]] | None = None
+
+    def enter(self, name: str) -> None:
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize(self.dev)
+        if name == "unit":
+            self._unit_start = (dict(self.totals), dict(self.counts))
+        keys = [name, f"{self._open[-1][0] if self._open else ''}>{name}"]
+        for k in keys:
+            self.counts[k] = self.counts.get(k, 0) + 1
+        self._open.append((name, time.perf_counter()))
+
+    def exit(self, name: str) -> None:
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize(self.dev)
+        opened, t0 = self._open.pop()
+        assert opened == name, f"phase {name!r} closed while {opened!r} was open"
+        dt = time.perf_counter() - t0
+        for k in [name, f"{self._open[-1][0] if self._open else ''}>{name}"]:
+            self.totals[k] = self.totals.get(k, 0.0) + dt
+        if name == "unit" and self._unit_start is not None:
+            t_before, c_before = self._unit_start
+            self.units.append({k: v - t_before.get(k, 0.0) for k, v in self.totals.items()
+                               if v - t_before.get(k, 0.0) > 0})
+            self.unit_counts.append({k: v - c_before.get(k, 0) for k, v in self.counts.items()
+                                     if v - c_before.get(k, 0) > 0})
+            self._unit_start = None
 
 
 class ResultWriter:
@@ -193,10 +233,7 @@ class ResultWriter:
         self.save()
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        tmp.write_text(json.dumps(_clean(self.data), indent=2) + "\n")
-        tmp.replace(self.path)
+        write_json(self.path, self.data)
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

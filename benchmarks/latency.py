@@ -5,7 +5,7 @@ For each family three (or four) models are measured:
 - ``original``: ``search_spaces.build(default_spec(family))``;
 - ``pruned``: by default the model a ``pruning.sparsify`` pass returns (channels physically
   removed) with a strong ``eps_L2`` on a small calibration set; with ``--widths-from
-  FILE.json`` instead an ArchSpec with the widths recorded there (e.g. by vgg_pass.py),
+  FILE.json`` instead an ArchSpec with the widths recorded there (e.g. by benchmarks.vgg_pass),
   rebuilt with ``search_spaces.build``. The JSON says which (``pruned_source``);
 - ``pruned_rebuilt``: the pruned model's ArchSpec rebuilt from scratch (the "pruning is
   architecture search" model that would be retrained), to show it costs the same;
@@ -21,12 +21,11 @@ untrained networks are fine here. Each configuration is timed with 1 thread and 
 torch's default thread count: on a shared (loaded) CPU, multi-threaded medians swing
 several-fold when a thread is descheduled, so the minimum is reported next to the median.
 
-    .venv/bin/python benchmarks/latency.py [--quick] [--out benchmarks/results/latency.json]
+    .venv/bin/python -m benchmarks.latency [--quick] [--out benchmarks/results/latency.json]
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import statistics
@@ -38,16 +37,11 @@ from typing import Any
 import torch
 from torch import nn
 
-try:
-    from benchmarks import common
-except ImportError:
-    import common  # type: ignore[no-redef]
-
+import pruning
 import search_spaces
+from benchmarks import common
 from pruning.measure import count_macs, fp32_mib, measure_latency, prunable_params
 from pruning.regression import RegressionConfig
-
-sp = importlib.import_module("pruning.sparsify")
 
 FAMILIES = ["vgg16_cifar", "resnet18_cifar"]
 
@@ -59,21 +53,21 @@ def rounded(spec: search_spaces.ArchSpec, multiple: int) -> search_spaces.ArchSp
 
 def sparsified(family: str, dev: torch.device, args: Any) -> tuple[nn.Module, dict[str, Any]]:
     """A pruned model from a real sparsify pass on a small calibration set."""
-    from vgg_pass import TensorBatches, calibration_images  # type: ignore[import-not-found]
+    from benchmarks.vgg_pass import TensorBatches, calibration_images
 
     torch.manual_seed(args.seed)
     model = search_spaces.build(search_spaces.default_spec(family)).to(dev)
     x, what, _ = calibration_images(args.calib_images, dev, random=False, seed=args.seed)
     calib = TensorBatches(x, 256, common.Timer(dev))
-    sp.recalibrate_batchnorm(model, calib, device=dev)  # untrained: make BN stats realistic
+    pruning.recalibrate_batchnorm(model, calib, device=dev)  # untrained: make BN stats realistic
     model.eval()
-    cfg = sp.SparsifyConfig(regression=RegressionConfig(eps_L2=args.eps_l2),
+    cfg = pruning.SparsifyConfig(regression=RegressionConfig(eps_L2=args.eps_l2),
                             calib_positions_per_image=args.positions, progress=False,
                             seed=args.seed)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # T < d on the deep layers: expected
-        res = sp.sparsify(model, calib, cfg)
+        res = pruning.sparsify(model, calib, cfg)
     info = {"pruned_source": f"pruning.sparsify pass (eps_L2={args.eps_l2}, "
                              f"{args.calib_images} images x {args.positions} positions of {what}"
                              "; untrained network, BN recalibrated)",

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Why LeNet-5 pruning under- or over-performs: cheap ablations around benchmarks/lenet_mnist.py.
+"""Why LeNet-5 pruning under- or over-performs: cheap ablations around benchmarks.lenet_mnist.
 
-Runs on the cached pre-trained checkpoints of ``lenet_mnist.py`` (run that first) and
+Runs on the cached pre-trained checkpoints of ``benchmarks.lenet_mnist`` (run that first) and
 measures, mostly right after pruning (no fine-tuning, so each point costs seconds):
 
 - ``sign``: entropy sign and size, eps_E in {+0.1 .. -0.03} x eps_L2 in {0.01, 0.03, 0.3};
@@ -25,7 +25,7 @@ saved after every row; a rerun skips rows already there.
 
 Usage::
 
-    .venv/bin/python benchmarks/lenet_diagnostics.py [--seeds 0 1 2] [--parts sign calib ...]
+    .venv/bin/python -m benchmarks.lenet_diagnostics [--seeds 0 1 2] [--parts sign calib ...]
 """
 
 from __future__ import annotations
@@ -36,18 +36,18 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import lenet_mnist as LM  # noqa: E402
+from benchmarks import lenet_mnist as LM  # noqa: E402
+from nas.jsonio import clean  # noqa: E402
+
+ROOT = LM.ROOT
 
 PARTS = ("sign", "calib", "solver", "refit", "layer_scale", "budget", "dead", "select", "extreme",
          "order", "fc1_scale")
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     data["title"] = "LeNet-5 / MNIST diagnostics: entropy sign, calibration, solver, refit, eps transfer"
     data["benchmark"] = "lenet_diagnostics"
     data["env"] = LM.env_header(1, 1)
-    data["command"] = ".venv/bin/python benchmarks/lenet_diagnostics.py " + " ".join(
+    data["command"] = ".venv/bin/python -m benchmarks.lenet_diagnostics " + " ".join(
         sys.argv[1:] if argv is None else argv)
     seeds = [s for s in args.seeds if LM._ckpt_exists(_settings(), s)]
     t_start = time.perf_counter()
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             r = fn(*a, **kw)
             r["seconds_total"] = time.perf_counter() - t0
-            rows[key] = LM._clean(r)
+            rows[key] = clean(r)
             data["rows"] = rows
             LM.write_json_atomic(args.out, data)
             print(f"{key}: {w(rows[key])} sp {100 * r['sparsity']:.1f} % pruned "
@@ -268,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         xs = [x for x in xs if x is not None]
         return sum(xs) / len(xs) if xs else math.nan
 
-    def ms(xs: list[float], scale: float = 1.0, d: int = 2) -> str:
-        xs = [x * scale for x in xs if x is not None]
+    def ms(values: Sequence[float | None], scale: float = 1.0, d: int = 2) -> str:
+        xs = [x * scale for x in values if x is not None]
         if not xs:
             return "–"
         m = sum(xs) / len(xs)
@@ -287,11 +287,11 @@ def main(argv: list[str] | None = None) -> int:
         eps_Es = (0.1, 0.03, 0.01, 1e-3, 0.0, -1e-3, -3e-3, -1e-2, -3e-2)
         eps_L2s = (0.01, 0.03, 0.3)
         trows = []
-        for e in eps_Es:
+        for eps_e in eps_Es:
             for l2 in eps_L2s:
-                rs = [run(f"sign/s{s}/E{e:g}/L{l2:g}", prune_eval, s, eps_E=e, eps_L2=l2)
+                rs = [run(f"sign/s{s}/E{eps_e:g}/L{l2:g}", prune_eval, s, eps_E=eps_e, eps_L2=l2)
                       for s in seeds]
-                trows.append([f"{e:g}", f"{l2:g}", " ".join(sorted({w(r) for r in rs})),
+                trows.append([f"{eps_e:g}", f"{l2:g}", " ".join(sorted({w(r) for r in rs})),
                               ms([r["sparsity"] for r in rs], 100, 1), ms([r["acc_pruned"] for r in rs]),
                               ms(dacc(rs), 1, 2), sum(bool(r["gap_flags"]) for r in rs),
                               sum(bool(r["not_converged"]) for r in rs),
@@ -304,10 +304,10 @@ def main(argv: list[str] | None = None) -> int:
                                    "min gap"], "rows": trows})
         # computed notes
         by = {}
-        for e in eps_Es:
+        for eps_e in eps_Es:
             for l2 in eps_L2s:
-                rs = [rows[f"sign/s{s}/E{e:g}/L{l2:g}"] for s in seeds]
-                by[(e, l2)] = (mean([r["sparsity"] for r in rs]), mean([r["acc_pruned"] for r in rs]),
+                rs = [rows[f"sign/s{s}/E{eps_e:g}/L{l2:g}"] for s in seeds]
+                by[(eps_e, l2)] = (mean([r["sparsity"] for r in rs]), mean([r["acc_pruned"] for r in rs]),
                                sum(bool(r["gap_flags"]) for r in rs))
         pos = [(e, l2) for (e, l2), v in by.items() if e >= 0.03]
         if pos:
@@ -348,23 +348,24 @@ def main(argv: list[str] | None = None) -> int:
                                    "fc1 rel err held-out", "fc2 rel err held-out", "sparsify s"],
                        "rows": trows})
         for l2 in (0.03, 0.3):
-            a = mean([rows[f"calib/s{s}/n2048/L{l2:g}"]["acc_pruned"] for s in seeds])
-            b = mean([rows[f"calib/s{s}/n16384/L{l2:g}"]["acc_pruned"] for s in seeds])
+            acc_2k = mean([rows[f"calib/s{s}/n2048/L{l2:g}"]["acc_pruned"] for s in seeds])
+            acc_16k = mean([rows[f"calib/s{s}/n16384/L{l2:g}"]["acc_pruned"] for s in seeds])
             sa = mean([rows[f"calib/s{s}/n2048/L{l2:g}"]["sparsity"] for s in seeds])
             sb = mean([rows[f"calib/s{s}/n16384/L{l2:g}"]["sparsity"] for s in seeds])
             notes.append(_tag(part) + f"calibration (eps_L2={l2:g}): 2,048 -> 16,384 images changes the "
-                         f"accuracy right after pruning from {a:.2f} % to {b:.2f} % and the "
+                         f"accuracy right after pruning from {acc_2k:.2f} % to {acc_16k:.2f} % and the "
                          f"sparsity from {100 * sa:.1f} % to {100 * sb:.1f} % (mean over seeds).")
 
     # ---------------------------------------------------------------- solver convergence
     if "solver" in args.parts:
         part = "solver"
         trows = []
-        variants = [("envelope (default)", {}),
-                    ("envelope tol 1e-10, 3 restarts", {"tol": 1e-10, "restarts": 3}),
-                    ("alternating, cap 500", {"solver": "alternating"})]
+        solvers: list[tuple[str, dict[str, Any]]] = [
+            ("envelope (default)", {}),
+            ("envelope tol 1e-10, 3 restarts", {"tol": 1e-10, "restarts": 3}),
+            ("alternating, cap 500", {"solver": "alternating"})]
         for l2 in (0.03, 0.3):
-            for name, reg in variants:
+            for name, reg in solvers:
                 # the alternating solver is 100-1000x slower (section 6): seed 0 only
                 use = seeds[:1] if reg.get("solver") == "alternating" else seeds
                 rs = [run(f"solver/s{s}/{name}/L{l2:g}", prune_eval, s, eps_E=-1e-3, eps_L2=l2,
@@ -384,9 +385,10 @@ def main(argv: list[str] | None = None) -> int:
     if "refit" in args.parts:
         part = "refit"
         trows = []
-        variants = [("lstsq refit, X pruned / Y original (default)", {}, {}),
-                    ("shrunk Lambda D(w), no refit", {"refit": "shrunk"}, {}),
-                    ("lstsq refit, X and Y original", {}, {"target_source": "original"})]
+        variants: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+            ("lstsq refit, X pruned / Y original (default)", {}, {}),
+            ("shrunk Lambda D(w), no refit", {"refit": "shrunk"}, {}),
+            ("lstsq refit, X and Y original", {}, {"target_source": "original"})]
         for l2 in (0.01, 0.03, 0.3):
             for name, reg, cfg in variants:
                 rs = [run(f"refit/s{s}/{name}/L{l2:g}", prune_eval, s, eps_E=-1e-3, eps_L2=l2,

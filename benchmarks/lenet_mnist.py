@@ -28,8 +28,8 @@ processes (default 2), each with one torch thread.
 
 Usage::
 
-    .venv/bin/python benchmarks/lenet_mnist.py --seeds 0 1 2
-    .venv/bin/python benchmarks/lenet_mnist.py --quick          # 1 seed, reduced grid, capped epochs
+    .venv/bin/python -m benchmarks.lenet_mnist --seeds 0 1 2
+    .venv/bin/python -m benchmarks.lenet_mnist --quick   # 1 seed, reduced grid, capped epochs
 """
 
 from __future__ import annotations
@@ -49,17 +49,19 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 import torch  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+from nas.jsonio import clean, write_json  # noqa: E402
+
+ROOT = common.ROOT
 
 EPS_E_GRID = (0.0, -1e-3)
 EPS_L2_GRID = (1e-3, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -110,15 +112,8 @@ def _git(*args: str) -> str:
 
 
 def env_header(threads: int, jobs: int) -> dict[str, Any]:
-    """Device, threads, versions, commit (benchmarks/common.py when a colleague provides it)."""
-    common_env: dict[str, Any] = {}
-    try:
-        from benchmarks import common  # type: ignore
-
-        if hasattr(common, "env_header"):
-            common_env = dict(common.env_header("cpu"))  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001
-        pass
+    """Device, threads, versions, commit (``common.env_header`` plus the worker layout)."""
+    common_env = dict(common.env_header("cpu"))
     from importlib import metadata
 
     versions = {"python": platform.python_version(), "torch": torch.__version__}
@@ -151,32 +146,10 @@ def env_header(threads: int, jobs: int) -> dict[str, Any]:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, allow_nan=False, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    write_json(path, data, indent=1)
 
 
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    return str(obj)
-
-
-def _clean(obj: Any) -> Any:
-    """Non-finite floats -> None (strict JSON)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
-
-
-def widths_key(widths: dict[str, int]) -> str:
+def widths_key(widths: Mapping[str, int]) -> str:
     return "-".join(str(widths[k]) for k in ("conv1", "conv2", "fc1", "fc2"))
 
 
@@ -490,7 +463,7 @@ def run_task(settings: dict[str, Any], task: dict[str, Any]) -> dict[str, Any]:
     row["seconds_total"] = time.perf_counter() - t0
     row["finished"] = _now()
     row["worker_pid"] = os.getpid()
-    return _clean(row)
+    return clean(row)
 
 
 # ------------------------------------------------------------------ scheduler (main process)
@@ -529,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds = args.seeds[:1] if args.seeds != [0, 1, 2] else [0]
         eps_E = args.eps_E or list(QUICK_EPS_E)
         eps_L2 = args.eps_L2 or list(QUICK_EPS_L2)
-        out = args.out or ROOT / "benchmarks/results/lenet_mnist_quick.json"
+        out = args.out or common.default_out("lenet_mnist", quick=True)
     else:
         seeds = args.seeds
         eps_E = args.eps_E or list(EPS_E_GRID)
@@ -555,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = data.get("rows", [])
     done = {r["key"]: r for r in rows}
     run_info = {"started": _now(), "argv": sys.argv[1:] if argv is None else argv,
-                "command": " ".join([".venv/bin/python", "benchmarks/lenet_mnist.py",
+                "command": " ".join([".venv/bin/python", "-m", "benchmarks.lenet_mnist",
                                      *(sys.argv[1:] if argv is None else argv)]),
                 "seeds": seeds, "eps_E": eps_E, "eps_L2": eps_L2,
                 "rows_before": len(rows), "processes": args.jobs,
@@ -710,7 +683,7 @@ def auto_notes(rows: list[dict[str, Any]]) -> list[str]:
         notes.append(f"calibration: {name} was fitted on T={t} samples for d={d} features "
                      f"(T < 10 d, section 6 asks T >= 10 d): linear layers get one sample per "
                      f"calibration image, so 2,048 images (minus the 10 % held out) are too few")
-    by = {}
+    by: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
     for r in ent:
         by.setdefault((r["seed"], r["eps_E"]), []).append(r)
     for (seed, e), rs in sorted(by.items()):

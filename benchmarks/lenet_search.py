@@ -8,7 +8,7 @@ validation accuracy only), then:
 
 1. TEST accuracy of every Pareto-front trial, from its fine-tuned checkpoint
    (``attrs["checkpoint"]``); test is used for reporting, never to select;
-2. the comparison with the grid of ``benchmarks/lenet_mnist.py``
+2. the comparison with the grid of ``benchmarks.lenet_mnist``
    (``benchmarks/results/lenet_mnist.json``, rows of kind ``entropic``): on (MACs, test
    accuracy after 1 fine-tune epoch), which grid points a front point dominates and which
    front points a grid point dominates (plus the same on validation accuracy, where every
@@ -22,8 +22,8 @@ search and recomputes 1-3 from the stored study (e.g. once the grid benchmark ha
 
 Usage::
 
-    nice -n 10 .venv/bin/python benchmarks/lenet_search.py --trials 40
-    .venv/bin/python benchmarks/lenet_search.py --analyze-only
+    nice -n 10 .venv/bin/python -m benchmarks.lenet_search --trials 40
+    .venv/bin/python -m benchmarks.lenet_search --analyze-only
 """
 
 from __future__ import annotations
@@ -41,13 +41,12 @@ from typing import Any
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 import torch  # noqa: E402
 
 from benchmarks import common  # noqa: E402
+from nas.jsonio import write_json  # noqa: E402
+
+ROOT = common.ROOT
 
 CONFIG = ROOT / "configs" / "lenet_mnist.yaml"
 WIDTH_KEYS = ("conv1", "conv2", "fc1", "fc2")
@@ -190,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     out: dict[str, Any] = {
         "benchmark": "lenet_search",
         "title": "LeNet-5 / MNIST: searched Pareto front vs the hand-picked eps grid",
-        "command": " ".join([".venv/bin/python", "benchmarks/lenet_search.py", *sys.argv[1:]]),
+        "command": " ".join([".venv/bin/python", "-m", "benchmarks.lenet_search", *sys.argv[1:]]),
         "environment": env,
         "protocol": protocol(cfg, args, population),
         "complete": False,
@@ -226,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
     out["environment"]["load_average_end"] = common.load_average()
     out["complete"] = True
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(common._clean(out), indent=1) + "\n")
+    write_json(args.out, out, indent=1)
     common.console_print(f"wrote {args.out}")
     return 0
 

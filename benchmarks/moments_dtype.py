@@ -2,24 +2,20 @@
 
 ``SparsifyConfig.moments_dtype`` sets the dtype of each calibration batch's products
 X^T X and Y^T X (means and the accumulation over batches stay float64). This runs the
-entropic pass on the pre-trained LeNet-5 checkpoints of ``benchmarks/lenet_mnist.py`` (run
+entropic pass on the pre-trained LeNet-5 checkpoints of ``benchmarks.lenet_mnist`` (run
 that first) at eps_E = -1e-3 and four eps_L2 values with both dtypes and records widths,
 accuracy right after pruning and the held-out reconstruction error of the last layer.
-The speed side is ``benchmarks/vgg_pass.py --moments-dtype float32``.
+The speed side is ``python -m benchmarks.vgg_pass --moments-dtype float32``.
 
-    .venv/bin/python benchmarks/moments_dtype.py [--seeds 0 1 2]
+    .venv/bin/python -m benchmarks.moments_dtype [--seeds 0 1 2]
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import common  # noqa: E402
-import lenet_diagnostics as D  # noqa: E402
+from benchmarks import common
+from benchmarks import lenet_diagnostics as D
 
 
 def main() -> int:
@@ -30,7 +26,7 @@ def main() -> int:
     args = p.parse_args()
     _, env = common.setup(args)
     out = common.ResultWriter(args.out, "moments_dtype", env, {
-        "model": "lenet5 (benchmarks/lenet_mnist.py checkpoints)", "eps_E": -1e-3,
+        "model": "lenet5 (benchmarks.lenet_mnist checkpoints)", "eps_E": -1e-3,
         "eps_L2": args.eps_l2, "seeds": args.seeds, "calib_images": 2048})
     same = 0
     shown = []

@@ -10,9 +10,11 @@ planted set of C/4 useful channels that alone generate Y (plus 10 % noise). For 
 Reported per cell: moment accumulation seconds (should grow linearly in T), solve seconds
 (should not depend on T: the solver touches only d x d moments), iterations, objective
 evaluations (one Cholesky of the active d x d system each), seconds per iteration and per
-evaluation, refit seconds, and whether the planted channels were recovered.
+evaluation, refit seconds, and whether the planted channels were recovered. The solve, the
+refit and the evaluations are timed / counted through the engine's phase hook
+(:mod:`pruning.phases`).
 
-    .venv/bin/python benchmarks/solver_cost.py [--quick] [--out benchmarks/results/solver_cost.json]
+    .venv/bin/python -m benchmarks.solver_cost [--quick] [--out benchmarks/results/solver_cost.json]
 """
 
 from __future__ import annotations
@@ -23,12 +25,8 @@ from typing import Any
 
 import torch
 
-try:
-    from benchmarks import common
-except ImportError:  # run as a script: benchmarks/ is on sys.path, the repo root is not yet
-    import common  # type: ignore[no-redef]
-
-from pruning import regression as reg
+from benchmarks import common
+from pruning import phases
 from pruning.moments import Moments
 from pruning.regression import RegressionConfig, entropic_regression
 
@@ -73,35 +71,6 @@ class PlantedLayer:
         return X, Y
 
 
-class _Counters:
-    """Counts and times the solver's objective evaluations (each one Cholesky)."""
-
-    def __init__(self, timer: common.Timer) -> None:
-        self.timer = timer
-        self.evaluations = 0
-        self._orig_eval = reg._evaluate
-        self._orig_refit = reg.refit
-
-    def __enter__(self) -> _Counters:
-        orig_eval, orig_refit = self._orig_eval, self._orig_refit
-
-        def counted(*a: Any, **kw: Any) -> Any:
-            self.evaluations += 1
-            return orig_eval(*a, **kw)
-
-        def timed_refit(*a: Any, **kw: Any) -> Any:
-            with self.timer("refit"):
-                return orig_refit(*a, **kw)
-
-        reg._evaluate = counted  # type: ignore[assignment]
-        reg.refit = timed_refit  # type: ignore[assignment]
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        reg._evaluate = self._orig_eval  # type: ignore[assignment]
-        reg.refit = self._orig_refit  # type: ignore[assignment]
-
-
 def run_cell(C: int, t_factor: int, dev: torch.device, cfg: RegressionConfig,
              seed: int) -> dict[str, Any]:
     layer = PlantedLayer(C, seed=seed, device=dev)
@@ -117,8 +86,11 @@ def run_cell(C: int, t_factor: int, dev: torch.device, cfg: RegressionConfig,
             mom.update(X, Y)
         done += n
     del X, Y
-    with _Counters(timer) as cnt, timer("solve_total"):
+    with phases.listen(common.PhaseTimer(dev)) as ph:
         res = entropic_regression(mom, cfg)
+    timer.totals["solve_total"] = ph.totals["solve"]
+    timer.totals["refit"] = ph.totals.get("refit", 0.0)
+    evaluations = ph.counts.get("solve.evaluate", 0)
     keep = set(res.keep.cpu().tolist())
     useful = set(layer.useful.tolist())
     hit = len(keep & useful)
@@ -132,9 +104,9 @@ def run_cell(C: int, t_factor: int, dev: torch.device, cfg: RegressionConfig,
         "refit_s": timer.totals.get("refit", 0.0),
         "solve_total_s": timer.totals["solve_total"],
         "iterations": res.iterations,
-        "evaluations": cnt.evaluations,
+        "evaluations": evaluations,
         "s_per_iteration": solve_only / max(res.iterations, 1),
-        "s_per_evaluation": solve_only / max(cnt.evaluations, 1),
+        "s_per_evaluation": solve_only / max(evaluations, 1),
         "converged": res.converged,
         "num_active_end": res.num_active,
         "kept": len(keep),

@@ -7,20 +7,19 @@ random images. The images are decoded once into one tensor on the device before 
 (decoding is timed separately): the engine iterates its loader once per layer, so a JPEG
 loader would pay the decoding 15 times.
 
-Each engine step is timed by wrapping the functions ``pruning.sparsify`` calls (nothing in
-``pruning`` is modified): forward passes (X from the pruned net, Y from the original),
+Each engine step is timed through the engine's public phase hook (:mod:`pruning.phases`,
+see ``common.PhaseTimer``): forward passes (X from the pruned net, Y from the original),
 patch extraction, moment accumulation, the solve (objective evaluations counted), the
 refit, the surgery, the report's reconstruction errors; plus graph building, BatchNorm
 recalibration and the MAC counts. Targets: < 300 s on a CPU, < 20 s on a GPU.
 
-    .venv/bin/python benchmarks/vgg_pass.py [--quick] [--checkpoint runs/x/best]
+    .venv/bin/python -m benchmarks.vgg_pass [--quick] [--checkpoint runs/x/best]
         [--out benchmarks/results/vgg_pass.json]
 """
 
 from __future__ import annotations
 
 import cProfile
-import importlib
 import io
 import pstats
 import subprocess
@@ -31,18 +30,11 @@ from typing import Any
 
 import torch
 
-try:
-    from benchmarks import common
-except ImportError:
-    import common  # type: ignore[no-redef]
-
+import pruning
 import search_spaces
-from pruning import regression as reg
-from pruning.moments import Moments
+from benchmarks import common
+from pruning import phases
 from pruning.regression import RegressionConfig
-
-# the module, not the function `pruning.sparsify` that the package re-exports
-sp = importlib.import_module("pruning.sparsify")
 
 CIFAR_TAR = Path("/work/shared/data/cifar10-jpeg.tar.gz")
 CIFAR_CACHE = Path("/tmp/cifar_cache")
@@ -115,105 +107,29 @@ def accuracy(model: torch.nn.Module, data: tuple[torch.Tensor, torch.Tensor]) ->
     return right / x.shape[0]
 
 
-# ---------------------------------------------------------------------- instrumentation
+# ---------------------------------------------------------------------- phases
 
 
-class EngineProfiler:
-    """Times each step of ``pruning.sparsify`` per layer by wrapping the functions it calls.
-
-    The wrappers are installed in the ``pruning.sparsify`` / ``pruning.regression``
-    namespaces (and on ``Moments.update``) for the duration of a ``with`` block only.
-    """
-
-    def __init__(self, dev: torch.device, on_layer: Any) -> None:
-        self.timer = common.Timer(dev)
-        self.layer: dict[str, float] | None = None
-        self.evaluations = 0
-        self.on_layer = on_layer
-        self.glob = common.Timer(dev)
-        self._saved: list[tuple[Any, str, Any]] = []
-
-    def _patch(self, owner: Any, name: str, new: Any) -> None:
-        self._saved.append((owner, name, getattr(owner, name)))
-        setattr(owner, name, new)
-
-    def _timed(self, owner: Any, name: str, key: str | Any) -> None:
-        orig = getattr(owner, name)
-
-        def wrapper(*a: Any, **kw: Any) -> Any:
-            k = key(*a, **kw) if callable(key) else key
-            with self.timer(k):
-                return orig(*a, **kw)
-
-        self._patch(owner, name, wrapper)
-
-    def _timed_global(self, owner: Any, name: str, key: str) -> None:
-        orig = getattr(owner, name)
-
-        def wrapper(*a: Any, **kw: Any) -> Any:
-            with self.glob(key):
-                return orig(*a, **kw)
-
-        self._patch(owner, name, wrapper)
-
-    def __enter__(self) -> EngineProfiler:
-        self._timed(sp, "_capture",
-                    lambda *a, **kw: "forward_x" if kw.get("want") == "input" else "forward_y")
-        self._timed(sp.PrunedActivations, "inputs", "forward_x")
-        self._timed(sp.ReferenceOutputs, "__init__", "forward_y")
-        self._timed(sp, "conv_patches", "patches")
-        self._timed(sp, "gather_outputs", "patches")
-        self._timed(sp, "_check_finite", "checks")
-        self._timed(Moments, "update", "moments")
-        self._timed(sp._Engine, "collect", "collect_total")
-        self._timed(sp, "entropic_regression", "solve_total")
-        self._timed(reg, "refit", "refit")
-        self._timed(sp, "remove_input_channels", "surgery")
-        self._timed(sp, "set_consumer_parameters", "surgery")
-        self._timed(sp, "reconstruction_error", "report")
-        self._timed_global(sp._Engine, "__init__", "setup_graph")
-        self._timed_global(sp, "recalibrate_batchnorm", "bn_recalibration")
-        self._timed_global(sp, "_measure", "measure_macs")
-
-        orig_eval = reg._evaluate
-
-        def counted(*a: Any, **kw: Any) -> Any:
-            self.evaluations += 1
-            return orig_eval(*a, **kw)
-
-        self._patch(reg, "_evaluate", counted)
-
-        orig_unit = sp._process_unit
-
-        def unit(engine: Any, unit_: list[Any], unit_id: int, *a: Any, **kw: Any) -> Any:
-            self.timer.totals = {}
-            self.evaluations = 0
-            t0 = time.perf_counter()
-            reports = orig_unit(engine, unit_, unit_id, *a, **kw)
-            if engine.device.type == "cuda":
-                torch.cuda.synchronize(engine.device)
-            wall = time.perf_counter() - t0
-            self.on_layer(reports, self.layer_phases(wall), self.evaluations)
-            return reports
-
-        self._patch(sp, "_process_unit", unit)
-        return self
-
-    def layer_phases(self, wall: float) -> dict[str, float]:
-        t = dict(self.timer.totals)
-        out = {k: t.get(k, 0.0) for k in ["forward_x", "forward_y", "patches", "moments",
-                                          "checks", "refit", "surgery", "report"]}
-        out["collect_other"] = max(0.0, t.get("collect_total", 0.0) - sum(
-            t.get(k, 0.0) for k in ["forward_x", "forward_y", "patches", "moments", "checks"]))
-        out["solve"] = max(0.0, t.get("solve_total", 0.0) - t.get("refit", 0.0))
-        out["other"] = max(0.0, wall - sum(out.values()))
-        out["total"] = wall
-        return out
-
-    def __exit__(self, *exc: Any) -> None:
-        for owner, name, orig in reversed(self._saved):
-            setattr(owner, name, orig)
-        self._saved.clear()
+def layer_phases(unit: dict[str, float]) -> dict[str, float]:
+    """The row's ``seconds``: one unit's phase times (``common.PhaseTimer.units``) split into
+    disjoint parts. ``forward_x`` / ``forward_y`` / ``patches`` / ``moments`` / ``checks`` are
+    the phases directly inside ``collect`` (``forward_y`` of the first unit is the reference
+    pass that fills the caches) and ``collect_other`` the rest of it; ``solve`` is the solver
+    without its ``refit``; ``report`` the layer report's reconstruction errors; ``other``
+    what the named phases leave of the unit."""
+    out = {"forward_x": unit.get("collect>forward.input", 0.0),
+           "forward_y": unit.get("collect>forward.output", 0.0)}
+    out |= {k: unit.get(f"collect>{k}", 0.0) for k in ["patches", "moments", "checks"]}
+    out["refit"] = unit.get("solve>refit", 0.0)
+    out["surgery"] = unit.get("unit>surgery", 0.0)
+    out["report"] = unit.get("unit>report", 0.0)
+    out["collect_other"] = max(0.0, unit.get("collect", 0.0) - sum(
+        out[k] for k in ["forward_x", "forward_y", "patches", "moments", "checks"]))
+    out["solve"] = max(0.0, unit.get("unit>solve", 0.0) - out["refit"])
+    wall = unit.get("unit", 0.0)
+    out["other"] = max(0.0, wall - sum(out.values()))
+    out["total"] = wall
+    return out
 
 
 # ---------------------------------------------------------------------- main
@@ -237,7 +153,7 @@ def main() -> None:
                    help="SparsifyConfig(cache_activations=False): the per-layer forward passes "
                         "(the engine before the activation caches)")
     p.add_argument("--moments-dtype", choices=["float64", "float32"],
-                   default=sp.SparsifyConfig.moments_dtype,
+                   default=pruning.SparsifyConfig.moments_dtype,
                    help="SparsifyConfig.moments_dtype (per-batch products)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -259,10 +175,10 @@ def main() -> None:
     if not args.checkpoint:
         # An untrained net's BN running stats are (0, 1); calibrate them so that the
         # activations the regression sees are in a realistic range.
-        sp.recalibrate_batchnorm(model, calib, device=dev)
+        pruning.recalibrate_batchnorm(model, calib, device=dev)
     model.eval()
 
-    cfg = sp.SparsifyConfig(
+    cfg = pruning.SparsifyConfig(
         regression=RegressionConfig(eps_L2=args.eps_l2, eps_E=args.eps_e),
         calib_positions_per_image=args.positions, progress=False, seed=args.seed,
         layers=args.layers, cache_activations=not args.no_cache,
@@ -278,42 +194,38 @@ def main() -> None:
     })
     common.console_print(f"model: {weights}\ndata: {data_desc} (decoded in {data_s:.1f} s)")
 
-    shown: list[list[Any]] = []
-
-    def on_layer(reports: list[Any], phases: dict[str, float], evaluations: int) -> None:
-        for r in reports:
-            row = {
-                "layer": r.layer, "kept": r.kept, "total": r.total, "features_d": r.features,
-                "samples_T": r.samples, "iterations": r.iterations, "evaluations": evaluations,
-                "converged": r.converged, "gap": r.gap, "rel_error_heldout": r.rel_error_heldout,
-                "skipped": r.skipped_reason, "seconds": phases,
-            }
-            out.add_row(row)
-            fwd = phases["forward_x"] + phases["forward_y"]
-            shown.append([r.layer, f"{r.kept}/{r.total}", r.features, r.samples, fwd,
-                          phases["patches"], phases["moments"], phases["solve"], r.iterations,
-                          evaluations, phases["refit"], phases["surgery"], phases["report"],
-                          phases["total"], out.data["rows"][-1]["load_average"][0]])
-            common.console_print(
-                f"{r.layer}: kept {r.kept}/{r.total} d={r.features} T={r.samples} | fwd "
-                f"{fwd:.1f} s, patches {phases['patches']:.1f}, moments {phases['moments']:.1f}"
-                f", solve {phases['solve']:.1f} ({r.iterations} it, {evaluations} evals), refit "
-                f"{phases['refit']:.1f}, surgery {phases['surgery']:.2f}, report "
-                f"{phases['report']:.2f} | total {phases['total']:.1f} s | load "
-                f"{common.load_average()}")
-
     prof = cProfile.Profile() if args.profile else None
-    with EngineProfiler(dev, on_layer) as eng:
+    with phases.listen(common.PhaseTimer(dev)) as timer:
         common.sync(dev)
         t0 = time.perf_counter()
         if prof:
             prof.enable()
-        result = sp.sparsify(model, calib, cfg)
+        result = pruning.sparsify(model, calib, cfg)
         if prof:
             prof.disable()
         common.sync(dev)
         total = time.perf_counter() - t0
-    glob = eng.glob.totals
+    glob = timer.totals
+
+    shown: list[list[Any]] = []
+    reports = iter(result.report)
+    for unit, counts in zip(timer.units, timer.unit_counts, strict=True):
+        first = next(reports)
+        evaluations = counts.get("solve.evaluate", 0)
+        ph = layer_phases(unit)
+        for r in [first] + [next(reports) for _ in first.coupled_with]:
+            row = {
+                "layer": r.layer, "kept": r.kept, "total": r.total, "features_d": r.features,
+                "samples_T": r.samples, "iterations": r.iterations, "evaluations": evaluations,
+                "converged": r.converged, "gap": r.gap, "rel_error_heldout": r.rel_error_heldout,
+                "skipped": r.skipped_reason, "seconds": ph,
+            }
+            out.add_row(row)
+            fwd = ph["forward_x"] + ph["forward_y"]
+            shown.append([r.layer, f"{r.kept}/{r.total}", r.features, r.samples, fwd,
+                          ph["patches"], ph["moments"], ph["solve"], r.iterations,
+                          evaluations, ph["refit"], ph["surgery"], ph["report"],
+                          ph["total"], out.data["rows"][-1]["load_average"][0]])
 
     sums = {k: sum(r["seconds"].get(k, 0.0) for r in out.data["rows"])
             for k in PHASES + ["other", "total"]}
@@ -323,9 +235,9 @@ def main() -> None:
         "target_met": total < TARGET_S.get(dev.type, float("inf")),
         "loader_passes": calib.passes,
         "layers_s": sums,
-        "setup_graph_s": glob.get("setup_graph", 0.0),
+        "setup_graph_s": glob.get("setup", 0.0),
         "bn_recalibration_s": glob.get("bn_recalibration", 0.0),
-        "measure_macs_s": glob.get("measure_macs", 0.0),
+        "measure_macs_s": glob.get("measure", 0.0),
         "before": result.before, "after": result.after,
         "param_sparsity": 1 - result.after["prunable_params"] / result.before["prunable_params"]
         if "prunable_params" in result.after else None,

@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,12 +20,14 @@ from typing import Any, Literal
 
 import numpy as np
 
+from nas.jsonio import write_json
 from nas.search_types import Objective, TrialRecord
 
 __all__ = [
     "TrialRecord",
     "front_records",
     "knee_point",
+    "load_front",
     "load_records",
     "pareto_front",
     "pareto_ranks",
@@ -172,6 +173,18 @@ def _load_study(storage: Any, study_name: str) -> Any:
         ) from None
 
 
+def load_front(storage: Any, study_name: str) -> list[TrialRecord]:
+    """The Pareto-front trials of a stored study, best first objective first
+    (:func:`load_records` + :func:`front_records`; ``storage`` as there)."""
+    study = _load_study(storage, study_name)
+    objectives = load_study_objectives(study)
+    from nas.backends.optuna import trial_record
+
+    names = [o.name for o in objectives]
+    records = [trial_record(t, names) for t in study.get_trials(deepcopy=False)]
+    return front_records(records, objectives)
+
+
 def front_records(records: Sequence[TrialRecord], objectives: Sequence[Objective]
                   ) -> list[TrialRecord]:
     """The COMPLETE records on the Pareto front, sorted by the first objective (best first)."""
@@ -269,17 +282,6 @@ def _write_csv(records: Sequence[TrialRecord], objectives: Sequence[Objective],
     return path
 
 
-def _clean(value: Any) -> Any:
-    """JSON without NaN/inf (-> null)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
 def _knee_number(records: Sequence[TrialRecord], objectives: Sequence[Objective]) -> int | None:
     done = [r for r in records if r.state == "COMPLETE" and r.values]
     if not done:
@@ -301,8 +303,7 @@ def _write_json(records: Sequence[TrialRecord], objectives: Sequence[Objective],
         ],
         "baselines": baselines,
     }
-    path.write_text(json.dumps(_clean(data), indent=2, default=str) + "\n")
-    return path
+    return write_json(path, data)
 
 
 def plot_axes(objectives: Sequence[Objective]) -> tuple[Objective, Objective]:

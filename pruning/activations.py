@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from pruning.moments import PatchIndex, feature_columns, gather_outputs, sample_positions
+from pruning.phases import timed
 
 __all__ = [
     "CalibrationBatches",
@@ -131,6 +132,7 @@ class ReferenceOutputs:
         check: Called with (name, tensor, batch) on every captured output (NaN checks).
     """
 
+    @timed("forward.output")
     def __init__(
         self,
         reference: nn.Module,
@@ -287,6 +289,7 @@ class PrunedActivations:
             obj = getattr(obj, part)
         return obj
 
+    @timed("forward.input")
     def inputs(self, consumers: Sequence[str], b: int, x: Tensor) -> list[Tensor]:
         """Input activations of ``consumers`` for batch ``b`` (whose input is ``x``)."""
         import torch.fx as fx

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pruning.phases import timed
+
 __all__ = [
     "Moments",
     "PatchIndex",
@@ -158,6 +160,7 @@ class Moments:
         """Device of the accumulators (None before the first batch if not given)."""
         return self._device
 
+    @timed("moments")
     def update(self, X: Tensor, Y: Tensor) -> Moments:
         """Add a batch of samples.
 
@@ -497,6 +500,7 @@ def sample_positions(
     return PatchIndex(images=images, positions=positions, out_hw=(ho, wo))
 
 
+@timed("patches")
 def conv_patches(
     x: Tensor,
     conv: nn.Conv2d,
@@ -576,6 +580,7 @@ def conv_patches(
     return patches, PatchIndex(images=images, positions=positions, out_hw=(ho, wo))
 
 
+@timed("patches")
 def gather_outputs(y: Tensor, index: PatchIndex) -> Tensor:
     """Pick a layer's outputs at the positions sampled by ``conv_patches``.
 

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from pruning.moments import Moments, feature_columns
+from pruning.phases import timed
 
 __all__ = [
     "RegressionConfig",
@@ -295,6 +296,7 @@ def _entropy_term(eps_E: float, w: Tensor, logw: Tensor) -> float:
     return eps_E * float((w * logw).sum())
 
 
+@timed("solve.evaluate")
 def _evaluate(act: _Active, w: Tensor, logw: Tensor) -> _Eval:
     """F(w) = min_Lambda L: ridge Lambda-step in closed form on the active set."""
     prob = act.prob
@@ -631,6 +633,7 @@ def select_channels(w: Tensor, *, tau: float, top_k: int | None, min_channels: i
     return torch.sort(keep).values
 
 
+@timed("refit")
 def refit(moments: Moments, keep: Tensor, *, ridge: float) -> tuple[Tensor, Tensor]:
     """Least-squares weights and bias of the outputs on the kept channels.
 
@@ -657,7 +660,7 @@ def refit(moments: Moments, keep: Tensor, *, ridge: float) -> tuple[Tensor, Tens
             f"refit: T={moments.n} samples < {dk} features; adding ridge "
             f"{_UNDERDETERMINED_RIDGE:g} (relative) to stay finite",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,  # the caller, past the phases.timed wrapper
         )
         ridge = max(ridge, _UNDERDETERMINED_RIDGE)
     S = moments.S[cols][:, cols]
@@ -673,6 +676,7 @@ def refit(moments: Moments, keep: Tensor, *, ridge: float) -> tuple[Tensor, Tens
     return weight, bias
 
 
+@timed("report")
 def reconstruction_error(moments: Moments, keep: Tensor, weight: Tensor, bias: Tensor) -> float:
     """Relative error of ``y_hat = bias + weight x_keep`` on (possibly held-out) moments.
 
@@ -776,6 +780,7 @@ def objective(
     return fit + prob.rho * float((lam * lam).sum()) / prob.m + ent
 
 
+@timed("solve")
 def entropic_regression(
     moments: Moments, config: RegressionConfig | None = None
 ) -> RegressionResult:
@@ -808,7 +813,7 @@ def entropic_regression(
             f"entropic_regression: T={moments.n} samples < d={d} features; the fit is "
             "underdetermined, the refit gets extra ridge (collect T >= 10 d)",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,  # the caller, past the phases.timed wrapper
         )
     prob = _problem(moments, config)
     with _small_problem_threads(prob):

@@ -44,6 +44,7 @@ from pruning.activations import (
     module_state,
 )
 from pruning.moments import Moments, conv_patches, feature_columns, gather_outputs
+from pruning.phases import timed
 from pruning.regression import (
     RegressionConfig,
     entropic_regression,
@@ -292,6 +293,7 @@ class _StopForward(Exception):
     """Raised from a hook once everything wanted from a forward pass was captured."""
 
 
+@timed("forward.{want}")
 def _capture(
     model: nn.Module,
     x: Tensor,
@@ -336,6 +338,7 @@ def _capture(
     return [store[i] for i in range(len(modules))]
 
 
+@timed("checks")
 def _check_finite(t: Tensor, layer: str, what: str, batch: int) -> None:
     if not bool(torch.isfinite(t).all()):
         n_bad = int((~torch.isfinite(t)).sum())
@@ -355,6 +358,7 @@ def _restore_modes(model: nn.Module, modes: Mapping[str, bool]) -> None:
             m.train(modes[name])
 
 
+@timed("bn_recalibration")
 def recalibrate_batchnorm(
     model: nn.Module,
     loader: Iterable,
@@ -396,6 +400,7 @@ def recalibrate_batchnorm(
 # ---------------------------------------------------------------------- cost counting
 
 
+@timed("measure")
 def _measure(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]:
     try:  # the project's counters (pruning/measure.py), when present
         from pruning.measure import count_macs, count_params, prunable_params
@@ -474,6 +479,7 @@ class _Selection:
 class _Engine:
     """State shared by the per-layer steps: both networks, the graph, index bookkeeping."""
 
+    @timed("setup")
     def __init__(
         self,
         model: nn.Module,
@@ -598,6 +604,7 @@ class _Engine:
                 "resumed": self.act_cache.resumed if self.act_cache is not None else 0,
                 "loader_passes": self.loader_passes}
 
+    @timed("collect")
     def collect(self, unit: list[Consumer], unit_id: int) -> tuple[list[Moments], list[Moments]]:
         """Stream the (X, Y) moments of every member, with a held-out split."""
         if not self._caches_ready:
@@ -900,6 +907,7 @@ def _run(
                           engine=info)
 
 
+@timed("unit")
 def _process_unit(
     engine: _Engine,
     unit: list[Consumer],

@@ -27,6 +27,8 @@ import torch_pruning as tp
 from torch import Tensor, nn
 from torch_pruning import ops as tp_ops
 
+from pruning.phases import timed
+
 __all__ = [
     "Consumer",
     "SurgeryError",
@@ -333,6 +335,7 @@ def _as_index_list(keep: Tensor | Sequence[int], n: int, what: str) -> list[int]
     return idx
 
 
+@timed("surgery")
 def remove_input_channels(
     dg: tp.DependencyGraph,
     consumer: Consumer | nn.Module,
@@ -408,6 +411,7 @@ def _producer_module(
     return dg.model.get_submodule(producers[0])
 
 
+@timed("surgery")
 def set_consumer_parameters(
     model: nn.Module,
     consumer: Consumer,

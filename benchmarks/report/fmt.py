@@ -1,0 +1,109 @@
+"""Formatting helpers shared by the report sections (markdown tables, mean ± std, widths)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SERIES_SELECTION = [
+    ("entropic", "entropic (ours)"),
+    ("l1_refit", "L1 + refit"),
+    ("l1", "L1"),
+    ("random_refit", "random + refit"),
+    ("random", "random"),
+]
+# A difference between two series counts only when it exceeds both of these.
+NOISE_FLOOR_PT = 0.05
+
+
+def mean_std(values: Sequence[float | None]) -> tuple[float, float, int]:
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not vals:
+        return math.nan, math.nan, 0
+    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return statistics.fmean(vals), sd, len(vals)
+
+
+def fmt_ms(values: Sequence[float | None], digits: int = 2, scale: float = 1.0,
+           signed: bool = False) -> str:
+    m, s, n = mean_std([None if v is None else v * scale for v in values])
+    if n == 0:
+        return "–"
+    sign = "+" if signed else ""
+    if n == 1:
+        return f"{m:{sign}.{digits}f}"
+    return f"{m:{sign}.{digits}f} ± {s:.{digits}f}"
+
+
+def fmt_num(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "–"
+        if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
+            return f"{v:.{digits}g}"
+        return f"{v:.{digits}g}" if abs(v) >= 1000 else f"{round(v, 4):g}"
+    if isinstance(v, (list, tuple)):
+        if all(isinstance(x, (int, float, str)) for x in v) and len(v) <= 12:
+            return "(" + ", ".join(fmt_num(x, digits) for x in v) + ")"
+        return f"[{len(v)} items]"
+    if isinstance(v, dict):
+        if all(isinstance(x, (int, float, str, bool)) or x is None for x in v.values()) \
+                and len(v) <= 8:
+            return ", ".join(f"{k}={fmt_num(x, digits)}" for k, x in v.items())
+        return f"{{{len(v)} keys}}"
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(str(c) for c in r) + " |")
+    return "\n".join(lines)
+
+
+def fmt_eps(v: float) -> str:
+    return f"{v:g}"
+
+
+def widths_str(w: dict[str, int] | Sequence[int]) -> str:
+    if isinstance(w, dict):
+        w = [w[k] for k in ("conv1", "conv2", "fc1", "fc2")]
+    return "(" + ",".join(str(x) for x in w) + ")"
+
+
+def widths_key(w: dict[str, int]) -> str:
+    return "-".join(str(w[k]) for k in ("conv1", "conv2", "fc1", "fc2"))
+
+
+def env_lines(env: dict[str, Any], runs: list[dict[str, Any]]) -> str:
+    if not env:
+        return ""
+    v = dict(env.get("versions", {}))
+    for key in ("torch", "torchvision", "python"):
+        if key in env and key not in v:
+            v[key] = env[key]
+    started = runs[0].get("started") if runs else None
+    procs = sorted({int(r["processes"]) for r in runs if r.get("processes")})
+    procs_s = "/".join(str(p) for p in procs) if procs else str(env.get("processes", "?"))
+    return (f"- **machine**: {env.get('device', '?')} ({env.get('cpu', '?')}, "
+            f"{env.get('cpu_count', '?')} cores), {procs_s} worker processes (per invocation) × "
+            f"{env.get('torch_threads_per_process', env.get('torch_threads', '?'))} torch "
+            f"thread, load average at the last start {env.get('load_average', '?')}, CUDA "
+            f"{'yes' if env.get('cuda') else 'no'}; other jobs shared the machine, so wall "
+            f"times are upper bounds\n"
+            f"- **versions**: " + ", ".join(f"{k} {x}" for k, x in v.items())
+            + f"; git {str(env.get('git_commit') or env.get('git') or '')[:10]}"
+            + (" (+ uncommitted changes)" if env.get("git_dirty") else "")
+            + (f"; started {started}" if started else "") + "\n")

@@ -1,0 +1,44 @@
+"""benchmarks/ is a package of ``python -m benchmarks.NAME`` modules that use only public
+engine names, and docs/results.md is what ``python -m benchmarks.report`` renders from the
+committed results."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+from pathlib import Path
+
+import pytest
+
+import benchmarks
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULES = sorted(m.name for m in pkgutil.iter_modules(benchmarks.__path__))
+# a private name of an engine module (pruning.sparsify._capture, reg._evaluate, ...)
+PRIVATE = re.compile(r"\b(?:pruning\.)?(?:sp|reg|sparsify|regression|moments|surgery|activations"
+                     r"|measure)\._[A-Za-z]")
+
+
+def test_every_benchmark_imports_as_a_module() -> None:
+    assert {"common", "report", "vgg_pass", "solver_cost"} <= set(MODULES)
+    for name in MODULES:
+        importlib.import_module(f"benchmarks.{name}")
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "benchmarks").rglob("*.py")),
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_path_patching_and_no_private_engine_names(path: Path) -> None:
+    text = path.read_text()
+    assert "sys.path" not in text
+    assert not PRIVATE.findall(text), PRIVATE.findall(text)
+    assert not re.search(r"from pruning(\.\w+)? import [^\n]*\b_\w", text)
+
+
+def test_docs_are_the_rendered_results(tmp_path: Path) -> None:
+    from benchmarks.report import load_results, render
+
+    results_md, headline = render(load_results(ROOT / "benchmarks" / "results"), tmp_path)
+    assert results_md == (ROOT / "docs" / "results.md").read_text(), \
+        "docs/results.md is stale: run `python -m benchmarks.report`"
+    assert headline == (ROOT / "docs" / "results_headline.md").read_text()
