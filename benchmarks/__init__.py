@@ -9,7 +9,9 @@ benchmarks.vgg_pass --quick``); nothing patches the import path. The package may
 ``lenet_diagnostics``  cheap ablations on the lenet_mnist checkpoints
 ``lenet_search``       the NAS search on LeNet-5 vs the lenet_mnist grid
 ``moments_dtype``      float64 vs float32 moment products (same widths?)
-``cifar_short``        VGG-16 / ResNet-18 on CIFAR-10, short CPU protocol
+``cifar_fast``         the fast CIFAR-10 family: entropic vs Torch-Pruning vs uniform
+``gpu_check``          what only a GPU can time (fast recipe, whole passes, a search)
+``cifar_short``        VGG-16 / ResNet-18 on CIFAR-10, short CPU protocol (superseded)
 ``solver_cost``        one layer solve vs feature count d and sample count T
 ``vgg_pass``           one whole VGG-16 sparsify pass, timed phase by phase
 ``latency``            original vs pruned latency (VGG-16 / ResNet-18)

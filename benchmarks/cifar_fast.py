@@ -45,15 +45,14 @@ from typing import Any
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `python benchmarks/cifar_fast.py` from anywhere
-    sys.path.insert(0, str(ROOT))
+import pruning
+import search_spaces
+from nas.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
+from nas.jsonio import write_json
+from nas.train import TrainConfig, cpu_bf16_supported, evaluate, train
+from search_spaces.data import DataSpec, Loaders, get_loaders
 
-import pruning  # noqa: E402
-import search_spaces  # noqa: E402
-from nas.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint  # noqa: E402
-from nas.train import TrainConfig, cpu_bf16_supported, evaluate, train  # noqa: E402
-from search_spaces.data import DataSpec, Loaders, get_loaders  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("cifar_fast")
 FAMILY = "airbench_cifar"
@@ -143,20 +142,7 @@ class Results:
         row = {"key": key, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "load_avg": [round(v, 2) for v in os.getloadavg()], **row}
         self.data["rows"][key] = row
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(_clean(self.data), indent=1) + "\n")
-        os.replace(tmp, self.path)
-
-
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
+        write_json(self.path, self.data, indent=1)
 
 
 def key_of(kind: str, seed: int, ratio: float | None = None) -> str:
@@ -169,7 +155,7 @@ def key_of(kind: str, seed: int, ratio: float | None = None) -> str:
 def metrics(model: nn.Module, base_macs: int | None = None) -> dict[str, Any]:
     m = model.to("cpu").eval()
     macs = pruning.count_macs(m, INPUT)
-    out = {"params": pruning.count_params(m), "macs": macs,
+    out: dict[str, Any] = {"params": pruning.count_params(m), "macs": macs,
            "widths": search_spaces.spec_from_model(m).widths if hasattr(m, "arch_family") else None}
     if base_macs:
         out["macs_ratio"] = macs / base_macs

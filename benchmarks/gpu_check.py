@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,14 +38,12 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import pruning
+import search_spaces
+from nas.train import TrainConfig, train
+from search_spaces.data import DataSpec, get_loaders
 
-import pruning  # noqa: E402
-import search_spaces  # noqa: E402
-from nas.train import TrainConfig, train  # noqa: E402
-from search_spaces.data import DataSpec, get_loaders  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "benchmarks" / "results"
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import cifar_short, vgg_pass
+from benchmarks.report import cifar_fast, cifar_short, vgg_pass
 from benchmarks.report.deviations import DEVIATIONS
 from benchmarks.report.fmt import ROOT
 from benchmarks.report.generic import render_generic
@@ -35,6 +35,7 @@ from benchmarks.report.lenet_mnist import render_lenet
 
 # benchmark -> section over all its runs; placed after the LeNet-5 entropic section, in order
 SECTIONS: dict[str, Callable[[dict[str, dict[str, Any]]], str]] = {
+    "cifar_fast": cifar_fast.render,
     "cifar_short": cifar_short.render,
     "vgg_pass": vgg_pass.render,
 }

@@ -1,0 +1,24 @@
+"""The fast CIFAR-10 family's head-to-head (``benchmarks/cifar_fast.py``): tables + figure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.cifar_fast import plot, render_markdown
+from benchmarks.report.fmt import ROOT
+
+FIGURE = "figures/cifar_fast_acc_vs_macs.png"
+
+
+def render(runs: dict[str, dict[str, Any]]) -> str:
+    data = runs.get("cifar_fast.json")
+    if data is None:
+        return ""
+    plot(data, ROOT / "docs" / FIGURE)
+    return ("## CIFAR-10 (JPEG copy) at the field's accuracy: the fast family head-to-head\n\n"
+            "`python -m benchmarks.cifar_fast --seeds 0 1` (resumable; "
+            "benchmarks/results/cifar_fast.json). The base is `airbench_cifar` trained with "
+            "`TrainConfig.from_recipe(\"airbench\")`; every pruned arm is fine-tuned with the "
+            "same recipe for the same epochs; uniform and Scratch-B train from scratch with "
+            "the base's compute.\n\n" + render_markdown(data) +
+            f"\n![accuracy vs MACs](./{FIGURE})\n")
