@@ -201,7 +201,10 @@ def run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None = None,
     n_trials = trials or cfg.search.trials
     study = cfg.search.study_name or cfg.name
     run_dir = Path(run_dir)
-    storage_url = storage or cfg.search.storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"
+    from .storage import check_storage
+
+    # opened and checked before any pre-training: a bad URL is one message, exit 2
+    storage_url = check_storage(storage or cfg.search.storage, run_dir)
     setup = prepare(cfg, run_dir, progress=progress)
     objectives = objectives_for(cfg)
     sample = partial(sample_params, space=setup.space)
