@@ -11,7 +11,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import search_helpers as h
 import yaml
 
 from nas.cli import main
