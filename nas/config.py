@@ -172,7 +172,8 @@ class SearchSection(_Strict):
     ray_address: str | None = None
     cpus_per_trial: float = Field(default=1, gt=0)
     gpus_per_trial: float = Field(default=0, ge=0)
-    max_concurrent_trials: int = Field(default=1, gt=0)
+    # None: as many as the cluster's CPUs / GPUs allow with cpus_per_trial / gpus_per_trial
+    max_concurrent_trials: int | None = Field(default=None, gt=0)
 
 
 class WandbSection(_Strict):

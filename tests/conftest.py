@@ -15,4 +15,4 @@ torch.set_num_threads(1)
 
 # fixtures that start real servers (a PostgreSQL cluster, a two-node Ray cluster) for the
 # tests that need them; each skips with its reason where the binaries are missing
-pytest_plugins = ["pg_server"]
+pytest_plugins = ["pg_server", "ray_cluster"]

@@ -246,7 +246,7 @@ def create_or_load_study(
         if not resume:
             raise StudyExistsError(
                 f"study {study_name!r} already exists in {storage_desc or 'the storage'}; "
-                "pass --resume to continue it, or pick another --study-name / --out"
+                "pass --resume to continue it, or use another --out or search.study_name"
             )
         study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler)
         _check_objectives(study, names, directions)
