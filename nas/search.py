@@ -164,25 +164,73 @@ def uniform_baseline(cfg: RunConfig, setup: SearchSetup, target_macs: float, *,
 
 
 class _Progress:
-    """Driver-side progress display: trials done, best accuracy so far, front size."""
+    """Driver-side progress: trials done over the whole study, best accuracy, front size.
 
-    def __init__(self, total: int, objectives: list[Objective], tracker: Any) -> None:
+    On a terminal it is a live bar; in a log file (no TTY) it prints one plain line per
+    finished trial, since a bar would appear only at the end. Counts are read back from the
+    storage after each trial, so a resumed search or one of several workers on a study shows
+    the study's totals, not only its own trials.
+    """
+
+    def __init__(self, total: int, objectives: list[Objective], tracker: Any, *,
+                 storage: str | None = None, study: str | None = None) -> None:
         self.objectives = objectives
         self.tracker = tracker
+        self.total = total
+        self.storage, self.study = storage, study
+        self._store: Any = None
         self.records: list[TrialRecord] = []
+        self.t0 = time.perf_counter()
+        self.tty = console.is_terminal
         self.progress = Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
-                                 console=console, transient=False)
-        self.task = self.progress.add_task("trials", total=total, status="")
+                                 console=console, transient=False, disable=not self.tty)
+        prior = self._study_records()
+        done0 = self._counted(prior) if prior is not None else 0
+        self.task = self.progress.add_task("trials", total=total, status="", completed=done0)
+        if prior and not self.tty:
+            console.print(f"search: resuming with {done0}/{total} trial(s) already counted")
+
+    def _study_records(self) -> list[TrialRecord] | None:
+        if self.storage is None or self.study is None:
+            return None
+        try:
+            if self._store is None:  # one connection pool for the whole search
+                from .backends.optuna import open_storage
+
+                self._store = open_storage(self.storage)
+            return pareto_mod.load_records(self._store, self.study)
+        except Exception:  # noqa: BLE001 - no study yet / storage busy: count our own trials
+            return None
+
+    @staticmethod
+    def _counted(records: list[TrialRecord]) -> int:
+        retried = {r.attrs.get("retry_of") for r in records if r.attrs.get("retry_of") is not None}
+        return sum(r.state in ("COMPLETE", "PRUNED")
+                   or (r.state == "FAIL" and r.number not in retried) for r in records)
 
     def __call__(self, record: TrialRecord) -> None:
         self.records.append(record)
-        done = [r for r in self.records if r.state == "COMPLETE"]
+        every = self._study_records() or self.records
+        done = [r for r in every if r.state == "COMPLETE"]
         front = pareto_mod.front_records(done, self.objectives) if done else []
         best = max((r.values.get("accuracy", 0.0) for r in done), default=float("nan"))
-        self.progress.update(self.task, advance=1,
+        counted = self._counted(every)
+        failed = sum(r.state == "FAIL" for r in every)
+        rejected = sum(r.state == "PRUNED" for r in every)
+        self.progress.update(self.task, completed=counted,
                              status=f"best acc {best:.4f}  front {len(front)}  "
                                     f"last: #{record.number} {record.state.lower()}")
+        if not self.tty:
+            vals = "  ".join(f"{k} {v:,.4g}" for k, v in record.values.items())
+            why = record.attrs.get("error") or record.attrs.get("rejected") or ""
+            what = vals if record.state == "COMPLETE" else str(why)[:160]
+            mins, secs = divmod(int(time.perf_counter() - self.t0), 60)
+            console.print(
+                f"trial {record.number} {record.state.lower()}: {what} | study {counted}/"
+                f"{self.total} done ({len(done)} complete, {failed} failed, {rejected} "
+                f"rejected), best acc {best:.4f}, front {len(front)}, {mins}m{secs:02d}s",
+                highlight=False, soft_wrap=True)
         if record.state == "COMPLETE" and self.tracker is not None:
             self.tracker.log_trial(record.number, record.params,
                                    TrialResult(dict(record.values), dict(record.attrs)),
@@ -212,7 +260,7 @@ def run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None = None,
     enabled = cfg.wandb.enabled if wandb_enabled is None else wandb_enabled
     tracker = Tracker(enabled=enabled, project=cfg.wandb.project, entity=cfg.wandb.entity,
                       group=study, run_dir=run_dir)
-    prog = _Progress(n_trials, objectives, tracker)
+    prog = _Progress(n_trials, objectives, tracker, storage=storage_url, study=study)
     with prog.progress:
         if backend == "optuna":
             from .backends.optuna import run_optuna

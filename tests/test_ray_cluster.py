@@ -14,14 +14,20 @@ from nas.pareto import load_records
 pytestmark = pytest.mark.slow
 
 
-def test_trials_spread_over_two_nodes_and_land_in_the_storage(ray_cluster, tmp_path: Path
-                                                              ) -> None:
+def test_trials_spread_over_two_nodes_and_land_in_the_storage(
+        ray_cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from nas.backends.ray import run_ray
+    from nas.search import _Progress
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
+    progress = _Progress(4, h.OBJECTIVES, None, storage=storage, study="c")
     run_ray(study_name="c", storage=storage, objectives=h.OBJECTIVES, sample=h.sample,
             evaluate=h.evaluate, n_trials=4, run_dir=tmp_path, sampler="random", seed=0,
-            ray_address=ray_cluster.address)  # no max_concurrent_trials: the cluster's 2 CPUs
+            ray_address=ray_cluster.address,  # no max_concurrent_trials: the cluster's 2 CPUs
+            on_trial_end=progress)
+    # a non-TTY log gets one line per finished trial, with the study's totals
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("trial ")]
+    assert len(lines) == 4 and "study 4/4 done (4 complete" in lines[-1]
     records = load_records(storage, "c")
     assert [r.state for r in records] == ["COMPLETE"] * 4
     nodes = {r.attrs["worker"]["node_id"] for r in records}
