@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import search_helpers as h
@@ -40,7 +41,7 @@ def _progress(tmp_path: Path, total: int) -> _Progress:
 
 def test_one_line_per_trial_with_study_totals_across_a_resume(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    kwargs = dict(study_name="p", storage=None, objectives=h.OBJECTIVES, sample=h.sample,
+    kwargs: dict[str, Any] = dict(study_name="p", storage=None, objectives=h.OBJECTIVES, sample=h.sample,
                   run_dir=tmp_path, sampler="random", seed=0)
     run_optuna(evaluate=h.evaluate, n_trials=2, on_trial_end=_progress(tmp_path, 2), **kwargs)
     first = capsys.readouterr().err.splitlines()
