@@ -334,7 +334,10 @@ def export_winner(cfg: RunConfig, storage_url: str, study: str, pick: str, out_d
         assert c.spec is not None
         return c.model, c.spec
 
-    export_trial(rec, out_dir, load_model=load_model)
+    from .export import preprocessing_for
+
+    export_trial(rec, out_dir, load_model=load_model, objectives=objectives, study_name=study,
+                 preprocessing=preprocessing_for(cfg.data))
     return {"dir": str(out_dir), "trial": rec.number, "pick": pick, "test_acc": test_acc,
             "values": rec.values, "widths": rec.attrs.get("widths")}
 
