@@ -160,6 +160,8 @@ def preprocessing_for(data: Any) -> dict[str, Any]:
 
     name = getattr(data, "name", str(data))
     channels = "grayscale"
+    mean: Sequence[float]
+    std: Sequence[float]
     if name in ("mnist", "mnist5k"):
         scale, mean, std = 1 / 255, d.MNIST_MEAN, d.MNIST_STD
     elif name == "digits":
