@@ -180,6 +180,8 @@ class WandbSection(_Strict):
     enabled: bool = True
     project: str = "entropic-nas"
     entity: str | None = None
+    # added to every run of the search, after the family, dataset and backend
+    tags: list[str] = Field(default_factory=list)
 
 
 class RunConfig(_Strict):

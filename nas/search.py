@@ -242,7 +242,7 @@ def run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None = None,
                wandb_enabled: bool | None = None, ray_address: str | None = None,
                pick: str = "knee", progress: bool = True) -> dict[str, Any]:
     """Run a search end to end; returns the summary written to ``summary.json``."""
-    from .tracking import Tracker
+    from .tracking import Tracker, study_group, tracked_evaluate
 
     t0 = time.perf_counter()
     backend = backend or cfg.search.backend
@@ -256,11 +256,14 @@ def run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None = None,
     setup = prepare(cfg, run_dir, progress=progress)
     objectives = objectives_for(cfg)
     sample = partial(sample_params, space=setup.space)
-    evaluate_fn = partial(evaluate_candidate, setup=setup)
     enabled = cfg.wandb.enabled if wandb_enabled is None else wandb_enabled
+    tags = list(dict.fromkeys([cfg.model.family, cfg.data.name, backend, *cfg.wandb.tags]))
     tracker = Tracker(enabled=enabled, project=cfg.wandb.project, entity=cfg.wandb.entity,
-                      group=study, run_dir=run_dir)
-    prog = _Progress(n_trials, objectives, tracker, storage=storage_url, study=study)
+                      group=study_group(storage_url, study), run_dir=run_dir, tags=tags)
+    # each trial's W&B run is opened where the trial runs (this process or a Ray worker)
+    evaluate_fn = partial(tracked_evaluate, evaluate=partial(evaluate_candidate, setup=setup),
+                          tracker=tracker)
+    prog = _Progress(n_trials, objectives, None, storage=storage_url, study=study)
     with prog.progress:
         if backend == "optuna":
             from .backends.optuna import run_optuna
@@ -304,8 +307,8 @@ def run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None = None,
         "files": {k: str(v) for k, v in paths.items()},
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    tracker.log_summary(records, objectives, paths,
-                        arch_spec_path=Path(exported["dir"]) / "arch.json")
+    tracker.log_summary(records, objectives, paths, baselines=baselines,
+                        export_dir=Path(exported["dir"]), pick=pick)
     _print_summary(summary, base, exported)
     return summary
 
