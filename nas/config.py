@@ -39,7 +39,7 @@ class ModelSection(_Strict):
 
 
 class DataSection(_Strict):
-    name: Literal["mnist", "cifar10", "imagefolder", "digits", "synthetic"]
+    name: Literal["mnist", "cifar10", "imagefolder", "digits", "mnist5k", "synthetic"]
     root: str | None = None
     val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     batch_size: int = Field(default=128, gt=0)

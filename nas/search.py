@@ -290,9 +290,11 @@ def run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None = None,
     baselines = [{"label": "unpruned (pre-trained)", "accuracy": base["val_acc"],
                   cfg.search.cost: base["latency"]["median_ms"] if cfg.search.cost == "latency"
                   else base[cfg.search.cost], "macs": base["macs"], "params": base["params"]}]
-    knee = _knee(done, objectives)
+    from .export import pick_trial
+
+    picked = pick_trial(done, objectives, pick)  # the uniform net matches the exported MACs
     if cfg.search.uniform_baseline:
-        baselines.append(uniform_baseline(cfg, setup, knee.attrs["macs"], progress=progress))
+        baselines.append(uniform_baseline(cfg, setup, picked.attrs["macs"], progress=progress))
     paths = pareto_mod.write_results(records, objectives, run_dir, baselines=baselines,
                                      title=f"{study}: accuracy vs {cfg.search.cost}")
     pareto_mod.print_front(records, objectives, console=console)
@@ -305,6 +307,8 @@ def run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None = None,
         "baselines": baselines, "export": exported,
         "seconds": time.perf_counter() - t0,
         "files": {k: str(v) for k, v in paths.items()},
+        "verdict": verdict(picked, baselines, n_val=len(val_loader(load_data(cfg)).dataset),  # type: ignore[arg-type]
+                           pick=pick, base_macs=base["macs"]),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     tracker.log_summary(records, objectives, paths, baselines=baselines,
@@ -313,10 +317,48 @@ def run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None = None,
     return summary
 
 
-def _knee(records: list[TrialRecord], objectives: list[Objective]) -> TrialRecord:
-    from .export import pick_trial
+def verdict(rec: TrialRecord, baselines: list[dict[str, Any]], *, n_val: int, pick: str,
+            base_macs: float) -> dict[str, Any]:
+    """Pruned + fine-tuned vs Scratch-E vs the uniform net of equal MACs, at the exported pick.
 
-    return pick_trial(records, objectives, "knee")
+    Differences of at most two validation images are called a tie (one image is
+    ``100 / n_val`` points).
+    """
+    raw: dict[str, Any] = {"pruned + fine-tuned": rec.attrs.get("acc_finetuned"),
+            "Scratch-E (same architecture)": rec.attrs.get("acc_scratch_e"),
+            "Scratch-B (same architecture)": rec.attrs.get("acc_scratch_b")}
+    uni = next((b for b in baselines if str(b.get("label", "")).startswith("uniform")), None)
+    if uni is not None:
+        raw[f"uniform x{uni['factor']:.2f} (scratch, {int(uni['macs']):,} MACs)"] = \
+            uni["accuracy"]
+    arms: dict[str, float] = {k: float(v) for k, v in raw.items() if isinstance(v, (int, float))}
+    out: dict[str, Any] = {"trial": rec.number, "pick": pick, "macs": rec.attrs.get("macs"),
+                           "macs_ratio": (rec.attrs.get("macs") or 0) / max(base_macs, 1),
+                           "n_val": n_val, "accuracy": arms}
+    if not arms:
+        out["text"] = "no accuracies recorded for the exported trial"
+        return out
+    tie = 2.0 / max(n_val, 1)
+    best = max(arms, key=lambda k: arms[k])
+    others = [f"{arms[best] - v:+.2%} over {k}" for k, v in arms.items() if k != best]
+    close = [k for k, v in arms.items() if k != best and arms[best] - v <= tie]
+    text = f"{best} is best ({arms[best]:.4f}; " + ", ".join(others) + ")"
+    if close:
+        text += f"; within 2 validation images of it: {', '.join(close)} (a tie)"
+    ft, se = arms.get("pruned + fine-tuned"), arms.get("Scratch-E (same architecture)")
+    if ft is not None and se is not None:
+        text += (". The pruned weights add to the found architecture" if ft - se > tie else
+                 ". The found architecture alone explains the result (it trains as well from "
+                 "scratch; cf. Liu et al., ICLR 2019)")
+    uni_key = next((k for k in arms if k.startswith("uniform")), None)
+    if uni_key is not None and se is not None:
+        text += ("; the searched widths beat uniform thinning at equal MACs"
+                 if se - arms[uni_key] > tie else
+                 "; uniform thinning at equal MACs is as good as the searched widths"
+                 if abs(se - arms[uni_key]) <= tie else
+                 "; uniform thinning at equal MACs beats the searched widths")
+    out["text"] = text + "."
+    return out
 
 
 def export_winner(cfg: RunConfig, storage_url: str, study: str, pick: str, out_dir: Path, *,
@@ -388,3 +430,11 @@ def _print_summary(summary: dict[str, Any], base: dict[str, Any], exported: dict
         f"#{exported['trial']} ({exported['pick']}): val acc {exported['values']['accuracy']:.4f}, "
         f"test acc {exported['test_acc']:.4f} -> {exported['dir']}"
     )
+    v = summary.get("verdict") or {}
+    if v.get("accuracy"):
+        console.print(
+            f"[bold]verdict[/] at the exported trial #{v['trial']} ({v['pick']}, "
+            f"{100 * v['macs_ratio']:.0f} % of the unpruned MACs), validation accuracy on "
+            f"{v['n_val']:,} images (1 image = {100 / max(v['n_val'], 1):.2f} pt): "
+            + "; ".join(f"{k} {a:.4f}" for k, a in v["accuracy"].items()) + ".\n"
+            + v["text"], highlight=False)
