@@ -340,7 +340,7 @@ def verdict(rec: TrialRecord, baselines: list[dict[str, Any]], *, n_val: int, pi
         return out
     tie = 2.0 / max(n_val, 1)
     best = max(arms, key=lambda k: arms[k])
-    others = [f"{arms[best] - v:+.2%} over {k}" for k, v in arms.items() if k != best]
+    others = [f"{100 * (arms[best] - v):+.1f} pt over {k}" for k, v in arms.items() if k != best]
     close = [k for k, v in arms.items() if k != best and arms[best] - v <= tie]
     text = f"{best} is best ({arms[best]:.4f}; " + ", ".join(others) + ")"
     if close:

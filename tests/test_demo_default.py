@@ -31,6 +31,6 @@ def test_verdict_names_the_winner_and_calls_ties() -> None:
                "macs": 1.01e5}
     v = verdict(rec, [{"label": "unpruned"}, uniform], n_val=1000, pick="knee", base_macs=4e5)
     assert v["macs_ratio"] == 0.25 and len(v["accuracy"]) == 3
-    assert v["text"].startswith("pruned + fine-tuned is best (0.9750; +0.10% over Scratch-E")
+    assert v["text"].startswith("pruned + fine-tuned is best (0.9750; +0.1 pt over Scratch-E")
     assert "a tie" in v["text"] and "alone explains" in v["text"]
     assert "searched widths beat uniform thinning" in v["text"]

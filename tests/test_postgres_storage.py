@@ -109,3 +109,22 @@ def test_two_concurrent_workers_share_one_postgres_study(pg_server, tmp_path: Pa
     assert len({r.number for r in records}) == len(records)
     assert len({r.attrs["worker"]["pid"] for r in done}) == 2  # both workers ran trials
     assert all(Path(r.attrs["trial_dir"], "arch.json").exists() for r in done)
+
+
+OPEN = textwrap.dedent("""
+    import sys, time
+    from nas.backends.optuna import open_storage
+    while time.time() < {start}:  # all processes hit the fresh database at the same moment
+        time.sleep(0.005)
+    open_storage({url!r}).get_all_studies()
+""")
+
+
+def test_workers_opening_a_fresh_database_together_all_succeed(pg_server) -> None:
+    url = pg_server.createdb("race")
+    start = time.time() + 25  # past every process's import time on a loaded machine
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN.format(start=start, url=url)],
+                              cwd=Path(__file__).parents[1], stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    errors = [p.communicate(timeout=180)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errors
