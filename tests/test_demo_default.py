@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from nas.config import load_config
 from nas.search import verdict
 from nas.search_types import TrialRecord
@@ -13,6 +15,7 @@ from nas.trial import load_data, val_loader
 QUICKSTART = Path(__file__).parents[1] / "configs" / "quickstart.yaml"
 
 
+@pytest.mark.slow
 def test_quickstart_is_real_mnist_with_a_1000_image_validation_split() -> None:
     cfg = load_config(QUICKSTART)
     assert cfg.data.name == "mnist5k" and cfg.model.family == "lenet5"
