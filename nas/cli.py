@@ -148,9 +148,19 @@ def cmd_families(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("entropic-nas")
+    except PackageNotFoundError:  # run from a checkout that was not pip-installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="entropic-nas", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def with_config(sp: argparse.ArgumentParser, required: bool = True) -> None:
@@ -168,42 +178,53 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("prune", help="sparsify a trained checkpoint")
     with_config(pr)
     pr.add_argument("--checkpoint", required=True, help="checkpoint (dir, stem or .safetensors)")
-    pr.add_argument("--finetune-epochs", type=int, default=None)
+    pr.add_argument("--finetune-epochs", type=int, default=None,
+                    help="fine-tune the pruned model for N epochs (default: finetune.epochs)")
     pr.set_defaults(func=cmd_prune)
 
     s = sub.add_parser("search", help="run an architecture search")
     with_config(s)
-    s.add_argument("--backend", choices=["optuna", "ray"])
-    s.add_argument("--trials", type=int)
-    s.add_argument("--storage", help="Optuna storage URL (default: sqlite in --out)")
+    s.add_argument("--backend", choices=["optuna", "ray"],
+                   help="search engine (default: search.backend of the config)")
+    s.add_argument("--trials", type=int,
+                   help="total finished trials the study should hold, counted across resumes "
+                        "(default: search.trials)")
+    s.add_argument("--storage", help="Optuna storage: postgresql://user:pw@host/db, "
+                   "sqlite:///path.db or journal:PATH (default: sqlite in --out)")
     s.add_argument("--resume", action="store_true", help="continue an existing study")
-    s.add_argument("--no-wandb", action="store_true")
+    s.add_argument("--no-wandb", action="store_true", help="no W&B runs (default: wandb.enabled)")
     s.add_argument("--ray-address", help="join an existing Ray cluster (ray start --head)")
-    s.add_argument("--pick", default="knee", help="which trial to export at the end")
+    s.add_argument("--pick", default="knee",
+                   help="which trial to export at the end: max-acc | knee | macs<=X")
     s.set_defaults(func=cmd_search)
 
     d = sub.add_parser("demo", help="the embedded default: quickstart search on digits")
-    d.add_argument("--config", default=None)
-    d.add_argument("--set", action="append", metavar="KEY=VALUE")
-    d.add_argument("--out", default="runs/quickstart")
+    d.add_argument("--config", default=None,
+                   help="YAML config (default: configs/quickstart.yaml, the embedded default)")
+    d.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set search.trials=4")
+    d.add_argument("--out", default="runs/quickstart",
+                   help="run directory (default: runs/quickstart; rerunning resumes it)")
     d.set_defaults(func=cmd_demo)
 
     pa = sub.add_parser("pareto", help="reprint and replot a study's Pareto front")
-    pa.add_argument("--storage", required=True)
-    pa.add_argument("--study", required=True)
-    pa.add_argument("--out")
+    pa.add_argument("--storage", required=True, help="the search's Optuna storage URL")
+    pa.add_argument("--study", required=True, help="study name (search.study_name or the "
+                    "config's name)")
+    pa.add_argument("--out", help="where to write pareto.* (default: the run directory)")
     pa.set_defaults(func=cmd_pareto)
 
     e = sub.add_parser("export", help="export a trial's architecture, weights, ONNX, card")
-    e.add_argument("--storage", required=True)
-    e.add_argument("--study", required=True)
+    e.add_argument("--storage", required=True, help="the search's Optuna storage URL")
+    e.add_argument("--study", required=True, help="study name (search.study_name or the "
+                   "config's name)")
     e.add_argument("--pick", default="knee", help="max-acc | knee | macs<=X")
-    e.add_argument("--out", required=True)
+    e.add_argument("--out", required=True, help="export directory")
     e.add_argument("--data-root", help="data.root for the test-accuracy evaluation")
     e.set_defaults(func=cmd_export)
 
     f = sub.add_parser("families", help="list registered model families")
-    f.add_argument("--json", action="store_true")
+    f.add_argument("--json", action="store_true", help="print JSON instead of a table")
     f.set_defaults(func=cmd_families)
     return p
 

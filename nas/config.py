@@ -39,7 +39,8 @@ class ModelSection(_Strict):
 
 
 class DataSection(_Strict):
-    name: Literal["mnist", "cifar10", "cifar10_jpeg", "imagefolder", "digits", "synthetic"]
+    name: Literal["mnist", "cifar10", "cifar10_jpeg", "imagefolder", "digits", "mnist5k",
+                  "synthetic"]
     root: str | None = None
     val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     batch_size: int = Field(default=128, gt=0)
@@ -191,13 +192,16 @@ class SearchSection(_Strict):
     ray_address: str | None = None
     cpus_per_trial: float = Field(default=1, gt=0)
     gpus_per_trial: float = Field(default=0, ge=0)
-    max_concurrent_trials: int = Field(default=1, gt=0)
+    # None: as many as the cluster's CPUs / GPUs allow with cpus_per_trial / gpus_per_trial
+    max_concurrent_trials: int | None = Field(default=None, gt=0)
 
 
 class WandbSection(_Strict):
     enabled: bool = True
     project: str = "entropic-nas"
     entity: str | None = None
+    # added to every run of the search, after the family, dataset and backend
+    tags: list[str] = Field(default_factory=list)
 
 
 class RunConfig(_Strict):

@@ -36,7 +36,8 @@ from nas.pareto import knee_point
 from nas.search_types import Objective, TrialRecord
 from search_spaces import ArchSpec, get_family
 
-__all__ = ["ExportResult", "export_trial", "load_export", "parse_quantity", "pick_trial"]
+__all__ = ["ExportResult", "export_trial", "load_export", "normalise", "parse_quantity",
+           "pick_trial", "preprocessing_for"]
 
 LoadModelFn = Callable[[TrialRecord], tuple[nn.Module, ArchSpec]]
 
@@ -147,6 +148,78 @@ def _check_metric(done: Sequence[TrialRecord], name: str, names: set[str], rule:
                      "numeric attribute of the trials")
 
 
+# -- input preprocessing ----------------------------------------------------------------------------
+def preprocessing_for(data: Any) -> dict[str, Any]:
+    """What an input must go through before the model, for a config's ``data`` section.
+
+    ``x = (pixels * scale - mean) / std`` per channel, on an ``NCHW`` float32 tensor;
+    ``pixels`` are the raw values of the dataset (0..255 for MNIST / CIFAR / image files, 0..16
+    for scikit-learn's digits). ``synthetic`` inputs are already standardised (identity).
+    """
+    from search_spaces import data as d
+
+    name = getattr(data, "name", str(data))
+    channels = "grayscale"
+    mean: Sequence[float]
+    std: Sequence[float]
+    if name in ("mnist", "mnist5k"):
+        scale, mean, std = 1 / 255, d.MNIST_MEAN, d.MNIST_STD
+    elif name == "digits":
+        scale, mean, std = 1 / 16, d.DIGITS_MEAN, d.DIGITS_STD
+    elif name in ("cifar10", "imagefolder"):
+        scale, channels = 1 / 255, "RGB"
+        mean = getattr(data, "mean", None) or d.CIFAR10_MEAN
+        std = getattr(data, "std", None) or d.CIFAR10_STD
+    elif name == "synthetic":
+        return {"dataset": name, "layout": "NCHW", "dtype": "float32", "scale": 1.0,
+                "mean": None, "std": None, "channels": None,
+                "formula": "identity: synthetic inputs are already standardised"}
+    else:
+        return {"dataset": name, "layout": "NCHW", "dtype": "float32",
+                "formula": f"unknown for dataset {name!r}: see search_spaces/data.py"}
+    out: dict[str, Any] = {
+        "dataset": name, "layout": "NCHW", "dtype": "float32", "channels": channels,
+        "scale": scale, "mean": [float(v) for v in mean], "std": [float(v) for v in std],
+        "formula": "x = (pixels * scale - mean[c]) / std[c] for each channel c",
+    }
+    size = getattr(data, "image_size", None)
+    if name == "imagefolder" and size:
+        out["resize"] = f"resize the shorter side to {size}, then center-crop {size}x{size}"
+    return out
+
+
+def normalise(pixels: Any, preprocessing: dict[str, Any]) -> Any:
+    """Apply :func:`preprocessing_for`'s recipe to a NCHW array / tensor of raw pixels."""
+    import numpy as np
+
+    x = np.asarray(pixels, dtype=np.float32) * np.float32(preprocessing.get("scale", 1.0))
+    if preprocessing.get("mean") is not None:
+        mean = np.asarray(preprocessing["mean"], dtype=np.float32).reshape(1, -1, 1, 1)
+        std = np.asarray(preprocessing["std"], dtype=np.float32).reshape(1, -1, 1, 1)
+        x = (x - mean) / std
+    return x
+
+
+def _onnx_metadata(path: Path, preprocessing: dict[str, Any], spec: ArchSpec) -> None:
+    """Record the preprocessing in the ONNX file's metadata_props (weights untouched)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    props = {"preprocessing": json.dumps(preprocessing), "layout": preprocessing.get("layout"),
+             "mean": json.dumps(preprocessing.get("mean")),
+             "std": json.dumps(preprocessing.get("std")),
+             "scale": json.dumps(preprocessing.get("scale")),
+             "input_shape": json.dumps([None, *spec.input_shape]),
+             "arch_spec": spec.to_json()}
+    keep = [p for p in model.metadata_props if p.key not in props]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    onnx.save(model, str(path))
+
+
 # -- export -------------------------------------------------------------------------------------------
 @dataclass
 class ExportResult:
@@ -244,7 +317,8 @@ def _root_cause(exc: BaseException) -> str:
 
 def export_trial(record: TrialRecord, out_dir: str | Path, *, load_model: LoadModelFn,
                  objectives: Sequence[Objective] | None = None, onnx: bool = True,
-                 study_name: str | None = None) -> ExportResult:
+                 study_name: str | None = None,
+                 preprocessing: dict[str, Any] | None = None) -> ExportResult:
     """Write ``arch.json``, ``weights.safetensors``, ``model.onnx`` and ``MODEL_CARD.md``.
 
     Args:
@@ -254,17 +328,25 @@ def export_trial(record: TrialRecord, out_dir: str | Path, *, load_model: LoadMo
         objectives: The search objectives (for the card); default: the record's value names.
         onnx: Set False to skip the ONNX file.
         study_name: Named in the card.
+        preprocessing: The input recipe (:func:`preprocessing_for`); recorded in
+            ``arch.json`` (``meta.preprocessing``), the card and the ONNX metadata.
     """
+    import dataclasses
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model, spec = load_model(record)
     model = model.to("cpu").eval()
+    if preprocessing is not None:
+        spec = dataclasses.replace(spec, meta={**spec.meta, "preprocessing": preprocessing})
     res = ExportResult(out, spec.save(out / "arch.json"),
                        save_weights(model, out / "weights.safetensors", spec), out / "MODEL_CARD.md")
     if onnx:
         try:
             res.onnx_exporter, verified = export_onnx(model, spec, out / "model.onnx")
             res.onnx = out / "model.onnx"
+            if preprocessing is not None:
+                _onnx_metadata(res.onnx, preprocessing, spec)
             if not verified:
                 res.notes.append("model.onnx passed onnx.checker but was not run (too big for "
                                  "onnx.reference; check it with onnxruntime)")
@@ -304,6 +386,30 @@ def model_card(record: TrialRecord, spec: ArchSpec, model: nn.Module,
     for o in objectives:
         v = record.values.get(o.name)
         lines.append(f"| {o.name} | {_fmt(v) if v is not None else 'n/a'} | {o.direction} |")
+
+    pre = spec.meta.get("preprocessing")
+    if isinstance(pre, dict):
+        lines += ["", "## Input preprocessing", "",
+                  f"Layout {pre.get('layout', 'NCHW')} {pre.get('dtype', 'float32')}, shape "
+                  f"(N, {', '.join(map(str, spec.input_shape))}), "
+                  f"{pre.get('channels') or 'as the dataset'}; dataset `{pre.get('dataset')}`.",
+                  f"`{pre.get('formula')}`" + (
+                      f" with scale = {pre['scale']:.6g}, mean = {pre['mean']}, "
+                      f"std = {pre['std']}." if pre.get("mean") is not None else "."),
+                  *([f"Before that: {pre['resize']}."] if pre.get("resize") else []),
+                  "The same recipe is in `arch.json` (`meta.preprocessing`) and in the ONNX "
+                  "file's metadata (`preprocessing`, `mean`, `std`, `scale`, `layout`).",
+                  "", "```python",
+                  "import json, numpy as np, onnxruntime as ort",
+                  "sess = ort.InferenceSession(\"model.onnx\")",
+                  "meta = sess.get_modelmeta().custom_metadata_map",
+                  "pre = json.loads(meta[\"preprocessing\"])",
+                  "x = pixels.astype(np.float32) * pre[\"scale\"]   # pixels: (N, C, H, W)",
+                  "if pre[\"mean\"] is not None:",
+                  "    x = (x - np.array(pre[\"mean\"], np.float32)[None, :, None, None]) \\",
+                  "        / np.array(pre[\"std\"], np.float32)[None, :, None, None]",
+                  "logits = sess.run(None, {\"input\": x})[0]",
+                  "```"]
 
     lines += ["", "## Widths per layer", "", "| layer | width | family default | kept |",
               "|---|---:|---:|---:|"]

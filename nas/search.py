@@ -164,25 +164,73 @@ def uniform_baseline(cfg: RunConfig, setup: SearchSetup, target_macs: float, *,
 
 
 class _Progress:
-    """Driver-side progress display: trials done, best accuracy so far, front size."""
+    """Driver-side progress: trials done over the whole study, best accuracy, front size.
 
-    def __init__(self, total: int, objectives: list[Objective], tracker: Any) -> None:
+    On a terminal it is a live bar; in a log file (no TTY) it prints one plain line per
+    finished trial, since a bar would appear only at the end. Counts are read back from the
+    storage after each trial, so a resumed search or one of several workers on a study shows
+    the study's totals, not only its own trials.
+    """
+
+    def __init__(self, total: int, objectives: list[Objective], tracker: Any, *,
+                 storage: str | None = None, study: str | None = None) -> None:
         self.objectives = objectives
         self.tracker = tracker
+        self.total = total
+        self.storage, self.study = storage, study
+        self._store: Any = None
         self.records: list[TrialRecord] = []
+        self.t0 = time.perf_counter()
+        self.tty = console.is_terminal
         self.progress = Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
-                                 console=console, transient=False)
-        self.task = self.progress.add_task("trials", total=total, status="")
+                                 console=console, transient=False, disable=not self.tty)
+        prior = self._study_records()
+        done0 = self._counted(prior) if prior is not None else 0
+        self.task = self.progress.add_task("trials", total=total, status="", completed=done0)
+        if prior and not self.tty:
+            console.print(f"search: resuming with {done0}/{total} trial(s) already counted")
+
+    def _study_records(self) -> list[TrialRecord] | None:
+        if self.storage is None or self.study is None:
+            return None
+        try:
+            if self._store is None:  # one connection pool for the whole search
+                from .backends.optuna import open_storage
+
+                self._store = open_storage(self.storage)
+            return pareto_mod.load_records(self._store, self.study)
+        except Exception:  # noqa: BLE001 - no study yet / storage busy: count our own trials
+            return None
+
+    @staticmethod
+    def _counted(records: list[TrialRecord]) -> int:
+        retried = {r.attrs.get("retry_of") for r in records if r.attrs.get("retry_of") is not None}
+        return sum(r.state in ("COMPLETE", "PRUNED")
+                   or (r.state == "FAIL" and r.number not in retried) for r in records)
 
     def __call__(self, record: TrialRecord) -> None:
         self.records.append(record)
-        done = [r for r in self.records if r.state == "COMPLETE"]
+        every = self._study_records() or self.records
+        done = [r for r in every if r.state == "COMPLETE"]
         front = pareto_mod.front_records(done, self.objectives) if done else []
         best = max((r.values.get("accuracy", 0.0) for r in done), default=float("nan"))
-        self.progress.update(self.task, advance=1,
+        counted = self._counted(every)
+        failed = sum(r.state == "FAIL" for r in every)
+        rejected = sum(r.state == "PRUNED" for r in every)
+        self.progress.update(self.task, completed=counted,
                              status=f"best acc {best:.4f}  front {len(front)}  "
                                     f"last: #{record.number} {record.state.lower()}")
+        if not self.tty:
+            vals = "  ".join(f"{k} {v:,.4g}" for k, v in record.values.items())
+            why = record.attrs.get("error") or record.attrs.get("rejected") or ""
+            what = vals if record.state == "COMPLETE" else str(why)[:160]
+            mins, secs = divmod(int(time.perf_counter() - self.t0), 60)
+            console.print(
+                f"trial {record.number} {record.state.lower()}: {what} | study {counted}/"
+                f"{self.total} done ({len(done)} complete, {failed} failed, {rejected} "
+                f"rejected), best acc {best:.4f}, front {len(front)}, {mins}m{secs:02d}s",
+                highlight=False, soft_wrap=True)
         if record.state == "COMPLETE" and self.tracker is not None:
             self.tracker.log_trial(record.number, record.params,
                                    TrialResult(dict(record.values), dict(record.attrs)),
@@ -194,22 +242,28 @@ def run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None = None,
                wandb_enabled: bool | None = None, ray_address: str | None = None,
                pick: str = "knee", progress: bool = True) -> dict[str, Any]:
     """Run a search end to end; returns the summary written to ``summary.json``."""
-    from .tracking import Tracker
+    from .tracking import Tracker, study_group, tracked_evaluate
 
     t0 = time.perf_counter()
     backend = backend or cfg.search.backend
     n_trials = trials or cfg.search.trials
     study = cfg.search.study_name or cfg.name
     run_dir = Path(run_dir)
-    storage_url = storage or cfg.search.storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"
+    from .storage import check_storage
+
+    # opened and checked before any pre-training: a bad URL is one message, exit 2
+    storage_url = check_storage(storage or cfg.search.storage, run_dir)
     setup = prepare(cfg, run_dir, progress=progress)
     objectives = objectives_for(cfg)
     sample = partial(sample_params, space=setup.space)
-    evaluate_fn = partial(evaluate_candidate, setup=setup)
     enabled = cfg.wandb.enabled if wandb_enabled is None else wandb_enabled
+    tags = list(dict.fromkeys([cfg.model.family, cfg.data.name, backend, *cfg.wandb.tags]))
     tracker = Tracker(enabled=enabled, project=cfg.wandb.project, entity=cfg.wandb.entity,
-                      group=study, run_dir=run_dir)
-    prog = _Progress(n_trials, objectives, tracker)
+                      group=study_group(storage_url, study), run_dir=run_dir, tags=tags)
+    # each trial's W&B run is opened where the trial runs (this process or a Ray worker)
+    evaluate_fn = partial(tracked_evaluate, evaluate=partial(evaluate_candidate, setup=setup),
+                          tracker=tracker)
+    prog = _Progress(n_trials, objectives, None, storage=storage_url, study=study)
     with prog.progress:
         if backend == "optuna":
             from .backends.optuna import run_optuna
@@ -236,9 +290,11 @@ def run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None = None,
     baselines = [{"label": "unpruned (pre-trained)", "accuracy": base["val_acc"],
                   cfg.search.cost: base["latency"]["median_ms"] if cfg.search.cost == "latency"
                   else base[cfg.search.cost], "macs": base["macs"], "params": base["params"]}]
-    knee = _knee(done, objectives)
+    from .export import pick_trial
+
+    picked = pick_trial(done, objectives, pick)  # the uniform net matches the exported MACs
     if cfg.search.uniform_baseline:
-        baselines.append(uniform_baseline(cfg, setup, knee.attrs["macs"], progress=progress))
+        baselines.append(uniform_baseline(cfg, setup, picked.attrs["macs"], progress=progress))
     paths = pareto_mod.write_results(records, objectives, run_dir, baselines=baselines,
                                      title=f"{study}: accuracy vs {cfg.search.cost}")
     pareto_mod.print_front(records, objectives, console=console)
@@ -251,18 +307,58 @@ def run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None = None,
         "baselines": baselines, "export": exported,
         "seconds": time.perf_counter() - t0,
         "files": {k: str(v) for k, v in paths.items()},
+        "verdict": verdict(picked, baselines, n_val=len(val_loader(load_data(cfg)).dataset),  # type: ignore[arg-type]
+                           pick=pick, base_macs=base["macs"]),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    tracker.log_summary(records, objectives, paths,
-                        arch_spec_path=Path(exported["dir"]) / "arch.json")
+    tracker.log_summary(records, objectives, paths, baselines=baselines,
+                        export_dir=Path(exported["dir"]), pick=pick)
     _print_summary(summary, base, exported)
     return summary
 
 
-def _knee(records: list[TrialRecord], objectives: list[Objective]) -> TrialRecord:
-    from .export import pick_trial
+def verdict(rec: TrialRecord, baselines: list[dict[str, Any]], *, n_val: int, pick: str,
+            base_macs: float) -> dict[str, Any]:
+    """Pruned + fine-tuned vs Scratch-E vs the uniform net of equal MACs, at the exported pick.
 
-    return pick_trial(records, objectives, "knee")
+    Differences of at most two validation images are called a tie (one image is
+    ``100 / n_val`` points).
+    """
+    raw: dict[str, Any] = {"pruned + fine-tuned": rec.attrs.get("acc_finetuned"),
+            "Scratch-E (same architecture)": rec.attrs.get("acc_scratch_e"),
+            "Scratch-B (same architecture)": rec.attrs.get("acc_scratch_b")}
+    uni = next((b for b in baselines if str(b.get("label", "")).startswith("uniform")), None)
+    if uni is not None:
+        raw[f"uniform x{uni['factor']:.2f} (scratch, {int(uni['macs']):,} MACs)"] = \
+            uni["accuracy"]
+    arms: dict[str, float] = {k: float(v) for k, v in raw.items() if isinstance(v, (int, float))}
+    out: dict[str, Any] = {"trial": rec.number, "pick": pick, "macs": rec.attrs.get("macs"),
+                           "macs_ratio": (rec.attrs.get("macs") or 0) / max(base_macs, 1),
+                           "n_val": n_val, "accuracy": arms}
+    if not arms:
+        out["text"] = "no accuracies recorded for the exported trial"
+        return out
+    tie = 2.0 / max(n_val, 1)
+    best = max(arms, key=lambda k: arms[k])
+    others = [f"{100 * (arms[best] - v):+.1f} pt over {k}" for k, v in arms.items() if k != best]
+    close = [k for k, v in arms.items() if k != best and arms[best] - v <= tie]
+    text = f"{best} is best ({arms[best]:.4f}; " + ", ".join(others) + ")"
+    if close:
+        text += f"; within 2 validation images of it: {', '.join(close)} (a tie)"
+    ft, se = arms.get("pruned + fine-tuned"), arms.get("Scratch-E (same architecture)")
+    if ft is not None and se is not None:
+        text += (". The pruned weights add to the found architecture" if ft - se > tie else
+                 ". The found architecture alone explains the result (it trains as well from "
+                 "scratch; cf. Liu et al., ICLR 2019)")
+    uni_key = next((k for k in arms if k.startswith("uniform")), None)
+    if uni_key is not None and se is not None:
+        text += ("; the searched widths beat uniform thinning at equal MACs"
+                 if se - arms[uni_key] > tie else
+                 "; uniform thinning at equal MACs is as good as the searched widths"
+                 if abs(se - arms[uni_key]) <= tie else
+                 "; uniform thinning at equal MACs beats the searched widths")
+    out["text"] = text + "."
+    return out
 
 
 def export_winner(cfg: RunConfig, storage_url: str, study: str, pick: str, out_dir: Path, *,
@@ -283,7 +379,10 @@ def export_winner(cfg: RunConfig, storage_url: str, study: str, pick: str, out_d
         assert c.spec is not None
         return c.model, c.spec
 
-    export_trial(rec, out_dir, load_model=load_model)
+    from .export import preprocessing_for
+
+    export_trial(rec, out_dir, load_model=load_model, objectives=objectives, study_name=study,
+                 preprocessing=preprocessing_for(cfg.data))
     return {"dir": str(out_dir), "trial": rec.number, "pick": pick, "test_acc": test_acc,
             "values": rec.values, "widths": rec.attrs.get("widths")}
 
@@ -331,3 +430,11 @@ def _print_summary(summary: dict[str, Any], base: dict[str, Any], exported: dict
         f"#{exported['trial']} ({exported['pick']}): val acc {exported['values']['accuracy']:.4f}, "
         f"test acc {exported['test_acc']:.4f} -> {exported['dir']}"
     )
+    v = summary.get("verdict") or {}
+    if v.get("accuracy"):
+        console.print(
+            f"[bold]verdict[/] at the exported trial #{v['trial']} ({v['pick']}, "
+            f"{100 * v['macs_ratio']:.0f} % of the unpruned MACs), validation accuracy on "
+            f"{v['n_val']:,} images (1 image = {100 / max(v['n_val'], 1):.2f} pt): "
+            + "; ".join(f"{k} {a:.4f}" for k, a in v["accuracy"].items()) + ".\n"
+            + v["text"], highlight=False)

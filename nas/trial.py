@@ -35,6 +35,7 @@ from search_spaces.space import SearchSpace, TrialParams, decode_params
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ConfigError, PruneSection, RunConfig, TrainSection
 from .search_types import RejectTrial, TrialContext, TrialResult
+from .tracking import epoch_logger
 from .train import TrainConfig, evaluate, train
 
 
@@ -193,11 +194,12 @@ def scratch_epochs(variant: str, base_epochs: int, macs_ratio: float, cap: int |
 
 
 def train_from_scratch(spec: ArchSpec, cfg: RunConfig, loaders: Loaders, *, epochs: int,
-                       seed: int, progress: bool) -> tuple[nn.Module, dict[str, Any]]:
+                       seed: int, progress: bool, on_epoch_end: Any = None,
+                       ) -> tuple[nn.Module, dict[str, Any]]:
     torch.manual_seed(seed)
     model = search_spaces.build(spec)
     res = train(model, loaders, train_config(cfg.train, progress=progress, epochs=epochs,
-                                             seed=seed))
+                                             seed=seed), on_epoch_end=on_epoch_end)
     return model, {"val_acc": res.val_acc, "epochs": epochs,
                    "seconds": res.seconds_per_epoch * res.epochs_run}
 
@@ -253,7 +255,8 @@ def evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sear
     attrs["acc_pruned"] = evaluate(model, val_loader(loaders), device=device)[1]
     ft_epochs = tp.finetune_epochs if tp.schedule == "one_shot" else ft_epochs_between
     ft = train(model, loaders, train_config(cfg.finetune, progress=setup.progress,
-                                            epochs=ft_epochs))
+                                            epochs=ft_epochs),
+               on_epoch_end=epoch_logger("finetune"))  # live W&B curves (None: off)
     attrs["acc_finetuned"] = ft.val_acc
     ctx.trial_dir.mkdir(parents=True, exist_ok=True)
     ck = save_checkpoint(ctx.trial_dir / "finetuned", model, spec,
@@ -265,7 +268,8 @@ def evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sear
             epochs = scratch_epochs(variant, cfg.train.epochs, macs_ratio, cfg.scratch.max_epochs)
             _, res = train_from_scratch(spec, cfg, loaders, epochs=epochs,
                                         seed=cfg.train.seed + 1000 + ctx.number,
-                                        progress=setup.progress)
+                                        progress=setup.progress,
+                                        on_epoch_end=epoch_logger(f"scratch_{variant.lower()}"))
             attrs[f"acc_scratch_{variant.lower()}"] = res["val_acc"]
             attrs[f"scratch_{variant.lower()}_epochs"] = epochs
     attrs["seconds"] = time.perf_counter() - t0

