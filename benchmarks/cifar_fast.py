@@ -97,6 +97,7 @@ def settings_from(args: argparse.Namespace) -> dict[str, Any]:
 def loaders_for(s: dict[str, Any]) -> Loaders:
     return get_loaders(DataSpec(
         "cifar10_jpeg", root=s["data_root"], batch_augment=True, batch_size=s["batch_size"],
+        drop_last=True,
         eval_batch_size=1000, val_fraction=s["val_fraction"], train_subset=s["train_subset"],
         val_subset=s["val_subset"], test_subset=s["test_subset"], seed=0))
 
@@ -220,7 +221,10 @@ class Bench:
         info = self._train(model, self.s["base_epochs"], seed, self.work / f"base_s{seed}")
         save_checkpoint(self.base_path(seed), model, search_spaces.spec_from_model(model),
                         metrics={"seed": seed})
-        return {**info, **accuracies(model, self.loaders), **metrics(model)}
+        from search_spaces.airbench import BN_MOMENTUM
+
+        return {**info, "bn_momentum": BN_MOMENTUM, "drop_last": True,
+                **accuracies(model, self.loaders), **metrics(model)}
 
     # entropic
     def sparsify_at(self, model: nn.Module, eps_L2: float) -> pruning.SparsifyResult:
