@@ -15,6 +15,7 @@ pass), ``measure`` (params / MACs / memory / latency).
 
 from __future__ import annotations
 
+from .inputs import InputMismatchError
 from .measure import (
     ModelMetrics,
     count_macs,
@@ -40,6 +41,7 @@ from .sparsify import (
 from .surgery import SurgeryError, UnsupportedLayerError
 
 __all__ = [
+    "InputMismatchError",
     "LayerReport",
     "ModelMetrics",
     "Moments",

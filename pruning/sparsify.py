@@ -43,6 +43,7 @@ from pruning.activations import (
     default_cache_budget,
     module_state,
 )
+from pruning.inputs import check_input_fits, reiterable
 from pruning.moments import Moments, conv_patches, feature_columns, gather_outputs
 from pruning.regression import (
     RegressionConfig,
@@ -970,8 +971,10 @@ def sparsify(
         model: A trained network of Conv2d / Linear / BatchNorm layers (plus parameter-free
             ops). Never modified; its device is used unless ``config.device`` says otherwise.
         calib_loader: Iterable of calibration batches (tensors, ``(inputs, targets)`` pairs or
-            dicts with an ``"input"`` tensor); iterated once per layer, so it should be a
-            re-iterable loader, not a generator.
+            dicts with an ``"input"`` tensor). A re-iterable loader is read as needed (once
+            with the activation caches, once per layer without); a one-shot iterator or
+            generator is read once into a list (its first ``max_batches`` items), so no
+            batch is lost to the trace.
         config: Settings; defaults to ``SparsifyConfig()``.
 
     Returns:
@@ -982,12 +985,16 @@ def sparsify(
         UnsupportedLayerError: The model holds a parametrised layer other than Conv2d,
             Linear or BatchNorm; the message names it.
         NonFiniteActivationError: NaN/Inf activations at a layer, named in the message.
+        InputMismatchError: The batches do not fit the model (a ValueError naming the
+            first layer whose input channels / features are wrong, and the batch shape).
         ValueError: Unknown layer names in ``config.layers`` / ``layer_overrides``.
 
     Reference: Barisin & Horenko, arXiv:2404.04734 (Neural Computation 2025).
     """
     config = config or SparsifyConfig()
+    calib_loader = reiterable(calib_loader, config.max_batches)
     example = _first_batch(calib_loader)[:1]
+    check_input_fits(model, example.to(_model_device(model)))
 
     def select(engine: _Engine, unit: list[Consumer], train: list[Moments] | None) -> _Selection:
         assert train is not None
@@ -1031,6 +1038,7 @@ def prune_to_widths(
     """
     config = config or SparsifyConfig()
     if calib_loader is not None:
+        calib_loader = reiterable(calib_loader, config.max_batches)
         example = _first_batch(calib_loader)[:1]
     elif example_inputs is not None:
         example = example_inputs[:1]
@@ -1040,6 +1048,8 @@ def prune_to_widths(
         raise ValueError("prune_to_widths: pass calib_loader or example_inputs for tracing")
     if refit and calib_loader is None:
         raise ValueError("prune_to_widths: refit=True needs a calib_loader")
+    check_input_fits(model, example.to(_model_device(model)),
+                     what="calibration batch" if calib_loader is not None else "example_inputs")
     keep_t = {n: torch.as_tensor(v, dtype=torch.long).reshape(-1) for n, v in keep.items()}
     ridge = config.regression.refit_ridge
 

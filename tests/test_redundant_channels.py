@@ -67,13 +67,14 @@ def test_planted_filter_copies_go_and_the_output_is_kept(near: bool) -> None:
     # symmetry enough for it).
     torch.manual_seed(2)
     net = _TwoConv().eval()
+    weight, bias = net.conv1.weight, net.conv1.bias
+    assert bias is not None
     with torch.no_grad():  # exact copy 0 -> 1; noise-perturbed copy 2 -> 3
-        net.conv1.weight[1] = net.conv1.weight[0]
-        net.conv1.bias[1] = net.conv1.bias[0]
+        weight[1] = weight[0]
+        bias[1] = bias[0]
         if near:
-            w2 = net.conv1.weight[2]
-            net.conv1.weight[3] = w2 * (1 + 1e-3 * torch.randn_like(w2))
-            net.conv1.bias[3] = net.conv1.bias[2]
+            weight[3] = weight[2] * (1 + 1e-3 * torch.randn_like(weight[2]))
+            bias[3] = bias[2]
     g = torch.Generator().manual_seed(1)
     batches = [torch.randn(32, 3, 8, 8, generator=g) for _ in range(8)]
     cfg = pruning.SparsifyConfig(regression=RegressionConfig(eps_L2=1e-3), progress=False,
@@ -82,7 +83,8 @@ def test_planted_filter_copies_go_and_the_output_is_kept(near: bool) -> None:
     kept = set(res.report[0].kept_indices)
     assert len(kept & {0, 1}) == 1, sorted(kept)
     assert not near or len(kept & {2, 3}) == 1, sorted(kept)
-    assert res.model.conv1.out_channels == len(kept) == (14 if near else 15)
+    conv1 = res.model.get_submodule("conv1")
+    assert isinstance(conv1, nn.Conv2d) and conv1.out_channels == len(kept) == (14 if near else 15)
     x = torch.randn(16, 3, 8, 8, generator=g)
     with torch.no_grad():
         y, y_hat = net(x), res.model(x)
