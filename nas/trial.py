@@ -76,6 +76,25 @@ def sparsify_config(prune: PruneSection, *, progress: bool = True, **changes: An
     return pruning.SparsifyConfig(**values)
 
 
+def trial_budget(prune: PruneSection, base: dict[str, Any]) -> dict[str, Any]:
+    """``pruning.sparsify`` budget arguments for a trial's last pruning step.
+
+    Target-driven search: with a ``prune.target_*`` every trial prunes to the budget and
+    the search explores how it is spent (eps only ranks channels; the groups and schedule
+    decide which layers may give). Ratios are turned into absolute counts of the
+    pre-trained model (``base``), so that an iterative schedule's last step, which starts
+    from an already pruned model, still aims at the original budget.
+    """
+    if not prune.has_budget:
+        return {}
+    kw = prune.budget_kwargs()
+    for name, metric in (("target_macs", "macs"), ("target_params", "params")):
+        v = kw[name]
+        if v is not None and v <= 1.0:
+            kw[name] = float(round(v * float(base[metric])))
+    return kw
+
+
 @lru_cache(maxsize=4)
 def _loaders_cached(spec_json: str) -> Loaders:
     return get_loaders(DataSpec(**json.loads(spec_json)))
@@ -214,12 +233,16 @@ def evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sear
     overrides = layer_overrides(tp, setup)
     steps = schedule_steps(tp, setup)
     reports: list[dict[str, Any]] = []
+    budget_report: dict[str, Any] | None = None
     ft_epochs_between = max(1, tp.finetune_epochs // max(len(steps), 1))
     for i, layers in enumerate(steps):
         scfg = sparsify_config(cfg.prune, progress=setup.progress, layers=layers,
                                layer_overrides={k: overrides[k] for k in layers if k in overrides},
                                seed=cfg.search.seed + ctx.number)
-        result = pruning.sparsify(model, calib, scfg)
+        budget = trial_budget(cfg.prune, setup.base_metrics) if i == len(steps) - 1 else {}
+        result = pruning.sparsify(model, calib, scfg, **budget)
+        if result.budget is not None:
+            budget_report = result.budget
         model = result.model
         reports += [r.to_dict() for r in result.report]
         if tp.schedule == "iterative" and i < len(steps) - 1:
@@ -240,6 +263,10 @@ def evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sear
         "param_sparsity": 1 - metrics["prunable_params"] / base["prunable_params"],
         "trial_dir": str(ctx.trial_dir),
     }
+    if budget_report is not None:
+        attrs["budget"] = {k: budget_report[k] for k in
+                           ("metric", "target", "target_ratio", "reached", "reached_ratio",
+                            "within_tolerance")}
     if cfg.search.max_macs is not None and metrics["macs"] > cfg.search.max_macs:
         raise RejectTrial(f"macs {metrics['macs']:.4g} > search.max_macs {cfg.search.max_macs:.4g}")
     device = next(model.parameters()).device

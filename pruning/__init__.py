@@ -15,6 +15,7 @@ pass), ``measure`` (params / MACs / memory / latency).
 
 from __future__ import annotations
 
+from .budget import BudgetError
 from .inputs import InputMismatchError
 from .measure import (
     ModelMetrics,
@@ -41,6 +42,7 @@ from .sparsify import (
 from .surgery import SurgeryError, UnsupportedLayerError
 
 __all__ = [
+    "BudgetError",
     "InputMismatchError",
     "LayerReport",
     "ModelMetrics",

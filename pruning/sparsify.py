@@ -247,6 +247,10 @@ class SparsifyResult:
             of all layers from one pass of the original network), ``activations_cached``
             (torch.fx resumption available), ``resumed`` (layer inputs computed from a
             cached activation instead of the network input), ``loader_passes``.
+        budget: With a budget target (``sparsify(..., target_macs=...)``): the metric, the
+            target (as given, absolute and as a ratio of the original), what was reached,
+            whether it is within 2 %, the granularity step, the widths and the seconds of
+            each phase (:mod:`pruning.budget`). None without a target.
     """
 
     model: nn.Module
@@ -254,6 +258,7 @@ class SparsifyResult:
     before: dict[str, Any]
     after: dict[str, Any]
     engine: dict[str, Any] = field(default_factory=dict)
+    budget: dict[str, Any] | None = None
 
 
 # ---------------------------------------------------------------------- helpers
@@ -964,6 +969,13 @@ def sparsify(
     model: nn.Module,
     calib_loader: Iterable,
     config: SparsifyConfig | None = None,
+    *,
+    target_macs: float | None = None,
+    target_params: float | None = None,
+    target_latency_ms: float | None = None,
+    latency_device: str | None = None,
+    latency_batch_size: int = 1,
+    latency_threads: int | None = None,
 ) -> SparsifyResult:
     """Prune a trained network layer by layer with sparse entropic regression.
 
@@ -976,10 +988,21 @@ def sparsify(
             generator is read once into a list (its first ``max_batches`` items), so no
             batch is lost to the trace.
         config: Settings; defaults to ``SparsifyConfig()``.
+        target_macs: Budget: MACs per input sample (conv + linear), a ratio of the original
+            in (0, 1] or an absolute count > 1. The widths are then allocated across layers
+            from per-layer error-vs-width curves (:mod:`pruning.budget`); ``eps_L2`` only
+            ranks the channels. At most one target.
+        target_params: Budget in parameters (all of them, BN included), ratio or count.
+        target_latency_ms: Budget in ms per batch of ``latency_batch_size`` on
+            ``latency_device`` (required) with ``latency_threads`` torch threads.
+        latency_device: Device for the latency target, e.g. ``"cpu"``, ``"cuda"``.
+        latency_batch_size: Batch size the latency is measured at.
+        latency_threads: Torch threads for the latency measurement (None: current).
 
     Returns:
         SparsifyResult with the pruned copy, one LayerReport per consumer, and the parameter
-        and MAC counts (per input sample, conv + linear MACs) before and after.
+        and MAC counts (per input sample, conv + linear MACs) before and after; with a
+        target also ``budget`` (target vs reached).
 
     Raises:
         UnsupportedLayerError: The model holds a parametrised layer other than Conv2d,
@@ -988,13 +1011,23 @@ def sparsify(
         InputMismatchError: The batches do not fit the model (a ValueError naming the
             first layer whose input channels / features are wrong, and the batch shape).
         ValueError: Unknown layer names in ``config.layers`` / ``layer_overrides``.
+        BudgetError: A malformed target (<= 0, two at once, latency without a device) or
+            one that cannot be reached with every layer at ``min_channels``; raised before
+            any data pass, naming the argument.
 
     Reference: Barisin & Horenko, arXiv:2404.04734 (Neural Computation 2025).
     """
+    from pruning.budget import make_target, sparsify_to_budget
+
     config = config or SparsifyConfig()
+    target = make_target(target_macs=target_macs, target_params=target_params,
+                         target_latency_ms=target_latency_ms, latency_device=latency_device,
+                         latency_batch_size=latency_batch_size, latency_threads=latency_threads)
     calib_loader = reiterable(calib_loader, config.max_batches)
     example = _first_batch(calib_loader)[:1]
     check_input_fits(model, example.to(_model_device(model)))
+    if target is not None:
+        return sparsify_to_budget(model, calib_loader, config, target, example)
 
     def select(engine: _Engine, unit: list[Consumer], train: list[Moments] | None) -> _Selection:
         assert train is not None
