@@ -92,6 +92,9 @@ class PruneSection(_Strict):
     cache_activations: bool = True
     cache_budget_mb: int | None = Field(default=None, gt=0)
     moments_dtype: Literal["float64", "float32"] = "float32"
+    # cost-aware strengths (pruning.cost): eps_L2 of a layer x (channel cost / mean) ** exponent
+    cost_exponent: float = 0.0
+    cost_currency: Literal["macs", "params"] = "macs"
     # budget targets (pruning.budget): a ratio of the original in (0, 1] or an absolute count
     # > 1; latency in ms per batch at latency_device / latency_batch_size / latency_threads.
     # At most one; eps_L2 then only ranks the channels and the widths meet the budget.

@@ -70,6 +70,8 @@ def sparsify_config(prune: PruneSection, *, progress: bool = True, **changes: An
         cache_budget_bytes=(None if prune.cache_budget_mb is None
                             else prune.cache_budget_mb << 20),
         moments_dtype=prune.moments_dtype,
+        cost_exponent=prune.cost_exponent,
+        cost_currency=prune.cost_currency,
         progress=progress,
     )
     values.update(changes)

@@ -15,10 +15,10 @@ number of search steps:
    (``(e_u(k-1) - e_u(k)) / dcost_u``), until the cost is at or under the target; then
    channels that still fit are handed back by the best error gain per cost. The cost is a
    bilinear model of the widths (each Conv/Linear scales with its input and output
-   channel ratios); the candidate is then built for real (surgery without data, exact
-   counting or timing) and the model's target is corrected by the ratio measured/modelled,
-   up to 4 rounds, so BatchNorm parameters, grouped convs and latency are measured, not
-   modelled.
+   channel ratios; MACs stand in for latency); the candidate is then built for real
+   (surgery without data, exact counting or timing) and the model's goal is corrected
+   (ratio, then secant through the last two rounds), up to 6 rounds, so BatchNorm
+   parameters, grouped convs and latency are measured, not modelled.
 3. **Final pass**: :func:`pruning.prune_to_widths` with the allocated channels and the
    least-squares refit on the same calibration data (no solves).
 
@@ -49,7 +49,7 @@ Metric = Literal["macs", "params", "latency_ms"]
 
 # The pass lands within this relative distance of the target when the granularity allows.
 TOLERANCE = 0.02
-_ROUNDS = 4
+_ROUNDS = 6
 _RIDGE = 1e-6
 
 
@@ -389,7 +389,9 @@ def sparsify_to_budget(
 
     t0 = time.perf_counter()
     plan_cfg = dataclasses.replace(config, recalibrate_bn=False)
-    plan = _run(model, loader, plan_cfg, config.layers, select, lambda _u: True, example)
+    share: dict[str, Any] = {}
+    plan = _run(model, loader, plan_cfg, config.layers, select, lambda _u: True, example,
+                share=share)
     plan_s = time.perf_counter() - t0
     del plan
 
@@ -401,12 +403,13 @@ def sparsify_to_budget(
     # the cost model covers the prunable part; the rest (BN, fixed layers) is an offset
     proxy_goal = model_full * goal / full if target.metric == "latency_ms" else goal - (full - model_full)
     best: tuple[float, list[int], float] | None = None
-    rounds = []
+    rounds: list[dict[str, Any]] = []
     for _ in range(_ROUNDS):
         widths, step = allocate(plans, cost, proxy_goal)
         reached = _measure_metric(_thinned(model, _keep_sets(plans, widths), example, config),
                                   input_shape, target)
-        rounds.append({"model_goal": proxy_goal, "reached": reached, "widths": widths})
+        rounds.append({"model_goal": proxy_goal, "reached": reached, "widths": widths,
+                       "modelled": cost.cost(widths)})
         score = abs(reached - goal) + (0.0 if reached <= goal * (1 + TOLERANCE) else goal)
         if best is None or score < best[0]:
             best = (score, widths, reached)
@@ -415,7 +418,17 @@ def sparsify_to_budget(
         modelled = cost.cost(widths)
         if reached <= 0 or modelled <= 0:
             break
-        proxy_goal = proxy_goal * goal / reached
+        pts = [(float(r["modelled"]), float(r["reached"])) for r in rounds[:-1]]
+        prev = next(((m, v) for m, v in reversed(pts) if abs(m - modelled) > 1e-9 * model_full),
+                    None)
+        if prev is not None and abs(reached - prev[1]) > 1e-12 * max(abs(reached), 1.0):
+            # secant through the last two (modelled, measured) points: latency has a part
+            # that does not shrink with the widths, which a pure ratio correction misses
+            slope = (reached - prev[1]) / (modelled - prev[0])
+            proxy_goal = modelled + (goal - reached) / slope if slope > 0 else proxy_goal * goal / reached
+        else:
+            proxy_goal = proxy_goal * goal / reached
+        proxy_goal = min(max(proxy_goal, 0.0), model_full)
     assert best is not None
     _, widths, reached_plan = best
     alloc_s = time.perf_counter() - t0
@@ -423,11 +436,13 @@ def sparsify_to_budget(
     # 3. final pass: the allocated channels, refitted on the same data
     t0 = time.perf_counter()
     keep = _keep_sets(plans, widths)
-    result = prune_to_widths(model, keep, loader, refit=True, config=config)
+    result = prune_to_widths(model, keep, loader, refit=True, config=config, _share=share)
+    result.engine["reused_plan_caches"] = bool(share)
     final_s = time.perf_counter() - t0
     reached = _measure_metric(result.model, input_shape, target)
     within = abs(reached - goal) <= TOLERANCE * goal
-    step_ratio = step / full if full else math.nan
+    # the step is in the cost model's currency (MACs for a latency target)
+    step_ratio = step / model_full if model_full else math.nan
     result.budget = {
         "metric": target.metric,
         "field": target.field_name,
@@ -443,10 +458,15 @@ def sparsify_to_budget(
         "granularity_step_ratio": step_ratio,
         "note": ("within 2 % of the target" if within else
                  f"nearest the channel granularity allows (smallest step {step_ratio:.3%} of "
-                 f"the original; reached {reached / full:.4g} for a target of {goal / full:.4g})"),
+                 f"the original {'MACs' if target.metric == 'latency_ms' else target.metric}; "
+                 f"reached {reached / full:.4g} for a target of {goal / full:.4g})"
+                 + (" or the latency measurement's noise" if target.metric == "latency_ms"
+                    else "")),
         "widths": {p.name: k for p, k in zip(plans, widths, strict=True)},
         "predicted_error": {p.name: p.error[k] for p, k in zip(plans, widths, strict=True)},
         "rounds": len(rounds),
+        "round_log": [{"modelled_goal": r["model_goal"], "modelled": r["modelled"],
+                       "measured": r["reached"]} for r in rounds],
         "seconds": {"plan_pass": plan_s, "allocation": alloc_s, "final_pass": final_s,
                     "total": time.perf_counter() - t_start},
     }

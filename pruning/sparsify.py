@@ -129,6 +129,12 @@ class SparsifyConfig:
             the whole VGG-16 pass and in 12/12 LeNet-5 runs, with 29 % less time for the
             moments on a CPU (benchmarks/moments_dtype.py, benchmarks/vgg_pass.py); on GPUs
             without fast float64 the difference is far larger.
+        cost_exponent: Cost-aware strengths (:mod:`pruning.cost`): each unit's eps_L2 is
+            multiplied by ``(channel cost / geometric mean) ** cost_exponent``, the cost of
+            a channel being the ``cost_currency`` it removes in the consumer and its
+            producer(s). 0 (default): every layer alike (measured in
+            docs/pruning-engine-notes.md).
+        cost_currency: ``"macs"`` or ``"params"``.
     """
 
     regression: RegressionConfig = field(default_factory=RegressionConfig)
@@ -149,8 +155,14 @@ class SparsifyConfig:
     cache_activations: bool = True
     cache_budget_bytes: int | None = None
     moments_dtype: Literal["float64", "float32"] = "float32"
+    cost_exponent: float = 0.0
+    cost_currency: Literal["macs", "params"] = "macs"
 
     def __post_init__(self) -> None:
+        if not math.isfinite(self.cost_exponent):
+            raise ValueError(f"SparsifyConfig.cost_exponent must be finite, got {self.cost_exponent}")
+        if self.cost_currency not in ("macs", "params"):
+            raise ValueError(f"SparsifyConfig.cost_currency: unknown {self.cost_currency!r}")
         if self.moments_dtype not in ("float64", "float32"):
             raise ValueError(f"SparsifyConfig.moments_dtype: unknown {self.moments_dtype!r}")
         if self.target_source not in ("pruned", "original"):
@@ -342,6 +354,10 @@ def _capture(
     return [store[i] for i in range(len(modules))]
 
 
+def _nbytes_of(t: Tensor) -> int:
+    return int(t.numel()) * t.element_size()
+
+
 def _check_finite(t: Tensor, layer: str, what: str, batch: int) -> None:
     if not bool(torch.isfinite(t).all()):
         n_bad = int((~torch.isfinite(t)).sum())
@@ -515,6 +531,9 @@ class _Engine:
             elif isinstance(mod, nn.Linear):
                 self.out_index[name] = torch.arange(mod.out_features)
         self.changed = False
+        self.strength: dict[str, float] = {}
+        if config.cost_exponent != 0:
+            self.strength = self._strengths()
         # Consumers that will be regressed (set by _run before the first unit), and the
         # activation caches, built on the first collect (pruning.activations).
         self.planned: list[tuple[str, int]] = []  # (consumer, unit id) in processing order
@@ -523,6 +542,9 @@ class _Engine:
         self.batches: list[Tensor] | None = None
         self.ref_cache: ReferenceOutputs | None = None
         self.act_cache: PrunedActivations | None = None
+        # (batches, reference outputs) of an earlier pass over the same model and data
+        # (pruning.budget's plan pass), used instead of reading and running them again.
+        self.preset: tuple[list[Tensor], ReferenceOutputs] | None = None
 
     def close(self) -> None:
         self.batches = None
@@ -562,6 +584,16 @@ class _Engine:
             return
         budget = (cfg.cache_budget_bytes if cfg.cache_budget_bytes is not None
                   else default_cache_budget(self.device))
+        if self.preset is not None and all(self.preset[1].has(n) for n, _ in self.planned
+                                           if n in self.by_name):
+            self.batches, self.ref_cache = self.preset
+            budget -= sum(_nbytes_of(b) for b in self.batches)
+            budget -= sum(r.y.numel() * r.y.element_size()
+                          for rows in self.ref_cache.rows.values() for r in rows)
+            acts = PrunedActivations(self.pruned, [c.name for c in self.consumers],
+                                     len(self.batches), max(budget, 0))
+            self.act_cache = acts if acts.enabled else None
+            return
         self.loader_passes += 1
         cal = CalibrationBatches(self.loader, _batch_inputs, self.device, cfg.max_batches,
                                  budget)
@@ -688,10 +720,30 @@ class _Engine:
 
     # -- selection ------------------------------------------------------------------
 
+    def _strengths(self) -> dict[str, float]:
+        from pruning.cost import channel_costs, strength_factors
+
+        units: list[list[Consumer]] = []
+        seen: set[str] = set()
+        for c in sorted(self.consumers, key=lambda c: c.order):
+            if c.name in seen:
+                continue
+            unit = self.unit_of(c)
+            seen.update(m.name for m in unit)
+            if self.skip_reason(unit) is None:
+                units.append(unit)
+        costs = channel_costs(self.pruned, tuple(self.example.shape[1:]), units,
+                              currency=self.config.cost_currency)
+        factors = strength_factors(costs, self.config.cost_exponent)
+        return {m.name: factors[u[0].name] for u in units for m in u}
+
     def regression_config(self, unit: list[Consumer]) -> RegressionConfig:
         over: dict[str, Any] = {}
         for c in unit:
             over.update(self.config.layer_overrides.get(c.name, {}))
+        factor = self.strength.get(unit[0].name, 1.0)
+        if factor != 1.0:
+            over["eps_L2"] = float(over.get("eps_L2", self.config.regression.eps_L2)) * factor
         C = unit[0].num_channels
         min_ch = min(max(self.config.min_channels, self.config.regression.min_channels), C)
         ratio = over.pop("keep_ratio", None)
@@ -856,9 +908,12 @@ def _run(
     *,
     forward_order: bool = False,
     strict: bool = False,
+    share: dict[str, Any] | None = None,
 ) -> SparsifyResult:
     unknown = sorted(config.layer_overrides)
     engine = _Engine(model, loader, config, example)
+    if share is not None and share.get("ref_cache") is not None:
+        engine.preset = (share["batches"], share["ref_cache"])
     try:
         bad = [n for n in unknown if n not in engine.by_name]
         if bad:
@@ -900,6 +955,8 @@ def _run(
                                   device=engine.device, max_batches=config.max_batches)
         after = _measure(engine.pruned, input_shape)
         info = engine.info()
+        if share is not None and engine.batches is not None and engine.ref_cache is not None:
+            share["batches"], share["ref_cache"] = engine.batches, engine.ref_cache
     finally:
         engine.close()
     return SparsifyResult(model=engine.pruned, report=reports, before=before, after=after,
@@ -1044,6 +1101,7 @@ def prune_to_widths(
     *,
     config: SparsifyConfig | None = None,
     example_inputs: Tensor | None = None,
+    _share: dict[str, Any] | None = None,
 ) -> SparsifyResult:
     """Remove given input channels per consumer, optionally with the least-squares refit.
 
@@ -1064,6 +1122,8 @@ def prune_to_widths(
         config: Data and refit settings (``regression.refit_ridge``, positions, device ...).
         example_inputs: A batch for tracing when there is no ``calib_loader`` (else the
             model's ``arch_input_shape`` is used).
+        _share: Internal (pruning.budget): calibration batches and reference outputs of
+            an earlier pass over the same model and data, reused instead of recomputed.
 
     Raises:
         ValueError: A named layer is not a consumer or cannot be pruned in this mode (e.g.
@@ -1108,7 +1168,7 @@ def prune_to_widths(
         cfg = dataclasses.replace(cfg, max_features=sys.maxsize)
     return _run(model, calib_loader, cfg, list(keep_t), select,
                 lambda _u: bool(refit) and calib_loader is not None, example,
-                forward_order=True, strict=True)
+                forward_order=True, strict=True, share=_share)
 
 
 def _refit(moments: Moments, keep: Tensor, *, ridge: float) -> tuple[Tensor, Tensor]:
