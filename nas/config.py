@@ -198,6 +198,10 @@ class SearchSection(_Strict):
     accuracy: Literal["finetuned", "scratch_e", "scratch_b", "pruned"] = "finetuned"
     cost: Literal["macs", "params", "latency"] = "macs"
     max_macs: float | None = Field(default=None, gt=0)
+    # feasibility bounds like max_macs: a trial above one is rejected (latency in ms per
+    # batch as measured for search.cost=latency: batch 1 on the trial's device)
+    max_params: float | None = Field(default=None, gt=0)
+    max_latency_ms: float | None = Field(default=None, gt=0)
     uniform_baseline: bool = True
     space: SpaceSection = Field(default_factory=SpaceSection)
     # Ray Tune only

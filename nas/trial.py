@@ -251,7 +251,8 @@ def evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sear
             train(model, loaders, train_config(cfg.finetune, progress=setup.progress,
                                                epochs=ft_epochs_between))
     spec = search_spaces.spec_from_model(model)
-    metrics = measure_model(model, input_shape, latency=cfg.search.cost == "latency")
+    metrics = measure_model(model, input_shape, latency=(cfg.search.cost == "latency"
+                                                         or cfg.search.max_latency_ms is not None))
     base = setup.base_metrics
     macs_ratio = metrics["macs"] / base["macs"]
     attrs: dict[str, Any] = {
@@ -271,6 +272,14 @@ def evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sear
                             "within_tolerance")}
     if cfg.search.max_macs is not None and metrics["macs"] > cfg.search.max_macs:
         raise RejectTrial(f"macs {metrics['macs']:.4g} > search.max_macs {cfg.search.max_macs:.4g}")
+    if cfg.search.max_params is not None and metrics["params"] > cfg.search.max_params:
+        raise RejectTrial(f"params {metrics['params']:.4g} > search.max_params "
+                          f"{cfg.search.max_params:.4g}")
+    if cfg.search.max_latency_ms is not None:
+        lat = float(metrics["latency"]["median_ms"])
+        if lat > cfg.search.max_latency_ms:
+            raise RejectTrial(f"latency {lat:.4g} ms > search.max_latency_ms "
+                              f"{cfg.search.max_latency_ms:.4g}")
     device = next(model.parameters()).device
     attrs["acc_pruned"] = evaluate(model, val_loader(loaders), device=device)[1]
     ft_epochs = tp.finetune_epochs if tp.schedule == "one_shot" else ft_epochs_between

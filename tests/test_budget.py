@@ -189,3 +189,17 @@ def test_a_latency_target_is_measured_on_its_device(net: nn.Module) -> None:
     assert b["target_value"] == pytest.approx(1.2 * full)
     assert 1 <= b["rounds"] <= 6 and len(b["round_log"]) == b["rounds"]
     assert b["reached"] > 0
+
+
+def test_search_trials_get_absolute_budgets_and_bounds_are_validated() -> None:
+    from nas.config import SearchSection
+    from nas.trial import trial_budget
+
+    base = {"macs": 1000, "params": 400}
+    assert trial_budget(PruneSection(), base) == {}
+    kw = trial_budget(PruneSection(target_macs=0.25), base)
+    assert kw["target_macs"] == 250.0 and kw["target_params"] is None
+    assert trial_budget(PruneSection(target_params=123), base)["target_params"] == 123
+    assert SearchSection(max_params=1e4, max_latency_ms=2.0).max_params == 1e4
+    with pytest.raises(ValueError, match="max_params"):
+        SearchSection(max_params=0)
