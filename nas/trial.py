@@ -242,7 +242,10 @@ def evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sear
                                layer_overrides={k: overrides[k] for k in layers if k in overrides},
                                seed=cfg.search.seed + ctx.number)
         budget = trial_budget(cfg.prune, setup.base_metrics) if i == len(steps) - 1 else {}
-        result = pruning.sparsify(model, calib, scfg, **budget)
+        try:
+            result = pruning.sparsify(model, calib, scfg, **budget)
+        except pruning.BudgetError as exc:  # the layers this trial may prune cannot reach it
+            raise RejectTrial(f"prune.{exc}") from None
         if result.budget is not None:
             budget_report = result.budget
         model = result.model
