@@ -89,3 +89,16 @@ def test_planted_filter_copies_go_and_the_output_is_kept(near: bool) -> None:
     with torch.no_grad():
         y, y_hat = net(x), res.model(x)
     assert float((y - y_hat).pow(2).sum() / (y - y.mean((0, 2, 3), keepdim=True)).pow(2).sum()) < 1e-3
+
+
+def test_a_channel_in_the_span_of_two_others_goes() -> None:
+    g = torch.Generator().manual_seed(0)
+    T, C, m = 5000, 16, 8
+    X = torch.randn(T, C, generator=g, dtype=torch.float64).relu()
+    X[:, 2] = X[:, 0] + X[:, 1]
+    W = torch.randn(m, C, generator=g, dtype=torch.float64)
+    Y = X @ W.T + 0.01 * torch.randn(T, m, generator=g, dtype=torch.float64)
+    res = entropic_regression(Moments(C, 1, m).update(X, Y), RegressionConfig(eps_L2=1e-3))
+    kept = set(res.keep.tolist())
+    assert len(kept & {0, 1, 2}) == 2 and len(kept) == C - 1
+    assert res.rel_error < 1e-3
