@@ -10,6 +10,7 @@ benchmarks.vgg_pass --quick``); nothing patches the import path. The package may
 ``lenet_search``       the NAS search on LeNet-5 vs the lenet_mnist grid
 ``moments_dtype``      float64 vs float32 moment products (same widths?)
 ``cifar_fast``         the fast CIFAR-10 family: entropic vs Torch-Pruning vs uniform
+``budget_hit``         budget targets: landing, pass cost, accuracy at equal MACs
 ``gpu_check``          what only a GPU can time (fast recipe, whole passes, a search)
 ``cifar_short``        VGG-16 / ResNet-18 on CIFAR-10, short CPU protocol (superseded)
 ``solver_cost``        one layer solve vs feature count d and sample count T

@@ -112,6 +112,38 @@ class PruneSection(_Strict):
     cache_activations: bool = True
     cache_budget_mb: int | None = Field(default=None, gt=0)
     moments_dtype: Literal["float64", "float32"] = "float32"
+    # cost-aware strengths (pruning.cost): eps_L2 of a layer x (channel cost / mean) ** exponent
+    cost_exponent: float = 0.0
+    cost_currency: Literal["macs", "params"] = "macs"
+    # budget targets (pruning.budget): a ratio of the original in (0, 1] or an absolute count
+    # > 1; latency in ms per batch at latency_device / latency_batch_size / latency_threads.
+    # At most one; eps_L2 then only ranks the channels and the widths meet the budget.
+    target_macs: float | None = None
+    target_params: float | None = None
+    target_latency_ms: float | None = None
+    latency_device: str | None = None
+    latency_batch_size: int = 1
+    latency_threads: int | None = None
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> PruneSection:
+        from pruning.budget import make_target
+
+        make_target(**self.budget_kwargs(), prefix="prune.")
+        return self
+
+    def budget_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ``pruning.sparsify`` that carry the budget."""
+        return {"target_macs": self.target_macs, "target_params": self.target_params,
+                "target_latency_ms": self.target_latency_ms,
+                "latency_device": self.latency_device,
+                "latency_batch_size": self.latency_batch_size,
+                "latency_threads": self.latency_threads}
+
+    @property
+    def has_budget(self) -> bool:
+        return any(v is not None for v in (self.target_macs, self.target_params,
+                                           self.target_latency_ms))
 
 
 class FinetuneSection(TrainSection):
@@ -186,6 +218,10 @@ class SearchSection(_Strict):
     accuracy: Literal["finetuned", "scratch_e", "scratch_b", "pruned"] = "finetuned"
     cost: Literal["macs", "params", "latency"] = "macs"
     max_macs: float | None = Field(default=None, gt=0)
+    # feasibility bounds like max_macs: a trial above one is rejected (latency in ms per
+    # batch as measured for search.cost=latency: batch 1 on the trial's device)
+    max_params: float | None = Field(default=None, gt=0)
+    max_latency_ms: float | None = Field(default=None, gt=0)
     uniform_baseline: bool = True
     space: SpaceSection = Field(default_factory=SpaceSection)
     # Ray Tune only

@@ -15,7 +15,7 @@ import search_spaces
 from search_spaces import ArchSpec
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .train import evaluate, plot_history, train
 from .trial import base_spec, load_data, measure_model, plot_widths, sparsify_config, train_config
 
@@ -109,7 +109,11 @@ def run_prune(cfg: RunConfig, checkpoint: Path, out_dir: Path, *, finetune_epoch
     calib = loaders.calib(min(cfg.prune.calib_images, len(loaders.train.dataset)),  # type: ignore[arg-type]
                           cfg.prune.calib_batch_size)
     t0 = time.perf_counter()
-    result = pruning.sparsify(model, calib, sparsify_config(cfg.prune, progress=progress))
+    try:
+        result = pruning.sparsify(model, calib, sparsify_config(cfg.prune, progress=progress),
+                                  **cfg.prune.budget_kwargs())
+    except pruning.BudgetError as exc:  # unreachable budget: raised before any data pass
+        raise ConfigError(f"{cfg.name}: prune.{exc}") from None
     sparsify_s = time.perf_counter() - t0
     pruned = result.model
     spec = search_spaces.spec_from_model(pruned)
@@ -124,6 +128,8 @@ def run_prune(cfg: RunConfig, checkpoint: Path, out_dir: Path, *, finetune_epoch
         "after": after,
         "param_sparsity": 1 - after["prunable_params"] / before["prunable_params"],
         "macs_ratio": after["macs"] / before["macs"],
+        "params_ratio": after["params"] / before["params"],
+        "budget": result.budget,
         "val_acc_before": acc_before,
         "val_acc_pruned": evaluate(pruned, loaders.val or loaders.test, device=device)[1],
         "sparsify_seconds": sparsify_s,

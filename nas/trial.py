@@ -78,10 +78,31 @@ def sparsify_config(prune: PruneSection, *, progress: bool = True, **changes: An
         cache_budget_bytes=(None if prune.cache_budget_mb is None
                             else prune.cache_budget_mb << 20),
         moments_dtype=prune.moments_dtype,
+        cost_exponent=prune.cost_exponent,
+        cost_currency=prune.cost_currency,
         progress=progress,
     )
     values.update(changes)
     return pruning.SparsifyConfig(**values)
+
+
+def trial_budget(prune: PruneSection, base: dict[str, Any]) -> dict[str, Any]:
+    """``pruning.sparsify`` budget arguments for a trial's last pruning step.
+
+    Target-driven search: with a ``prune.target_*`` every trial prunes to the budget and
+    the search explores how it is spent (eps only ranks channels; the groups and schedule
+    decide which layers may give). Ratios are turned into absolute counts of the
+    pre-trained model (``base``), so that an iterative schedule's last step, which starts
+    from an already pruned model, still aims at the original budget.
+    """
+    if not prune.has_budget:
+        return {}
+    kw = prune.budget_kwargs()
+    for name, metric in (("target_macs", "macs"), ("target_params", "params")):
+        v = kw[name]
+        if v is not None and v <= 1.0:
+            kw[name] = float(round(v * float(base[metric])))
+    return kw
 
 
 @lru_cache(maxsize=4)
@@ -223,19 +244,27 @@ def evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sear
     overrides = layer_overrides(tp, setup)
     steps = schedule_steps(tp, setup)
     reports: list[dict[str, Any]] = []
+    budget_report: dict[str, Any] | None = None
     ft_epochs_between = max(1, tp.finetune_epochs // max(len(steps), 1))
     for i, layers in enumerate(steps):
         scfg = sparsify_config(cfg.prune, progress=setup.progress, layers=layers,
                                layer_overrides={k: overrides[k] for k in layers if k in overrides},
                                seed=cfg.search.seed + ctx.number)
-        result = pruning.sparsify(model, calib, scfg)
+        budget = trial_budget(cfg.prune, setup.base_metrics) if i == len(steps) - 1 else {}
+        try:
+            result = pruning.sparsify(model, calib, scfg, **budget)
+        except pruning.BudgetError as exc:  # the layers this trial may prune cannot reach it
+            raise RejectTrial(f"prune.{exc}") from None
+        if result.budget is not None:
+            budget_report = result.budget
         model = result.model
         reports += [r.to_dict() for r in result.report]
         if tp.schedule == "iterative" and i < len(steps) - 1:
             train(model, loaders, train_config(cfg.finetune, progress=setup.progress,
                                                epochs=ft_epochs_between))
     spec = search_spaces.spec_from_model(model)
-    metrics = measure_model(model, input_shape, latency=cfg.search.cost == "latency")
+    metrics = measure_model(model, input_shape, latency=(cfg.search.cost == "latency"
+                                                         or cfg.search.max_latency_ms is not None))
     base = setup.base_metrics
     macs_ratio = metrics["macs"] / base["macs"]
     attrs: dict[str, Any] = {
@@ -249,8 +278,20 @@ def evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sear
         "param_sparsity": 1 - metrics["prunable_params"] / base["prunable_params"],
         "trial_dir": str(ctx.trial_dir),
     }
+    if budget_report is not None:
+        attrs["budget"] = {k: budget_report[k] for k in
+                           ("metric", "target", "target_ratio", "reached", "reached_ratio",
+                            "within_tolerance")}
     if cfg.search.max_macs is not None and metrics["macs"] > cfg.search.max_macs:
         raise RejectTrial(f"macs {metrics['macs']:.4g} > search.max_macs {cfg.search.max_macs:.4g}")
+    if cfg.search.max_params is not None and metrics["params"] > cfg.search.max_params:
+        raise RejectTrial(f"params {metrics['params']:.4g} > search.max_params "
+                          f"{cfg.search.max_params:.4g}")
+    if cfg.search.max_latency_ms is not None:
+        lat = float(metrics["latency"]["median_ms"])
+        if lat > cfg.search.max_latency_ms:
+            raise RejectTrial(f"latency {lat:.4g} ms > search.max_latency_ms "
+                              f"{cfg.search.max_latency_ms:.4g}")
     device = next(model.parameters()).device
     attrs["acc_pruned"] = evaluate(model, val_loader(loaders), device=device)[1]
     ft_epochs = tp.finetune_epochs if tp.schedule == "one_shot" else ft_epochs_between

@@ -15,6 +15,8 @@ pass), ``measure`` (params / MACs / memory / latency).
 
 from __future__ import annotations
 
+from .budget import BudgetError
+from .inputs import InputMismatchError
 from .measure import (
     ModelMetrics,
     count_macs,
@@ -40,6 +42,8 @@ from .sparsify import (
 from .surgery import SurgeryError, UnsupportedLayerError
 
 __all__ = [
+    "BudgetError",
+    "InputMismatchError",
     "LayerReport",
     "ModelMetrics",
     "Moments",

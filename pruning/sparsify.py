@@ -43,6 +43,7 @@ from pruning.activations import (
     default_cache_budget,
     module_state,
 )
+from pruning.inputs import check_input_fits, reiterable
 from pruning.moments import Moments, conv_patches, feature_columns, gather_outputs
 from pruning.phases import timed
 from pruning.regression import (
@@ -129,6 +130,12 @@ class SparsifyConfig:
             the whole VGG-16 pass and in 12/12 LeNet-5 runs, with 29 % less time for the
             moments on a CPU (benchmarks/moments_dtype.py, benchmarks/vgg_pass.py); on GPUs
             without fast float64 the difference is far larger.
+        cost_exponent: Cost-aware strengths (:mod:`pruning.cost`): each unit's eps_L2 is
+            multiplied by ``(channel cost / geometric mean) ** cost_exponent``, the cost of
+            a channel being the ``cost_currency`` it removes in the consumer and its
+            producer(s). 0 (default): every layer alike (measured in
+            docs/pruning-engine-notes.md).
+        cost_currency: ``"macs"`` or ``"params"``.
     """
 
     regression: RegressionConfig = field(default_factory=RegressionConfig)
@@ -149,8 +156,14 @@ class SparsifyConfig:
     cache_activations: bool = True
     cache_budget_bytes: int | None = None
     moments_dtype: Literal["float64", "float32"] = "float32"
+    cost_exponent: float = 0.0
+    cost_currency: Literal["macs", "params"] = "macs"
 
     def __post_init__(self) -> None:
+        if not math.isfinite(self.cost_exponent):
+            raise ValueError(f"SparsifyConfig.cost_exponent must be finite, got {self.cost_exponent}")
+        if self.cost_currency not in ("macs", "params"):
+            raise ValueError(f"SparsifyConfig.cost_currency: unknown {self.cost_currency!r}")
         if self.moments_dtype not in ("float64", "float32"):
             raise ValueError(f"SparsifyConfig.moments_dtype: unknown {self.moments_dtype!r}")
         if self.target_source not in ("pruned", "original"):
@@ -247,6 +260,10 @@ class SparsifyResult:
             of all layers from one pass of the original network), ``activations_cached``
             (torch.fx resumption available), ``resumed`` (layer inputs computed from a
             cached activation instead of the network input), ``loader_passes``.
+        budget: With a budget target (``sparsify(..., target_macs=...)``): the metric, the
+            target (as given, absolute and as a ratio of the original), what was reached,
+            whether it is within 2 %, the granularity step, the widths and the seconds of
+            each phase (:mod:`pruning.budget`). None without a target.
     """
 
     model: nn.Module
@@ -254,6 +271,7 @@ class SparsifyResult:
     before: dict[str, Any]
     after: dict[str, Any]
     engine: dict[str, Any] = field(default_factory=dict)
+    budget: dict[str, Any] | None = None
 
 
 # ---------------------------------------------------------------------- helpers
@@ -336,6 +354,10 @@ def _capture(
     if missing:
         raise RuntimeError(f"forward pass never reached {len(missing)} of the hooked layers")
     return [store[i] for i in range(len(modules))]
+
+
+def _nbytes_of(t: Tensor) -> int:
+    return int(t.numel()) * t.element_size()
 
 
 @timed("checks")
@@ -515,6 +537,9 @@ class _Engine:
             elif isinstance(mod, nn.Linear):
                 self.out_index[name] = torch.arange(mod.out_features)
         self.changed = False
+        self.strength: dict[str, float] = {}
+        if config.cost_exponent != 0:
+            self.strength = self._strengths()
         # Consumers that will be regressed (set by _run before the first unit), and the
         # activation caches, built on the first collect (pruning.activations).
         self.planned: list[tuple[str, int]] = []  # (consumer, unit id) in processing order
@@ -523,6 +548,9 @@ class _Engine:
         self.batches: list[Tensor] | None = None
         self.ref_cache: ReferenceOutputs | None = None
         self.act_cache: PrunedActivations | None = None
+        # (batches, reference outputs) of an earlier pass over the same model and data
+        # (pruning.budget's plan pass), used instead of reading and running them again.
+        self.preset: tuple[list[Tensor], ReferenceOutputs] | None = None
 
     def close(self) -> None:
         self.batches = None
@@ -562,6 +590,16 @@ class _Engine:
             return
         budget = (cfg.cache_budget_bytes if cfg.cache_budget_bytes is not None
                   else default_cache_budget(self.device))
+        if self.preset is not None and all(self.preset[1].has(n) for n, _ in self.planned
+                                           if n in self.by_name):
+            self.batches, self.ref_cache = self.preset
+            budget -= sum(_nbytes_of(b) for b in self.batches)
+            budget -= sum(r.y.numel() * r.y.element_size()
+                          for rows in self.ref_cache.rows.values() for r in rows)
+            acts = PrunedActivations(self.pruned, [c.name for c in self.consumers],
+                                     len(self.batches), max(budget, 0))
+            self.act_cache = acts if acts.enabled else None
+            return
         self.loader_passes += 1
         cal = CalibrationBatches(self.loader, _batch_inputs, self.device, cfg.max_batches,
                                  budget)
@@ -689,10 +727,30 @@ class _Engine:
 
     # -- selection ------------------------------------------------------------------
 
+    def _strengths(self) -> dict[str, float]:
+        from pruning.cost import channel_costs, strength_factors
+
+        units: list[list[Consumer]] = []
+        seen: set[str] = set()
+        for c in sorted(self.consumers, key=lambda c: c.order):
+            if c.name in seen:
+                continue
+            unit = self.unit_of(c)
+            seen.update(m.name for m in unit)
+            if self.skip_reason(unit) is None:
+                units.append(unit)
+        costs = channel_costs(self.pruned, tuple(self.example.shape[1:]), units,
+                              currency=self.config.cost_currency)
+        factors = strength_factors(costs, self.config.cost_exponent)
+        return {m.name: factors[u[0].name] for u in units for m in u}
+
     def regression_config(self, unit: list[Consumer]) -> RegressionConfig:
         over: dict[str, Any] = {}
         for c in unit:
             over.update(self.config.layer_overrides.get(c.name, {}))
+        factor = self.strength.get(unit[0].name, 1.0)
+        if factor != 1.0:
+            over["eps_L2"] = float(over.get("eps_L2", self.config.regression.eps_L2)) * factor
         C = unit[0].num_channels
         min_ch = min(max(self.config.min_channels, self.config.regression.min_channels), C)
         ratio = over.pop("keep_ratio", None)
@@ -857,9 +915,12 @@ def _run(
     *,
     forward_order: bool = False,
     strict: bool = False,
+    share: dict[str, Any] | None = None,
 ) -> SparsifyResult:
     unknown = sorted(config.layer_overrides)
     engine = _Engine(model, loader, config, example)
+    if share is not None and share.get("ref_cache") is not None:
+        engine.preset = (share["batches"], share["ref_cache"])
     try:
         bad = [n for n in unknown if n not in engine.by_name]
         if bad:
@@ -901,6 +962,8 @@ def _run(
                                   device=engine.device, max_batches=config.max_batches)
         after = _measure(engine.pruned, input_shape)
         info = engine.info()
+        if share is not None and engine.batches is not None and engine.ref_cache is not None:
+            share["batches"], share["ref_cache"] = engine.batches, engine.ref_cache
     finally:
         engine.close()
     return SparsifyResult(model=engine.pruned, report=reports, before=before, after=after,
@@ -971,6 +1034,13 @@ def sparsify(
     model: nn.Module,
     calib_loader: Iterable,
     config: SparsifyConfig | None = None,
+    *,
+    target_macs: float | None = None,
+    target_params: float | None = None,
+    target_latency_ms: float | None = None,
+    latency_device: str | None = None,
+    latency_batch_size: int = 1,
+    latency_threads: int | None = None,
 ) -> SparsifyResult:
     """Prune a trained network layer by layer with sparse entropic regression.
 
@@ -978,24 +1048,51 @@ def sparsify(
         model: A trained network of Conv2d / Linear / BatchNorm layers (plus parameter-free
             ops). Never modified; its device is used unless ``config.device`` says otherwise.
         calib_loader: Iterable of calibration batches (tensors, ``(inputs, targets)`` pairs or
-            dicts with an ``"input"`` tensor); iterated once per layer, so it should be a
-            re-iterable loader, not a generator.
+            dicts with an ``"input"`` tensor). A re-iterable loader is read as needed (once
+            with the activation caches, once per layer without); a one-shot iterator or
+            generator is read once into a list (its first ``max_batches`` items), so no
+            batch is lost to the trace.
         config: Settings; defaults to ``SparsifyConfig()``.
+        target_macs: Budget: MACs per input sample (conv + linear), a ratio of the original
+            in (0, 1] or an absolute count > 1. The widths are then allocated across layers
+            from per-layer error-vs-width curves (:mod:`pruning.budget`); ``eps_L2`` only
+            ranks the channels. At most one target.
+        target_params: Budget in parameters (all of them, BN included), ratio or count.
+        target_latency_ms: Budget in ms per batch of ``latency_batch_size`` on
+            ``latency_device`` (required) with ``latency_threads`` torch threads.
+        latency_device: Device for the latency target, e.g. ``"cpu"``, ``"cuda"``.
+        latency_batch_size: Batch size the latency is measured at.
+        latency_threads: Torch threads for the latency measurement (None: current).
 
     Returns:
         SparsifyResult with the pruned copy, one LayerReport per consumer, and the parameter
-        and MAC counts (per input sample, conv + linear MACs) before and after.
+        and MAC counts (per input sample, conv + linear MACs) before and after; with a
+        target also ``budget`` (target vs reached).
 
     Raises:
         UnsupportedLayerError: The model holds a parametrised layer other than Conv2d,
             Linear or BatchNorm; the message names it.
         NonFiniteActivationError: NaN/Inf activations at a layer, named in the message.
+        InputMismatchError: The batches do not fit the model (a ValueError naming the
+            first layer whose input channels / features are wrong, and the batch shape).
         ValueError: Unknown layer names in ``config.layers`` / ``layer_overrides``.
+        BudgetError: A malformed target (<= 0, two at once, latency without a device) or
+            one that cannot be reached with every layer at ``min_channels``; raised before
+            any data pass, naming the argument.
 
     Reference: Barisin & Horenko, arXiv:2404.04734 (Neural Computation 2025).
     """
+    from pruning.budget import make_target, sparsify_to_budget
+
     config = config or SparsifyConfig()
+    target = make_target(target_macs=target_macs, target_params=target_params,
+                         target_latency_ms=target_latency_ms, latency_device=latency_device,
+                         latency_batch_size=latency_batch_size, latency_threads=latency_threads)
+    calib_loader = reiterable(calib_loader, config.max_batches)
     example = _first_batch(calib_loader)[:1]
+    check_input_fits(model, example.to(_model_device(model)))
+    if target is not None:
+        return sparsify_to_budget(model, calib_loader, config, target, example)
 
     def select(engine: _Engine, unit: list[Consumer], train: list[Moments] | None) -> _Selection:
         assert train is not None
@@ -1012,6 +1109,7 @@ def prune_to_widths(
     *,
     config: SparsifyConfig | None = None,
     example_inputs: Tensor | None = None,
+    _share: dict[str, Any] | None = None,
 ) -> SparsifyResult:
     """Remove given input channels per consumer, optionally with the least-squares refit.
 
@@ -1032,6 +1130,8 @@ def prune_to_widths(
         config: Data and refit settings (``regression.refit_ridge``, positions, device ...).
         example_inputs: A batch for tracing when there is no ``calib_loader`` (else the
             model's ``arch_input_shape`` is used).
+        _share: Internal (pruning.budget): calibration batches and reference outputs of
+            an earlier pass over the same model and data, reused instead of recomputed.
 
     Raises:
         ValueError: A named layer is not a consumer or cannot be pruned in this mode (e.g.
@@ -1039,6 +1139,7 @@ def prune_to_widths(
     """
     config = config or SparsifyConfig()
     if calib_loader is not None:
+        calib_loader = reiterable(calib_loader, config.max_batches)
         example = _first_batch(calib_loader)[:1]
     elif example_inputs is not None:
         example = example_inputs[:1]
@@ -1048,6 +1149,8 @@ def prune_to_widths(
         raise ValueError("prune_to_widths: pass calib_loader or example_inputs for tracing")
     if refit and calib_loader is None:
         raise ValueError("prune_to_widths: refit=True needs a calib_loader")
+    check_input_fits(model, example.to(_model_device(model)),
+                     what="calibration batch" if calib_loader is not None else "example_inputs")
     keep_t = {n: torch.as_tensor(v, dtype=torch.long).reshape(-1) for n, v in keep.items()}
     ridge = config.regression.refit_ridge
 
@@ -1073,7 +1176,7 @@ def prune_to_widths(
         cfg = dataclasses.replace(cfg, max_features=sys.maxsize)
     return _run(model, calib_loader, cfg, list(keep_t), select,
                 lambda _u: bool(refit) and calib_loader is not None, example,
-                forward_order=True, strict=True)
+                forward_order=True, strict=True, share=_share)
 
 
 def _refit(moments: Moments, keep: Tensor, *, ridge: float) -> tuple[Tensor, Tensor]:

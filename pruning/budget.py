@@ -1,0 +1,476 @@
+"""Budget-targeted pruning: hit a MACs / params / latency target (issue 10 item 1).
+
+``sparsify(model, loader, config, target_macs=0.5)`` works in two data passes whatever the
+number of search steps:
+
+1. **Plan pass**: the ordinary entropic pass at ``config``'s strengths (X from the
+   pruned-so-far network, Y from the original), BN recalibration skipped. For every unit
+   it records the channel ranking (w, largest first) and the **error-vs-width curve**
+   ``e_u(k)``: the relative least-squares error of the layer's output on its top-k channels
+   for every k = 1..C, all from one Cholesky factor of the rank-ordered covariance (the
+   residual after each prefix of a nested sequence of regressors is the running sum of the
+   squared rows of ``L^-1 R^T``). No solve is repeated.
+2. **Allocation** (no data): widths start full; one channel at a time is taken from the
+   unit whose next channel costs the least error per unit of budget currency removed
+   (``(e_u(k-1) - e_u(k)) / dcost_u``), until the cost is at or under the target; then
+   channels that still fit are handed back by the best error gain per cost. The cost is a
+   bilinear model of the widths (each Conv/Linear scales with its input and output
+   channel ratios; MACs stand in for latency); the candidate is then built for real
+   (surgery without data, exact counting or timing) and the model's goal is corrected
+   (ratio, then secant through the last two rounds), up to 6 rounds, so BatchNorm
+   parameters, grouped convs and latency are measured, not modelled.
+3. **Final pass**: :func:`pruning.prune_to_widths` with the allocated channels and the
+   least-squares refit on the same calibration data (no solves).
+
+A budgeted pass therefore costs about one ordinary pass plus one refit pass (measured in
+``benchmarks/results/budget_hit.json``). The result's ``budget`` dict records the target,
+what was reached (absolute and as a ratio of the original), whether it is within 2 % and,
+when it is not, the smallest step the channel granularity allows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from pruning.moments import Moments, feature_columns
+from pruning.regression import _cholesky
+
+__all__ = ["BudgetError", "BudgetTarget", "make_target", "TOLERANCE"]
+
+Metric = Literal["macs", "params", "latency_ms"]
+
+# The pass lands within this relative distance of the target when the granularity allows.
+TOLERANCE = 0.02
+_ROUNDS = 6
+_RIDGE = 1e-6
+
+
+class BudgetError(ValueError):
+    """A budget target is malformed or cannot be reached; the message names the field."""
+
+
+@dataclass(frozen=True)
+class BudgetTarget:
+    """One budget: ``metric`` at ``value`` (a ratio in (0, 1] or an absolute count > 1;
+    latency always in ms, measured at ``device`` / ``batch_size`` / ``threads``)."""
+
+    metric: Metric
+    value: float
+    field_name: str
+    device: str | None = None
+    batch_size: int = 1
+    threads: int | None = None
+
+    def absolute(self, full: float) -> float:
+        if self.metric == "latency_ms" or self.value > 1.0:
+            return float(self.value)
+        return float(self.value) * full
+
+
+def make_target(
+    *,
+    target_macs: float | None = None,
+    target_params: float | None = None,
+    target_latency_ms: float | None = None,
+    latency_device: str | None = None,
+    latency_batch_size: int = 1,
+    latency_threads: int | None = None,
+    prefix: str = "",
+) -> BudgetTarget | None:
+    """Validate the budget arguments (before any work); None when no target is set.
+
+    Raises:
+        BudgetError: naming the field (``prefix`` + name), for two targets at once, a
+            non-finite or non-positive value, or a latency target without a device.
+    """
+    given = {k: v for k, v in (("target_macs", target_macs), ("target_params", target_params),
+                               ("target_latency_ms", target_latency_ms)) if v is not None}
+    if len(given) > 1:
+        names = ", ".join(prefix + k for k in given)
+        raise BudgetError(f"{names}: set one budget target at a time")
+    if latency_batch_size < 1:
+        raise BudgetError(f"{prefix}latency_batch_size must be >= 1, got {latency_batch_size}")
+    if latency_threads is not None and latency_threads < 1:
+        raise BudgetError(f"{prefix}latency_threads must be >= 1, got {latency_threads}")
+    if not given:
+        return None
+    name, raw = next(iter(given.items()))
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise BudgetError(f"{prefix}{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise BudgetError(f"{prefix}{name} must be a finite number > 0 (a ratio in (0, 1] or "
+                          f"an absolute count > 1), got {raw!r}")
+    metric: Metric = {"target_macs": "macs", "target_params": "params",
+                      "target_latency_ms": "latency_ms"}[name]  # type: ignore[assignment]
+    if metric == "latency_ms" and not latency_device:
+        raise BudgetError(f"{prefix}target_latency_ms needs {prefix}latency_device (the device "
+                          "the latency is measured on, e.g. 'cpu' or 'cuda')")
+    if metric != "latency_ms" and value > 1.0 and value != int(value):
+        raise BudgetError(f"{prefix}{name}={raw!r}: above 1 it is an absolute count and must "
+                          "be a whole number")
+    return BudgetTarget(metric=metric, value=value, field_name=prefix + name,
+                        device=latency_device if metric == "latency_ms" else None,
+                        batch_size=latency_batch_size, threads=latency_threads)
+
+
+# ---------------------------------------------------------------------- curves
+
+
+@dataclass
+class _UnitPlan:
+    """What the plan pass learnt about one unit (a consumer, or a coupled set)."""
+
+    name: str
+    members: tuple[str, ...]
+    producers: tuple[str, ...]
+    channels: int
+    min_width: int
+    ranking: list[int]  # channels, best first
+    error: list[float] = field(default_factory=list)  # error[k]: relative error with top-k
+
+
+def error_curve(parts: Sequence[Moments], ranking: Tensor) -> list[float]:
+    """Relative LS error of the outputs on the top-k channels of ``ranking``, k = 0..C.
+
+    One Cholesky of the rank-ordered covariance (ridge ``1e-6`` relative to each channel's
+    variance, as the refit): the explained variance after the first j features is the
+    running sum of the squared rows of ``L^-1 R^T``. Several parts (coupled consumers)
+    add their residuals and their total variances.
+    """
+    C = int(ranking.numel())
+    resid = torch.zeros(C + 1, dtype=torch.float64)
+    total = 0.0
+    for mom in parts:
+        k = mom.group_size
+        cols = feature_columns(ranking.to(mom.mu_x.device), k)
+        S = mom.S[cols][:, cols]
+        S = 0.5 * (S + S.T)
+        R = mom.R[:, cols]
+        var = torch.diagonal(S).clamp_min(0.0)
+        floor = float(var[var > 0].mean()) if bool((var > 0).any()) else 1.0
+        var = torch.where(var > 1e-12 * floor, var, torch.full_like(var, floor))
+        L = _cholesky(S + torch.diag(_RIDGE * var))
+        Z = torch.linalg.solve_triangular(L, R.T.contiguous(), upper=False)
+        explained = torch.cumsum((Z * Z).sum(1), 0).view(C, k)[:, -1].cpu()
+        tr_v = float(mom.V.sum())
+        total += tr_v
+        resid[0] += tr_v
+        resid[1:] += (tr_v - explained).clamp_min(0.0)
+    if total <= 0:
+        return [0.0] * (C + 1)
+    curve = (resid / total).tolist()
+    for i in range(C - 1, -1, -1):  # nested prefixes: never better with fewer channels
+        curve[i] = max(curve[i], curve[i + 1])
+    return curve
+
+
+# ---------------------------------------------------------------------- cost model
+
+
+@dataclass
+class _Term:
+    base: float
+    in_unit: int | None
+    out_unit: int | None
+
+
+class _CostModel:
+    """cost(widths) = sum base * (k_in / C_in) * (k_out / C_out) over Conv/Linear terms."""
+
+    def __init__(self, model: nn.Module, input_shape: tuple[int, ...], units: list[_UnitPlan],
+                 metric: Metric) -> None:
+        from pruning.measure import layer_macs
+
+        self.C = [u.channels for u in units]
+        in_of: dict[str, int] = {}
+        out_of: dict[str, int] = {}
+        for i, u in enumerate(units):
+            for m in u.members:
+                in_of[m] = i
+            for p in u.producers:
+                out_of[p] = i
+        macs = layer_macs(model, input_shape) if metric != "params" else {}
+        self.terms: list[_Term] = []
+        for name, mod in model.named_modules():
+            if not isinstance(mod, (nn.Conv2d, nn.Linear)):
+                continue
+            grouped = isinstance(mod, nn.Conv2d) and mod.groups > 1
+            i_u = None if grouped else in_of.get(name)
+            o_u = None if grouped else out_of.get(name)
+            if metric == "params":
+                self.terms.append(_Term(float(mod.weight.numel()), i_u, o_u))
+                if mod.bias is not None:
+                    self.terms.append(_Term(float(mod.bias.numel()), None, o_u))
+            else:
+                self.terms.append(_Term(float(macs.get(name, 0)), i_u, o_u))
+
+    def _f(self, u: int | None, k: list[int]) -> float:
+        return 1.0 if u is None else k[u] / self.C[u]
+
+    def cost(self, k: list[int]) -> float:
+        return sum(t.base * self._f(t.in_unit, k) * self._f(t.out_unit, k) for t in self.terms)
+
+    def step(self, u: int, k: list[int]) -> float:
+        """Cost of one channel of unit u at widths k (linear in k_u)."""
+        s = 0.0
+        for t in self.terms:
+            if t.in_unit == u:
+                s += t.base * self._f(t.out_unit, k) / self.C[u]
+            elif t.out_unit == u:
+                s += t.base * self._f(t.in_unit, k) / self.C[u]
+        return s
+
+
+def allocate(units: list[_UnitPlan], cost: _CostModel, target: float) -> tuple[list[int], float]:
+    """Greedy widths with model cost <= target (or the minimum); returns (widths, smallest step).
+
+    Removal: always the channel with the least error increase per unit of cost saved;
+    then hand-back: channels that still fit, by the largest error decrease per cost.
+    """
+    k = [u.channels for u in units]
+    cur = cost.cost(k)
+    while cur > target:
+        best, best_score = -1, math.inf
+        for i, u in enumerate(units):
+            if k[i] <= u.min_width:
+                continue
+            dc = cost.step(i, k)
+            if dc <= 0:
+                continue
+            score = max(u.error[k[i] - 1] - u.error[k[i]], 0.0) / dc
+            if score < best_score:
+                best, best_score = i, score
+        if best < 0:
+            break
+        k[best] -= 1
+        cur = cost.cost(k)
+    while True:
+        best, best_score = -1, -math.inf
+        for i, u in enumerate(units):
+            if k[i] >= u.channels:
+                continue
+            k[i] += 1
+            fits = cost.cost(k) <= target
+            k[i] -= 1
+            dc = cost.step(i, k)
+            if not fits or dc <= 0:
+                continue
+            score = max(u.error[k[i]] - u.error[k[i] + 1], 0.0) / dc
+            if score > best_score:
+                best, best_score = i, score
+        if best < 0:
+            break
+        k[best] += 1
+    steps = [cost.step(i, k) for i in range(len(units)) if k[i] < units[i].channels]
+    return k, (min(steps) if steps else 0.0)
+
+
+# ---------------------------------------------------------------------- measuring
+
+
+def _keep_sets(units: list[_UnitPlan], widths: list[int]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for u, k in zip(units, widths, strict=True):
+        keep = sorted(u.ranking[:k])
+        for m in u.members:
+            out[m] = keep
+    return out
+
+
+def _measure_metric(model: nn.Module, input_shape: tuple[int, ...], target: BudgetTarget) -> float:
+    from pruning.measure import count_macs, count_params, measure_latency
+
+    if target.metric == "macs":
+        return float(count_macs(model, input_shape))
+    if target.metric == "params":
+        return float(count_params(model))
+    lat = measure_latency(model, input_shape, batch_size=target.batch_size,
+                          device=target.device or "cpu", threads=target.threads)
+    return float(lat["median_ms"])
+
+
+def _thinned(model: nn.Module, keep: dict[str, list[int]], example: Tensor, config: Any) -> nn.Module:
+    from pruning.sparsify import prune_to_widths
+
+    cfg = dataclasses.replace(config, progress=False)
+    return prune_to_widths(model, keep, None, refit=False, config=cfg,
+                           example_inputs=example).model
+
+
+# ---------------------------------------------------------------------- the pass
+
+
+def _plan_units(engine: Any, unit: list[Any], train: list[Moments], sel: Any,
+                plans: list[_UnitPlan]) -> None:
+    head = unit[0]
+    C = head.num_channels
+    rcfg = engine.regression_config(unit)
+    w = sel.w if sel.w is not None else torch.ones(C, dtype=torch.float64)
+    ranking = torch.sort(w.detach().reshape(-1).cpu(), descending=True, stable=True).indices
+    plans.append(_UnitPlan(
+        name=head.name, members=tuple(c.name for c in unit), producers=tuple(head.producers),
+        channels=C, min_width=int(rcfg.min_channels), ranking=[int(i) for i in ranking],
+        error=error_curve(train, ranking)))
+
+
+def _prunable_units(engine: Any, schedule_names: Sequence[str] | None) -> list[list[Any]]:
+    from pruning.sparsify import _schedule
+
+    units: list[list[Any]] = []
+    done: set[str] = set()
+    for consumer in _schedule(engine, schedule_names, engine.config.order):
+        if consumer.name in done:
+            continue
+        unit = engine.unit_of(consumer)
+        done.update(c.name for c in unit)
+        if engine.skip_reason(unit) is None:
+            units.append(unit)
+    return units
+
+
+def sparsify_to_budget(
+    model: nn.Module,
+    loader: Iterable[Any],
+    config: Any,
+    target: BudgetTarget,
+    example: Tensor,
+) -> Any:
+    """The budgeted pass (see the module docstring); returns a SparsifyResult with ``budget``."""
+    from pruning.sparsify import _Engine, _run, prune_to_widths
+
+    t_start = time.perf_counter()
+    input_shape = tuple(example.shape[1:])
+    full = _measure_metric(model, input_shape, target)
+    goal = target.absolute(full)
+
+    # Reachability, before any data pass: every prunable unit at its minimum width.
+    engine = _Engine(model, None, config, example)
+    try:
+        units = _prunable_units(engine, config.layers)
+        floor_plans = [_UnitPlan(name=u[0].name, members=tuple(c.name for c in u),
+                                 producers=tuple(u[0].producers), channels=u[0].num_channels,
+                                 min_width=int(engine.regression_config(u).min_channels),
+                                 ranking=list(range(u[0].num_channels))) for u in units]
+    finally:
+        engine.close()
+    if not floor_plans:
+        raise BudgetError(f"{target.field_name}: the model has no prunable layer "
+                          f"(consumers {config.layers or 'all'}), so no budget can be met")
+    floor_model = _thinned(model, _keep_sets(floor_plans, [p.min_width for p in floor_plans]),
+                           example, config)
+    floor = _measure_metric(floor_model, input_shape, target)
+    del floor_model
+    if floor > goal * (1 + TOLERANCE):
+        unit = "ms" if target.metric == "latency_ms" else target.metric
+        raise BudgetError(
+            f"{target.field_name}={target.value:g} is unreachable: the target is {goal:.6g} "
+            f"{unit} ({goal / full:.4g} of the original {full:.6g}), but with every prunable "
+            f"layer at min_channels the model still has {floor:.6g} ({floor / full:.4g}); "
+            "raise the target or lower min_channels")
+
+    # 1. plan pass
+    plans: list[_UnitPlan] = []
+
+    def select(engine: Any, unit: list[Any], train: list[Moments] | None) -> Any:
+        assert train is not None
+        sel = engine.select_entropic(unit, train)
+        _plan_units(engine, unit, train, sel, plans)
+        return sel
+
+    t0 = time.perf_counter()
+    plan_cfg = dataclasses.replace(config, recalibrate_bn=False)
+    share: dict[str, Any] = {}
+    plan = _run(model, loader, plan_cfg, config.layers, select, lambda _u: True, example,
+                share=share)
+    plan_s = time.perf_counter() - t0
+    del plan
+
+    # 2. allocation, checked on the real thinned model
+    t0 = time.perf_counter()
+    cost = _CostModel(model, input_shape, plans,
+                      "params" if target.metric == "params" else "macs")
+    model_full = cost.cost([u.channels for u in plans])
+    # the cost model covers the prunable part; the rest (BN, fixed layers) is an offset
+    proxy_goal = model_full * goal / full if target.metric == "latency_ms" else goal - (full - model_full)
+    best: tuple[float, list[int], float] | None = None
+    rounds: list[dict[str, Any]] = []
+    for _ in range(_ROUNDS):
+        widths, step = allocate(plans, cost, proxy_goal)
+        reached = _measure_metric(_thinned(model, _keep_sets(plans, widths), example, config),
+                                  input_shape, target)
+        rounds.append({"model_goal": proxy_goal, "reached": reached, "widths": widths,
+                       "modelled": cost.cost(widths)})
+        score = abs(reached - goal) + (0.0 if reached <= goal * (1 + TOLERANCE) else goal)
+        if best is None or score < best[0]:
+            best = (score, widths, reached)
+        if abs(reached - goal) <= TOLERANCE * goal:
+            break
+        modelled = cost.cost(widths)
+        if reached <= 0 or modelled <= 0:
+            break
+        pts = [(float(r["modelled"]), float(r["reached"])) for r in rounds[:-1]]
+        prev = next(((m, v) for m, v in reversed(pts) if abs(m - modelled) > 1e-9 * model_full),
+                    None)
+        if prev is not None and abs(reached - prev[1]) > 1e-12 * max(abs(reached), 1.0):
+            # secant through the last two (modelled, measured) points: latency has a part
+            # that does not shrink with the widths, which a pure ratio correction misses
+            slope = (reached - prev[1]) / (modelled - prev[0])
+            proxy_goal = modelled + (goal - reached) / slope if slope > 0 else proxy_goal * goal / reached
+        else:
+            proxy_goal = proxy_goal * goal / reached
+        proxy_goal = min(max(proxy_goal, 0.0), model_full)
+    assert best is not None
+    _, widths, reached_plan = best
+    alloc_s = time.perf_counter() - t0
+
+    # 3. final pass: the allocated channels, refitted on the same data
+    t0 = time.perf_counter()
+    keep = _keep_sets(plans, widths)
+    result = prune_to_widths(model, keep, loader, refit=True, config=config, _share=share)
+    result.engine["reused_plan_caches"] = bool(share)
+    final_s = time.perf_counter() - t0
+    reached = _measure_metric(result.model, input_shape, target)
+    within = abs(reached - goal) <= TOLERANCE * goal
+    # the step is in the cost model's currency (MACs for a latency target)
+    step_ratio = step / model_full if model_full else math.nan
+    result.budget = {
+        "metric": target.metric,
+        "field": target.field_name,
+        "target": target.value,
+        "target_value": goal,
+        "target_ratio": goal / full if full else math.nan,
+        "original": full,
+        "reached": reached,
+        "reached_ratio": reached / full if full else math.nan,
+        "within_tolerance": within,
+        "tolerance": TOLERANCE,
+        "granularity_step": step,
+        "granularity_step_ratio": step_ratio,
+        "note": ("within 2 % of the target" if within else
+                 f"nearest the channel granularity allows (smallest step {step_ratio:.3%} of "
+                 f"the original {'MACs' if target.metric == 'latency_ms' else target.metric}; "
+                 f"reached {reached / full:.4g} for a target of {goal / full:.4g})"
+                 + (" or the latency measurement's noise" if target.metric == "latency_ms"
+                    else "")),
+        "widths": {p.name: k for p, k in zip(plans, widths, strict=True)},
+        "predicted_error": {p.name: p.error[k] for p, k in zip(plans, widths, strict=True)},
+        "rounds": len(rounds),
+        "round_log": [{"modelled_goal": r["model_goal"], "modelled": r["modelled"],
+                       "measured": r["reached"]} for r in rounds],
+        "seconds": {"plan_pass": plan_s, "allocation": alloc_s, "final_pass": final_s,
+                    "total": time.perf_counter() - t_start},
+    }
+    if target.metric == "latency_ms":
+        result.budget.update(device=target.device, batch_size=target.batch_size,
+                             threads=target.threads, reached_at_plan=reached_plan)
+    return result
