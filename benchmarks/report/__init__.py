@@ -34,7 +34,8 @@ from benchmarks.report.generic import render_generic
 from benchmarks.report.lenet_mnist import render_lenet
 
 # benchmark -> section over all its runs; placed after the LeNet-5 entropic section, in order
-SECTIONS: dict[str, Callable[[dict[str, dict[str, Any]]], str]] = {
+# each takes (runs, figdir): figures go into docs/figures of the docs being rendered
+SECTIONS: dict[str, Callable[[dict[str, dict[str, Any]], Path], str]] = {
     "cifar_fast": cifar_fast.render,
     "cifar_short": cifar_short.render,
     "vgg_pass": vgg_pass.render,
@@ -75,7 +76,7 @@ def render(loaded: dict[str, Any], docs: Path) -> tuple[str, str]:
                        and not is_quick(n, d)}
     grouped = {b: {n: d for n, d in loaded.items() if bench(d) == b and not is_quick(n, d)}
                for b in SECTIONS}
-    early = [SECTIONS[b](runs) for b, runs in grouped.items() if runs]  # after the LeNet section
+    early = [SECTIONS[b](runs, figdir) for b, runs in grouped.items() if runs]  # after the LeNet section
     in_groups = {n for runs in grouped.values() for n in runs}
     skipped: list[str] = []
     sections: list[str] = []

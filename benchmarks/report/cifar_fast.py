@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from benchmarks.cifar_fast import plot, render_markdown
@@ -10,11 +11,11 @@ from benchmarks.report.fmt import ROOT
 FIGURE = "figures/cifar_fast_acc_vs_macs.png"
 
 
-def render(runs: dict[str, dict[str, Any]]) -> str:
+def render(runs: dict[str, dict[str, Any]], figdir: Path | None = None) -> str:
     data = runs.get("cifar_fast.json")
     if data is None:
         return ""
-    plot(data, ROOT / "docs" / FIGURE)
+    plot(data, (figdir or ROOT / "docs" / "figures") / Path(FIGURE).name)
     return ("## CIFAR-10 (JPEG copy) at the field's accuracy: the fast family head-to-head\n\n"
             "`python -m benchmarks.cifar_fast --seeds 0 1` (resumable; "
             "benchmarks/results/cifar_fast.json). The base is `airbench_cifar` trained with "

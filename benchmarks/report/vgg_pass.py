@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from benchmarks.report.fmt import md_table
 
 
-def render(runs: dict[str, dict[str, Any]]) -> str:
+def render(runs: dict[str, dict[str, Any]], figdir: Path | None = None) -> str:
     """One row per whole-VGG-16 sparsify pass (benchmarks/vgg_pass.py)."""
     out = ["## Engine speed: one whole VGG-16-CIFAR sparsify pass\n",
            "Every consumer layer of VGG-16-CIFAR (13 regressions, d up to 4,608 features), "
