@@ -127,6 +127,8 @@ class RequeueTrial:
         self.max_retry = max_retry
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        if not trial.params:  # killed before sampling: nothing to keep, a fresh trial will do
+            return False
         if self.max_retry is not None and _retries_used(trial) >= self.max_retry:
             return False
         if trial.number in retried_numbers(study.get_trials(deepcopy=False)):
@@ -394,8 +396,52 @@ def _worker_alive(worker: dict[str, Any]) -> bool:
     return started is None or now_started is None or abs(now_started - started) <= 1.0
 
 
-def recover_stale_trials(study: optuna.Study, *, max_retry: int | None = None) -> list[int]:
+class WorkerRegistration:
+    """This process's claim on a run directory: a lock file held while it runs trials.
+
+    ``run_dir/.workers/HOST-PID.lock`` is locked (``flock``) for the worker's lifetime; the
+    kernel releases it when the process dies, however it dies. A trial killed in the instant
+    between its creation and the recording of its worker has no owner to check; it is failed
+    only when no other worker holds its lock (:meth:`others_alive`).
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        from filelock import FileLock
+
+        self.folder = Path(run_dir) / ".workers"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / f"{socket.gethostname()}-{os.getpid()}.lock"
+        self.lock = FileLock(str(self.path))
+        self.lock.acquire()
+
+    def others_alive(self) -> bool:
+        from filelock import FileLock, Timeout
+
+        alive = False
+        for p in self.folder.glob("*.lock"):
+            if p == self.path:
+                continue
+            other = FileLock(str(p), timeout=0)
+            try:
+                other.acquire()
+            except Timeout:
+                alive = True
+                continue
+            other.release()
+            p.unlink(missing_ok=True)  # a dead worker's leftover
+        return alive
+
+    def release(self) -> None:
+        self.lock.release()
+        self.path.unlink(missing_ok=True)
+
+
+def recover_stale_trials(study: optuna.Study, *, max_retry: int | None = None,
+                         fail_unowned: bool = False) -> list[int]:
     """Fail RUNNING trials whose worker process on this host is gone, and re-queue them.
+
+    ``fail_unowned``: also fail RUNNING trials that never recorded a worker (killed right
+    after their creation); only safe when no other worker is alive on the study.
 
     Then run Optuna's heartbeat check (RDB storages) for trials of other hosts, and queue a
     retry for every retryable FAIL that has none (:func:`requeue_missing`: a kill between
@@ -411,15 +457,16 @@ def recover_stale_trials(study: optuna.Study, *, max_retry: int | None = None) -
         if t.state != TrialState.RUNNING:
             continue
         worker = t.user_attrs.get("worker")
-        if not isinstance(worker, dict) or worker.get("host") != host or _worker_alive(worker):
+        if worker is None and fail_unowned:
+            reason = "the worker process died as the trial started (killed?)"
+        elif not isinstance(worker, dict) or worker.get("host") != host or _worker_alive(worker):
             continue
+        else:
+            reason = (f"worker process {worker.get('pid')} on {host} died while running the "
+                      "trial (killed?)")
         try:
             if "error" not in t.user_attrs or not t.user_attrs.get("requeue"):
-                storage.set_trial_user_attr(
-                    t._trial_id, "error",
-                    f"worker process {worker.get('pid')} on {host} died while running the "
-                    "trial (killed?)",
-                )
+                storage.set_trial_user_attr(t._trial_id, "error", reason)
             storage.set_trial_user_attr(t._trial_id, "requeue", True)  # before FAIL: a kill
             if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):  # here
                 continue                                                 # leaves it RUNNING
@@ -628,6 +675,28 @@ def run_optuna(
     if n_trials < 0:
         raise ValueError(f"n_trials must be >= 0, got {n_trials}")
     desc = describe_storage(storage, run_dir)
+    me = WorkerRegistration(run_dir)
+    try:
+        return _run_optuna(study_name=study_name, storage=storage, objectives=objectives,
+                           sample=sample, evaluate=evaluate, n_trials=n_trials,
+                           run_dir=run_dir, sampler=sampler, seed=seed, resume=resume,
+                           n_jobs=n_jobs, on_trial_end=on_trial_end,
+                           population_size=population_size,
+                           heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                           max_retry=max_retry, me=me, desc=desc)
+    finally:
+        me.release()
+
+
+def _run_optuna(*, study_name: str, storage: str | BaseStorage | None,
+                objectives: Sequence[Objective], sample: SampleFn, evaluate: EvaluateFn,
+                n_trials: int, run_dir: Path, sampler: str | optuna.samplers.BaseSampler,
+                seed: int | None, resume: bool, n_jobs: int, on_trial_end: TrialEndFn | None,
+                population_size: int | None, heartbeat_interval: int, grace_period: int | None,
+                max_retry: int | None, me: WorkerRegistration, desc: str) -> optuna.Study:
+    # a file storage lives on this host: its workers all register in run_dir/.workers
+    local = storage is None or (isinstance(storage, str)
+                                and storage.startswith(("journal:", "sqlite:")))
     with run_lock(run_dir, "study"):  # schema creation, study creation, repair: one at a time
         store = open_storage(storage, run_dir, heartbeat_interval=heartbeat_interval,
                              grace_period=grace_period, max_retry=max_retry)
@@ -636,7 +705,8 @@ def run_optuna(
             storage_desc=desc,
         )
         if existed:
-            recover_stale_trials(study, max_retry=max_retry)
+            recover_stale_trials(study, max_retry=max_retry,
+                                 fail_unowned=local and not me.others_alive())
     trials = study.get_trials(deepcopy=False)
     sampler_seed = None if seed is None else seed + len(trials)
     study.sampler = make_sampler(sampler, seed=sampler_seed, n_trials=n_trials,
