@@ -294,6 +294,11 @@ def check_config(cfg: RunConfig, *, source: str = "config") -> None:
         raise InputError(f"{source}: search.space.finetune_epochs must be [low, high] with "
                          f"0 <= low <= high, got {list(fe)}")
     acc = cfg.search.accuracy
+    ft_low = fe[0] if fe is not None else cfg.finetune.epochs
+    if acc == "finetuned" and ft_low < 1:
+        field = "search.space.finetune_epochs" if fe is not None else "finetune.epochs"
+        raise InputError(f"{source}: search.accuracy 'finetuned' needs {field} >= 1 (got "
+                         f"{ft_low}); use search.accuracy: pruned to search without fine-tuning")
     if acc in ("scratch_e", "scratch_b"):
         variant = acc[-1].upper()
         if not cfg.scratch.enabled or variant not in cfg.scratch.variants:

@@ -21,7 +21,7 @@ CONFIG: dict[str, Any] = {
     "prune": {"calib_images": 64, "calib_batch_size": 32, "calib_positions_per_image": 4},
     "finetune": {"epochs": 0, "threads": 1},
     "scratch": {"enabled": False},
-    "search": {"backend": "optuna", "trials": 1, "sampler": "random",
+    "search": {"backend": "optuna", "trials": 1, "sampler": "random", "accuracy": "pruned",
                "uniform_baseline": False},
     "wandb": {"enabled": False},
 }

@@ -53,6 +53,11 @@ BAD_FIELDS: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     ("bad-study-name", {"search.study_name": "a b"}, ("search.study_name",)),
     ("scratch-accuracy-without-scratch", {"search.accuracy": "scratch_e"},
      ("search.accuracy", "scratch")),
+    ("finetuned-accuracy-without-finetuning", {"search.accuracy": "finetuned"},
+     ("search.accuracy", "finetune.epochs")),
+    ("finetuned-accuracy-range-from-0", {"search.accuracy": "finetuned", "finetune.epochs": 1,
+                                         "search.space.finetune_epochs": [0, 2]},
+     ("search.space.finetune_epochs",)),
     ("storage-in-config", {"search.storage": "notaurl"}, ("search.storage",)),
     ("section-not-mapping", {"train": [1, 2]}, ("train",)),
 ]

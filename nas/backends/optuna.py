@@ -23,8 +23,9 @@ re-queued again (``max_retry=None``: however often). The repair runs under a fil
 run directory, so workers starting together do not queue a trial twice.
 
 Several processes on one study (journal or RDB storage, each ``resume=True``) stop when the
-total is reached; trials already running in other workers at that moment still finish, so the
-study may end up to ``workers - 1`` trials over ``n_trials``.
+finished trials plus those running in other workers reach the total; two workers that start
+their next trial in the same instant can still overshoot, so the study may end up to
+``workers - 1`` trials over ``n_trials`` (rarely more than 0).
 
 Trial counting. ``n_trials`` is the *total* number of finished trials the study should hold,
 counted across resumes and across worker processes: COMPLETE + PRUNED (rejected) + FAIL raised
@@ -600,14 +601,20 @@ def _quietly(fn: Callable[..., Any], *args: Any) -> None:
 
 
 class _StopAtTotal:
-    """Stop the study once ``total`` trials count as finished, across all workers."""
+    """Stop once the study's finished trials plus those running elsewhere make ``total``.
+
+    Counting the trials other workers are running (rather than only finished ones) keeps
+    several workers from overshooting: the last trials are left to the workers running them.
+    """
 
     def __init__(self, total: int, max_retry: int | None = None) -> None:
         self.total = total
         self.max_retry = max_retry
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if counted_trials(study.get_trials(deepcopy=False), max_retry=self.max_retry) >= self.total:
+        trials = study.get_trials(deepcopy=False)
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        if counted_trials(trials, max_retry=self.max_retry) + running >= self.total:
             study.stop()
 
 
@@ -721,16 +728,22 @@ def _run_optuna(*, study_name: str, storage: str | BaseStorage | None,
     if on_trial_end is not None:
         callbacks.append(_OnTrialEnd(on_trial_end, [o.name for o in objectives]))
     objective = _Objective(sample, evaluate, objectives, run_dir)
-    # every trial this process ends counts, except a disk error (which stops the study) and
-    # an interrupt (which raises); _StopAtTotal stops early when other workers share the study
-    study.optimize(objective, n_trials=remaining, n_jobs=n_jobs, catch=(Exception,),
-                   callbacks=callbacks, gc_after_trial=True)
-    if objective.disk_error is not None:
-        number, exc = objective.disk_error
-        where = f" while writing {exc.filename}" if exc.filename else ""
-        raise DiskError(f"trial {number}: {exc.strerror or exc}{where}; the trial is FAIL and "
-                        "is retried on --resume") from exc
-    return study
+    while True:
+        # every trial this process ends counts, except a disk error (which stops the study)
+        # and an interrupt (which raises); _StopAtTotal stops early when other workers share
+        # the study and are running its last trials
+        study.optimize(objective, n_trials=remaining, n_jobs=n_jobs, catch=(Exception,),
+                       callbacks=callbacks, gc_after_trial=True)
+        if objective.disk_error is not None:
+            number, exc = objective.disk_error
+            where = f" while writing {exc.filename}" if exc.filename else ""
+            raise DiskError(f"trial {number}: {exc.strerror or exc}{where}; the trial is FAIL "
+                            "and is retried on --resume") from exc
+        trials = study.get_trials(deepcopy=False)
+        remaining = n_trials - counted_trials(trials, max_retry=max_retry)
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        if remaining <= running:  # done, or the rest is running in other workers
+            return study
 
 
 def run_lock(run_dir: str | Path, name: str, *, timeout: float = -1) -> Any:
