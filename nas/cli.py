@@ -18,7 +18,6 @@ file holding the traceback (``$ENTROPIC_NAS_LOG_DIR``, default ``~/.cache/entrop
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import sys
@@ -267,25 +266,12 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
-
-
-def _disk_error(exc: BaseException) -> OSError | None:
-    """The OSError (disk full, quota, read-only, I/O) behind ``exc``, if any."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno in _DISK_ERRNOS:
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    from nas.backends.optuna import DiskError, StudyExistsError
+    from nas.backends.optuna import DiskError, StudyExistsError, disk_error
     from nas.checkpoint import CheckpointError
     from nas.config import ConfigError
     from nas.validate import InputError
@@ -304,12 +290,14 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the CLI boundary: one line, the rest in a log
         log = _write_log(exc, argv)
         where = f" (traceback in {log})" if log else ""
-        disk = exc if isinstance(exc, DiskError) else _disk_error(exc)
+        disk = exc if isinstance(exc, DiskError) else disk_error(exc)
         if disk is not None:
             what = str(disk) if isinstance(disk, DiskError) else (
-                f"{disk.strerror or 'OS error'} while writing {disk.filename or 'a file'}")
+                f"{disk.strerror or 'OS error'}"
+                + (f" while writing {disk.filename}" if disk.filename else ""))
             console.print(f"[bold red]error:[/] {what}; finished trials are kept: free space "
-                          f"and rerun with --resume{where}", highlight=False, soft_wrap=True)
+                          f"and run it again (a search continues with --resume){where}",
+                          highlight=False, soft_wrap=True)
             return 1
         console.print(f"[bold red]error:[/] {_one_line(exc)}{where}", highlight=False,
                       soft_wrap=True)
