@@ -323,11 +323,10 @@ def _knee(records: list[TrialRecord], objectives: list[Objective]) -> TrialRecor
 def export_winner(cfg: RunConfig, storage_url: str, study: str, pick: str, out_dir: Path, *,
                   records: list[TrialRecord] | None = None) -> dict[str, Any]:
     """Export the picked trial and compute its test accuracy (the only use of the test set)."""
-    from .export import export_trial, pick_trial
+    from .export import export_trial
 
     records = records if records is not None else pareto_mod.load_records(storage_url, study)
-    objectives = pareto_mod.load_objectives(storage_url, study)
-    rec = pick_trial(records, objectives, pick)
+    rec = _pick(records, pareto_mod.load_objectives(storage_url, study), pick)
     loaders = load_data(cfg)
     ckpt = load_checkpoint(rec.attrs["checkpoint"])
     test_acc = evaluate(ckpt.model, loaders.test, device="cpu")[1]
@@ -343,12 +342,26 @@ def export_winner(cfg: RunConfig, storage_url: str, study: str, pick: str, out_d
             "values": rec.values, "widths": rec.attrs.get("widths")}
 
 
+def _pick(records: list[TrialRecord], objectives: list[Objective], pick: str) -> TrialRecord:
+    from .export import pick_trial
+    from .validate import InputError
+
+    try:
+        return pick_trial(records, objectives, pick)
+    except ValueError as exc:  # no such metric, nothing within the budget: the flag is wrong
+        raise InputError(f"--pick {pick!r}: {exc} (the study is kept; export another pick "
+                         "with `entropic-nas export`)") from None
+
+
 def export_from_storage(storage: str, study: str, pick: str, out_dir: Path, *,
                         data_root: str | None = None) -> dict[str, Any]:
     records = pareto_mod.load_records(storage, study)
     done = [r for r in records if r.state == "COMPLETE"]
     if not done:
-        raise RuntimeError(f"study {study!r} in {storage}: no completed trial to export")
+        from .validate import InputError
+
+        raise InputError(f"--study {study!r} in {storage}: no completed trial to export")
+    _pick(records, pareto_mod.load_objectives(storage, study), pick)  # before any work
     cfg_path = Path(done[0].attrs["trial_dir"]).parents[1] / "config.yaml"
     from .config import load_config
 

@@ -83,6 +83,15 @@ def test_missing_study(tmp_path: Path, finished: Path, capfd, cmd: str) -> None:
     assert not (tmp_path / "e").exists()
 
 
+@pytest.mark.parametrize("pick,names", [("max-nonsense", ("nonsense",)),
+                                        ("macs<=1", ("macs", "smallest"))])
+def test_export_pick_the_study_cannot_satisfy(tmp_path: Path, finished: Path, capfd, pick: str,
+                                              names: tuple[str, ...]) -> None:
+    code, text = run_cli(["export", "--storage", finished, "--study", "bad", "--pick", pick,
+                          "--out", tmp_path / "e"], capfd)
+    assert_refused(code, text, "--pick", *names)
+
+
 def test_pareto_accepts_a_run_dir(tmp_path: Path, finished: Path, capfd) -> None:
     code, text = run_cli(["pareto", "--storage", finished, "--study", "nope"], capfd)
     assert_refused(code, text, "--study", "'nope'")
