@@ -33,7 +33,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
 @pytest.mark.parametrize("storage", ["sqlite", "journal"])
 def test_two_cli_workers_on_a_fresh_run_dir(tmp_path: Path, storage: str) -> None:
     cfg = write_config(tmp_path / "c.yaml", config(**{
-        "search.trials": 3, "search.uniform_baseline": True}))
+        "search.trials": 2, "search.uniform_baseline": True}))
     for pair in range(PAIRS):
         out = tmp_path / f"run{pair}"
         url = f"journal:{out / 'journal.log'}" if storage == "journal" else None
@@ -48,24 +48,24 @@ def test_two_cli_workers_on_a_fresh_run_dir(tmp_path: Path, storage: str) -> Non
             assert p.returncode == 0, text[-3000:]
             assert "Traceback" not in text
         records = load_records(url or f"sqlite:///{out / 'study.db'}", "bad")
-        assert [r.state for r in records].count("COMPLETE") == 3, [r.state for r in records]
-        assert len(records) == 3
+        assert [r.state for r in records].count("COMPLETE") == 2, [r.state for r in records]
+        assert len(records) == 2
         # one pre-training: the second worker reused the first's checkpoint
         pretrain_lines = sum(text.count("pre-training") for text in outputs)
         assert pretrain_lines == 1, outputs
         summary = json.loads((out / "summary.json").read_text())
-        assert summary["trials"]["COMPLETE"] == 3
+        assert summary["trials"]["COMPLETE"] == 2
         assert (out / "export" / "arch.json").exists()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("storage", ["sqlite", "journal"])
-def test_four_engine_workers_started_together(tmp_path: Path, storage: str) -> None:
-    """The Optuna engine alone: 4 processes on one fresh study reach exactly the total."""
+def test_three_engine_workers_started_together(tmp_path: Path, storage: str) -> None:
+    """The Optuna engine alone: 3 processes on one fresh study all finish the total."""
     url = f"journal:{tmp_path / 'j.log'}" if storage == "journal" else None
-    script = worker_script(tmp_path, n_trials=6, storage=url, seconds=0.5)
+    script = worker_script(tmp_path, n_trials=4, storage=url, seconds=0.2)
     procs = [subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for _ in range(4)]
+                              stderr=subprocess.STDOUT, text=True) for _ in range(3)]
     for p in procs:
         text = p.communicate(timeout=600)[0]
         assert p.returncode == 0, text[-3000:]
@@ -73,4 +73,4 @@ def test_four_engine_workers_started_together(tmp_path: Path, storage: str) -> N
     states = [r.state for r in records]
     # workers that start their next trial in the same instant may overshoot by up to
     # workers - 1 (the stop rule counts trials running elsewhere, so it is rarely more than 0)
-    assert set(states) == {"COMPLETE"} and 6 <= len(states) <= 6 + 3, states
+    assert set(states) == {"COMPLETE"} and 4 <= len(states) <= 4 + 2, states
