@@ -9,8 +9,10 @@
     entropic-nas export --storage URL --study NAME --pick max-acc|knee|macs<=X --out DIR
     entropic-nas families
 
-Bad input (config, checkpoint, arch spec, dataset location) ends with one clear message
-naming the file and field, exit code 2; nothing written before the error is removed.
+Bad input (config, checkpoint, arch spec, dataset location, flags, storage URL, study) ends
+with one clear message naming the file, field or flag, exit code 2, before any work; nothing of
+an earlier run is touched. Any other failure prints one line, exit code 1, and the path of a log
+file holding the traceback (``$ENTROPIC_NAS_LOG_DIR``, default ``~/.cache/entropic-nas/logs``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import argparse
 import json
 import os
 import sys
+import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +34,17 @@ REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def _parse_set(values: list[str]) -> dict[str, Any]:
+    from .validate import InputError
+
     out: dict[str, Any] = {}
     for item in values:
-        if "=" not in item:
-            raise SystemExit(f"--set expects KEY=VALUE (e.g. train.epochs=3), got {item!r}")
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise InputError(f"--set expects KEY=VALUE (e.g. train.epochs=3), got {item!r}")
         key, raw = item.split("=", 1)
-        out[key] = yaml.safe_load(raw)
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise InputError(f"--set {key}: the value {raw!r} is not valid YAML ({exc})") from None
     return out
 
 
@@ -51,9 +60,11 @@ def _out(args: argparse.Namespace, cfg_name: str, kind: str) -> Path:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .jobs import run_train
+    from .validate import preflight_train
 
     cfg = _config(args)
     out = _out(args, cfg.name, "train")
+    preflight_train(cfg, out=out, arch=Path(args.arch) if args.arch else None, source=args.config)
     summary = run_train(cfg, out, arch=Path(args.arch) if args.arch else None,
                         resume=not args.no_resume)
     console.print(
@@ -67,9 +78,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     from .jobs import run_prune
+    from .validate import preflight_prune
 
     cfg = _config(args)
     out = _out(args, cfg.name, "prune")
+    preflight_prune(cfg, checkpoint=Path(args.checkpoint), out=out, source=args.config)
     s = run_prune(cfg, Path(args.checkpoint), out, finetune_epochs=args.finetune_epochs)
     line = (f"[bold]pruned[/]: params {s['before']['params']:,} -> {s['after']['params']:,} "
             f"({100 * s['param_sparsity']:.1f} % sparsity), MACs x{s['macs_ratio']:.3f}, "
@@ -88,7 +101,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     run_search(
         cfg, out, backend=args.backend, trials=args.trials, storage=args.storage,
         resume=args.resume, wandb_enabled=False if args.no_wandb else None,
-        ray_address=args.ray_address, pick=args.pick,
+        ray_address=args.ray_address, pick=args.pick, source=args.config,
     )
     return 0
 
@@ -96,7 +109,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     args.config = args.config or str(REPO_CONFIGS / "quickstart.yaml")
     if not Path(args.config).exists():
-        raise SystemExit(f"demo: {args.config} not found (run from the repository checkout)")
+        from .validate import InputError
+
+        raise InputError(f"demo: {args.config} not found (run from the repository checkout)")
     args.set = args.set or []
     args.backend = args.trials = args.storage = args.ray_address = None
     args.resume = Path(args.out, "study.db").exists()
@@ -107,15 +122,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_pareto(args: argparse.Namespace) -> int:
     from .search import replot
+    from .validate import check_out_dir, read_study_storage
 
-    replot(args.storage, args.study, Path(args.out) if args.out else None)
+    url = read_study_storage(args.storage, args.study)
+    if args.out:
+        check_out_dir(args.out)
+    replot(url, args.study, Path(args.out) if args.out else None)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .search import export_from_storage
+    from .validate import check_out_dir, check_pick, read_study_storage
 
-    export_from_storage(args.storage, args.study, args.pick, Path(args.out),
+    check_pick(args.pick)
+    check_out_dir(args.out)
+    if args.data_root and not Path(args.data_root).is_dir():
+        from .validate import InputError
+
+        raise InputError(f"--data-root {args.data_root}: not a directory")
+    url = read_study_storage(args.storage, args.study)
+    export_from_storage(url, args.study, args.pick, Path(args.out),
                         data_root=args.data_root)
     return 0
 
@@ -158,6 +185,8 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .validate import nonnegative_int, positive_int
+
     p = argparse.ArgumentParser(prog="entropic-nas", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -178,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("prune", help="sparsify a trained checkpoint")
     with_config(pr)
     pr.add_argument("--checkpoint", required=True, help="checkpoint (dir, stem or .safetensors)")
-    pr.add_argument("--finetune-epochs", type=int, default=None,
+    pr.add_argument("--finetune-epochs", type=nonnegative_int("--finetune-epochs"), default=None,
                     help="fine-tune the pruned model for N epochs (default: finetune.epochs)")
     pr.set_defaults(func=cmd_prune)
 
@@ -186,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(s)
     s.add_argument("--backend", choices=["optuna", "ray"],
                    help="search engine (default: search.backend of the config)")
-    s.add_argument("--trials", type=int,
+    s.add_argument("--trials", type=positive_int("--trials"),
                    help="total finished trials the study should hold, counted across resumes "
                         "(default: search.trials)")
     s.add_argument("--storage", help="Optuna storage: postgresql://user:pw@host/db, "
@@ -229,23 +258,70 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _log_dir() -> Path:
+    env = os.environ.get("ENTROPIC_NAS_LOG_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "entropic-nas" / "logs"
+
+
+def _write_log(exc: BaseException, argv: list[str]) -> Path | None:
+    """The traceback of an unexpected error, in a file of its own; None if none can be written."""
+    text = (f"entropic-nas {' '.join(argv)}\n"
+            + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    name = f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    import tempfile
+
+    for folder in (_log_dir(), Path(tempfile.gettempdir()) / "entropic-nas-logs"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text)
+            return folder / name
+        except OSError:
+            continue
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    from nas.backends.optuna import DiskError, StudyExistsError, disk_error
     from nas.checkpoint import CheckpointError
     from nas.config import ConfigError
+    from nas.validate import InputError
     from search_spaces import SpecError
     from search_spaces.data import DatasetNotFoundError
 
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, SpecError, CheckpointError, DatasetNotFoundError) as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+    except (ConfigError, SpecError, CheckpointError, DatasetNotFoundError, InputError,
+            StudyExistsError) as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished work is kept; rerun with --resume")
         return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI boundary: one line, the rest in a log
+        log = _write_log(exc, argv)
+        where = f" (traceback in {log})" if log else ""
+        disk = exc if isinstance(exc, DiskError) else disk_error(exc)
+        if disk is not None:
+            what = str(disk) if isinstance(disk, DiskError) else (
+                f"{disk.strerror or 'OS error'}"
+                + (f" while writing {disk.filename}" if disk.filename else ""))
+            console.print(f"[bold red]error:[/] {what}; finished trials are kept: free space "
+                          f"and run it again (a search continues with --resume){where}",
+                          highlight=False, soft_wrap=True)
+            return 1
+        console.print(f"[bold red]error:[/] {_one_line(exc)}{where}", highlight=False,
+                      soft_wrap=True)
+        return 1
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN / inf never make sense in a run config (a NaN eps ends as "Cholesky failed" later)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelSection(_Strict):
@@ -175,7 +176,7 @@ def _default_schedules() -> list[Schedule]:
 
 class ScratchSection(_Strict):
     enabled: bool = True
-    variants: list[ScratchVariant] = Field(default_factory=_default_variants)
+    variants: list[ScratchVariant] = Field(default_factory=_default_variants, min_length=1)
     max_epochs: int | None = Field(default=None, gt=0)  # cap for Scratch-B on tiny nets
 
 
@@ -199,12 +200,12 @@ class SpaceSection(_Strict):
     groups: Literal["family", "layer", "all"] = "family"
     eps_L2: RangeF | None = None
     eps_E: RangeF | None = None
-    selection: list[Selection] = Field(default_factory=_default_selection)
+    selection: list[Selection] = Field(default_factory=_default_selection, min_length=1)
     tau: RangeF | None = None
     keep_ratio: RangeF | None = None
     prune_group_prob: float = Field(default=0.9, ge=0, le=1)
-    orders: list[LayerOrder] = Field(default_factory=_default_orders)
-    schedules: list[Schedule] = Field(default_factory=_default_schedules)
+    orders: list[LayerOrder] = Field(default_factory=_default_orders, min_length=1)
+    schedules: list[Schedule] = Field(default_factory=_default_schedules, min_length=1)
     finetune_epochs: tuple[int, int] | None = None
 
 
@@ -279,23 +280,39 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
     """Load and validate a YAML config; ``overrides`` are dotted keys (``train.epochs``)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a YAML config file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}); expected a "
+                          "YAML config") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if data is None:
+        data = {}  # an empty file: every required field is then named as missing
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     for key, value in (overrides or {}).items():
         _set_dotted(data, key, value)
     return config_from_dict(data, source=str(path))
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    node = data
     parts = key.split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {key}=...: empty part in the dotted key")
+    node = data
     for part in parts[:-1]:
-        node = node.setdefault(part, {})
+        parent = node
+        node = parent.setdefault(part, {})
+        if node is None:  # an empty section (`train:` with nothing under it)
+            node = parent[part] = {}
         if not isinstance(node, dict):
-            raise ConfigError(f"override {key}: {part} is not a section")
+            raise ConfigError(f"--set {key}=...: {part} is not a section")
     node[parts[-1]] = value

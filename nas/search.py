@@ -5,12 +5,19 @@ Run directory (``--out runs/NAME``)::
 
     config.yaml  study.db  pretrained/  trials/<n>/  baselines.json
     pareto.csv .json .png .html  export/  wandb/  summary.json
+
+Every argument is checked before any work (``nas.validate.preflight_search``); the resolved
+``config.yaml`` is written only once the checks pass, so a failing run never touches a
+finished one. Workers sharing a run directory take file locks (``.NAME.lock``): one
+pre-trains while the others wait and reuse its checkpoint; ``baselines.json`` and the final
+results (Pareto files, export, summary) are written by one worker at a time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import replace
 from functools import partial
@@ -27,6 +34,7 @@ from search_spaces import ArchSpec
 from search_spaces.space import Range, SearchSpace, default_space, sample_params
 
 from . import pareto as pareto_mod
+from .backends.optuna import run_lock
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import RunConfig, SpaceSection
 from .search_types import Objective, TrialRecord, TrialResult
@@ -57,7 +65,16 @@ def _key(cfg: RunConfig) -> str:
 
 
 def pretrained_checkpoint(cfg: RunConfig, run_dir: Path, *, progress: bool = True) -> Path:
-    """Train the base model once per (model, data, train) config; reuse it afterwards."""
+    """Train the base model once per (model, data, train) config; reuse it afterwards.
+
+    Workers started together on one run directory: the first takes the lock and trains, the
+    others wait for it and then find the finished checkpoint.
+    """
+    with run_lock(run_dir, "pretrained"):
+        return _pretrained_checkpoint(cfg, run_dir, progress=progress)
+
+
+def _pretrained_checkpoint(cfg: RunConfig, run_dir: Path, *, progress: bool = True) -> Path:
     loaders = load_data(cfg)
     stem = run_dir / "pretrained" / "model"
     key = _key(cfg)
@@ -102,7 +119,8 @@ def prepare(cfg: RunConfig, run_dir: Path, *, progress: bool = True) -> SearchSe
     loaders = load_data(cfg)
     val = val_loader(loaders)  # no val split: fail before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    with run_lock(run_dir, "config"):
+        _atomic_write(run_dir / "config.yaml", cfg.to_yaml())
     stem = pretrained_checkpoint(cfg, run_dir, progress=progress)
     ckpt = load_checkpoint(stem)
     model = ckpt.model
@@ -139,6 +157,12 @@ def uniform_spec_at_macs(spec: ArchSpec, target_macs: float) -> tuple[ArchSpec, 
 def uniform_baseline(cfg: RunConfig, setup: SearchSetup, target_macs: float, *,
                      progress: bool = True) -> dict[str, Any]:
     """Plain width scaling at equal MACs, trained from scratch with the pre-training recipe."""
+    with run_lock(setup.run_dir, "baselines"):  # a second worker reuses the first's baseline
+        return _uniform_baseline(cfg, setup, target_macs, progress=progress)
+
+
+def _uniform_baseline(cfg: RunConfig, setup: SearchSetup, target_macs: float, *,
+                      progress: bool = True) -> dict[str, Any]:
     cache = setup.run_dir / "baselines.json"
     done = json.loads(cache.read_text()) if cache.exists() else {}
     tag = f"uniform@{int(target_macs)}"
@@ -159,8 +183,18 @@ def uniform_baseline(cfg: RunConfig, setup: SearchSetup, target_macs: float, *,
            else m[cfg.search.cost], "macs": m["macs"], "params": m["params"],
            "factor": factor, "widths": dict(spec.widths)}
     done[tag] = out
-    cache.write_text(json.dumps(done, indent=2))
+    _atomic_write(cache, json.dumps(done, indent=2))
     return out
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename: readers see old or new."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class _Progress:
@@ -240,19 +274,35 @@ class _Progress:
 def run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None = None,
                trials: int | None = None, storage: str | None = None, resume: bool = False,
                wandb_enabled: bool | None = None, ray_address: str | None = None,
-               pick: str = "knee", progress: bool = True) -> dict[str, Any]:
-    """Run a search end to end; returns the summary written to ``summary.json``."""
+               pick: str = "knee", progress: bool = True, source: str = "config"
+               ) -> dict[str, Any]:
+    """Run a search end to end; returns the summary written to ``summary.json``.
+
+    Raises:
+        nas.validate.InputError: a bad argument (trials, storage, pick, output dir, an existing
+            study without ``resume``, another backend on resume...), before any work.
+        nas.storage.StorageError: the storage cannot be opened, before any work.
+    """
     from .tracking import Tracker, study_group, tracked_evaluate
+    from .validate import InputError, check_storage_url, preflight_search
 
     t0 = time.perf_counter()
     backend = backend or cfg.search.backend
-    n_trials = trials or cfg.search.trials
+    if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int)
+                               or trials < 1):
+        raise InputError(f"--trials must be a whole number >= 1, got {trials!r}")
+    n_trials = trials if trials is not None else cfg.search.trials
     study = cfg.search.study_name or cfg.name
     run_dir = Path(run_dir)
     from .storage import check_storage
 
+    given = storage or cfg.search.storage
+    if given:
+        check_storage_url(given)  # syntax first: names the flag
     # opened and checked before any pre-training: a bad URL is one message, exit 2
     storage_url = check_storage(storage or cfg.search.storage, run_dir)
+    preflight_search(cfg, out=run_dir, storage_url=storage_url, study=study, backend=backend,
+                     resume=resume, pick=pick, source=source)
     setup = prepare(cfg, run_dir, progress=progress)
     objectives = objectives_for(cfg)
     sample = partial(sample_params, space=setup.space)
@@ -282,6 +332,15 @@ def run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None = None,
                     resources_per_trial={"cpu": cfg.search.cpus_per_trial,
                                          "gpu": cfg.search.gpus_per_trial},
                     max_concurrent_trials=cfg.search.max_concurrent_trials)
+    with run_lock(run_dir, "finish"):  # workers sharing the run dir write results one at a time
+        return _finish(cfg, setup, storage_url, study, backend, pick, objectives, tracker, t0,
+                       progress=progress)
+
+
+def _finish(cfg: RunConfig, setup: SearchSetup, storage_url: str, study: str, backend: str,
+            pick: str, objectives: list[Objective], tracker: Any, t0: float, *,
+            progress: bool) -> dict[str, Any]:
+    run_dir = setup.run_dir
     records = pareto_mod.load_records(storage_url, study)
     done = [r for r in records if r.state == "COMPLETE"]
     if not done:
@@ -310,7 +369,7 @@ def run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None = None,
         "verdict": verdict(picked, baselines, n_val=len(val_loader(load_data(cfg)).dataset),  # type: ignore[arg-type]
                            pick=pick, base_macs=base["macs"]),
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    _atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
     tracker.log_summary(records, objectives, paths, baselines=baselines,
                         export_dir=Path(exported["dir"]), pick=pick)
     _print_summary(summary, base, exported)
@@ -364,11 +423,11 @@ def verdict(rec: TrialRecord, baselines: list[dict[str, Any]], *, n_val: int, pi
 def export_winner(cfg: RunConfig, storage_url: str, study: str, pick: str, out_dir: Path, *,
                   records: list[TrialRecord] | None = None) -> dict[str, Any]:
     """Export the picked trial and compute its test accuracy (the only use of the test set)."""
-    from .export import export_trial, pick_trial
+    from .export import export_trial
 
     records = records if records is not None else pareto_mod.load_records(storage_url, study)
     objectives = pareto_mod.load_objectives(storage_url, study)
-    rec = pick_trial(records, objectives, pick)
+    rec = _pick(records, objectives, pick)
     loaders = load_data(cfg)
     ckpt = load_checkpoint(rec.attrs["checkpoint"])
     test_acc = evaluate(ckpt.model, loaders.test, device="cpu")[1]
@@ -387,12 +446,26 @@ def export_winner(cfg: RunConfig, storage_url: str, study: str, pick: str, out_d
             "values": rec.values, "widths": rec.attrs.get("widths")}
 
 
+def _pick(records: list[TrialRecord], objectives: list[Objective], pick: str) -> TrialRecord:
+    from .export import pick_trial
+    from .validate import InputError
+
+    try:
+        return pick_trial(records, objectives, pick)
+    except ValueError as exc:  # no such metric, nothing within the budget: the flag is wrong
+        raise InputError(f"--pick {pick!r}: {exc} (the study is kept; export another pick "
+                         "with `entropic-nas export`)") from None
+
+
 def export_from_storage(storage: str, study: str, pick: str, out_dir: Path, *,
                         data_root: str | None = None) -> dict[str, Any]:
     records = pareto_mod.load_records(storage, study)
     done = [r for r in records if r.state == "COMPLETE"]
     if not done:
-        raise RuntimeError(f"study {study!r} in {storage}: no completed trial to export")
+        from .validate import InputError
+
+        raise InputError(f"--study {study!r} in {storage}: no completed trial to export")
+    _pick(records, pareto_mod.load_objectives(storage, study), pick)  # before any work
     cfg_path = Path(done[0].attrs["trial_dir"]).parents[1] / "config.yaml"
     from .config import load_config
 

@@ -9,12 +9,14 @@ import torch
 
 import pruning
 import search_spaces
-from search_spaces.airbench import PatchWhitening
+from search_spaces.airbench import AirbenchCIFAR, PatchWhitening
 
 
-def _model(seed: int = 0) -> torch.nn.Module:
+def _model(seed: int = 0) -> AirbenchCIFAR:
     torch.manual_seed(seed)
-    return search_spaces.build(search_spaces.default_spec("airbench_cifar"))
+    model = search_spaces.build(search_spaces.default_spec("airbench_cifar"))
+    assert isinstance(model, AirbenchCIFAR)
+    return model
 
 
 def test_counts_and_shape() -> None:
@@ -66,6 +68,7 @@ def test_sparsify_prunes_and_the_spec_rebuilds_it() -> None:
     spec = search_spaces.spec_from_model(res.model)
     assert any(spec.widths[k] < v for k, v in search_spaces.default_spec("airbench_cifar").widths.items())
     rebuilt = search_spaces.build(spec)
+    assert isinstance(rebuilt, AirbenchCIFAR) and isinstance(res.model, AirbenchCIFAR)
     rebuilt.load_state_dict(res.model.state_dict())
     rebuilt.eval()
     res.model.eval()

@@ -9,21 +9,29 @@ Storage, the one source of truth for both engines (``pareto`` and ``export`` rea
 - any SQLAlchemy URL (``sqlite:///x.db``, ``postgresql://...``, ``mysql://...``) for a cluster.
 
 Crash safety. RDB storages (SQLite included) get a heartbeat: a trial whose process dies stops
-beating, is failed after ``grace_period`` seconds and re-queued once with the same parameters
-(:class:`RequeueTrial`, like Optuna's ``RetryHeartbeatStaleTrialCallback``). Independently of
-the heartbeat, every trial records its worker (host, pid, process start time); at start-up a
+beating, is failed after ``grace_period`` seconds and re-queued with the same parameters
+(:class:`RequeueTrial`, like Optuna's ``RetryFailedTrialCallback``). Independently of the
+heartbeat, every trial records its worker (host, pid, process start time); at start-up a
 RUNNING trial owned by a dead process on this host is failed and re-queued at once. That is
 the only mechanism for journal storage, which has no heartbeat. Stale trials of other hosts
 are failed by the heartbeat only.
 
+Re-queueing is idempotent and repaired at every start: a *retryable* FAIL (killed, stale,
+interrupted, disk full - see :func:`needs_retry`) that has no retry yet gets one, so a kill
+between "mark FAIL" and "re-queue" loses nothing, and a retry that is killed again is
+re-queued again (``max_retry=None``: however often). The repair runs under a file lock in the
+run directory, so workers starting together do not queue a trial twice.
+
 Several processes on one study (journal or RDB storage, each ``resume=True``) stop when the
-total is reached; trials already running in other workers at that moment still finish, so the
-study may end up to ``workers - 1`` trials over ``n_trials``.
+finished trials plus those running in other workers reach the total; two workers that start
+their next trial in the same instant can still overshoot, so the study may end up to
+``workers - 1`` trials over ``n_trials`` (rarely more than 0).
 
 Trial counting. ``n_trials`` is the *total* number of finished trials the study should hold,
-counted across resumes and across worker processes: COMPLETE + PRUNED (rejected) + FAIL, where
-a failed trial that was re-queued (killed, interrupted) does not count - its retry does.
-A resumed search runs only the remainder.
+counted across resumes and across worker processes: COMPLETE + PRUNED (rejected) + FAIL raised
+by the candidate itself. A retryable FAIL (killed, interrupted, disk full) never counts - its
+retry does - so N trials asked end as N finished however often the search is killed and
+resumed. A resumed search runs only the remainder.
 
 Example:
     >>> study = run_optuna(study_name="lenet", storage=None, objectives=[
@@ -33,6 +41,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -62,34 +71,89 @@ log = logging.getLogger(__name__)
 
 SAMPLERS = ("nsga2", "tpe", "random")
 RESERVED_ATTRS = ("trial_dir", "backend", "worker", "elapsed_s", "error", "error_file", "rejected",
-                  "interrupted")
+                  "interrupted", "requeue")
 _ERROR_MAX_CHARS = 2000
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
+
 
 class StudyExistsError(RuntimeError):
     """The study is already in the storage and the caller did not ask to resume it."""
 
 
-class RequeueTrial:
-    """Re-queue a failed trial (WAITING, same params) up to ``max_retry`` times.
+class DiskError(RuntimeError):
+    """Writing failed for lack of space (or a read-only / failing disk); the search stopped."""
 
-    Optuna's ``RetryHeartbeatStaleTrialCallback`` with one difference: the retry does not
-    inherit the dead trial's user attrs (its error, worker, timings), only its parameters. The
-    ``failed_trial`` / ``retry_history`` system attrs are the same as Optuna's.
+
+def disk_error(exc: BaseException | None) -> OSError | None:
+    """The OSError (disk full, quota, read-only, I/O error) behind ``exc``, if any."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _DISK_ERRNOS:
+            return seen
+        if "database or disk is full" in str(seen):  # SQLite's own ENOSPC
+            return OSError(errno.ENOSPC, "database or disk is full", None)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def needs_retry(trial: FrozenTrial) -> bool:
+    """A FAIL that is no verdict on the candidate: killed, stale, interrupted, disk full."""
+    if trial.state != TrialState.FAIL:
+        return False
+    attrs = trial.user_attrs
+    return bool(attrs.get("requeue") or attrs.get("interrupted")) or "error" not in attrs
+
+
+def retried_numbers(trials: Sequence[FrozenTrial]) -> set[int]:
+    """Numbers of the trials that already have a retry (any trial naming them in its history)."""
+    return {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+
+
+def _retries_used(trial: FrozenTrial) -> int:
+    return len(trial.system_attrs.get("retry_history", []))
+
+
+class RequeueTrial:
+    """Re-queue a failed trial (WAITING, same params), at most once per failed trial.
+
+    Optuna's ``RetryFailedTrialCallback`` with two differences: the retry does not inherit the
+    dead trial's user attrs (its error, worker, timings), only its parameters; and it is
+    idempotent - a trial that already has a retry is not queued again, so the start-up repair
+    (:func:`requeue_missing`) and the heartbeat may both call it. ``max_retry=None``: re-queue
+    however often the same candidate is killed. The ``failed_trial`` / ``retry_history``
+    system attrs are the same as Optuna's.
     """
 
-    def __init__(self, max_retry: int | None = 1) -> None:
+    def __init__(self, max_retry: int | None = None) -> None:
         self.max_retry = max_retry
 
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        if not trial.params:  # killed before sampling: nothing to keep, a fresh trial will do
+            return False
+        if self.max_retry is not None and _retries_used(trial) >= self.max_retry:
+            return False
+        if trial.number in retried_numbers(study.get_trials(deepcopy=False)):
+            return False
         history = [*trial.system_attrs.get("retry_history", []), trial.number]
-        if self.max_retry is not None and len(history) > self.max_retry:
-            return
         system_attrs = {"failed_trial": trial.system_attrs.get("failed_trial", trial.number),
                         "retry_history": history}
-        study.add_trial(optuna.trial.create_trial(
+        study.add_trial(optuna.trial.create_trial(  # one storage write: atomic
             state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
             system_attrs=system_attrs,
         ))
+        return True
+
+
+def requeue_missing(study: optuna.Study, *, max_retry: int | None = None) -> list[int]:
+    """Queue a retry for every retryable FAIL that has none; returns their numbers."""
+    retry = RequeueTrial(max_retry=max_retry)
+    done = []
+    for t in study.get_trials(deepcopy=False):
+        if needs_retry(t) and retry(study, t):
+            done.append(t.number)
+    if done:
+        log.warning("re-queued trial(s) %s (killed, interrupted or out of disk)", done)
+    return done
 
 
 # -- storage ----------------------------------------------------------------------------------
@@ -104,7 +168,7 @@ def open_storage(
     *,
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
-    max_retry: int | None = 1,
+    max_retry: int | None = None,
     must_exist: bool = False,
 ) -> BaseStorage:
     """Open an Optuna storage from ``None`` (run_dir/study.db), ``journal:PATH`` or a DB URL.
@@ -116,7 +180,7 @@ def open_storage(
             None turns the heartbeat off (read-only use).
         grace_period: Seconds without heartbeat before a running trial is failed
             (default ``2 * heartbeat_interval``).
-        max_retry: How many times a killed trial is re-queued.
+        max_retry: How many times a killed trial is re-queued (None: however often).
         must_exist: Raise FileNotFoundError instead of creating an empty SQLite / journal file.
     """
     if isinstance(storage, BaseStorage):
@@ -237,12 +301,21 @@ def trial_record(trial: FrozenTrial, objective_names: Sequence[str]) -> TrialRec
     return TrialRecord(trial.number, trial.state.name, values, dict(trial.params), attrs)
 
 
-def counted_trials(trials: Sequence[FrozenTrial]) -> int:
-    """Finished trials that count towards ``n_trials`` (see the module docstring)."""
-    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+def counted_trials(trials: Sequence[FrozenTrial], *, max_retry: int | None = None) -> int:
+    """Finished trials that count towards ``n_trials`` (see the module docstring).
+
+    COMPLETE, PRUNED and FAILs raised by the candidate count; a retryable FAIL (killed,
+    interrupted, disk full) counts only once its candidate is out of retries (``max_retry``).
+    """
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
-    return sum(t.state in finished or (t.state == TrialState.FAIL and t.number not in retried)
-               for t in trials)
+    n = 0
+    for t in trials:
+        if t.state in finished:
+            n += 1
+        elif t.state == TrialState.FAIL:
+            out_of_retries = max_retry is not None and _retries_used(t) >= max_retry
+            n += not needs_retry(t) or out_of_retries
+    return n
 
 
 # -- study --------------------------------------------------------------------------------------
@@ -347,12 +420,57 @@ def _worker_alive(worker: dict[str, Any]) -> bool:
     return started is None or now_started is None or abs(now_started - started) <= 1.0
 
 
-def recover_stale_trials(study: optuna.Study, *, max_retry: int | None = 1) -> list[int]:
+class WorkerRegistration:
+    """This process's claim on a run directory: a lock file held while it runs trials.
+
+    ``run_dir/.workers/HOST-PID.lock`` is locked (``flock``) for the worker's lifetime; the
+    kernel releases it when the process dies, however it dies. A trial killed in the instant
+    between its creation and the recording of its worker has no owner to check; it is failed
+    only when no other worker holds its lock (:meth:`others_alive`).
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        from filelock import FileLock
+
+        self.folder = Path(run_dir) / ".workers"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / f"{socket.gethostname()}-{os.getpid()}.lock"
+        self.lock = FileLock(str(self.path))
+        self.lock.acquire()
+
+    def others_alive(self) -> bool:
+        from filelock import FileLock, Timeout
+
+        alive = False
+        for p in self.folder.glob("*.lock"):
+            if p == self.path:
+                continue
+            other = FileLock(str(p), timeout=0)
+            try:
+                other.acquire()
+            except Timeout:
+                alive = True
+                continue
+            other.release()
+            p.unlink(missing_ok=True)  # a dead worker's leftover
+        return alive
+
+    def release(self) -> None:
+        self.lock.release()
+        self.path.unlink(missing_ok=True)
+
+
+def recover_stale_trials(study: optuna.Study, *, max_retry: int | None = None,
+                         fail_unowned: bool = False) -> list[int]:
     """Fail RUNNING trials whose worker process on this host is gone, and re-queue them.
 
-    Then run Optuna's heartbeat check (RDB storages) for trials of other hosts. Trials that
-    were FAILed by a KeyboardInterrupt (``attrs["interrupted"]``) and never retried are
-    re-queued too. Returns the numbers of the trials failed here.
+    ``fail_unowned``: also fail RUNNING trials that never recorded a worker (killed right
+    after their creation); only safe when no other worker is alive on the study.
+
+    Then run Optuna's heartbeat check (RDB storages) for trials of other hosts, and queue a
+    retry for every retryable FAIL that has none (:func:`requeue_missing`: a kill between
+    "mark FAIL" and "re-queue", a KeyboardInterrupt, a full disk). Returns the numbers of the
+    trials failed here.
     """
     storage = study._storage  # Optuna's own fail_stale_trials works on the storage directly
     host = socket.gethostname()
@@ -363,28 +481,27 @@ def recover_stale_trials(study: optuna.Study, *, max_retry: int | None = 1) -> l
         if t.state != TrialState.RUNNING:
             continue
         worker = t.user_attrs.get("worker")
-        if not isinstance(worker, dict) or worker.get("host") != host or _worker_alive(worker):
+        if worker is None and fail_unowned:
+            reason = "the worker process died as the trial started (killed?)"
+        elif not isinstance(worker, dict) or worker.get("host") != host or _worker_alive(worker):
             continue
+        else:
+            reason = (f"worker process {worker.get('pid')} on {host} died while running the "
+                      "trial (killed?)")
         try:
-            storage.set_trial_user_attr(
-                t._trial_id, "error",
-                f"worker process {worker.get('pid')} on {host} died while running the trial "
-                "(killed?)",
-            )
-            if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
-                continue
+            if "error" not in t.user_attrs or not t.user_attrs.get("requeue"):
+                storage.set_trial_user_attr(t._trial_id, "error", reason)
+            storage.set_trial_user_attr(t._trial_id, "requeue", True)  # before FAIL: a kill
+            if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):  # here
+                continue                                                 # leaves it RUNNING
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another process got there first
         failed.append(t.number)
         retry(study, storage.get_trial(t._trial_id))
-    retried = {n for t in study.get_trials(deepcopy=False)
-               for n in t.system_attrs.get("retry_history", [])}
-    for t in trials:
-        if t.state == TrialState.FAIL and t.user_attrs.get("interrupted") and t.number not in retried:
-            retry(study, t)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+    requeue_missing(study, max_retry=max_retry)
     if failed:
         log.warning("failed and re-queued trial(s) %s left RUNNING by a dead process", failed)
     return failed
@@ -437,7 +554,12 @@ def check_result(result: Any, objectives: Sequence[Objective]) -> list[float]:
 
 
 class _Objective:
-    """The Optuna objective: sample -> evaluate -> user attrs; errors land in the trial dir."""
+    """The Optuna objective: sample -> evaluate -> user attrs; errors land in the trial dir.
+
+    A disk error (full, quota, read-only) marks the trial FAIL with the reason and
+    ``requeue=True`` (a retry is queued at the next start) and stops the study: the next trial
+    would fail the same way. :func:`run_optuna` then raises :class:`DiskError`.
+    """
 
     def __init__(self, sample: SampleFn, evaluate: EvaluateFn, objectives: Sequence[Objective],
                  run_dir: Path) -> None:
@@ -445,6 +567,7 @@ class _Objective:
         self.evaluate = evaluate
         self.objectives = list(objectives)
         self.run_dir = run_dir
+        self.disk_error: tuple[int, OSError] | None = None
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
         import time
@@ -469,9 +592,16 @@ class _Objective:
             trial.set_user_attr("interrupted", True)
             raise
         except Exception as exc:
-            trial.set_user_attr("error", error_text(exc))
-            trial.set_user_attr("error_file", str(write_error(trial_dir, exc)))
-            trial.set_user_attr("elapsed_s", time.perf_counter() - start)
+            disk = disk_error(exc)
+            if disk is not None:
+                self.disk_error = (trial.number, disk)
+                trial.study.stop()
+            _quietly(trial.set_user_attr, "error", error_text(exc))
+            if disk is not None:
+                _quietly(trial.set_user_attr, "requeue", True)
+            else:
+                _quietly(_record_error_file, trial, trial_dir, exc)
+            _quietly(trial.set_user_attr, "elapsed_s", time.perf_counter() - start)
             raise
         for key, value in jsonable(result.attrs).items():
             if key in RESERVED_ATTRS and key != "elapsed_s":
@@ -481,14 +611,33 @@ class _Objective:
         return values
 
 
-class _StopAtTotal:
-    """Stop the study once ``total`` trials count as finished, across all workers."""
+def _record_error_file(trial: optuna.Trial, trial_dir: Path, exc: BaseException) -> None:
+    trial.set_user_attr("error_file", str(write_error(trial_dir, exc)))
 
-    def __init__(self, total: int) -> None:
+
+def _quietly(fn: Callable[..., Any], *args: Any) -> None:
+    """Record what we can about a failing trial; a second failure (the disk) must not mask it."""
+    try:
+        fn(*args)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not record the trial's failure: %s", exc)
+
+
+class _StopAtTotal:
+    """Stop once the study's finished trials plus those running elsewhere make ``total``.
+
+    Counting the trials other workers are running (rather than only finished ones) keeps
+    several workers from overshooting: the last trials are left to the workers running them.
+    """
+
+    def __init__(self, total: int, max_retry: int | None = None) -> None:
         self.total = total
+        self.max_retry = max_retry
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if counted_trials(study.get_trials(deepcopy=False)) >= self.total:
+        trials = study.get_trials(deepcopy=False)
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        if counted_trials(trials, max_retry=self.max_retry) + running >= self.total:
             study.stop()
 
 
@@ -519,7 +668,7 @@ def run_optuna(
     population_size: int | None = None,
     heartbeat_interval: int = 60,
     grace_period: int | None = None,
-    max_retry: int = 1,
+    max_retry: int | None = None,
 ) -> optuna.Study:
     """Run (or resume) a multi-objective Optuna search until the study holds ``n_trials``.
 
@@ -541,7 +690,12 @@ def run_optuna(
         n_jobs: Threads in this process (use journal / RDB storage for several processes).
         on_trial_end: Progress hook, called with the :class:`TrialRecord` of each ended trial.
         population_size: NSGA-II population (default ``clamp(n_trials // 4, 4, 50)``).
-        heartbeat_interval, grace_period, max_retry: Crash detection of RDB storages.
+        heartbeat_interval, grace_period: Crash detection of RDB storages.
+        max_retry: How often one candidate is re-queued after a kill (None: however often).
+
+    Raises:
+        DiskError: a trial could not write for lack of disk space (it is FAIL with the reason
+            and is retried on resume).
 
     Returns:
         The study (its storage holds every trial: params, values, user attrs).
@@ -550,34 +704,75 @@ def run_optuna(
     run_dir.mkdir(parents=True, exist_ok=True)
     if n_trials < 0:
         raise ValueError(f"n_trials must be >= 0, got {n_trials}")
-    store = open_storage(storage, run_dir, heartbeat_interval=heartbeat_interval,
-                         grace_period=grace_period, max_retry=max_retry)
     desc = describe_storage(storage, run_dir)
-    study, existed = create_or_load_study(
-        study_name=study_name, storage=store, objectives=objectives, resume=resume,
-        storage_desc=desc,
-    )
+    me = WorkerRegistration(run_dir)
+    try:
+        return _run_optuna(study_name=study_name, storage=storage, objectives=objectives,
+                           sample=sample, evaluate=evaluate, n_trials=n_trials,
+                           run_dir=run_dir, sampler=sampler, seed=seed, resume=resume,
+                           n_jobs=n_jobs, on_trial_end=on_trial_end,
+                           population_size=population_size,
+                           heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                           max_retry=max_retry, me=me, desc=desc)
+    finally:
+        me.release()
+
+
+def _run_optuna(*, study_name: str, storage: str | BaseStorage | None,
+                objectives: Sequence[Objective], sample: SampleFn, evaluate: EvaluateFn,
+                n_trials: int, run_dir: Path, sampler: str | optuna.samplers.BaseSampler,
+                seed: int | None, resume: bool, n_jobs: int, on_trial_end: TrialEndFn | None,
+                population_size: int | None, heartbeat_interval: int, grace_period: int | None,
+                max_retry: int | None, me: WorkerRegistration, desc: str) -> optuna.Study:
+    # a file storage lives on this host: its workers all register in run_dir/.workers
+    local = storage is None or (isinstance(storage, str)
+                                and storage.startswith(("journal:", "sqlite:")))
+    with run_lock(run_dir, "study"):  # schema creation, study creation, repair: one at a time
+        store = open_storage(storage, run_dir, heartbeat_interval=heartbeat_interval,
+                             grace_period=grace_period, max_retry=max_retry)
+        study, existed = create_or_load_study(
+            study_name=study_name, storage=store, objectives=objectives, resume=resume,
+            storage_desc=desc,
+        )
+        if existed:
+            recover_stale_trials(study, max_retry=max_retry,
+                                 fail_unowned=local and not me.others_alive())
     trials = study.get_trials(deepcopy=False)
     sampler_seed = None if seed is None else seed + len(trials)
     study.sampler = make_sampler(sampler, seed=sampler_seed, n_trials=n_trials,
                                  population_size=population_size)
-    if existed:
-        recover_stale_trials(study, max_retry=max_retry)
-        trials = study.get_trials(deepcopy=False)
-    remaining = n_trials - counted_trials(trials)
+    remaining = n_trials - counted_trials(trials, max_retry=max_retry)
     log.info("study %r in %s: %d trial(s) counted, %d to run", study_name, desc,
              n_trials - max(remaining, 0), max(remaining, 0))
     if remaining <= 0:
         return study
-    callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = [_StopAtTotal(n_trials)]
+    callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = [
+        _StopAtTotal(n_trials, max_retry)]
     if on_trial_end is not None:
         callbacks.append(_OnTrialEnd(on_trial_end, [o.name for o in objectives]))
-    study.optimize(
-        _Objective(sample, evaluate, objectives, run_dir),
-        n_trials=remaining,
-        n_jobs=n_jobs,
-        catch=(Exception,),
-        callbacks=callbacks,
-        gc_after_trial=True,
-    )
-    return study
+    objective = _Objective(sample, evaluate, objectives, run_dir)
+    while True:
+        # every trial this process ends counts, except a disk error (which stops the study)
+        # and an interrupt (which raises); _StopAtTotal stops early when other workers share
+        # the study and are running its last trials
+        study.optimize(objective, n_trials=remaining, n_jobs=n_jobs, catch=(Exception,),
+                       callbacks=callbacks, gc_after_trial=True)
+        if objective.disk_error is not None:
+            number, exc = objective.disk_error
+            where = f" while writing {exc.filename}" if exc.filename else ""
+            raise DiskError(f"trial {number}: {exc.strerror or exc}{where}; the trial is FAIL "
+                            "and is retried on --resume") from exc
+        trials = study.get_trials(deepcopy=False)
+        remaining = n_trials - counted_trials(trials, max_retry=max_retry)
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        if remaining <= running:  # done, or the rest is running in other workers
+            return study
+
+
+def run_lock(run_dir: str | Path, name: str, *, timeout: float = -1) -> Any:
+    """A file lock ``run_dir/.NAME.lock`` shared by every worker process on this run directory."""
+    from filelock import FileLock
+
+    path = Path(run_dir) / f".{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path), timeout=timeout)
