@@ -284,7 +284,7 @@ def run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None = None,
         nas.storage.StorageError: the storage cannot be opened, before any work.
     """
     from .tracking import Tracker, study_group, tracked_evaluate
-    from .validate import InputError, check_storage_url, preflight_search
+    from .validate import InputError, check_config, check_storage_url, preflight_search
 
     t0 = time.perf_counter()
     backend = backend or cfg.search.backend
@@ -296,9 +296,9 @@ def run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None = None,
     run_dir = Path(run_dir)
     from .storage import check_storage
 
-    given = storage or cfg.search.storage
-    if given:
-        check_storage_url(given)  # syntax first: names the flag
+    check_config(cfg, source=source, search=True)  # syntax first, naming the file / field
+    if storage:
+        check_storage_url(storage)  # ... or the flag
     # opened and checked before any pre-training: a bad URL is one message, exit 2
     storage_url = check_storage(storage or cfg.search.storage, run_dir)
     preflight_search(cfg, out=run_dir, storage_url=storage_url, study=study, backend=backend,

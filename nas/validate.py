@@ -281,8 +281,8 @@ def check_arch(spec: ArchSpec, cfg: RunConfig, input_shape: tuple[int, ...], *,
     check_spec_size(spec, source=source)
 
 
-def check_config(cfg: RunConfig, *, source: str = "config") -> None:
-    """Cross-field checks the per-field schema cannot make."""
+def check_config(cfg: RunConfig, *, source: str = "config", search: bool = False) -> None:
+    """Cross-field checks the per-field schema cannot make (``search``: also the search's)."""
     check_name(cfg.name, field=f"{source}: name")
     if cfg.search.study_name is not None:
         check_name(cfg.search.study_name, field=f"{source}: search.study_name")
@@ -295,11 +295,11 @@ def check_config(cfg: RunConfig, *, source: str = "config") -> None:
                          f"0 <= low <= high, got {list(fe)}")
     acc = cfg.search.accuracy
     ft_low = fe[0] if fe is not None else cfg.finetune.epochs
-    if acc == "finetuned" and ft_low < 1:
+    if search and acc == "finetuned" and ft_low < 1:
         field = "search.space.finetune_epochs" if fe is not None else "finetune.epochs"
         raise InputError(f"{source}: search.accuracy 'finetuned' needs {field} >= 1 (got "
                          f"{ft_low}); use search.accuracy: pruned to search without fine-tuning")
-    if acc in ("scratch_e", "scratch_b"):
+    if search and acc in ("scratch_e", "scratch_b"):
         variant = acc[-1].upper()
         if not cfg.scratch.enabled or variant not in cfg.scratch.variants:
             raise InputError(f"{source}: search.accuracy {acc!r} needs scratch.enabled and "
@@ -358,7 +358,7 @@ def preflight_search(cfg: RunConfig, *, out: Path, storage_url: str, study: str,
     """Everything a search can know is wrong before it pre-trains or writes a file."""
     from .search import objectives_for
 
-    check_config(cfg, source=source)
+    check_config(cfg, source=source, search=True)
     check_out_dir(out)
     check_pick(pick)
     check_name(study, field="study name")

@@ -27,7 +27,7 @@ TINY = {
     "train": {"epochs": 1, "lr": 0.05, "threads": 1},
     "prune": {"calib_images": 120, "calib_batch_size": 60, "calib_positions_per_image": 4},
     "finetune": {"epochs": 1, "lr": 0.01, "threads": 1},
-    "scratch": {"variants": []},
+    "scratch": {"enabled": False},
     "search": {"backend": "optuna", "trials": 2, "sampler": "random", "uniform_baseline": False,
                "space": {"eps_L2": {"low": 0.05, "high": 1.0, "log": True},
                          "prune_group_prob": 1.0}},
