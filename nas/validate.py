@@ -36,8 +36,8 @@ class InputError(ValueError):
 
 
 # -- plain arguments ---------------------------------------------------------------------------
-def positive_int(flag: str):  # noqa: ANN201 - an argparse ``type=``
-    """An argparse ``type`` accepting integers >= 1 (``--trials 0`` is an error, not 'default')."""
+def int_at_least(flag: str, low: int):  # noqa: ANN201 - an argparse ``type=``
+    """An argparse ``type`` accepting whole numbers >= ``low``, naming ``flag`` otherwise."""
     import argparse
 
     def parse(text: str) -> int:
@@ -45,26 +45,21 @@ def positive_int(flag: str):  # noqa: ANN201 - an argparse ``type=``
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{flag} expects a whole number, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{flag} must be >= 1, got {value}")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{flag} must be >= {low}, got {value}")
         return value
 
     return parse
+
+
+def positive_int(flag: str):  # noqa: ANN201 - an argparse ``type=``
+    """Whole numbers >= 1 (``--trials 0`` is an error, not 'default')."""
+    return int_at_least(flag, 1)
 
 
 def nonnegative_int(flag: str):  # noqa: ANN201 - an argparse ``type=``
-    import argparse
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} expects a whole number, got {text!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{flag} must be >= 0, got {value}")
-        return value
-
-    return parse
+    """Whole numbers >= 0."""
+    return int_at_least(flag, 0)
 
 
 def check_out_dir(path: str | Path, *, flag: str = "--out") -> Path:
