@@ -6,6 +6,9 @@ On a base trained with the fast recipe to the field's accuracy, at MACs x0.5 and
 - ``entropic``: :func:`pruning.sparsify`, eps_L2 bisected (eps_E fixed) until the MACs land
   within 2 % of the target; every pass of the bisection is kept in the row; then fine-tuned
   with the same recipe for ``--ft-epochs``.
+- ``entropic_budget``: :func:`pruning.sparsify` with ``target_macs`` (the engine's budget
+  allocation: per-layer error-vs-width curves, channels removed where they cost the least
+  error per MAC), at the default eps, then the same fine-tune.
 - ``tp_magnitude`` / ``tp_taylor``: Torch-Pruning's ``MetaPruner`` with global pruning and
   ``GroupMagnitudeImportance(p=2)`` / ``GroupTaylorImportance()``, progressive steps until
   the MACs reach the entropic net's (the head's outputs are never pruned), BatchNorm
@@ -58,7 +61,8 @@ log = logging.getLogger("cifar_fast")
 FAMILY = "airbench_cifar"
 INPUT = (3, 32, 32)
 RESULTS = ROOT / "benchmarks" / "results"
-KINDS = ("base", "entropic", "tp_magnitude", "tp_taylor", "uniform", "scratch_b")
+KINDS = ("base", "entropic", "entropic_budget", "tp_magnitude", "tp_taylor", "uniform",
+         "scratch_b")
 MACS_TOL = 0.02  # relative
 
 
@@ -268,6 +272,19 @@ class Bench:
         save_checkpoint(self.work / f"entropic_s{seed}_x{ratio:g}_pruned", pruned, spec)
         return {**row, **self._finetune(pruned, seed, f"entropic_s{seed}_x{ratio:g}")}
 
+    def unit_entropic_budget(self, seed: int, ratio: float) -> dict[str, Any]:
+        base = self.base(seed)
+        cfg = pruning.SparsifyConfig(
+            regression=pruning.RegressionConfig(eps_E=self.s["eps_E"], eps_L2=0.03),
+            calib_positions_per_image=self.s["calib_positions_per_image"], progress=False, seed=0)
+        t0 = time.perf_counter()
+        res = pruning.sparsify(base, self.calib(), cfg, target_macs=ratio)
+        row: dict[str, Any] = {"eps_E": self.s["eps_E"], "eps_L2": 0.03, "target_macs": ratio,
+                               "search_s": time.perf_counter() - t0,
+                               "layers": [r.to_dict() for r in res.report]}
+        row["after_prune"] = accuracies(res.model, self.loaders)
+        return {**row, **self._finetune(res.model, seed, f"entropic_budget_s{seed}_x{ratio:g}")}
+
     def _finetune(self, model: nn.Module, seed: int, name: str) -> dict[str, Any]:
         info = self._train(model, self.s["ft_epochs"], seed, self.work / f"{name}_ft")
         return {"finetune": info, **accuracies(model, self.loaders), **metrics(model, self.base_macs(seed))}
@@ -367,7 +384,8 @@ def plan(seeds: list[int], ratios: list[float], only: set[str] | None) -> list[t
     for seed in seeds:
         units.append(("base", seed, None))
         for r in ratios:
-            units += [("entropic", seed, r), ("tp_magnitude", seed, r), ("tp_taylor", seed, r)]
+            units += [("entropic", seed, r), ("tp_magnitude", seed, r), ("tp_taylor", seed, r),
+                      ("entropic_budget", seed, r)]
     for seed in seeds:
         for r in ratios:
             units += [("uniform", seed, r), ("scratch_b", seed, r)]
@@ -378,6 +396,7 @@ def run_unit(b: Bench, kind: str, seed: int, ratio: float | None) -> dict[str, A
     table: dict[str, Callable[[], dict[str, Any]]] = {
         "base": lambda: b.unit_base(seed),
         "entropic": lambda: b.unit_entropic(seed, ratio),  # type: ignore[arg-type]
+        "entropic_budget": lambda: b.unit_entropic_budget(seed, ratio),  # type: ignore[arg-type]
         "tp_magnitude": lambda: b.unit_tp(seed, ratio, "magnitude"),  # type: ignore[arg-type]
         "tp_taylor": lambda: b.unit_tp(seed, ratio, "taylor"),  # type: ignore[arg-type]
         "uniform": lambda: b.unit_scratch(seed, ratio, "uniform"),  # type: ignore[arg-type]
@@ -451,7 +470,8 @@ def main(argv: list[str] | None = None) -> int:
 # -- report ---------------------------------------------------------------------------------
 
 NOISE_FLOOR_PT = 0.05  # the LeNet table's rule: |d| <= max(sqrt(s1^2 + s2^2), 0.05 pt) is a tie
-LABELS = {"entropic": "entropic + FT", "tp_magnitude": "TP GroupMagnitude + FT",
+LABELS = {"entropic": "entropic (eps_L2 bisected) + FT",
+          "entropic_budget": "entropic, budget allocation + FT", "tp_magnitude": "TP GroupMagnitude + FT",
           "tp_taylor": "TP GroupTaylor + FT", "uniform": "uniform (scratch, B budget)",
           "scratch_b": "Scratch-B of the entropic arch"}
 
@@ -514,7 +534,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         out += ["", f"**MACs x{ratio:g}**", "",
                 "| method | seeds | MACs ratio | params | right after pruning | final | b1 ms | b128 ms | vs entropic |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-        for kind in ("entropic", "tp_magnitude", "tp_taylor", "uniform", "scratch_b"):
+        for kind in ("entropic", "entropic_budget", "tp_magnitude", "tp_taylor", "uniform",
+                     "scratch_b"):
             rs = [r for r in at if r["kind"] == kind]
             if not rs:
                 continue
@@ -526,7 +547,26 @@ def render_markdown(data: dict[str, Any]) -> str:
                 f"{_pm(final)} | {_ms([r['latency_ms_b1'] for r in rs])[0]:.2f} | "
                 f"{_ms([r['latency_ms_b128'] for r in rs])[0]:.1f} | "
                 f"{'–' if kind == 'entropic' else verdict(ent, final)} |")
+        out += _widths_table(at)
     return "\n".join(out) + "\n"
+
+
+def _widths_table(at: list[dict[str, Any]]) -> list[str]:
+    """Where each arm spends the budget: per-layer widths (first seed) of every arm."""
+    keys = list(search_spaces.default_spec(FAMILY).widths)
+    full = search_spaces.default_spec(FAMILY).widths
+    out = ["", "Widths per layer (first seed of each arm; unpruned "
+           + " / ".join(str(full[k]) for k in keys) + "):", "",
+           "| method | " + " | ".join(k.replace("blocks.", "b") for k in keys) + " |",
+           "|---|" + "---:|" * len(keys)]
+    for kind in ("entropic", "entropic_budget", "tp_magnitude", "tp_taylor", "uniform",
+                 "scratch_b"):
+        rs = sorted((r for r in at if r["kind"] == kind and r.get("widths")),
+                    key=lambda r: r["seed"])
+        if rs:
+            w = rs[0]["widths"]
+            out.append(f"| {LABELS[kind]} | " + " | ".join(str(w[k]) for k in keys) + " |")
+    return out
 
 
 def plot(data: dict[str, Any], path: Path) -> Path:
@@ -537,7 +577,8 @@ def plot(data: dict[str, Any], path: Path) -> Path:
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    styles = {"base": ("*", "k"), "entropic": ("o", "C0"), "tp_magnitude": ("s", "C1"),
+    styles = {"base": ("*", "k"), "entropic": ("o", "C0"), "entropic_budget": ("P", "C5"),
+              "tp_magnitude": ("s", "C1"),
               "tp_taylor": ("D", "C2"), "uniform": ("^", "C3"), "scratch_b": ("v", "C4")}
     for kind, (marker, color) in styles.items():
         rs = [r for r in rows if r["kind"] == kind]
