@@ -532,7 +532,7 @@ def render_markdown(data: dict[str, Any]) -> str:
             continue
         ent = [r["test_acc_tta"] for r in at if r["kind"] == "entropic"]
         out += ["", f"**MACs x{ratio:g}**", "",
-                "| method | seeds | MACs ratio | params | right after pruning | final | b1 ms | b128 ms | vs entropic |",
+                "| method | seeds | MACs ratio | params | right after pruning | final | b1 ms | b128 ms | eps_L2-bisected entropic vs this arm |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
         for kind in ("entropic", "entropic_budget", "tp_magnitude", "tp_taylor", "uniform",
                      "scratch_b"):
