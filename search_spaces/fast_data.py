@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+FLIPS = ("alternating", "random", "none")
 
 
 def default_cache_dir() -> Path:
@@ -245,8 +246,8 @@ class BatchAugmentLoader(TensorLoader):
                  mean: Sequence[float], std: Sequence[float], translate: int = 2,
                  flip: str = "alternating", drop_last: bool = False, flip_seed: int = 0) -> None:
         super().__init__(images, labels, batch_size, mean=mean, std=std)
-        if flip not in ("alternating", "random", "none"):
-            raise ValueError(f"data.flip: {flip!r} is not one of alternating, random, none")
+        if flip not in FLIPS:
+            raise ValueError(f"data.flip: {flip!r} is not one of {FLIPS}")
         if translate < 0:
             raise ValueError(f"data.translate: must be >= 0, got {translate}")
         self.translate, self.flip, self.drop_last = int(translate), flip, drop_last
@@ -297,6 +298,7 @@ class BatchAugmentLoader(TensorLoader):
 
 
 __all__ = [
+    "FLIPS",
     "BatchAugmentLoader",
     "TensorLoader",
     "decode_image_archive",
