@@ -33,11 +33,11 @@ skips finished units.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -50,8 +50,10 @@ from torch import nn
 
 import pruning
 import search_spaces
+from benchmarks import common
 from nas.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 from nas.jsonio import write_json
+from nas.search import uniform_spec_at_macs
 from nas.train import TrainConfig, cpu_bf16_supported, evaluate, train
 from search_spaces.data import DataSpec, Loaders, get_loaders
 
@@ -115,15 +117,10 @@ def recipe(s: dict[str, Any], *, epochs: int, seed: int) -> TrainConfig:
 # -- results file ---------------------------------------------------------------------------
 
 
-def environment(s: dict[str, Any]) -> dict[str, Any]:
-    import torchvision
-
-    return {
-        "device": "cuda" if torch.cuda.is_available() else f"cpu ({platform.machine()})",
-        "torch": torch.__version__, "torchvision": torchvision.__version__,
-        "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-        "bf16_autocast": cpu_bf16_supported(), "python": platform.python_version(),
-    }
+def environment() -> dict[str, Any]:
+    """The benchmarks' shared environment record, plus whether bf16 autocast runs natively."""
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return {**common.environment(dev), "bf16_autocast": cpu_bf16_supported()}
 
 
 class Results:
@@ -239,7 +236,7 @@ class Bench:
 
     def unit_entropic(self, seed: int, ratio: float) -> dict[str, Any]:
         base = self.base(seed)
-        base_macs = pruning.count_macs(base, INPUT)
+        base_macs = self.base_macs
         lo, hi = (math.log(v) for v in self.s["eps_L2_bounds"])
         passes: list[dict[str, Any]] = []
         best: tuple[float, pruning.SparsifyResult, float] | None = None
@@ -287,10 +284,12 @@ class Bench:
 
     def _finetune(self, model: nn.Module, seed: int, name: str) -> dict[str, Any]:
         info = self._train(model, self.s["ft_epochs"], seed, self.work / f"{name}_ft")
-        return {"finetune": info, **accuracies(model, self.loaders), **metrics(model, self.base_macs(seed))}
+        return {"finetune": info, **accuracies(model, self.loaders), **metrics(model, self.base_macs)}
 
-    def base_macs(self, seed: int) -> int:
-        return pruning.count_macs(self.base(seed), INPUT)
+    @functools.cached_property
+    def base_macs(self) -> int:
+        """MACs of the unpruned family (every base seed has the same architecture)."""
+        return pruning.count_macs(search_spaces.build(search_spaces.default_spec(FAMILY)), INPUT)
 
     def entropic_row(self, seed: int, ratio: float) -> dict[str, Any]:
         row = self.res.get(key_of("entropic", seed, ratio))
@@ -305,7 +304,7 @@ class Bench:
         target = self.entropic_row(seed, ratio)["macs"]
         model = self.base(seed)
         model.eval()
-        base_macs = pruning.count_macs(model, INPUT)
+        base_macs = self.base_macs
         imp = (tp.importance.GroupMagnitudeImportance(p=2) if criterion == "magnitude"
                else tp.importance.GroupTaylorImportance())
         example = torch.randn(1, *INPUT)
@@ -345,34 +344,13 @@ class Bench:
         if kind == "scratch_b":
             spec, factor = full.with_widths(ent["widths"]), None
         else:
-            spec, factor = uniform_spec(full, ent["macs"])
+            spec, factor = uniform_spec_at_macs(full, ent["macs"])
         epochs = self.scratch_epochs(ent["macs_ratio"])
         torch.manual_seed(seed + 1000)
         model = search_spaces.build(spec)
         info = self._train(model, epochs, seed, self.work / f"{kind}_s{seed}_x{ratio:g}")
         return {"factor": factor, **info, **accuracies(model, self.loaders),
-                **metrics(model, self.base_macs(seed))}
-
-
-def uniform_spec(full: search_spaces.ArchSpec, target_macs: int
-                 ) -> tuple[search_spaces.ArchSpec, float]:
-    """The uniformly thinned spec whose MACs are nearest ``target_macs``."""
-    cache: dict[float, int] = {}
-
-    def macs(f: float) -> int:
-        if f not in cache:
-            cache[f] = pruning.count_macs(search_spaces.build(full.scaled(f)), INPUT)
-        return cache[f]
-
-    lo, hi = 0.05, 1.0
-    for _ in range(30):
-        mid = (lo + hi) / 2
-        if macs(mid) > target_macs:
-            hi = mid
-        else:
-            lo = mid
-    f = min((lo, hi), key=lambda v: abs(macs(v) - target_macs))
-    return full.scaled(f), f
+                **metrics(model, self.base_macs)}
 
 
 # -- driver ---------------------------------------------------------------------------------
@@ -442,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     ckpt_root = (args.work / "ckpt") if args.smoke else RESULTS / "cifar_fast_ckpt"
     work = args.work / ("smoke" if args.smoke else "full")
     res = Results(path, s)
-    res.data["env"] = environment(s)
+    res.data["env"] = environment()
     bench = Bench(s, res, work, ckpt_root)
     units = plan(args.seeds, args.ratios, set(args.only) if args.only else None)
     print(f"# cifar_fast: {len(units)} units, device {res.data['env']['device']}, torch "
@@ -520,7 +498,8 @@ def render_markdown(data: dict[str, Any]) -> str:
     bases = sorted((r for r in rows if r["kind"] == "base"), key=lambda r: r["seed"])
     for r in bases:
         out.append(f"| {r['seed']} | {r['epochs']} | {r['train_wall_s'] / 60:.1f} | "
-                   f"{r['seconds_per_epoch']:.0f} | {s.get('threads') or env.get('threads')} | "
+                   f"{r['seconds_per_epoch']:.0f} | "
+                   f"{s.get('threads') or env.get('torch_threads', env.get('threads'))} | "
                    f"{r['load_avg'][0]:.1f} | {100 * r['val_acc_tta']:.2f} | "
                    f"{100 * r['test_acc_tta']:.2f} ({100 * r['test_acc']:.2f}) |")
     if bases:
