@@ -339,18 +339,29 @@ class Bench:
         return max(1, round(self.s["base_epochs"] * min(1 / macs_ratio, self.s["scratch_cap"])))
 
     def unit_scratch(self, seed: int, ratio: float, kind: str) -> dict[str, Any]:
-        ent = self.entropic_row(seed, ratio)
+        """Scratch-B of the entropic architecture, or the uniform net at the target's MACs.
+
+        Scratch-B retrains the budget-allocated arm's architecture (the engine's answer to
+        "x ratio MACs") where that arm has run, else the eps_L2-bisected one; ``arch_from``
+        says which. Both train for the base's compute (epochs = base / MACs ratio, capped).
+        """
         full = search_spaces.default_spec(FAMILY)
+        arch_from = None
         if kind == "scratch_b":
+            arch_from = ("entropic_budget" if self.res.get(key_of("entropic_budget", seed, ratio))
+                         else "entropic")
+            ent = self.res.get(key_of(arch_from, seed, ratio)) or self.entropic_row(seed, ratio)
             spec, factor = full.with_widths(ent["widths"]), None
+            macs_ratio = ent["macs_ratio"]
         else:
-            spec, factor = uniform_spec_at_macs(full, ent["macs"])
-        epochs = self.scratch_epochs(ent["macs_ratio"])
+            spec, factor = uniform_spec_at_macs(full, ratio * self.base_macs)
+            macs_ratio = ratio
+        epochs = self.scratch_epochs(macs_ratio)
         torch.manual_seed(seed + 1000)
         model = search_spaces.build(spec)
         info = self._train(model, epochs, seed, self.work / f"{kind}_s{seed}_x{ratio:g}")
-        return {"factor": factor, **info, **accuracies(model, self.loaders),
-                **metrics(model, self.base_macs)}
+        return {"factor": factor, "arch_from": arch_from, **info,
+                **accuracies(model, self.loaders), **metrics(model, self.base_macs)}
 
 
 # -- driver ---------------------------------------------------------------------------------
