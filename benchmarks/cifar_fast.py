@@ -15,9 +15,11 @@ On a base trained with the fast recipe to the field's accuracy, at MACs x0.5 and
   statistics re-estimated on the same calibration images the entropic pass used, then the
   same fine-tune.
 - ``uniform``: every width times one factor (``ArchSpec.scaled``), the factor chosen for the
-  entropic net's MACs, trained from scratch with the Scratch-B budget.
-- ``scratch_b``: the entropic architecture re-initialised and trained from scratch with the
-  base's compute (epochs = base epochs / MACs ratio, capped at ``--scratch-cap`` x).
+  target's MACs, trained from scratch for the base's epochs (the project's uniform arm, as in
+  ``nas.search.uniform_baseline`` and the LeNet tables: the pre-training recipe as it is).
+- ``scratch_b``: the entropic architecture (the budget-allocated arm's where it ran)
+  re-initialised and trained from scratch with the base's compute (epochs = base epochs /
+  MACs ratio, capped at ``--scratch-cap`` x).
 
 Every unit writes its row into ``benchmarks/results/cifar_fast.json`` when it ends; the long
 trainings also checkpoint every epoch under ``--work`` and resume mid-run after a kill.
@@ -343,7 +345,8 @@ class Bench:
 
         Scratch-B retrains the budget-allocated arm's architecture (the engine's answer to
         "x ratio MACs") where that arm has run, else the eps_L2-bisected one; ``arch_from``
-        says which. Both train for the base's compute (epochs = base / MACs ratio, capped).
+        says which; it trains for the base's compute (epochs = base / MACs ratio, capped).
+        The uniform net trains for the base's epochs.
         """
         full = search_spaces.default_spec(FAMILY)
         arch_from = None
@@ -356,7 +359,7 @@ class Bench:
         else:
             spec, factor = uniform_spec_at_macs(full, ratio * self.base_macs)
             macs_ratio = ratio
-        epochs = self.scratch_epochs(macs_ratio)
+        epochs = self.scratch_epochs(macs_ratio) if kind == "scratch_b" else self.s["base_epochs"]
         torch.manual_seed(seed + 1000)
         model = search_spaces.build(spec)
         info = self._train(model, epochs, seed, self.work / f"{kind}_s{seed}_x{ratio:g}")
@@ -401,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base-epochs", type=int, default=24, help="epochs of the base (recipe)")
     p.add_argument("--ft-epochs", type=int, default=5, help="fine-tune epochs of every pruned arm")
     p.add_argument("--scratch-cap", type=float, default=3.0,
-                   help="Scratch-B / uniform epochs = base epochs / MACs ratio, capped at this x")
+                   help="Scratch-B epochs = base epochs / MACs ratio, capped at this x")
     p.add_argument("--only", nargs="+", choices=KINDS, help="run only these kinds of unit")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     p.add_argument("--data-root", default=None, help="folder holding cifar10-jpeg.tar.gz")
@@ -461,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
 NOISE_FLOOR_PT = 0.05  # the LeNet table's rule: |d| <= max(sqrt(s1^2 + s2^2), 0.05 pt) is a tie
 LABELS = {"entropic": "entropic (eps_L2 bisected) + FT",
           "entropic_budget": "entropic, budget allocation + FT", "tp_magnitude": "TP GroupMagnitude + FT",
-          "tp_taylor": "TP GroupTaylor + FT", "uniform": "uniform (scratch, B budget)",
+          "tp_taylor": "TP GroupTaylor + FT", "uniform": "uniform (scratch, base epochs)",
           "scratch_b": "Scratch-B of the entropic arch (budget arm where run)"}
 
 
@@ -506,7 +509,8 @@ def render_markdown(data: dict[str, Any]) -> str:
     out = [f"Device {env.get('device', '?')}, torch {env.get('torch', '?')}, bf16 autocast "
            f"{env.get('bf16_autocast', '?')}; batch {s.get('batch_size')}, lr {s.get('lr')}, "
            f"base {s.get('base_epochs')} epochs, fine-tune {s.get('ft_epochs')} epochs, "
-           f"Scratch-B / uniform epochs = base / MACs ratio (cap x{s.get('scratch_cap')}). "
+           f"Scratch-B epochs = base / MACs ratio (cap x{s.get('scratch_cap')}), uniform "
+           "nets train for the base's epochs. "
            "Accuracies (%) are on the test split with the recipe's flip + translate "
            "test-time augmentation (plain in brackets); no choice reads them (the MACs target "
            "alone fixes every arm). Latency: CPU, 1 thread, median ms per batch.",

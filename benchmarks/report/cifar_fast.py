@@ -20,6 +20,6 @@ def render(runs: dict[str, dict[str, Any]], figdir: Path | None = None) -> str:
             "`python -m benchmarks.cifar_fast --seeds 0 1` (resumable; "
             "benchmarks/results/cifar_fast.json). The base is `airbench_cifar` trained with "
             "`TrainConfig.from_recipe(\"airbench\")`; every pruned arm is fine-tuned with the "
-            "same recipe for the same epochs; uniform and Scratch-B train from scratch with "
-            "the base's compute.\n\n" + render_markdown(data) +
+            "same recipe for the same epochs; the uniform net trains from scratch for the "
+            "base's epochs, Scratch-B for the base's compute.\n\n" + render_markdown(data) +
             f"\n![accuracy vs MACs](./{FIGURE})\n")
