@@ -51,6 +51,7 @@ from torch import nn
 import pruning
 import search_spaces
 from benchmarks import common
+from benchmarks.tp_baseline import tp_prune_to_macs
 from nas.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 from nas.jsonio import write_json
 from nas.search import uniform_spec_at_macs
@@ -299,32 +300,13 @@ class Bench:
 
     # Torch-Pruning
     def unit_tp(self, seed: int, ratio: float, criterion: str) -> dict[str, Any]:
-        import torch_pruning as tp
-
         target = self.entropic_row(seed, ratio)["macs"]
         model = self.base(seed)
-        model.eval()
         base_macs = self.base_macs
-        imp = (tp.importance.GroupMagnitudeImportance(p=2) if criterion == "magnitude"
-               else tp.importance.GroupTaylorImportance())
-        example = torch.randn(1, *INPUT)
-        pruner = tp.pruner.MetaPruner(
-            model, example, importance=imp, global_pruning=True, pruning_ratio=0.95,
-            iterative_steps=self.s["tp_steps"], ignored_layers=[model.head])
         calib = self.calib()
-        steps = 0
-        t0 = time.perf_counter()
-        while pruning.count_macs(model, INPUT) > target * (1 + MACS_TOL / 2):
-            if steps >= self.s["tp_steps"]:
-                break
-            if criterion == "taylor":
-                model.zero_grad()
-                loss_fn = nn.CrossEntropyLoss()
-                for x, y in calib:
-                    loss_fn(model(x), y).backward()
-            pruner.step()
-            steps += 1
-        seconds = time.perf_counter() - t0
+        tp_row = tp_prune_to_macs(model, INPUT, criterion, target, calib,
+                                  ignored=[model.head], steps=self.s["tp_steps"], tol=MACS_TOL / 2)
+        steps, seconds = tp_row["tp_steps"], tp_row["prune_s"]
         pruning.recalibrate_batchnorm(model, calib)
         model.zero_grad(set_to_none=True)
         row = {"criterion": criterion, "tp_steps": steps, "prune_s": seconds,
@@ -384,12 +366,12 @@ def plan(seeds: list[int], ratios: list[float], only: set[str] | None) -> list[t
 def run_unit(b: Bench, kind: str, seed: int, ratio: float | None) -> dict[str, Any]:
     table: dict[str, Callable[[], dict[str, Any]]] = {
         "base": lambda: b.unit_base(seed),
-        "entropic": lambda: b.unit_entropic(seed, ratio),  # type: ignore[arg-type]
-        "entropic_budget": lambda: b.unit_entropic_budget(seed, ratio),  # type: ignore[arg-type]
-        "tp_magnitude": lambda: b.unit_tp(seed, ratio, "magnitude"),  # type: ignore[arg-type]
-        "tp_taylor": lambda: b.unit_tp(seed, ratio, "taylor"),  # type: ignore[arg-type]
-        "uniform": lambda: b.unit_scratch(seed, ratio, "uniform"),  # type: ignore[arg-type]
-        "scratch_b": lambda: b.unit_scratch(seed, ratio, "scratch_b"),  # type: ignore[arg-type]
+        "entropic": lambda: b.unit_entropic(seed, ratio),
+        "entropic_budget": lambda: b.unit_entropic_budget(seed, ratio),
+        "tp_magnitude": lambda: b.unit_tp(seed, ratio, "magnitude"),
+        "tp_taylor": lambda: b.unit_tp(seed, ratio, "taylor"),
+        "uniform": lambda: b.unit_scratch(seed, ratio, "uniform"),
+        "scratch_b": lambda: b.unit_scratch(seed, ratio, "scratch_b"),
     }
     return table[kind]()
 
