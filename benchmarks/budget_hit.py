@@ -143,7 +143,8 @@ def part_hit(data: dict[str, Any], path: Path, settings: dict[str, Any]) -> None
             print(key, f"reached {b['reached_ratio']:.4f}", f"x{secs / base_s:.2f}", flush=True)
 
 
-def part_acc(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds: list[int]) -> None:
+def part_acc(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds: list[int],
+             arms: tuple[str, ...] = ("entropic", "uniform", "l1")) -> None:
     import pruning
     import search_spaces
 
@@ -155,7 +156,7 @@ def part_acc(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds: 
         base = lm._load_base(settings, seed)
         for ratio in (0.5, 0.3):
             key = f"acc/s{seed}/entropic_budget/macs{ratio}"
-            if key not in done:
+            if key not in done and "entropic" in arms:
                 t0 = time.perf_counter()
                 res = pruning.sparsify(base, w["calib"], pruning.SparsifyConfig(progress=False),
                                        target_macs=ratio)
@@ -169,9 +170,11 @@ def part_acc(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds: 
                 data["rows"].append(row)
                 _save(data, path)
                 print(key, row["widths"], row["acc_pruned"], row["acc_ft5"], flush=True)
+            if "uniform" not in arms and "l1" not in arms:
+                continue
             widths = next(r["widths"] for r in data["rows"] if r["key"] == key)
             key_u = f"acc/s{seed}/uniform_scratch/macs{ratio}"
-            if key_u not in done:
+            if key_u not in done and "uniform" in arms:
                 row = lm.task_scratch(settings, seed, widths, "uniform")
                 row.update(key=key_u, target=ratio, macs_ratio=row["macs"] / pruning.count_macs(
                     base, (1, 28, 28)))
@@ -180,7 +183,7 @@ def part_acc(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds: 
                 print(key_u, row["widths"], row["acc"], flush=True)
             u_widths = next(r["widths"] for r in data["rows"] if r["key"] == key_u)
             key_l = f"acc/s{seed}/uniform_l1_refit_ft5/macs{ratio}"
-            if key_l not in done:
+            if key_l not in done and "l1" in arms:
                 keep = {}
                 for cons, prod in (("conv2", "conv1"), ("fc1", "conv2"), ("fc2", "fc1"),
                                    ("fc3", "fc2")):
@@ -309,23 +312,23 @@ def part_alloc(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds
                 print(key, row["widths"], row["acc_pruned"], row.get("acc_ft5"), flush=True)
 
 
-def part_vgg(data: dict[str, Any], path: Path, ratio: float) -> None:
+def part_vgg(data: dict[str, Any], path: Path, ratio: float, images: int) -> None:
     """VGG-16-CIFAR: one unbudgeted and one budgeted pass (target_macs=ratio) in the same
     process, 1 thread, phases timed; the setup of benchmarks/vgg_pass.py (untrained net, BN
-    recalibrated, 5,000 CIFAR-10 images x 10 positions, eps_L2 0.03)."""
+    recalibrated, ``images`` CIFAR-10 images (5,000 there) x 10 positions, eps_L2 0.03)."""
     import pruning
     import search_spaces
     from benchmarks import common
     from benchmarks.vgg_pass import TensorBatches, calibration_images
     from pruning import phases
 
-    key = f"pass_cost/vgg16_cifar/macs{ratio}"
+    key = f"pass_cost/vgg16_cifar/macs{ratio}/images{images}"
     if key in {r["key"] for r in data["rows"]}:
         return
     dev = torch.device("cpu")
     torch.manual_seed(0)
     model = search_spaces.build(search_spaces.default_spec("vgg16_cifar"))
-    x, what, _ = calibration_images(5000, dev, random=False, seed=0)
+    x, what, _ = calibration_images(images, dev, random=False, seed=0)
     calib = TensorBatches(x, 500, common.Timer(dev))
     pruning.recalibrate_batchnorm(model, calib, device=dev)
     model.eval()
@@ -386,10 +389,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--parts", nargs="+", default=["hit", "acc", "cost"],
                     choices=["hit", "acc", "cost", "tp", "alloc", "vgg"])
+    ap.add_argument("--arms", nargs="+", default=["entropic", "uniform", "l1"],
+                    choices=["entropic", "uniform", "l1"], help="--parts acc: which arms")
     ap.add_argument("--variants", nargs="+", default=list(ALLOC_VARIANTS),
                     choices=list(ALLOC_VARIANTS), help="--parts alloc: which variants")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--vgg-images", type=int, default=5000, help="--parts vgg: calibration images")
     ap.add_argument("--data-root", default="/work/shared/data")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -408,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     if "hit" in args.parts:
         part_hit(data, args.out, settings)
     if "acc" in args.parts:
-        part_acc(data, args.out, settings, args.seeds)
+        part_acc(data, args.out, settings, args.seeds, tuple(args.arms))
     if "cost" in args.parts:
         part_cost(data, args.out, settings)
     if "tp" in args.parts:
@@ -416,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     if "alloc" in args.parts:
         part_alloc(data, args.out, settings, args.seeds, args.variants)
     if "vgg" in args.parts:
-        part_vgg(data, args.out, 0.5)
+        part_vgg(data, args.out, 0.5, args.vgg_images)
     _save(data, args.out)
     return 0
 
