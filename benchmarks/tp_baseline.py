@@ -22,7 +22,7 @@ import pruning
 
 
 def tp_prune_to_macs(model: nn.Module, input_shape: tuple[int, ...], criterion: str,
-                     target_macs: float, calib: Iterable[Any], *, ignored: Sequence[nn.Module],
+                     target_macs: float, calib: Iterable[Any], *, ignored: Sequence[Any],
                      steps: int, tol: float) -> dict[str, Any]:
     """Prune ``model`` in place to ``target_macs`` (absolute); returns steps, seconds, MACs."""
     import torch_pruning as tp

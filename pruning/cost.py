@@ -52,10 +52,11 @@ def _time_ms(mod: nn.Module, x: Tensor, *, warmup: int, repeats: int) -> float:
     return 1e3 * statistics.median(times)
 
 
-def _resized(mod: nn.Module, c_in: int, c_out: int) -> nn.Module:
+def _resized(mod: nn.Conv2d | nn.Linear, c_in: int, c_out: int) -> nn.Module:
     if isinstance(mod, nn.Conv2d):
-        new: nn.Module = nn.Conv2d(c_in, c_out, mod.kernel_size, stride=mod.stride,  # type: ignore[arg-type]
-                                   padding=mod.padding, dilation=mod.dilation,  # type: ignore[arg-type]
+        new: nn.Module = nn.Conv2d(c_in, c_out, mod.kernel_size,  # type: ignore[arg-type]
+                                   stride=mod.stride, padding=mod.padding,  # type: ignore[arg-type]
+                                   dilation=mod.dilation,  # type: ignore[arg-type]
                                    bias=mod.bias is not None, padding_mode=mod.padding_mode)
     else:
         new = nn.Linear(c_in, c_out, bias=mod.bias is not None)
@@ -79,8 +80,9 @@ def layer_latency_drops(model: nn.Module, input_shape: tuple[int, ...], *,
         raise ValueError(f"layer_latency_drops: batch_size and repeats must be >= 1 and "
                          f"warmup >= 0, got {batch_size}, {repeats}, {warmup}")
     dev = torch.device(device)
-    layers = {n: m for n, m in model.named_modules()
-              if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1)}
+    layers: dict[str, nn.Conv2d | nn.Linear] = {
+        n: m for n, m in model.named_modules()
+        if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1)}
     shapes: dict[str, tuple[int, ...]] = {}
 
     def record(name: str) -> Any:

@@ -10,7 +10,14 @@ from torch import nn
 
 import pruning
 from pruning import BudgetError, RegressionConfig, SparsifyConfig
-from pruning.budget import TOLERANCE, _UnitPlan, make_target, output_sensitivity, sparsify_to_budget
+from pruning.budget import (
+    TOLERANCE,
+    BudgetTarget,
+    _UnitPlan,
+    make_target,
+    output_sensitivity,
+    sparsify_to_budget,
+)
 
 
 class _Chain(nn.Module):
@@ -49,6 +56,12 @@ def _plan(name: str) -> _UnitPlan:
                      ranking=[])
 
 
+def _target(ratio: float) -> BudgetTarget:
+    target = make_target(target_macs=ratio)
+    assert target is not None
+    return target
+
+
 def _cfg() -> SparsifyConfig:
     return SparsifyConfig(regression=RegressionConfig(eps_L2=0.03), progress=False)
 
@@ -82,10 +95,10 @@ def test_the_output_objective_hits_the_target_and_records_its_weights() -> None:
     torch.manual_seed(0)
     net = _Chain().eval()
     data = _data((3, 8, 8))
-    res = sparsify_to_budget(net, data, _cfg(), make_target(target_macs=0.5), data[0][:1],
+    res = sparsify_to_budget(net, data, _cfg(), _target(0.5), data[0][:1],
                              objective="output")
     b = res.budget
-    assert b["objective"] == "output"
+    assert b is not None and b["objective"] == "output"
     assert set(b["sensitivity"]) == set(b["widths"]) and all(v > 0 for v in b["sensitivity"].values())
     assert b["sensitivity"]["fc2"] == pytest.approx(1.0, rel=1e-6)
     reached = res.after["macs"] / res.before["macs"]
@@ -96,7 +109,7 @@ def test_an_unknown_objective_is_named() -> None:
     net = _Chain().eval()
     data = _data((3, 8, 8), n=1)
     with pytest.raises(BudgetError, match="objective"):
-        sparsify_to_budget(net, data, _cfg(), make_target(target_macs=0.5), data[0][:1],
+        sparsify_to_budget(net, data, _cfg(), _target(0.5), data[0][:1],
                            objective="loss")  # type: ignore[arg-type]
 
 
@@ -108,6 +121,7 @@ def test_only_the_plan_and_final_passes_log_layer_lines(caplog: pytest.LogCaptur
         res = pruning.sparsify(net, _data((3, 8, 8)), _cfg(), target_macs=0.5)
     lines = [r.getMessage() for r in caplog.records]
     kept = [m for m in lines if ": kept " in m]
+    assert res.budget is not None
     assert len(kept) == 2 * len(res.budget["widths"]), kept
     assert any(m.startswith("budget: reachability check") for m in lines)
     assert sum(m.startswith("budget: allocation round") for m in lines) == res.budget["rounds"]
