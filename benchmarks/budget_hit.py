@@ -303,6 +303,7 @@ def part_alloc(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds
                 if extra.get("identical_to_plain"):
                     row = {"key": key, "kind": kind, "seed": seed, "target": ratio, **extra}
                     row.update(lm._metrics(res.model, base_prunable))
+                    row["macs_ratio"] = res.after["macs"] / res.before["macs"]
                     row["acc_pruned"], _ = lm._eval(res.model, w["loaders"])
                 else:
                     row = _pruned_row(key, kind, seed, ratio, res.model, base_prunable, settings,

@@ -17,6 +17,7 @@ from typing import Any
 from benchmarks.report.fmt import NOISE_FLOOR_PT, fmt_ms, md_table, mean_std
 
 LENET_PARAMS = 61706
+LENET_MACS = 416520
 ARMS = [  # (kind, label)
     ("entropic_budget", "entropic, budgeted (target_macs), FT5"),
     ("entropic_budget_exp0.5", "entropic, budgeted + cost_exponent 0.5, FT5"),
@@ -70,7 +71,7 @@ def _acc_table(rows: list[dict[str, Any]]) -> list[str]:
                 widths += f" ({same} of {len(arm)}: the plain budgeted network)"
             table.append([
                 f"x{ratio:g}", label, len(arm), widths,
-                fmt_ms([r.get("macs_ratio") for r in arm], 3),
+                fmt_ms([r.get("macs_ratio", r["macs"] / LENET_MACS) for r in arm], 3),
                 fmt_ms([r["params"] / LENET_PARAMS for r in arm], 2),
                 fmt_ms([r.get("acc_pruned") for r in arm]),
                 "**" + fmt_ms(finals) + "**" if kind == OURS else fmt_ms(finals),
