@@ -105,16 +105,22 @@ def render(runs: dict[str, dict[str, Any]], figdir: Path | None = None) -> str:
                    "same process)\n")
         out.append(md_table(
             ["model", "calibration", "target", "reached", "unbudgeted s", "budgeted s",
-             "plan / allocation / final s", "ratio", "load average (before each)"],
+             "plan / allocation / final s", "wall ratio", "CPU s (unbudgeted / budgeted)",
+             "CPU ratio", "load average (before each)"],
             [[r["model"], r["calibration"].split(",")[0] + f", {r['key'].rsplit('images', 1)[-1]} images",
               f"macs x{r['target_ratio']:g}", f"{r['reached_ratio']:.4f}",
               f"{r['seconds_unbudgeted']:.0f}", f"{r['seconds_budgeted']:.0f}",
               " / ".join(f"{r['budget_seconds'][k]:.0f}" for k in
                          ("plan_pass", "allocation", "final_pass")),
-              f"**x{r['cost_vs_unbudgeted']:.2f}**",
+              f"x{r['cost_vs_unbudgeted']:.2f}",
+              (f"{r['cpu_seconds_unbudgeted']:.0f} / {r['cpu_seconds_budgeted']:.0f}"
+               if "cpu_seconds_budgeted" in r else "–"),
+              (f"**x{r['cpu_seconds_budgeted'] / r['cpu_seconds_unbudgeted']:.2f}**"
+               if "cpu_seconds_budgeted" in r else "–"),
               f"{r['load_average_before_unbudgeted'][0]:.1f} / "
               f"{r['load_average_before_budgeted'][0]:.1f}"] for r in cost]))
-        out.append("")
+        notes = sorted({r["cpu_note"] for r in cost if r.get("cpu_note")})
+        out.extend([f"CPU seconds: {n}" for n in notes] + [""] if notes else [""])
     cexp = [r for rs in rows.values() for r in rs if r["key"].startswith("cost/")]
     if cexp:
         out.append("### Cost-aware strengths without a budget (LeNet-5 seed 0, MACs currency)\n")
