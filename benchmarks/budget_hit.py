@@ -15,7 +15,18 @@ Issue 10's benchmarks (docs/pruning-engine-notes.md):
   0, 0.5 and 1 (MACs currency): MACs, accuracy right after pruning and after 1 FT epoch,
   the measurement behind ``SparsifyConfig.cost_exponent``'s default.
 
-Rows are written to the JSON as they finish; a rerun skips the rows already there.
+- ``tp``: the same bases, seeds and MACs: Torch-Pruning global pruning
+  (benchmarks/tp_baseline.py: GroupMagnitude p=2 and GroupTaylor, MetaPruner, 200 steps of
+  0.95 / 200) stopped at or under the budgeted entropic arm's MACs x 1.01, + 5 FT epochs.
+- ``alloc``: budgeted entropic variants, + 5 FT epochs: the cost-aware exponent with the
+  budget (cost_exponent 0.5 and 1, MACs currency) and the output-sensitivity-weighted
+  allocation (``pruning.budget.output_sensitivity``); a variant whose widths equal the
+  plain budgeted pass's (same rankings) is the same network and is not fine-tuned again.
+- ``vgg``: VGG-16-CIFAR (benchmarks/vgg_pass.py's setup), one unbudgeted and one
+  x0.5-MACs budgeted pass in the same process, 1 thread, phases timed, load averages kept.
+
+Rows are written to the JSON as they finish (several processes may share the file, one
+per seed); a rerun skips the rows already there.
 
 Usage::
 
@@ -27,6 +38,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -39,10 +51,26 @@ from benchmarks import lenet_mnist as lm
 ROOT = Path(__file__).resolve().parents[1]
 
 OUT = ROOT / "benchmarks/results/budget_hit.json"
+TP_STEPS = 200  # MetaPruner iterative steps (pruning_ratio 0.95 over them): ~1 channel a step
+TP_TOL = 0.01  # stop at or under the entropic arm's MACs x (1 + TP_TOL), as benchmarks/cifar_fast.py
 
 
 def _save(data: dict[str, Any], path: Path) -> None:
-    lm.write_json_atomic(path, data)
+    """Write ``data``, keeping rows another process running a different part added since
+    (rows are keyed; a lock file serialises the read-merge-write)."""
+    import fcntl
+    import tempfile
+
+    lock_path = Path(tempfile.gettempdir()) / f"budget_hit-{path.resolve().as_posix().replace('/', '_')}.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_file():
+            disk = json.loads(path.read_text())
+            mine = {r["key"] for r in data["rows"]}
+            data["rows"].extend(r for r in disk.get("rows", []) if r["key"] not in mine)
+            runs = data.setdefault("runs", [])
+            runs.extend(r for r in disk.get("runs", []) if r not in runs)
+        lm.write_json_atomic(path, data)
 
 
 def _time_pair(model: torch.nn.Module, calib: Any, cfg: Any, budget: dict[str, Any]
@@ -117,7 +145,8 @@ def part_hit(data: dict[str, Any], path: Path, settings: dict[str, Any]) -> None
             print(key, f"reached {b['reached_ratio']:.4f}", f"x{secs / base_s:.2f}", flush=True)
 
 
-def part_acc(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds: list[int]) -> None:
+def part_acc(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds: list[int],
+             arms: tuple[str, ...] = ("entropic", "uniform", "l1")) -> None:
     import pruning
     import search_spaces
 
@@ -129,7 +158,7 @@ def part_acc(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds: 
         base = lm._load_base(settings, seed)
         for ratio in (0.5, 0.3):
             key = f"acc/s{seed}/entropic_budget/macs{ratio}"
-            if key not in done:
+            if key not in done and "entropic" in arms:
                 t0 = time.perf_counter()
                 res = pruning.sparsify(base, w["calib"], pruning.SparsifyConfig(progress=False),
                                        target_macs=ratio)
@@ -143,9 +172,11 @@ def part_acc(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds: 
                 data["rows"].append(row)
                 _save(data, path)
                 print(key, row["widths"], row["acc_pruned"], row["acc_ft5"], flush=True)
+            if "uniform" not in arms and "l1" not in arms:
+                continue
             widths = next(r["widths"] for r in data["rows"] if r["key"] == key)
             key_u = f"acc/s{seed}/uniform_scratch/macs{ratio}"
-            if key_u not in done:
+            if key_u not in done and "uniform" in arms:
                 row = lm.task_scratch(settings, seed, widths, "uniform")
                 row.update(key=key_u, target=ratio, macs_ratio=row["macs"] / pruning.count_macs(
                     base, (1, 28, 28)))
@@ -154,7 +185,7 @@ def part_acc(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds: 
                 print(key_u, row["widths"], row["acc"], flush=True)
             u_widths = next(r["widths"] for r in data["rows"] if r["key"] == key_u)
             key_l = f"acc/s{seed}/uniform_l1_refit_ft5/macs{ratio}"
-            if key_l not in done:
+            if key_l not in done and "l1" in arms:
                 keep = {}
                 for cons, prod in (("conv2", "conv1"), ("fc1", "conv2"), ("fc2", "fc1"),
                                    ("fc3", "fc2")):
@@ -173,6 +204,162 @@ def part_acc(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds: 
                 data["rows"].append(row)
                 _save(data, path)
                 print(key_l, row["widths"], row["acc_pruned"], row["acc_ft5"], flush=True)
+
+
+def _pruned_row(key: str, kind: str, seed: int, ratio: float, model: torch.nn.Module,
+                base_prunable: int, settings: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """Metrics, accuracy right after pruning and after 5 fine-tune epochs."""
+    import pruning
+
+    w = lm._ctx(settings)
+    row = {"key": key, "kind": kind, "seed": seed, "target": ratio, **extra}
+    row.update(lm._metrics(model, base_prunable))
+    row["macs_ratio"] = row["macs"] / pruning.count_macs(
+        lm._load_base(settings, seed), (1, 28, 28))
+    row["acc_pruned"], _ = lm._eval(model, w["loaders"])
+    row.update(lm._finetunes(copy.deepcopy(model), settings | {"finetune_epochs": [5]}, seed))
+    return row
+
+
+def _entropic_macs(data: dict[str, Any], seed: int, ratio: float) -> int:
+    key = f"acc/s{seed}/entropic_budget/macs{ratio}"
+    row = next((r for r in data["rows"] if r["key"] == key), None)
+    if row is None:
+        raise SystemExit(f"{key} has not run yet: run --parts acc --seeds {seed} first")
+    return int(row["macs"])
+
+
+def part_tp(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds: list[int]) -> None:
+    """Torch-Pruning global GroupMagnitude / GroupTaylor to the budgeted entropic arm's MACs."""
+    import pruning
+    import search_spaces
+    from benchmarks.tp_baseline import tp_prune_to_macs
+
+    done = {r["key"] for r in data["rows"]}
+    w = lm._ctx(settings)
+    base_prunable = pruning.prunable_params(search_spaces.build(search_spaces.default_spec("lenet5")))
+    for seed in seeds:
+        lm.task_pretrain(settings, seed)
+        for ratio in (0.5, 0.3):
+            target = _entropic_macs(data, seed, ratio)
+            for crit in ("magnitude", "taylor"):
+                key = f"acc/s{seed}/tp_{crit}/macs{ratio}"
+                if key in done:
+                    continue
+                model = lm._load_base(settings, seed)
+                tp_row = tp_prune_to_macs(model, (1, 28, 28), crit, target, w["calib"],
+                                          ignored=[model.fc3], steps=TP_STEPS, tol=TP_TOL)
+                row = _pruned_row(key, f"tp_{crit}", seed, ratio, model, base_prunable, settings,
+                                  target_macs=target, tp_steps=tp_row["tp_steps"],
+                                  seconds_prune=tp_row["prune_s"])
+                data["rows"].append(row)
+                _save(data, path)
+                print(key, row["widths"], f"macs {row['macs'] / target:.4f} of entropic",
+                      row["acc_pruned"], row["acc_ft5"], flush=True)
+
+
+# budgeted entropic variants (item 2 of the issue's remainder): the cost-aware exponent with
+# the budget, and the output-sensitivity-weighted allocation objective
+ALLOC_VARIANTS: dict[str, dict[str, Any]] = {
+    "entropic_budget_exp0.5": {"cost_exponent": 0.5},
+    "entropic_budget_exp1": {"cost_exponent": 1.0},
+    "entropic_budget_output": {"objective": "output"},
+}
+
+
+def part_alloc(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds: list[int],
+               variants: list[str]) -> None:
+    import pruning
+    import search_spaces
+    from pruning.budget import make_target, sparsify_to_budget
+
+    done = {r["key"] for r in data["rows"]}
+    w = lm._ctx(settings)
+    base_prunable = pruning.prunable_params(search_spaces.build(search_spaces.default_spec("lenet5")))
+    for seed in seeds:
+        lm.task_pretrain(settings, seed)
+        base = lm._load_base(settings, seed)
+        for ratio in (0.5, 0.3):
+            for kind in variants:
+                key = f"acc/s{seed}/{kind}/macs{ratio}"
+                if key in done:
+                    continue
+                spec = ALLOC_VARIANTS[kind]
+                cfg = pruning.SparsifyConfig(progress=False,
+                                             cost_exponent=spec.get("cost_exponent", 0.0))
+                t0 = time.perf_counter()
+                example = next(iter(w["calib"]))[0][:1]
+                res = sparsify_to_budget(base, w["calib"], cfg, make_target(target_macs=ratio),
+                                         example, objective=spec.get("objective", "relative"))
+                secs = time.perf_counter() - t0
+                extra = dict(seconds_prune=secs, budget_note=res.budget["note"],
+                             sensitivity=res.budget["sensitivity"],
+                             predicted_error=res.budget["predicted_error"], **spec)
+                if "objective" in spec:
+                    # the plan pass (hence the rankings) is the plain one: same widths means
+                    # the same network as the plain budgeted pass, not fine-tuned again
+                    plain = sparsify_to_budget(base, w["calib"], cfg,
+                                               make_target(target_macs=ratio), example)
+                    extra["plain_widths"] = plain.budget["widths"]
+                    extra["identical_to_plain"] = plain.budget["widths"] == res.budget["widths"]
+                if extra.get("identical_to_plain"):
+                    row = {"key": key, "kind": kind, "seed": seed, "target": ratio, **extra}
+                    row.update(lm._metrics(res.model, base_prunable))
+                    row["macs_ratio"] = res.after["macs"] / res.before["macs"]
+                    row["acc_pruned"], _ = lm._eval(res.model, w["loaders"])
+                else:
+                    row = _pruned_row(key, kind, seed, ratio, res.model, base_prunable, settings,
+                                      **extra)
+                data["rows"].append(row)
+                _save(data, path)
+                print(key, row["widths"], row["acc_pruned"], row.get("acc_ft5"), flush=True)
+
+
+def part_vgg(data: dict[str, Any], path: Path, ratio: float, images: int) -> None:
+    """VGG-16-CIFAR: one unbudgeted and one budgeted pass (target_macs=ratio) in the same
+    process, 1 thread, phases timed; the setup of benchmarks/vgg_pass.py (untrained net, BN
+    recalibrated, ``images`` CIFAR-10 images (5,000 there) x 10 positions, eps_L2 0.03)."""
+    import pruning
+    import search_spaces
+    from benchmarks import common
+    from benchmarks.vgg_pass import TensorBatches, calibration_images
+    from pruning import phases
+
+    key = f"pass_cost/vgg16_cifar/macs{ratio}/images{images}"
+    if key in {r["key"] for r in data["rows"]}:
+        return
+    dev = torch.device("cpu")
+    torch.manual_seed(0)
+    model = search_spaces.build(search_spaces.default_spec("vgg16_cifar"))
+    x, what, _ = calibration_images(images, dev, random=False, seed=0)
+    calib = TensorBatches(x, 500, common.Timer(dev))
+    pruning.recalibrate_batchnorm(model, calib, device=dev)
+    model.eval()
+    cfg = pruning.SparsifyConfig(calib_positions_per_image=10, progress=False, seed=0)
+    row: dict[str, Any] = {"key": key, "kind": "pass_cost", "model": "vgg16_cifar",
+                           "calibration": what, "target_ratio": ratio, "threads": 1}
+    for name, budget in (("unbudgeted", {}), ("budgeted", {"target_macs": ratio})):
+        row[f"load_average_before_{name}"] = common.load_average()
+        with phases.listen(common.PhaseTimer(dev)) as timer:
+            t0, c0 = time.perf_counter(), time.process_time()
+            res = pruning.sparsify(model, calib, cfg, **budget)
+            row[f"seconds_{name}"] = time.perf_counter() - t0
+            # CPU seconds of this process: on a shared machine the wall ratio moves with the
+            # load, the CPU ratio much less
+            row[f"cpu_seconds_{name}"] = time.process_time() - c0
+        row[f"phases_{name}"] = {k: v for k, v in timer.totals.items() if ">" not in k}
+        row[f"load_average_after_{name}"] = common.load_average()
+        row[f"macs_ratio_{name}"] = res.after["macs"] / res.before["macs"]
+        if res.budget is not None:
+            row["budget_seconds"] = res.budget["seconds"]
+            row["reached_ratio"] = res.budget["reached_ratio"]
+            row["within_2pct"] = res.budget["within_tolerance"]
+        print(name, f"{row[f'seconds_{name}']:.1f} s", flush=True)
+    row["cost_vs_unbudgeted"] = row["seconds_budgeted"] / row["seconds_unbudgeted"]
+    row["cpu_cost_vs_unbudgeted"] = row["cpu_seconds_budgeted"] / row["cpu_seconds_unbudgeted"]
+    data["rows"].append(row)
+    _save(data, path)
+    print(key, f"x{row['cost_vs_unbudgeted']:.2f}", flush=True)
 
 
 def part_cost(data: dict[str, Any], path: Path, settings: dict[str, Any]) -> None:
@@ -208,9 +395,14 @@ def part_cost(data: dict[str, Any], path: Path, settings: dict[str, Any]) -> Non
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--parts", nargs="+", default=["hit", "acc", "cost"],
-                    choices=["hit", "acc", "cost"])
+                    choices=["hit", "acc", "cost", "tp", "alloc", "vgg"])
+    ap.add_argument("--arms", nargs="+", default=["entropic", "uniform", "l1"],
+                    choices=["entropic", "uniform", "l1"], help="--parts acc: which arms")
+    ap.add_argument("--variants", nargs="+", default=list(ALLOC_VARIANTS),
+                    choices=list(ALLOC_VARIANTS), help="--parts alloc: which variants")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--vgg-images", type=int, default=5000, help="--parts vgg: calibration images")
     ap.add_argument("--data-root", default="/work/shared/data")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -224,13 +416,20 @@ def main(argv: list[str] | None = None) -> int:
     data["env"] = lm.env_header(1, 1)
     data.setdefault("rows", [])
     data.setdefault("runs", []).append({"argv": sys.argv[1:] if argv is None else argv,
-                                        "started": lm._now()})
+                                        "started": lm._now(),
+                                        "load_average": [round(v, 2) for v in os.getloadavg()]})
     if "hit" in args.parts:
         part_hit(data, args.out, settings)
     if "acc" in args.parts:
-        part_acc(data, args.out, settings, args.seeds)
+        part_acc(data, args.out, settings, args.seeds, tuple(args.arms))
     if "cost" in args.parts:
         part_cost(data, args.out, settings)
+    if "tp" in args.parts:
+        part_tp(data, args.out, settings, args.seeds)
+    if "alloc" in args.parts:
+        part_alloc(data, args.out, settings, args.seeds, args.variants)
+    if "vgg" in args.parts:
+        part_vgg(data, args.out, 0.5, args.vgg_images)
     _save(data, args.out)
     return 0
 

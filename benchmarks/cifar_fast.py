@@ -53,6 +53,7 @@ from torch import nn
 import pruning
 import search_spaces
 from benchmarks import common
+from benchmarks.tp_baseline import tp_prune_to_macs
 from nas.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 from nas.jsonio import write_json
 from nas.search import uniform_spec_at_macs
@@ -301,32 +302,13 @@ class Bench:
 
     # Torch-Pruning
     def unit_tp(self, seed: int, ratio: float, criterion: str) -> dict[str, Any]:
-        import torch_pruning as tp
-
         target = self.entropic_row(seed, ratio)["macs"]
         model = self.base(seed)
-        model.eval()
         base_macs = self.base_macs
-        imp = (tp.importance.GroupMagnitudeImportance(p=2) if criterion == "magnitude"
-               else tp.importance.GroupTaylorImportance())
-        example = torch.randn(1, *INPUT)
-        pruner = tp.pruner.MetaPruner(
-            model, example, importance=imp, global_pruning=True, pruning_ratio=0.95,
-            iterative_steps=self.s["tp_steps"], ignored_layers=[model.head])
         calib = self.calib()
-        steps = 0
-        t0 = time.perf_counter()
-        while pruning.count_macs(model, INPUT) > target * (1 + MACS_TOL / 2):
-            if steps >= self.s["tp_steps"]:
-                break
-            if criterion == "taylor":
-                model.zero_grad()
-                loss_fn = nn.CrossEntropyLoss()
-                for x, y in calib:
-                    loss_fn(model(x), y).backward()
-            pruner.step()
-            steps += 1
-        seconds = time.perf_counter() - t0
+        tp_row = tp_prune_to_macs(model, INPUT, criterion, target, calib,
+                                  ignored=[model.head], steps=self.s["tp_steps"], tol=MACS_TOL / 2)
+        steps, seconds = tp_row["tp_steps"], tp_row["prune_s"]
         pruning.recalibrate_batchnorm(model, calib)
         model.zero_grad(set_to_none=True)
         row = {"criterion": criterion, "tp_steps": steps, "prune_s": seconds,

@@ -115,7 +115,7 @@ class PruneSection(_Strict):
     moments_dtype: Literal["float64", "float32"] = "float32"
     # cost-aware strengths (pruning.cost): eps_L2 of a layer x (channel cost / mean) ** exponent
     cost_exponent: float = 0.0
-    cost_currency: Literal["macs", "params"] = "macs"
+    cost_currency: Literal["macs", "params", "latency"] = "macs"
     # budget targets (pruning.budget): a ratio of the original in (0, 1] or an absolute count
     # > 1; latency in ms per batch at latency_device / latency_batch_size / latency_threads.
     # At most one; eps_L2 then only ranks the channels and the widths meet the budget.

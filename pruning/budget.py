@@ -30,10 +30,12 @@ when it is not, the smallest step the channel granularity allows.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -46,6 +48,13 @@ from pruning.regression import _cholesky
 __all__ = ["BudgetError", "BudgetTarget", "make_target", "TOLERANCE"]
 
 Metric = Literal["macs", "params", "latency_ms"]
+# What the allocation minimises: the sum of per-layer relative output errors ("relative"),
+# or the same errors weighted by how much each layer's output error moves the network's
+# output ("output", :func:`output_sensitivity`).
+Objective = Literal["relative", "output"]
+OBJECTIVES = ("relative", "output")
+
+log = logging.getLogger(__name__)
 
 # The pass lands within this relative distance of the target when the granularity allows.
 TOLERANCE = 0.02
@@ -137,6 +146,7 @@ class _UnitPlan:
     min_width: int
     ranking: list[int]  # channels, best first
     error: list[float] = field(default_factory=list)  # error[k]: relative error with top-k
+    weight: float = 1.0  # the allocation minimises sum weight * error
 
 
 def error_curve(parts: Sequence[Moments], ranking: Tensor) -> list[float]:
@@ -234,8 +244,8 @@ class _CostModel:
 def allocate(units: list[_UnitPlan], cost: _CostModel, target: float) -> tuple[list[int], float]:
     """Greedy widths with model cost <= target (or the minimum); returns (widths, smallest step).
 
-    Removal: always the channel with the least error increase per unit of cost saved;
-    then hand-back: channels that still fit, by the largest error decrease per cost.
+    Removal: always the channel with the least (weighted) error increase per unit of cost
+    saved; then hand-back: channels that still fit, by the largest error decrease per cost.
     """
     k = [u.channels for u in units]
     cur = cost.cost(k)
@@ -247,7 +257,7 @@ def allocate(units: list[_UnitPlan], cost: _CostModel, target: float) -> tuple[l
             dc = cost.step(i, k)
             if dc <= 0:
                 continue
-            score = max(u.error[k[i] - 1] - u.error[k[i]], 0.0) / dc
+            score = u.weight * max(u.error[k[i] - 1] - u.error[k[i]], 0.0) / dc
             if score < best_score:
                 best, best_score = i, score
         if best < 0:
@@ -265,7 +275,7 @@ def allocate(units: list[_UnitPlan], cost: _CostModel, target: float) -> tuple[l
             dc = cost.step(i, k)
             if not fits or dc <= 0:
                 continue
-            score = max(u.error[k[i]] - u.error[k[i] + 1], 0.0) / dc
+            score = u.weight * max(u.error[k[i]] - u.error[k[i] + 1], 0.0) / dc
             if score > best_score:
                 best, best_score = i, score
         if best < 0:
@@ -273,6 +283,76 @@ def allocate(units: list[_UnitPlan], cost: _CostModel, target: float) -> tuple[l
         k[best] += 1
     steps = [cost.step(i, k) for i in range(len(units)) if k[i] < units[i].channels]
     return k, (min(steps) if steps else 0.0)
+
+
+# ---------------------------------------------------------------------- sensitivity
+
+
+def output_sensitivity(model: nn.Module, loader: Iterable[Any], units: Sequence[_UnitPlan], *,
+                       max_images: int = 256, rel: float = 0.05, seed: int = 0) -> list[float]:
+    """How much a relative output error of each unit moves the network's output.
+
+    On the first ``max_images`` calibration images, Gaussian noise of relative energy
+    ``rel`` (per output channel: ``sqrt(rel)`` x that channel's standard deviation) is added
+    to the outputs of the unit's consumers in the original network; the unit's sensitivity
+    is the relative squared change of the network output (``sum (f' - f)^2 / sum (f -
+    mean f)^2``) per unit of relative energy injected. The allocation's ``e_u(k)`` are the
+    same relative energies, so ``sensitivity * e_u(k)`` estimates each layer's error as
+    seen at the output (linearised, isotropic noise in place of the real residual). One
+    forward pass per unit on ``max_images`` images.
+    """
+    from pruning.sparsify import _batch_inputs
+
+    device = next(model.parameters()).device
+    xs: list[Tensor] = []
+    n = 0
+    for batch in loader:
+        x = _batch_inputs(batch)
+        xs.append(x[: max_images - n])
+        n += xs[-1].shape[0]
+        if n >= max_images:
+            break
+    x = torch.cat(xs).to(device)
+    mods = dict(model.named_modules())
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    out: list[float] = []
+    try:
+        with torch.no_grad():
+            ref = model(x)
+            if not isinstance(ref, Tensor):
+                raise TypeError("output_sensitivity: the model's output must be a tensor, got "
+                                f"{type(ref).__name__}")
+            ref = ref.double()
+            denom = float(((ref - ref.mean(0)) ** 2).sum()) or 1.0
+            for u in units:
+                injected = [0.0, 0.0]  # noise energy, output variance energy
+
+                def hook(_m: nn.Module, _i: Any, y: Tensor, injected: list[float] = injected
+                         ) -> Tensor:
+                    dims = [0, *range(2, y.dim())]
+                    yd = y.double()
+                    cen = yd - yd.mean(dim=dims, keepdim=True)
+                    std = cen.pow(2).mean(dim=dims, keepdim=True).sqrt()
+                    noise = torch.randn(y.shape, generator=gen, dtype=torch.float64).to(y.device)
+                    noise = noise * std * math.sqrt(rel)
+                    injected[0] += float(noise.pow(2).sum())
+                    injected[1] += float(cen.pow(2).sum())
+                    return (yd + noise).to(y.dtype)
+
+                handles = [mods[m].register_forward_hook(hook) for m in u.members]
+                try:
+                    moved = model(x).double()
+                finally:
+                    for h in handles:
+                        h.remove()
+                frac = injected[0] / injected[1] if injected[1] > 0 else 0.0
+                change = float(((moved - ref) ** 2).sum()) / denom
+                out.append(change / frac if frac > 0 else 0.0)
+    finally:
+        model.train(was_training)
+    return out
 
 
 # ---------------------------------------------------------------------- measuring
@@ -299,12 +379,27 @@ def _measure_metric(model: nn.Module, input_shape: tuple[int, ...], target: Budg
     return float(lat["median_ms"])
 
 
+@contextlib.contextmanager
+def _quiet_engine() -> Iterator[None]:
+    """Hide the engine's per-layer INFO lines ("kept 1/64 ... 0 it") while a candidate is
+    built only to be counted: they would read as a pruning result."""
+    engine_log = logging.getLogger("pruning")
+    level = engine_log.level
+    engine_log.setLevel(max(logging.WARNING, level))
+    try:
+        yield
+    finally:
+        engine_log.setLevel(level)
+
+
 def _thinned(model: nn.Module, keep: dict[str, list[int]], example: Tensor, config: Any) -> nn.Module:
+    """The model cut to ``keep`` without data (no refit), to count or time its cost."""
     from pruning.sparsify import prune_to_widths
 
     cfg = dataclasses.replace(config, progress=False)
-    return prune_to_widths(model, keep, None, refit=False, config=cfg,
-                           example_inputs=example).model
+    with _quiet_engine():
+        return prune_to_widths(model, keep, None, refit=False, config=cfg,
+                               example_inputs=example).model
 
 
 # ---------------------------------------------------------------------- the pass
@@ -344,8 +439,16 @@ def sparsify_to_budget(
     config: Any,
     target: BudgetTarget,
     example: Tensor,
+    *,
+    objective: Objective = "relative",
 ) -> Any:
-    """The budgeted pass (see the module docstring); returns a SparsifyResult with ``budget``."""
+    """The budgeted pass (see the module docstring); returns a SparsifyResult with ``budget``.
+
+    ``objective="output"`` weights each unit's error curve by :func:`output_sensitivity`
+    (measured once on the original network, before the plan pass).
+    """
+    if objective not in OBJECTIVES:
+        raise BudgetError(f"budget objective must be one of {OBJECTIVES}, got {objective!r}")
     from pruning.sparsify import _Engine, _run, prune_to_widths
 
     t_start = time.perf_counter()
@@ -370,6 +473,9 @@ def sparsify_to_budget(
                            example, config)
     floor = _measure_metric(floor_model, input_shape, target)
     del floor_model
+    log.info("budget: reachability check: every prunable layer at min_channels gives %.6g "
+             "(%.4g of the original); the target is %.6g (%.4g)", floor, floor / full, goal,
+             goal / full)
     if floor > goal * (1 + TOLERANCE):
         unit = "ms" if target.metric == "latency_ms" else target.metric
         raise BudgetError(
@@ -387,6 +493,8 @@ def sparsify_to_budget(
         _plan_units(engine, unit, train, sel, plans)
         return sel
 
+    log.info("budget: plan pass (the entropic pass at the configured strengths, for the "
+             "channel rankings and error-vs-width curves; its widths are not the result)")
     t0 = time.perf_counter()
     plan_cfg = dataclasses.replace(config, recalibrate_bn=False)
     share: dict[str, Any] = {}
@@ -397,6 +505,9 @@ def sparsify_to_budget(
 
     # 2. allocation, checked on the real thinned model
     t0 = time.perf_counter()
+    if objective == "output":
+        for p, s in zip(plans, output_sensitivity(model, loader, plans), strict=True):
+            p.weight = s
     cost = _CostModel(model, input_shape, plans,
                       "params" if target.metric == "params" else "macs")
     model_full = cost.cost([u.channels for u in plans])
@@ -410,6 +521,9 @@ def sparsify_to_budget(
                                   input_shape, target)
         rounds.append({"model_goal": proxy_goal, "reached": reached, "widths": widths,
                        "modelled": cost.cost(widths)})
+        log.info("budget: allocation round %d: widths %s, %.6g (%.4g of the original)",
+                 len(rounds), dict(zip((p.name for p in plans), widths, strict=True)), reached,
+                 reached / full)
         score = abs(reached - goal) + (0.0 if reached <= goal * (1 + TOLERANCE) else goal)
         if best is None or score < best[0]:
             best = (score, widths, reached)
@@ -434,6 +548,7 @@ def sparsify_to_budget(
     alloc_s = time.perf_counter() - t0
 
     # 3. final pass: the allocated channels, refitted on the same data
+    log.info("budget: final pass: the allocated widths, least-squares refit")
     t0 = time.perf_counter()
     keep = _keep_sets(plans, widths)
     result = prune_to_widths(model, keep, loader, refit=True, config=config, _share=share)
@@ -464,6 +579,8 @@ def sparsify_to_budget(
                     else "")),
         "widths": {p.name: k for p, k in zip(plans, widths, strict=True)},
         "predicted_error": {p.name: p.error[k] for p, k in zip(plans, widths, strict=True)},
+        "objective": objective,
+        "sensitivity": {p.name: p.weight for p in plans} if objective == "output" else None,
         "rounds": len(rounds),
         "round_log": [{"modelled_goal": r["model_goal"], "modelled": r["modelled"],
                        "measured": r["reached"]} for r in rounds],

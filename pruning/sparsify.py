@@ -135,7 +135,8 @@ class SparsifyConfig:
             a channel being the ``cost_currency`` it removes in the consumer and its
             producer(s). 0 (default): every layer alike (measured in
             docs/pruning-engine-notes.md).
-        cost_currency: ``"macs"`` or ``"params"``.
+        cost_currency: ``"macs"``, ``"params"`` or ``"latency"`` (each layer timed alone on
+            the model's device at batch 1 and the current thread count, pruning.cost).
     """
 
     regression: RegressionConfig = field(default_factory=RegressionConfig)
@@ -157,12 +158,12 @@ class SparsifyConfig:
     cache_budget_bytes: int | None = None
     moments_dtype: Literal["float64", "float32"] = "float32"
     cost_exponent: float = 0.0
-    cost_currency: Literal["macs", "params"] = "macs"
+    cost_currency: Literal["macs", "params", "latency"] = "macs"
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.cost_exponent):
             raise ValueError(f"SparsifyConfig.cost_exponent must be finite, got {self.cost_exponent}")
-        if self.cost_currency not in ("macs", "params"):
+        if self.cost_currency not in ("macs", "params", "latency"):
             raise ValueError(f"SparsifyConfig.cost_currency: unknown {self.cost_currency!r}")
         if self.moments_dtype not in ("float64", "float32"):
             raise ValueError(f"SparsifyConfig.moments_dtype: unknown {self.moments_dtype!r}")
