@@ -310,15 +310,14 @@ def _thinned(model: nn.Module, keep: dict[str, list[int]], example: Tensor, conf
 # ---------------------------------------------------------------------- the pass
 
 
-def _plan_units(engine: Any, unit: list[Any], train: list[Moments], sel: Any,
-                plans: list[_UnitPlan]) -> None:
-    head = unit[0]
+def _plan_units(unit: Any, sel: Any, plans: list[_UnitPlan]) -> None:
+    head, train = unit.consumers[0], unit.moments
     C = head.num_channels
-    rcfg = engine.regression_config(unit)
+    rcfg = unit.setting
     w = sel.w if sel.w is not None else torch.ones(C, dtype=torch.float64)
     ranking = torch.sort(w.detach().reshape(-1).cpu(), descending=True, stable=True).indices
     plans.append(_UnitPlan(
-        name=head.name, members=tuple(c.name for c in unit), producers=tuple(head.producers),
+        name=head.name, members=tuple(unit.names), producers=tuple(head.producers),
         channels=C, min_width=int(rcfg.min_channels), ranking=[int(i) for i in ranking],
         error=error_curve(train, ranking)))
 
@@ -346,6 +345,7 @@ def sparsify_to_budget(
     example: Tensor,
 ) -> Any:
     """The budgeted pass (see the module docstring); returns a SparsifyResult with ``budget``."""
+    from pruning.criteria import Entropic
     from pruning.sparsify import _Engine, _run, prune_to_widths
 
     t_start = time.perf_counter()
@@ -381,17 +381,16 @@ def sparsify_to_budget(
     # 1. plan pass
     plans: list[_UnitPlan] = []
 
-    def select(engine: Any, unit: list[Any], train: list[Moments] | None) -> Any:
-        assert train is not None
-        sel = engine.select_entropic(unit, train)
-        _plan_units(engine, unit, train, sel, plans)
-        return sel
+    class _Plan(Entropic):  # the entropic selection, recording each unit's ranking and curve
+        def select(self, unit: Any) -> Any:
+            sel = super().select(unit)
+            _plan_units(unit, sel, plans)
+            return sel
 
     t0 = time.perf_counter()
     plan_cfg = dataclasses.replace(config, recalibrate_bn=False)
     share: dict[str, Any] = {}
-    plan = _run(model, loader, plan_cfg, config.layers, select, lambda _u: True, example,
-                share=share)
+    plan = _run(model, loader, plan_cfg, config.layers, _Plan(), example, share=share)
     plan_s = time.perf_counter() - t0
     del plan
 
