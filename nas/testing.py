@@ -17,7 +17,8 @@ The checks, in the order a search uses them:
   model (``spec_from_model``) and the model forwards to ``(batch, num_classes)`` finite logits;
 - :func:`check_criterion`: a criterion (:data:`CRITERIA`: ``entropic`` = ``pruning.sparsify``,
   ``given_channels`` = ``pruning.prune_to_widths`` with refit, ``l1`` = the L1 ranking of
-  ``pruning.l1_channel_ranking`` then ``prune_to_widths`` without refit) leaves the input
+  ``pruning.l1_channel_ranking`` then ``prune_to_widths`` without refit, ``l1_magnitude`` =
+  ``pruning.prune_with`` and the ``pruning.L1Magnitude`` criterion object) leaves the input
   model untouched, reports a consistent keep set per layer, does not grow params or MACs,
   and its pruned model forwards and rebuilds from its own spec with identical outputs;
 - :func:`check_export`: ``nas.export.export_trial`` writes arch.json + weights + ONNX, the
@@ -149,6 +150,13 @@ def _l1(model: nn.Module, calib: Sequence[Tensor]) -> pruning.SparsifyResult:
     return pruning.prune_to_widths(model, keep, calib, refit=False, config=_config())
 
 
+def _l1_magnitude(model: nn.Module, calib: Sequence[Tensor]) -> pruning.SparsifyResult:
+    """The criterion object in the pass: half of every prunable unit's channels by producer
+    L1 norm, refitted."""
+    return pruning.prune_with(model, pruning.L1Magnitude(0.5, refit=True), calib,
+                              config=_config())
+
+
 def _in_channels(model: nn.Module, name: str) -> int:
     mod = model.get_submodule(name)
     if isinstance(mod, nn.Conv2d):
@@ -162,6 +170,7 @@ CRITERIA: dict[str, Criterion] = {
     "entropic": Criterion("entropic", _entropic),
     "given_channels": Criterion("given_channels", _given_channels, prunes=True),
     "l1": Criterion("l1", _l1, prunes=True),
+    "l1_magnitude": Criterion("l1_magnitude", _l1_magnitude, prunes=True),
 }
 
 

@@ -5,17 +5,33 @@ Public API (torch only; nothing here imports ``nas`` or ``search_spaces``)::
     sparsify(model, calib_loader, SparsifyConfig(...)) -> SparsifyResult(model, report, ...)
     prune_to_widths(model, {consumer: keep_idxs}, calib_loader, refit=True)   # baselines
     l1_channel_ranking(model, consumer)
+    prune_with(model, criterion, calib_loader)          # Entropic / GivenChannels / L1Magnitude
     entropic_regression(Moments, RegressionConfig) -> RegressionResult
     count_params, count_macs, prunable_params, ...                               # measure
 
-Submodules: ``moments`` (streaming statistics), ``regression`` (the solver), ``surgery``
-(channel removal on Torch-Pruning's dependency graph), ``sparsify`` (the layer-by-layer
-pass), ``measure`` (params / MACs / memory / latency).
+Submodules: ``config`` (SparsifyConfig, reports), ``capture`` (data collection),
+``patches`` (sampled conv patches), ``moments`` (streaming statistics), ``regression`` (the
+solver), ``criteria`` (channel selection), ``stacking`` (coupled moments), ``surgery``
+(channel removal on Torch-Pruning's dependency graph), ``bn`` (BatchNorm recalibration),
+``sparsify`` (the layer-by-layer pass), ``budget`` / ``cost`` (budget targets, cost-aware
+strengths), ``measure`` (params / MACs / memory / latency).
 """
 
 from __future__ import annotations
 
+from .bn import recalibrate_batchnorm
 from .budget import BudgetError
+from .capture import NonFiniteActivationError
+from .config import LayerReport, SparsifyConfig, SparsifyResult
+from .criteria import (
+    Criterion,
+    Entropic,
+    GivenChannels,
+    L1Magnitude,
+    Selection,
+    Unit,
+    l1_channel_ranking,
+)
 from .inputs import InputMismatchError
 from .measure import (
     ModelMetrics,
@@ -29,30 +45,27 @@ from .measure import (
 )
 from .moments import Moments
 from .regression import RegressionConfig, RegressionResult, entropic_regression
-from .sparsify import (
-    LayerReport,
-    NonFiniteActivationError,
-    SparsifyConfig,
-    SparsifyResult,
-    l1_channel_ranking,
-    prune_to_widths,
-    recalibrate_batchnorm,
-    sparsify,
-)
+from .sparsify import prune_to_widths, prune_with, sparsify
 from .surgery import SurgeryError, UnsupportedLayerError
 
 __all__ = [
     "BudgetError",
+    "Criterion",
+    "Entropic",
+    "GivenChannels",
     "InputMismatchError",
+    "L1Magnitude",
     "LayerReport",
     "ModelMetrics",
     "Moments",
     "NonFiniteActivationError",
     "RegressionConfig",
     "RegressionResult",
+    "Selection",
     "SparsifyConfig",
     "SparsifyResult",
     "SurgeryError",
+    "Unit",
     "UnsupportedLayerError",
     "count_macs",
     "count_params",
@@ -63,6 +76,7 @@ __all__ = [
     "measure_latency",
     "prunable_params",
     "prune_to_widths",
+    "prune_with",
     "recalibrate_batchnorm",
     "sparsify",
     "sparsity",

@@ -10,7 +10,7 @@ caches remove almost all of it:
   the engine's device (a decoding loader is not re-read per layer).
 - :class:`ReferenceOutputs`: one pass of the *original* network with hooks on every consumer
   stores Y at output positions drawn up front (positions do not depend on the data,
-  :func:`pruning.moments.sample_positions`), with the held-out mask.
+  :func:`pruning.patches.sample_positions`), with the held-out mask.
 - :class:`PrunedActivations`: the pruned network's activation at the input of the last
   processed consumers, kept for all calibration batches. The next consumer's input is
   computed from the nearest cached activation by interpreting only the part of the
@@ -34,7 +34,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pruning.moments import PatchIndex, feature_columns, gather_outputs, sample_positions
+from pruning.moments import feature_columns
+from pruning.patches import PatchIndex, gather_outputs, sample_positions
 from pruning.phases import timed
 
 __all__ = [

@@ -301,7 +301,7 @@ def output_sensitivity(model: nn.Module, loader: Iterable[Any], units: Sequence[
     seen at the output (linearised, isotropic noise in place of the real residual). One
     forward pass per unit on ``max_images`` images.
     """
-    from pruning.sparsify import _batch_inputs
+    from pruning.capture import batch_inputs as _batch_inputs
 
     device = next(model.parameters()).device
     xs: list[Tensor] = []
@@ -405,15 +405,14 @@ def _thinned(model: nn.Module, keep: dict[str, list[int]], example: Tensor, conf
 # ---------------------------------------------------------------------- the pass
 
 
-def _plan_units(engine: Any, unit: list[Any], train: list[Moments], sel: Any,
-                plans: list[_UnitPlan]) -> None:
-    head = unit[0]
+def _plan_units(unit: Any, sel: Any, plans: list[_UnitPlan]) -> None:
+    head, train = unit.consumers[0], unit.moments
     C = head.num_channels
-    rcfg = engine.regression_config(unit)
+    rcfg = unit.setting
     w = sel.w if sel.w is not None else torch.ones(C, dtype=torch.float64)
     ranking = torch.sort(w.detach().reshape(-1).cpu(), descending=True, stable=True).indices
     plans.append(_UnitPlan(
-        name=head.name, members=tuple(c.name for c in unit), producers=tuple(head.producers),
+        name=head.name, members=tuple(unit.names), producers=tuple(head.producers),
         channels=C, min_width=int(rcfg.min_channels), ranking=[int(i) for i in ranking],
         error=error_curve(train, ranking)))
 
@@ -447,6 +446,8 @@ def sparsify_to_budget(
     ``objective="output"`` weights each unit's error curve by :func:`output_sensitivity`
     (measured once on the original network, before the plan pass).
     """
+    from pruning.criteria import Entropic
+
     if objective not in OBJECTIVES:
         raise BudgetError(f"budget objective must be one of {OBJECTIVES}, got {objective!r}")
     from pruning.sparsify import _Engine, _run, prune_to_widths
@@ -487,19 +488,18 @@ def sparsify_to_budget(
     # 1. plan pass
     plans: list[_UnitPlan] = []
 
-    def select(engine: Any, unit: list[Any], train: list[Moments] | None) -> Any:
-        assert train is not None
-        sel = engine.select_entropic(unit, train)
-        _plan_units(engine, unit, train, sel, plans)
-        return sel
+    class _Plan(Entropic):  # the entropic selection, recording each unit's ranking and curve
+        def select(self, unit: Any) -> Any:
+            sel = super().select(unit)
+            _plan_units(unit, sel, plans)
+            return sel
 
     log.info("budget: plan pass (the entropic pass at the configured strengths, for the "
              "channel rankings and error-vs-width curves; its widths are not the result)")
     t0 = time.perf_counter()
     plan_cfg = dataclasses.replace(config, recalibrate_bn=False)
     share: dict[str, Any] = {}
-    plan = _run(model, loader, plan_cfg, config.layers, select, lambda _u: True, example,
-                share=share)
+    plan = _run(model, loader, plan_cfg, config.layers, _Plan(), example, share=share)
     plan_s = time.perf_counter() - t0
     del plan
 
