@@ -68,6 +68,8 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         "search.trials": args.trials,
         "search.seed": args.seed,
         "search.uniform_baseline": False,
+        # eps_E is searched only with a range (else every trial prunes at prune.eps_E)
+        "search.space.eps_E": {"low": -3e-3, "high": 0.0},
         "wandb.enabled": False,
     } | extra_overrides(args.set or [])
 

@@ -12,7 +12,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from pruning.regression import RegressionConfig, check_setting
+
+_R = RegressionConfig  # the one place of a layer setting's defaults and rules
 
 
 class ConfigError(ValueError):
@@ -96,18 +108,20 @@ class TrainSection(_Strict):
 
 
 class PruneSection(_Strict):
-    eps_E: float = -1e-3
-    eps_L2: float = Field(default=0.03, gt=0)
-    tau: float = Field(default=0.05, gt=0, lt=1)
-    top_k: int | None = Field(default=None, gt=0)
-    solver: Literal["envelope", "alternating"] = "envelope"
+    # The layer's regression settings (pruning.RegressionConfig: defaults, rules, meaning);
+    # in a search, a group's sampled values replace them (search.space.*).
+    eps_E: float = _R.eps_E
+    eps_L2: float = _R.eps_L2
+    tau: float = _R.tau
+    top_k: int | None = _R.top_k
+    min_channels: int = _R.min_channels
+    solver: Literal["envelope", "alternating"] = _R.solver
+    refit: Literal["lstsq", "shrunk"] = _R.refit
     calib_images: int = Field(default=1024, gt=0)
     calib_batch_size: int = Field(default=256, gt=0)
     calib_positions_per_image: int = Field(default=10, gt=0)
     target_source: Literal["pruned", "original"] = "pruned"
     residual: Literal["inner", "coupled"] = "inner"
-    min_channels: int = Field(default=1, ge=1)
-    refit: Literal["lstsq", "shrunk"] = "lstsq"
     recalibrate_bn: bool = True
     # engine speed (pruning.SparsifyConfig): activation caches and the moment products' dtype
     cache_activations: bool = True
@@ -126,12 +140,28 @@ class PruneSection(_Strict):
     latency_batch_size: int = 1
     latency_threads: int | None = None
 
+    @field_validator("eps_E", "eps_L2", "tau", "top_k", "min_channels")
+    @classmethod
+    def _setting_rule(cls, v: Any, info: ValidationInfo) -> Any:
+        check_setting(str(info.field_name), v)
+        return v
+
     @model_validator(mode="after")
     def _one_budget(self) -> PruneSection:
         from pruning.budget import make_target
 
         make_target(**self.budget_kwargs(), prefix="prune.")
+        try:
+            self.setting()
+        except ValueError as exc:  # the cross-field rules (top_k >= min_channels)
+            raise ValueError(str(exc).replace("RegressionConfig", "prune")) from None
         return self
+
+    def setting(self) -> RegressionConfig:
+        """The layer setting these fields give (every layer's, unless a search samples)."""
+        return RegressionConfig(eps_E=self.eps_E, eps_L2=self.eps_L2, tau=self.tau,
+                                top_k=self.top_k, min_channels=self.min_channels,
+                                solver=self.solver, refit=self.refit)
 
     def budget_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of ``pruning.sparsify`` that carry the budget."""
@@ -195,7 +225,11 @@ class RangeF(_Strict):
 
 
 class SpaceSection(_Strict):
-    """What the sampler picks per trial; ranges default to the family's (see search_spaces)."""
+    """What the sampler picks per trial; ranges default to the family's (see search_spaces).
+
+    ``eps_E`` is searched only when a range is given here; otherwise every trial prunes at
+    ``prune.eps_E``. The ranges' ends obey the layer setting's rules (prune.*).
+    """
 
     groups: Literal["family", "layer", "all"] = "family"
     eps_L2: RangeF | None = None
@@ -207,6 +241,17 @@ class SpaceSection(_Strict):
     orders: list[LayerOrder] = Field(default_factory=_default_orders, min_length=1)
     schedules: list[Schedule] = Field(default_factory=_default_schedules, min_length=1)
     finetune_epochs: tuple[int, int] | None = None
+
+    @field_validator("eps_L2", "eps_E", "tau", "keep_ratio")
+    @classmethod
+    def _ends_obey_the_setting_rule(cls, v: RangeF | None, info: ValidationInfo) -> RangeF | None:
+        if v is not None:
+            for end in ("low", "high"):
+                try:
+                    check_setting(str(info.field_name), getattr(v, end))
+                except ValueError as exc:
+                    raise ValueError(f"{end} {exc}") from None
+        return v
 
 
 class SearchSection(_Strict):

@@ -12,6 +12,7 @@ winners get their test accuracy in ``nas.search``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -28,6 +29,7 @@ from torch.utils.data import DataLoader
 import pruning
 import search_spaces
 from pruning.measure import measure
+from pruning.regression import check_setting
 from search_spaces import ArchSpec
 from search_spaces.data import DataSpec, Loaders, get_loaders
 from search_spaces.space import SearchSpace, TrialParams, decode_params
@@ -59,10 +61,8 @@ def train_config(section: TrainSection, *, progress: bool = True, **changes: Any
 
 
 def regression_config(prune: PruneSection) -> pruning.RegressionConfig:
-    return pruning.RegressionConfig(
-        eps_E=prune.eps_E, eps_L2=prune.eps_L2, tau=prune.tau, top_k=prune.top_k,
-        solver=prune.solver, min_channels=prune.min_channels, refit=prune.refit,
-    )
+    """The run's fixed layer setting (``prune.*``)."""
+    return prune.setting()
 
 
 def sparsify_config(prune: PruneSection, *, progress: bool = True, **changes: Any
@@ -72,7 +72,6 @@ def sparsify_config(prune: PruneSection, *, progress: bool = True, **changes: An
         calib_positions_per_image=prune.calib_positions_per_image,
         target_source=prune.target_source,
         residual=prune.residual,
-        min_channels=prune.min_channels,
         recalibrate_bn=prune.recalibrate_bn,
         cache_activations=prune.cache_activations,
         cache_budget_bytes=(None if prune.cache_budget_mb is None
@@ -193,16 +192,35 @@ def schedule_steps(tp: TrialParams, setup: SearchSetup) -> list[list[str]]:
     return steps
 
 
-def layer_overrides(tp: TrialParams, setup: SearchSetup) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for key, gp in tp.layer_settings(setup.space).items():
-        over: dict[str, Any] = {"eps_L2": gp.eps_L2, "eps_E": gp.eps_E}
-        if gp.tau is not None:
-            over["tau"] = gp.tau
-        if gp.keep_ratio is not None:
-            over["keep_ratio"] = gp.keep_ratio
-        for consumer in setup.key_consumers.get(key, []):
-            out[consumer] = over
+def group_setting(base: pruning.RegressionConfig, group: str, sampled: dict[str, float]
+                  ) -> pruning.RegressionConfig:
+    """The run's setting ``base`` with a group's sampled values (where the searched and the
+    fixed paths meet); a bad value names its ``search.space`` field and trial param."""
+    for name, value in sampled.items():
+        try:
+            check_setting(name, value)
+        except ValueError as exc:
+            raise ConfigError(f"search.space.{name} (trial param {group}.{name}): {exc}") from None
+    changes: dict[str, Any] = dict(sampled)
+    try:
+        return dataclasses.replace(base, **changes)
+    except ValueError as exc:
+        raise ConfigError(f"search.space of group {group!r}: {exc}") from None
+
+
+def layer_settings(tp: TrialParams, setup: SearchSetup) -> dict[str, pruning.RegressionConfig]:
+    """Consumer -> its layer setting in this trial (pruned groups only; the others are not
+    in the trial's schedule)."""
+    base = regression_config(setup.config.prune)
+    out: dict[str, pruning.RegressionConfig] = {}
+    for group in setup.space.groups:
+        gp = tp.groups.get(group.name)
+        if gp is None or not gp.prune:
+            continue
+        setting = group_setting(base, group.name, gp.setting)
+        for key in group.layers:
+            for consumer in setup.key_consumers.get(key, []):
+                out[consumer] = setting
     return out
 
 
@@ -241,14 +259,14 @@ def evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sear
     input_shape = tuple(loaders.input_shape)
     calib = loaders.calib(min(cfg.prune.calib_images, len(loaders.train.dataset)),  # type: ignore[arg-type]
                           cfg.prune.calib_batch_size)
-    overrides = layer_overrides(tp, setup)
+    settings = layer_settings(tp, setup)
     steps = schedule_steps(tp, setup)
     reports: list[dict[str, Any]] = []
     budget_report: dict[str, Any] | None = None
     ft_epochs_between = max(1, tp.finetune_epochs // max(len(steps), 1))
     for i, layers in enumerate(steps):
         scfg = sparsify_config(cfg.prune, progress=setup.progress, layers=layers,
-                               layer_overrides={k: overrides[k] for k in layers if k in overrides},
+                               layer_overrides={k: settings[k] for k in layers if k in settings},
                                seed=cfg.search.seed + ctx.number)
         budget = trial_budget(cfg.prune, setup.base_metrics) if i == len(steps) - 1 else {}
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,12 +19,11 @@ from torch import nn
 
 from pruning.regression import RegressionConfig
 
-__all__ = ["GAP_FLAG_THRESHOLD", "LayerReport", "SparsifyConfig", "SparsifyResult"]
+__all__ = ["GAP_FLAG_THRESHOLD", "LayerReport", "SparsifyConfig", "SparsifyResult",
+           "layer_setting"]
 
 # gap = min kept w / max dropped w below this marks an unreliable selection (spec section 6).
 GAP_FLAG_THRESHOLD = 10.0
-
-_OVERRIDE_EXTRA_KEYS = ("keep_ratio",)
 
 
 @dataclass
@@ -32,10 +32,12 @@ class SparsifyConfig:
 
     Attributes:
         regression: Solver and selection settings shared by all layers.
-        layer_overrides: Per consumer name, RegressionConfig fields to replace for that layer
-            (``eps_E``, ``eps_L2``, ``tau``, ``top_k`` ...), plus ``keep_ratio`` (fraction of
-            the layer's input channels to keep, turned into ``top_k``). In ``coupled`` mode
-            a unit takes the merged overrides of its members, in forward order.
+        layer_overrides: Per consumer name, that layer's settings: a whole
+            :class:`RegressionConfig` (what a search trial gives), or a dict of its fields
+            to change in ``regression`` (``eps_E``, ``eps_L2``, ``tau``, ``top_k``,
+            ``keep_ratio`` ...), validated here. In ``coupled`` mode a unit takes the merged
+            overrides of its members, in forward order (of a whole RegressionConfig, the
+            fields that differ from ``regression``).
         calib_positions_per_image: Output positions sampled per image for conv layers
             (None: all positions). Linear layers use every sample.
         heldout_fraction: Share of samples kept out of the fit for the held-out relative
@@ -46,7 +48,7 @@ class SparsifyConfig:
             a residual addition (or shared otherwise) are left alone; inside each block the
             channels are pruned. ``"coupled"``: all consumers of a residual-coupled channel
             set share one w, fitted on their stacked regressions.
-        min_channels: A layer never keeps fewer input channels than this.
+        min_channels: Shorthand for ``regression.min_channels`` (None: as there).
         recalibrate_bn: Re-estimate BatchNorm running statistics on the calibration data
             after the last layer (only if anything changed).
         layers: Consumer names to prune, in this order (the search's schedule). None: all
@@ -82,12 +84,12 @@ class SparsifyConfig:
     """
 
     regression: RegressionConfig = field(default_factory=RegressionConfig)
-    layer_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    layer_overrides: dict[str, RegressionConfig | dict[str, Any]] = field(default_factory=dict)
     calib_positions_per_image: int | None = 10
     heldout_fraction: float = 0.1
     target_source: Literal["pruned", "original"] = "pruned"
     residual: Literal["inner", "coupled"] = "inner"
-    min_channels: int = 1
+    min_channels: int | None = None
     recalibrate_bn: bool = True
     layers: list[str] | None = None
     order: Literal["front_to_back", "back_to_front"] = "front_to_back"
@@ -117,23 +119,49 @@ class SparsifyConfig:
             raise ValueError(f"SparsifyConfig.order: unknown {self.order!r}")
         if not 0.0 <= self.heldout_fraction < 1.0:
             raise ValueError(f"SparsifyConfig.heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
-        if self.min_channels < 1:
-            raise ValueError(f"SparsifyConfig.min_channels must be >= 1, got {self.min_channels}")
         if self.calib_positions_per_image is not None and self.calib_positions_per_image < 1:
             raise ValueError("SparsifyConfig.calib_positions_per_image must be >= 1 or None")
-        allowed = {f.name for f in dataclasses.fields(RegressionConfig)} | set(_OVERRIDE_EXTRA_KEYS)
+        if self.min_channels is not None and self.min_channels != self.regression.min_channels:
+            self.regression = _replace(self.regression, "SparsifyConfig.min_channels",
+                                       min_channels=self.min_channels)
+        allowed = {f.name for f in dataclasses.fields(RegressionConfig)}
         for name, over in self.layer_overrides.items():
+            where = f"SparsifyConfig.layer_overrides[{name!r}]"
+            if isinstance(over, RegressionConfig):
+                continue
+            if not isinstance(over, dict):
+                raise TypeError(f"{where}: expected a RegressionConfig or a dict of its "
+                                f"fields, got {type(over).__name__}")
             bad = sorted(set(over) - allowed)
             if bad:
-                raise ValueError(
-                    f"SparsifyConfig.layer_overrides[{name!r}]: unknown key(s) {bad}; "
-                    f"allowed: {sorted(allowed)}"
-                )
-            ratio = over.get("keep_ratio")
-            if ratio is not None and not 0.0 < float(ratio) <= 1.0:
-                raise ValueError(
-                    f"SparsifyConfig.layer_overrides[{name!r}].keep_ratio must be in (0, 1]"
-                )
+                raise ValueError(f"{where}: unknown key(s) {bad}; allowed: {sorted(allowed)}")
+            _replace(self.regression, where, **over)  # validated once, here
+
+
+def _replace(setting: RegressionConfig, where: str, **changes: Any) -> RegressionConfig:
+    """``dataclasses.replace`` whose error names ``where`` (the field the changes came from)."""
+    try:
+        return dataclasses.replace(setting, **changes)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def layer_setting(config: SparsifyConfig, names: Sequence[str]) -> RegressionConfig:
+    """The regression settings of a unit whose consumers are ``names`` (forward order).
+
+    ``config.regression`` with each member's override applied in turn (before
+    :meth:`RegressionConfig.for_layer`, which needs the layer's channel count).
+    """
+    base = setting = config.regression
+    for name in names:
+        over = config.layer_overrides.get(name)
+        if over is None:
+            continue
+        if isinstance(over, RegressionConfig):
+            over = {f.name: getattr(over, f.name) for f in dataclasses.fields(over)
+                    if getattr(over, f.name) != getattr(base, f.name)}
+        setting = dataclasses.replace(setting, **over)
+    return setting
 
 
 @dataclass

@@ -22,12 +22,13 @@ Neural Networks", Neural Computation 2025 (arXiv:2404.04734); Horenko et al., PN
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -37,6 +38,7 @@ from pruning.phases import timed
 
 __all__ = [
     "RegressionConfig",
+    "check_setting",
     "RegressionResult",
     "entropic_regression",
     "envelope_gradient",
@@ -61,14 +63,56 @@ _DROP_MIN_FRACTION = 0.05
 _CONSTANT_CHANNEL = 1e-12
 
 
-@dataclass
+def _finite(v: float) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# The one rule per layer setting: (check, what it requires). The YAML layer (nas.config)
+# applies the same rules through :func:`check_setting`, naming its own field.
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    # The entropy term spans |eps_E| ln C over the simplex while the standardised fit term
+    # (Y scaled to mean variance 1) is O(1): beyond |eps_E| = 1 the entropy alone decides
+    # w (all channels kept for eps_E > 0, a collapse onto min_channels for eps_E < 0).
+    "eps_E": (lambda v: _finite(v) and -1.0 <= v <= 1.0, "must be finite and in [-1, 1]"),
+    # eps_L2 = 0 leaves w unidentified (the fit is invariant to w_c -> a w_c, Lambda_c -> Lambda_c / a)
+    # and the Lambda-step singular for vanishing w.
+    "eps_L2": (lambda v: _finite(v) and v > 0, "must be finite and > 0"),
+    "tau": (lambda v: _finite(v) and 0.0 <= v <= 1.0, "must be in [0, 1]"),
+    "top_k": (lambda v: v is None or (_int(v) and v >= 1), "must be None or an int >= 1"),
+    "keep_ratio": (lambda v: v is None or (_finite(v) and 0.0 < v <= 1.0),
+                   "must be None or in (0, 1]"),
+    "min_channels": (lambda v: _int(v) and v >= 1, "must be an int >= 1"),
+}
+
+
+def check_setting(name: str, value: Any) -> None:
+    """Raise ValueError("<what it must be>, got <value>") if ``value`` breaks ``name``'s rule.
+
+    The rules of :class:`RegressionConfig` (``eps_E``, ``eps_L2``, ``tau``, ``top_k``,
+    ``keep_ratio``, ``min_channels``); other names pass.
+    """
+    rule = _RULES.get(name)
+    if rule is not None and not rule[0](value):
+        raise ValueError(f"{rule[1]}, got {value!r}")
+
+
+@dataclass(frozen=True)
 class RegressionConfig:
-    """Settings of the entropic regression of one layer.
+    """Settings of the entropic regression of one layer (validated, immutable).
+
+    The one form a layer's settings take from the run config (or a search trial) to the
+    solver; :meth:`for_layer` resolves the layer-dependent parts (``keep_ratio``,
+    ``min_channels`` against the layer's C) and ``dataclasses.replace`` derives variants.
 
     Attributes:
-        eps_E: Signed entropy weight. Negative (default) rewards low entropy of w, i.e. few
-            channels (the paper's "entropy minimisation"); positive spreads w (SPARTAn).
-        eps_L2: Ridge weight on Lambda, the sparsity knob (larger: sparser).
+        eps_E: Signed entropy weight in [-1, 1]. Negative (default) rewards low entropy of
+            w, i.e. few channels (the paper's "entropy minimisation"); positive spreads w
+            (SPARTAn). Well-behaved in the method spec's measurements: [-3e-3, 0].
+        eps_L2: Ridge weight on Lambda (> 0), the sparsity knob (larger: sparser).
         standardize: Centre each input channel and divide it by its pooled std, and scale Y
             by one global factor to mean output variance 1; undone on the returned weights.
             The single Y factor keeps the outputs' relative importance.
@@ -78,8 +122,10 @@ class RegressionConfig:
         tol: Stop when the relative decrease of the objective per iteration is below tol.
         max_iter: Iteration cap (outer sweeps for "alternating").
         w_step_iter: Exponentiated-gradient iterations per w-step of "alternating".
-        tau: Keep channel c if ``w_c >= tau / C``.
+        tau: Keep channel c if ``w_c >= tau / C`` (in [0, 1]).
         top_k: If set, keep exactly the top_k channels by w (overrides tau).
+        keep_ratio: If set, keep this share in (0, 1] of the layer's channels, rounded
+            (``top_k = round(keep_ratio * C)``, replacing ``top_k``).
         min_channels: A layer never keeps fewer channels than this (clamped to C).
         refit: "lstsq" refits the kept channels' weights and bias by least squares with a
             tiny ridge; "shrunk" keeps the solver's ``Lambda D(w)`` (ablation).
@@ -118,6 +164,7 @@ class RegressionConfig:
     w_step_iter: int = 10
     tau: float = 0.05
     top_k: int | None = None
+    keep_ratio: float | None = None
     min_channels: int = 1
     refit: Literal["lstsq", "shrunk"] = "lstsq"
     refit_ridge: float = 1e-6
@@ -134,20 +181,19 @@ class RegressionConfig:
             raise ValueError(f"RegressionConfig.solver: unknown solver {self.solver!r}")
         if self.refit not in ("lstsq", "shrunk"):
             raise ValueError(f"RegressionConfig.refit: unknown refit {self.refit!r}")
-        if self.eps_L2 < 0:
-            raise ValueError(f"RegressionConfig.eps_L2 must be >= 0, got {self.eps_L2}")
+        for name in _RULES:
+            try:
+                check_setting(name, getattr(self, name))
+            except ValueError as exc:
+                raise ValueError(f"RegressionConfig.{name} {exc}") from None
         if self.tol <= 0 or self.max_iter < 1 or self.w_step_iter < 1:
             raise ValueError("RegressionConfig: tol, max_iter and w_step_iter must be positive")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"RegressionConfig.top_k must be >= 1, got {self.top_k}")
-        if self.min_channels < 1:
-            raise ValueError(f"RegressionConfig.min_channels must be >= 1, got {self.min_channels}")
         if self.top_k is not None and self.top_k < self.min_channels:
             raise ValueError(
                 f"RegressionConfig: top_k={self.top_k} < min_channels={self.min_channels}"
             )
-        if self.refit_ridge < 0 or self.active_set_threshold < 0 or self.tau < 0:
-            raise ValueError("RegressionConfig: refit_ridge, active_set_threshold, tau >= 0")
+        if self.refit_ridge < 0 or self.active_set_threshold < 0:
+            raise ValueError("RegressionConfig: refit_ridge and active_set_threshold must be >= 0")
         if self.check_sweeps < 0 or self.restarts < 0:
             raise ValueError("RegressionConfig: check_sweeps and restarts must be >= 0")
         if not (self.escape_noise >= 0 and math.isfinite(self.escape_noise)):
@@ -156,6 +202,22 @@ class RegressionConfig:
             )
         if self.escape_tries < 0:
             raise ValueError(f"RegressionConfig.escape_tries must be >= 0, got {self.escape_tries}")
+
+    def for_layer(self, num_channels: int, *, eps_L2_factor: float = 1.0) -> RegressionConfig:
+        """These settings for a layer of ``num_channels`` input channels.
+
+        ``keep_ratio`` becomes ``top_k``; ``top_k`` and ``min_channels`` are clamped to
+        ``[min(min_channels, C), C]``; ``eps_L2`` is multiplied by ``eps_L2_factor`` (the
+        cost-aware strength, :mod:`pruning.cost`).
+        """
+        C = int(num_channels)
+        min_ch = min(self.min_channels, C)
+        top_k = self.top_k if self.keep_ratio is None else round(self.keep_ratio * C)
+        if top_k is not None:
+            top_k = int(min(max(top_k, min_ch), C))
+        eps_L2 = self.eps_L2 * eps_L2_factor if eps_L2_factor != 1.0 else self.eps_L2
+        return dataclasses.replace(self, eps_L2=eps_L2, top_k=top_k, keep_ratio=None,
+                                   min_channels=min_ch)
 
 
 @dataclass
@@ -857,6 +919,8 @@ def entropic_regression(
         >>> layer_weight = res.weight.view(m, len(res.keep), kh, kw)
     """
     config = config or RegressionConfig()
+    if config.keep_ratio is not None:
+        config = config.for_layer(moments.num_channels)
     t0 = time.perf_counter()
     d = moments.num_features
     if moments.n < d:

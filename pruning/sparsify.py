@@ -45,7 +45,13 @@ from torch import Tensor, nn
 from pruning.activations import changed_modules, module_state
 from pruning.bn import recalibrate_batchnorm
 from pruning.capture import Collector, first_batch, model_device, restore_modes, snapshot_modes
-from pruning.config import GAP_FLAG_THRESHOLD, LayerReport, SparsifyConfig, SparsifyResult
+from pruning.config import (
+    GAP_FLAG_THRESHOLD,
+    LayerReport,
+    SparsifyConfig,
+    SparsifyResult,
+    layer_setting,
+)
 from pruning.criteria import Criterion, Entropic, GivenChannels, Selection, Unit
 from pruning.inputs import check_input_fits, reiterable
 from pruning.measure import count_macs, count_params, prunable_params
@@ -162,22 +168,10 @@ class _Engine:
         return {m.name: factors[u[0].name] for u in units for m in u}
 
     def regression_config(self, unit: list[Consumer]) -> RegressionConfig:
-        over: dict[str, Any] = {}
-        for c in unit:
-            over.update(self.config.layer_overrides.get(c.name, {}))
-        factor = self.strength.get(unit[0].name, 1.0)
-        if factor != 1.0:
-            over["eps_L2"] = float(over.get("eps_L2", self.config.regression.eps_L2)) * factor
-        C = unit[0].num_channels
-        min_ch = min(max(self.config.min_channels, self.config.regression.min_channels), C)
-        ratio = over.pop("keep_ratio", None)
-        if ratio is not None:
-            over["top_k"] = round(float(ratio) * C)
-        if over.get("top_k") is not None:
-            over["top_k"] = int(min(max(int(over["top_k"]), min_ch), C))
-        over.setdefault("min_channels", min_ch)
-        over["min_channels"] = min(max(int(over["min_channels"]), 1), C)
-        return dataclasses.replace(self.config.regression, **over)
+        """The unit's settings: overrides merged, resolved for its C, strength applied."""
+        setting = layer_setting(self.config, [c.name for c in unit])
+        return setting.for_layer(unit[0].num_channels,
+                                 eps_L2_factor=self.strength.get(unit[0].name, 1.0))
 
     def unit_input(self, unit: list[Consumer], moments: list[Moments] | None) -> Unit:
         """What a criterion sees of ``unit`` (:class:`pruning.criteria.Unit`)."""

@@ -1,10 +1,10 @@
 """Search knobs: what a trial's sampler picks, with family-aware default ranges.
 
 A trial picks, per layer group (a family-defined set such as a VGG stage, or every layer):
-whether the group is pruned, ``eps_L2`` (log-uniform), ``eps_E`` (signed; by default within
-[-3e-3, 0], the range the method spec measured as well-behaved: positive values >= 0.03 block
-all pruning, values <= -1e-2 were erratic), and either the threshold ``tau`` or a
-keep-ratio (top-k); plus the layer schedule: order, one-shot or iterative (short fine-tunes
+whether the group is pruned, ``eps_L2`` (log-uniform), ``eps_E`` when the space has a range
+for it (signed; the method spec measured [-3e-3, 0] as well-behaved: positive values >= 0.03
+block all pruning, values <= -1e-2 were erratic; without a range every group keeps the run's
+fixed eps_E), and either the threshold ``tau`` or a keep-ratio (top-k); plus the layer schedule: order, one-shot or iterative (short fine-tunes
 between groups), and the fine-tune epochs.
 
 The sampler is define-by-run over any object with Optuna's ``suggest_*`` methods, so the
@@ -41,7 +41,9 @@ class SearchSpace:
     # eps_L2 below ~1e-3 with eps_E < 0 lets the entropy term alone collapse w onto one
     # channel (measured in tests/test_regression.py), so the default range starts at 1e-3.
     eps_L2: Range = Range(1e-3, 1.0, log=True)
-    eps_E: Range = Range(-3e-3, 0.0)
+    # None: eps_E is not searched (the trial uses the run's prune.eps_E); the method spec's
+    # well-behaved range is Range(-3e-3, 0.0).
+    eps_E: Range | None = None
     selection: tuple[str, ...] = ("tau",)
     tau: Range = Range(0.01, 0.2, log=True)
     keep_ratio: Range = Range(0.1, 0.9)
@@ -51,13 +53,23 @@ class SearchSpace:
     finetune_epochs: tuple[int, int] = (1, 1)
 
 
+# The sampled knobs of a group that are regression settings (pruning.RegressionConfig fields).
+SETTING_KNOBS = ("eps_L2", "eps_E", "tau", "keep_ratio")
+
+
 @dataclass
 class GroupParams:
+    """One group's part of a trial.
+
+    Attributes:
+        prune: Whether the group's layers are pruned.
+        setting: The group's sampled regression settings by field name (``eps_L2``;
+            ``eps_E`` when the space searches it; ``tau`` or ``keep_ratio``); the trial
+            puts them over the run's fixed settings.
+    """
+
     prune: bool
-    eps_L2: float
-    eps_E: float
-    tau: float | None = None
-    keep_ratio: float | None = None
+    setting: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -69,16 +81,6 @@ class TrialParams:
     schedule: str = "one_shot"
     finetune_epochs: int = 1
     permutation_seed: int = 0
-
-    def layer_settings(self, space: SearchSpace) -> dict[str, GroupParams]:
-        """Width key -> the settings of the group it belongs to (pruned groups only)."""
-        out: dict[str, GroupParams] = {}
-        for group in space.groups:
-            gp = self.groups.get(group.name)
-            if gp is not None and gp.prune:
-                for key in group.layers:
-                    out[key] = gp
-        return out
 
 
 def default_space(
@@ -122,7 +124,9 @@ def sample_params(trial: Suggester, space: SearchSpace) -> dict[str, Any]:
         params[p + "eps_L2"] = trial.suggest_float(
             p + "eps_L2", space.eps_L2.low, space.eps_L2.high, log=space.eps_L2.log
         )
-        params[p + "eps_E"] = trial.suggest_float(p + "eps_E", space.eps_E.low, space.eps_E.high)
+        if space.eps_E is not None:
+            params[p + "eps_E"] = trial.suggest_float(p + "eps_E", space.eps_E.low,
+                                                      space.eps_E.high)
         sel = space.selection[0]
         if len(space.selection) > 1:
             sel = trial.suggest_categorical(p + "selection", list(space.selection))
@@ -159,12 +163,10 @@ def decode_params(params: dict[str, Any], space: SearchSpace) -> TrialParams:
         p = f"{g.name}."
         if p + "eps_L2" not in params:
             raise KeyError(f"trial params lack {p}eps_L2 (space and params disagree)")
+        knobs = [k for k in SETTING_KNOBS if k != "eps_E" or space.eps_E is not None]
         out.groups[g.name] = GroupParams(
             prune=_group_pruned(params, p, space),
-            eps_L2=float(params[p + "eps_L2"]),
-            eps_E=float(params[p + "eps_E"]),
-            tau=params.get(p + "tau"),
-            keep_ratio=params.get(p + "keep_ratio"),
+            setting={k: float(params[p + k]) for k in knobs if p + k in params},
         )
     return out
 

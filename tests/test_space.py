@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 import optuna
 import pytest
 
-from search_spaces.space import TrialParams, decode_params, default_space, sample_params
+from search_spaces.space import Range, TrialParams, decode_params, default_space, sample_params
+
+EPS_E = Range(-3e-3, 0.0)
 
 
-def _sample(prob: float, n: int) -> list[TrialParams]:
-    from dataclasses import replace
-
-    space = replace(default_space("vgg16_cifar"), prune_group_prob=prob)
+def _sample(prob: float, n: int, **changes: Any) -> list[TrialParams]:
+    space = replace(default_space("vgg16_cifar"), prune_group_prob=prob, **changes)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     out = []
     for _ in range(n):
@@ -32,11 +35,25 @@ def test_prune_group_prob_is_the_fraction_of_pruned_groups() -> None:
 
 def test_every_group_gets_its_own_eps() -> None:
     space = default_space("vgg16_cifar")
-    tp = _sample(1.0, 1)[0]
+    tp = _sample(1.0, 1, eps_E=EPS_E)[0]
     assert set(tp.groups) == {g.name for g in space.groups}
     for gp in tp.groups.values():
-        assert space.eps_L2.low <= gp.eps_L2 <= space.eps_L2.high
-        assert space.eps_E.low <= gp.eps_E <= space.eps_E.high
+        assert set(gp.setting) == {"eps_L2", "eps_E", "tau"}
+        assert space.eps_L2.low <= gp.setting["eps_L2"] <= space.eps_L2.high
+        assert EPS_E.low <= gp.setting["eps_E"] <= EPS_E.high
+
+
+def test_eps_E_is_searched_only_with_a_range() -> None:
+    """Without a range no trial samples eps_E (the run's fixed value applies), and a stored
+    eps_E param of another space is not read back."""
+    assert default_space("vgg16_cifar").eps_E is None
+    tp = _sample(1.0, 1)[0]
+    assert all(set(gp.setting) == {"eps_L2", "tau"} for gp in tp.groups.values())
+    space = default_space("lenet5", groups="all")
+    params = {"all.eps_L2": 0.1, "all.eps_E": -2e-3, "all.tau": 0.05}
+    assert decode_params(params, space).groups["all"].setting == {"eps_L2": 0.1, "tau": 0.05}
+    searched = replace(space, eps_E=EPS_E)
+    assert decode_params(params, searched).groups["all"].setting["eps_E"] == -2e-3
 
 
 def test_residual_keys_can_be_excluded() -> None:
