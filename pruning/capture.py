@@ -26,6 +26,7 @@ from pruning.activations import (
     ReferenceOutputs,
     default_cache_budget,
 )
+from pruning.measure import model_device
 from pruning.moments import Moments, feature_columns
 from pruning.patches import conv_patches, gather_outputs
 from pruning.phases import timed
@@ -72,14 +73,6 @@ def first_batch(loader: Iterable) -> Tensor:
     for batch in loader:
         return batch_inputs(batch)
     raise ValueError("calibration loader is empty")
-
-
-def model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
 
 
 def snapshot_modes(model: nn.Module) -> dict[str, bool]:

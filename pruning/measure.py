@@ -140,8 +140,8 @@ def measure_latency(
     if repeats < 1:
         raise ValueError(f"measure_latency: repeats must be >= 1, got {repeats}")
     dev = torch.device(device)
-    on_device = _model_device(model) == dev or (
-        dev.type == "cuda" and dev.index is None and _model_device(model).type == "cuda"
+    on_device = model_device(model) == dev or (
+        dev.type == "cuda" and dev.index is None and model_device(model).type == "cuda"
     )
     net = model if on_device else copy.deepcopy(model).to(dev)
     x = _example_input(net, input_shape, batch_size=batch_size)
@@ -247,7 +247,8 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); CPU for an empty model."""
     for param in model.parameters():
         return param.device
     for buf in model.buffers():
@@ -258,7 +259,7 @@ def _model_device(model: nn.Module) -> torch.device:
 def _example_input(model: nn.Module, input_shape: tuple[int, ...], *,
                    batch_size: int) -> torch.Tensor:
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    return torch.zeros((batch_size, *input_shape), dtype=dtype, device=_model_device(model))
+    return torch.zeros((batch_size, *input_shape), dtype=dtype, device=model_device(model))
 
 
 def _quartiles(values: list[float]) -> tuple[float, float]:
