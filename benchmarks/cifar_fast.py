@@ -20,6 +20,12 @@ On a base trained with the fast recipe to the field's accuracy, at MACs x0.5 and
 - ``scratch_b``: the entropic architecture (the budget-allocated arm's where it ran)
   re-initialised and trained from scratch with the base's compute (epochs = base epochs /
   MACs ratio, capped at ``--scratch-cap`` x).
+- ``scratch_e``: the same architecture re-initialised and trained for the base's epochs, as
+  the uniform net is: the clean "is the found architecture better?" comparison (same
+  training, same MACs, only the widths differ).
+- ``entropic_budget_long``: the budget-allocated pruned net fine-tuned for the base's epochs
+  instead of ``--ft-epochs`` (the uniform net's training length): does the pruned start
+  still lead when the fine-tune gets as long as a training from scratch?
 
 Every unit writes its row into ``benchmarks/results/cifar_fast.json`` when it ends; the long
 trainings also checkpoint every epoch under ``--work`` and resume mid-run after a kill.
@@ -67,7 +73,7 @@ FAMILY = "airbench_cifar"
 INPUT = (3, 32, 32)
 RESULTS = ROOT / "benchmarks" / "results"
 KINDS = ("base", "entropic", "entropic_budget", "tp_magnitude", "tp_taylor", "uniform",
-         "scratch_b")
+         "scratch_b", "scratch_e", "entropic_budget_long")
 MACS_TOL = 0.02  # relative
 
 
@@ -272,7 +278,8 @@ class Bench:
         save_checkpoint(self.work / f"entropic_s{seed}_x{ratio:g}_pruned", pruned, spec)
         return {**row, **self._finetune(pruned, seed, f"entropic_s{seed}_x{ratio:g}")}
 
-    def unit_entropic_budget(self, seed: int, ratio: float) -> dict[str, Any]:
+    def budget_pass(self, seed: int, ratio: float) -> tuple[pruning.SparsifyResult, dict[str, Any]]:
+        """The budget-allocated pass at ``ratio`` MACs (deterministic: seed 0, fixed calib)."""
         base = self.base(seed)
         cfg = pruning.SparsifyConfig(
             regression=pruning.RegressionConfig(eps_E=self.s["eps_E"], eps_L2=0.03),
@@ -283,10 +290,29 @@ class Bench:
                                "search_s": time.perf_counter() - t0,
                                "layers": [r.to_dict() for r in res.report]}
         row["after_prune"] = accuracies(res.model, self.loaders)
+        return res, row
+
+    def unit_entropic_budget(self, seed: int, ratio: float) -> dict[str, Any]:
+        res, row = self.budget_pass(seed, ratio)
         return {**row, **self._finetune(res.model, seed, f"entropic_budget_s{seed}_x{ratio:g}")}
 
-    def _finetune(self, model: nn.Module, seed: int, name: str) -> dict[str, Any]:
-        info = self._train(model, self.s["ft_epochs"], seed, self.work / f"{name}_ft")
+    def unit_entropic_budget_long(self, seed: int, ratio: float) -> dict[str, Any]:
+        """The budget arm's pruned net, fine-tuned for the base's epochs.
+
+        The pass is re-run (it is deterministic); ``same_widths_as_budget_arm`` records that
+        it produced the 5-epoch arm's widths, where that arm has run.
+        """
+        res, row = self.budget_pass(seed, ratio)
+        short = self.res.get(key_of("entropic_budget", seed, ratio))
+        widths = search_spaces.spec_from_model(res.model).widths
+        row["same_widths_as_budget_arm"] = None if short is None else short["widths"] == widths
+        return {**row, **self._finetune(res.model, seed, f"entropic_budget_long_s{seed}_x{ratio:g}",
+                                        epochs=self.s["base_epochs"])}
+
+    def _finetune(self, model: nn.Module, seed: int, name: str,
+                  epochs: int | None = None) -> dict[str, Any]:
+        epochs = self.s["ft_epochs"] if epochs is None else epochs
+        info = self._train(model, epochs, seed, self.work / f"{name}_ft")
         return {"finetune": info, **accuracies(model, self.loaders), **metrics(model, self.base_macs)}
 
     @functools.cached_property
@@ -323,16 +349,16 @@ class Bench:
         return max(1, round(self.s["base_epochs"] * min(1 / macs_ratio, self.s["scratch_cap"])))
 
     def unit_scratch(self, seed: int, ratio: float, kind: str) -> dict[str, Any]:
-        """Scratch-B of the entropic architecture, or the uniform net at the target's MACs.
+        """Scratch-B / Scratch-E of the entropic architecture, or the uniform net.
 
-        Scratch-B retrains the budget-allocated arm's architecture (the engine's answer to
-        "x ratio MACs") where that arm has run, else the eps_L2-bisected one; ``arch_from``
-        says which; it trains for the base's compute (epochs = base / MACs ratio, capped).
-        The uniform net trains for the base's epochs.
+        Scratch-B and -E retrain the budget-allocated arm's architecture (the engine's answer
+        to "x ratio MACs") where that arm has run, else the eps_L2-bisected one; ``arch_from``
+        says which. Scratch-B trains for the base's compute (epochs = base / MACs ratio,
+        capped); Scratch-E and the uniform net train for the base's epochs.
         """
         full = search_spaces.default_spec(FAMILY)
         arch_from = None
-        if kind == "scratch_b":
+        if kind in ("scratch_b", "scratch_e"):
             arch_from = ("entropic_budget" if self.res.get(key_of("entropic_budget", seed, ratio))
                          else "entropic")
             ent = self.res.get(key_of(arch_from, seed, ratio)) or self.entropic_row(seed, ratio)
@@ -362,7 +388,8 @@ def plan(seeds: list[int], ratios: list[float], only: set[str] | None) -> list[t
                       ("entropic_budget", seed, r)]
     for seed in seeds:
         for r in ratios:
-            units += [("uniform", seed, r), ("scratch_b", seed, r)]
+            units += [("uniform", seed, r), ("entropic_budget_long", seed, r),
+                      ("scratch_e", seed, r), ("scratch_b", seed, r)]
     return [u for u in units if only is None or u[0] in only]
 
 
@@ -375,6 +402,9 @@ def run_unit(b: Bench, kind: str, seed: int, ratio: float | None) -> dict[str, A
         "tp_taylor": lambda: b.unit_tp(seed, ratio, "taylor"),  # type: ignore[arg-type]
         "uniform": lambda: b.unit_scratch(seed, ratio, "uniform"),  # type: ignore[arg-type]
         "scratch_b": lambda: b.unit_scratch(seed, ratio, "scratch_b"),  # type: ignore[arg-type]
+        "scratch_e": lambda: b.unit_scratch(seed, ratio, "scratch_e"),  # type: ignore[arg-type]
+        "entropic_budget_long":
+            lambda: b.unit_entropic_budget_long(seed, ratio),  # type: ignore[arg-type]
     }
     return table[kind]()
 
@@ -447,7 +477,13 @@ NOISE_FLOOR_PT = 0.05  # the LeNet table's rule: |d| <= max(sqrt(s1^2 + s2^2), 0
 LABELS = {"entropic": "entropic (eps_L2 bisected) + FT",
           "entropic_budget": "entropic, budget allocation + FT", "tp_magnitude": "TP GroupMagnitude + FT",
           "tp_taylor": "TP GroupTaylor + FT", "uniform": "uniform (scratch, base epochs)",
-          "scratch_b": "Scratch-B of the entropic arch (budget arm where run)"}
+          "scratch_b": "Scratch-B of the entropic arch (budget arm where run)",
+          "scratch_e": "Scratch-E of the entropic arch (base epochs, as uniform)",
+          "entropic_budget_long": "entropic, budget allocation + FT for the base's epochs"}
+
+
+ARM_ORDER = ("entropic", "entropic_budget", "tp_magnitude", "tp_taylor", "uniform",
+             "entropic_budget_long", "scratch_e", "scratch_b")
 
 
 def _ms(vals: list[float]) -> tuple[float, float, int]:
@@ -517,8 +553,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         out += ["", f"**MACs x{ratio:g}**", "",
                 "| method | seeds | MACs ratio | params | right after pruning | final | b1 ms | b128 ms | entropic, bisected, vs this arm | entropic, budget, vs this arm |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
-        for kind in ("entropic", "entropic_budget", "tp_magnitude", "tp_taylor", "uniform",
-                     "scratch_b"):
+        for kind in ARM_ORDER:
             rs = [r for r in at if r["kind"] == kind]
             if not rs:
                 continue
@@ -543,8 +578,7 @@ def _widths_table(at: list[dict[str, Any]]) -> list[str]:
            + " / ".join(str(full[k]) for k in keys) + "):", "",
            "| method | " + " | ".join(k.replace("blocks.", "b") for k in keys) + " |",
            "|---|" + "---:|" * len(keys)]
-    for kind in ("entropic", "entropic_budget", "tp_magnitude", "tp_taylor", "uniform",
-                 "scratch_b"):
+    for kind in ARM_ORDER:
         rs = sorted((r for r in at if r["kind"] == kind and r.get("widths")),
                     key=lambda r: r["seed"])
         if rs:
@@ -563,7 +597,8 @@ def plot(data: dict[str, Any], path: Path) -> Path:
     ax = fig.subplots()
     styles = {"base": ("*", "k"), "entropic": ("o", "C0"), "entropic_budget": ("P", "C5"),
               "tp_magnitude": ("s", "C1"),
-              "tp_taylor": ("D", "C2"), "uniform": ("^", "C3"), "scratch_b": ("v", "C4")}
+              "tp_taylor": ("D", "C2"), "uniform": ("^", "C3"), "scratch_b": ("v", "C4"),
+              "scratch_e": ("<", "C6"), "entropic_budget_long": ("X", "C7")}
     for kind, (marker, color) in styles.items():
         rs = [r for r in rows if r["kind"] == kind]
         if not rs:

@@ -42,3 +42,23 @@ def test_report_renders_every_arm_of_the_committed_results(tmp_path: Path) -> No
     assert "| 0 | 24 |" in md  # the seed-0 base row
     png = plot(data, tmp_path / "fig.png")
     assert png.stat().st_size > 10_000
+
+
+def test_report_places_the_equal_training_arms_beside_the_others() -> None:
+    """Scratch-E and the long fine-tune are rows of their point, compared with both entropic arms."""
+    data = json.loads(RESULTS.read_text())
+    rows = data["rows"]
+    bud = rows["entropic_budget/s0/x0.5"]
+    rows["scratch_e/s0/x0.5"] = {**rows["uniform/s0/x0.5"], "kind": "scratch_e",
+                                 "widths": bud["widths"], "test_acc_tta": 0.9}
+    rows["entropic_budget_long/s0/x0.5"] = {**bud, "kind": "entropic_budget_long",
+                                            "test_acc_tta": 0.91}
+    md = render_markdown(data)
+    point = md.split("**MACs x0.5**")[1].split("**MACs")[0]
+    long_row = next(line for line in point.splitlines()
+                    if line.startswith(f"| {cifar_fast.LABELS['entropic_budget_long']} |"))
+    assert "91.00 (1 seed)" in long_row
+    assert "entropic worse, 1 seed (-1.00 pt)" in next(
+        line for line in point.splitlines()
+        if line.startswith(f"| {cifar_fast.LABELS['scratch_e']} |"))
+    assert point.count(cifar_fast.LABELS["scratch_e"]) == 2  # accuracy row + widths row
