@@ -8,6 +8,7 @@ values fail before any work, with the dotted field path and the file named.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -241,6 +242,15 @@ class SpaceSection(_Strict):
     orders: list[LayerOrder] = Field(default_factory=_default_orders, min_length=1)
     schedules: list[Schedule] = Field(default_factory=_default_schedules, min_length=1)
     finetune_epochs: tuple[int, int] | None = None
+    # the cost-aware strengths' exponent (prune.cost_exponent) per trial, e.g. {low: 0, high: 1}
+    cost_exponent: RangeF | None = None
+
+    @field_validator("cost_exponent")
+    @classmethod
+    def _finite_exponent(cls, v: RangeF | None) -> RangeF | None:
+        if v is not None and not (math.isfinite(v.low) and math.isfinite(v.high)):
+            raise ValueError("the exponent's range must be finite")
+        return v
 
     @field_validator("eps_L2", "eps_E", "tau", "keep_ratio")
     @classmethod

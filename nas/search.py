@@ -108,7 +108,7 @@ def search_space(cfg: RunConfig, residual_keys: list[str]) -> SearchSpace:
         "schedules": tuple(sec.schedules),
         "finetune_epochs": tuple(sec.finetune_epochs or (cfg.finetune.epochs, cfg.finetune.epochs)),
     }
-    for name in ("eps_L2", "eps_E", "tau", "keep_ratio"):
+    for name in ("eps_L2", "eps_E", "tau", "keep_ratio", "cost_exponent"):
         r = getattr(sec, name)
         if r is not None:
             changes[name] = Range(r.low, r.high, r.log)

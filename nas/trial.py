@@ -265,9 +265,10 @@ def evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sear
     budget_report: dict[str, Any] | None = None
     ft_epochs_between = max(1, tp.finetune_epochs // max(len(steps), 1))
     for i, layers in enumerate(steps):
+        exponent = {} if tp.cost_exponent is None else {"cost_exponent": tp.cost_exponent}
         scfg = sparsify_config(cfg.prune, progress=setup.progress, layers=layers,
                                layer_overrides={k: settings[k] for k in layers if k in settings},
-                               seed=cfg.search.seed + ctx.number)
+                               seed=cfg.search.seed + ctx.number, **exponent)
         budget = trial_budget(cfg.prune, setup.base_metrics) if i == len(steps) - 1 else {}
         try:
             result = pruning.sparsify(model, calib, scfg, **budget)
@@ -295,6 +296,7 @@ def evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sear
         "macs_ratio": macs_ratio,
         "param_sparsity": 1 - metrics["prunable_params"] / base["prunable_params"],
         "trial_dir": str(ctx.trial_dir),
+        "cost_exponent": cfg.prune.cost_exponent if tp.cost_exponent is None else tp.cost_exponent,
     }
     if budget_report is not None:
         attrs["budget"] = {k: budget_report[k] for k in

@@ -4,8 +4,10 @@ A trial picks, per layer group (a family-defined set such as a VGG stage, or eve
 whether the group is pruned, ``eps_L2`` (log-uniform), ``eps_E`` when the space has a range
 for it (signed; the method spec measured [-3e-3, 0] as well-behaved: positive values >= 0.03
 block all pruning, values <= -1e-2 were erratic; without a range every group keeps the run's
-fixed eps_E), and either the threshold ``tau`` or a keep-ratio (top-k); plus the layer schedule: order, one-shot or iterative (short fine-tunes
-between groups), and the fine-tune epochs.
+fixed eps_E), and either the threshold ``tau`` or a keep-ratio (top-k); plus, per trial, the
+layer schedule: order, one-shot or iterative (short fine-tunes between groups), the
+fine-tune epochs, and the cost exponent of the cost-aware strengths when the space has a
+range for it (one value for the whole trial: it prices every layer's channels alike).
 
 The sampler is define-by-run over any object with Optuna's ``suggest_*`` methods, so the
 same function serves an Optuna study and Ray Tune's ``OptunaSearch``.
@@ -51,6 +53,9 @@ class SearchSpace:
     orders: tuple[str, ...] = ("front_to_back",)
     schedules: tuple[str, ...] = ("one_shot",)
     finetune_epochs: tuple[int, int] = (1, 1)
+    # None: the trial uses the run's prune.cost_exponent; a range (e.g. Range(0, 1)) lets the
+    # sampler pick the exponent of the cost-aware strengths per trial.
+    cost_exponent: Range | None = None
 
 
 # The sampled knobs of a group that are regression settings (pruning.RegressionConfig fields).
@@ -81,6 +86,7 @@ class TrialParams:
     schedule: str = "one_shot"
     finetune_epochs: int = 1
     permutation_seed: int = 0
+    cost_exponent: float | None = None  # None: the run's prune.cost_exponent
 
 
 def default_space(
@@ -148,6 +154,9 @@ def sample_params(trial: Suggester, space: SearchSpace) -> dict[str, Any]:
     lo, hi = space.finetune_epochs
     if hi > lo:
         params["finetune_epochs"] = trial.suggest_int("finetune_epochs", lo, hi)
+    if space.cost_exponent is not None:
+        r = space.cost_exponent
+        params["cost_exponent"] = trial.suggest_float("cost_exponent", r.low, r.high, log=r.log)
     return params
 
 
@@ -158,6 +167,8 @@ def decode_params(params: dict[str, Any], space: SearchSpace) -> TrialParams:
         schedule=params.get("schedule", space.schedules[0]),
         finetune_epochs=int(params.get("finetune_epochs", space.finetune_epochs[0])),
         permutation_seed=int(params.get("permutation_seed", 0)),
+        cost_exponent=(float(params["cost_exponent"]) if "cost_exponent" in params
+                       and space.cost_exponent is not None else None),
     )
     for g in space.groups:
         p = f"{g.name}."
