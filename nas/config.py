@@ -275,9 +275,14 @@ class SearchSection(_Strict):
     cost: Literal["macs", "params", "latency"] = "macs"
     max_macs: float | None = Field(default=None, gt=0)
     # feasibility bounds like max_macs: a trial above one is rejected (latency in ms per
-    # batch as measured for search.cost=latency: batch 1 on the trial's device)
+    # batch, measured as search.cost=latency measures it: latency_* below)
     max_params: float | None = Field(default=None, gt=0)
     max_latency_ms: float | None = Field(default=None, gt=0)
+    # where search latency (cost=latency, max_latency_ms) is timed: the deployment target's
+    # device ("cpu", "cuda", "cuda:N"), batch size and torch threads (null: the process's)
+    latency_device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:[0-9]+)?)$")
+    latency_batch_size: int = Field(default=1, gt=0)
+    latency_threads: int | None = Field(default=None, gt=0)
     uniform_baseline: bool = True
     space: SpaceSection = Field(default_factory=SpaceSection)
     # Ray Tune only
@@ -286,6 +291,12 @@ class SearchSection(_Strict):
     gpus_per_trial: float = Field(default=0, ge=0)
     # None: as many as the cluster's CPUs / GPUs allow with cpus_per_trial / gpus_per_trial
     max_concurrent_trials: int | None = Field(default=None, gt=0)
+
+
+    def latency_kwargs(self) -> dict[str, Any]:
+        """``pruning.measure`` arguments of the search's latency measurements."""
+        return {"device": self.latency_device, "batch_size": self.latency_batch_size,
+                "threads": self.latency_threads}
 
 
 class WandbSection(_Strict):

@@ -125,7 +125,8 @@ def prepare(cfg: RunConfig, run_dir: Path, *, progress: bool = True) -> SearchSe
     ckpt = load_checkpoint(stem)
     model = ckpt.model
     shape = tuple(loaders.input_shape)
-    metrics = measure_model(model, shape, latency=cfg.search.cost == "latency")
+    metrics = measure_model(model, shape, latency=cfg.search.cost == "latency",
+                            **cfg.search.latency_kwargs())
     metrics["val_acc"] = evaluate(model, val, device=next(model.parameters()).device)[1]
     key_consumers = consumer_map(model, shape)
     assert ckpt.spec is not None
@@ -177,7 +178,8 @@ def _uniform_baseline(cfg: RunConfig, setup: SearchSetup, target_macs: float, *,
     console.print(f"[bold]uniform baseline[/]: widths x{factor:.3f}, training from scratch")
     res = train(model, loaders, train_config(cfg.train, progress=progress,
                                              seed=cfg.train.seed + 7))
-    m = measure_model(model, tuple(loaders.input_shape), latency=cfg.search.cost == "latency")
+    m = measure_model(model, tuple(loaders.input_shape), latency=cfg.search.cost == "latency",
+                      **cfg.search.latency_kwargs())
     out = {"label": f"uniform x{factor:.2f} (scratch)", "accuracy": res.val_acc,
            cfg.search.cost: m["latency"]["median_ms"] if cfg.search.cost == "latency"
            else m[cfg.search.cost], "macs": m["macs"], "params": m["params"],

@@ -165,8 +165,11 @@ def _cost(metrics: dict[str, Any], cost: str) -> float:
     return float(metrics[cost])
 
 
-def measure_model(model: nn.Module, input_shape: tuple[int, ...], *, latency: bool) -> dict:
-    m = measure(model, tuple(input_shape), latency=latency)
+def measure_model(model: nn.Module, input_shape: tuple[int, ...], *, latency: bool,
+                  **latency_kwargs: Any) -> dict:
+    """Params, MACs, ... and, with ``latency``, latency at ``latency_kwargs`` (device,
+    batch_size, threads: ``SearchSection.latency_kwargs()`` in a search)."""
+    m = measure(model, tuple(input_shape), latency=latency, **latency_kwargs)
     return m.to_dict()
 
 
@@ -283,7 +286,8 @@ def evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sear
                                                epochs=ft_epochs_between))
     spec = search_spaces.spec_from_model(model)
     metrics = measure_model(model, input_shape, latency=(cfg.search.cost == "latency"
-                                                         or cfg.search.max_latency_ms is not None))
+                                                         or cfg.search.max_latency_ms is not None),
+                            **cfg.search.latency_kwargs())
     base = setup.base_metrics
     macs_ratio = metrics["macs"] / base["macs"]
     attrs: dict[str, Any] = {
@@ -298,6 +302,9 @@ def evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sear
         "trial_dir": str(ctx.trial_dir),
         "cost_exponent": cfg.prune.cost_exponent if tp.cost_exponent is None else tp.cost_exponent,
     }
+    if metrics.get("latency") is not None:  # the conditions travel with the number
+        attrs["latency"] = {k: metrics["latency"][k] for k in
+                            ("median_ms", "iqr_ms", "batch_size", "device", "threads")}
     if budget_report is not None:
         attrs["budget"] = {k: budget_report[k] for k in
                            ("metric", "target", "target_ratio", "reached", "reached_ratio",

@@ -301,6 +301,15 @@ def check_config(cfg: RunConfig, *, source: str = "config", search: bool = False
                              f"{variant!r} in scratch.variants")
     if cfg.search.storage is not None:
         check_storage_url(cfg.search.storage, flag=f"{source}: search.storage")
+    times = cfg.search.cost == "latency" or cfg.search.max_latency_ms is not None
+    if search and times and cfg.search.latency_device.startswith("cuda"):
+        import torch
+
+        index = int(cfg.search.latency_device.partition(":")[2] or 0)
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise InputError(f"{source}: search.latency_device {cfg.search.latency_device!r}: "
+                             f"no such CUDA device on this node "
+                             f"({torch.cuda.device_count()} visible)")
 
 
 def _loaders(cfg: RunConfig) -> Any:

@@ -1,0 +1,79 @@
+"""Search latency (search.cost=latency, search.max_latency_ms) is timed where the user deploys:
+``search.latency_device`` / ``latency_batch_size`` / ``latency_threads``; the conditions are
+recorded with every trial's number, and a bad or absent device is refused naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from bad_input_helpers import assert_refused, config, run_cli, write_config
+
+from nas.config import ConfigError, config_from_dict
+from nas.search import prepare
+from nas.search_types import TrialContext
+from nas.trial import evaluate_candidate
+from nas.validate import InputError, check_config
+
+
+def _trial_attrs(tmp_path: Path, **changes: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    cfg = config_from_dict(config(**{"search.space.prune_group_prob": 1.0, **changes}),
+                           source="c.yaml")
+    setup = prepare(cfg, tmp_path / "run", progress=False)
+    params = {f"{g.name}.{k}": v for g in setup.space.groups
+              for k, v in (("eps_L2", 0.3), ("tau", 0.05))}
+    ctx = TrialContext(0, tmp_path / "trial", tmp_path, "optuna")
+    return setup.base_metrics, evaluate_candidate(params, ctx, setup=setup).attrs
+
+
+def test_latency_is_timed_at_the_configured_batch_and_threads(tmp_path: Path) -> None:
+    threads = torch.get_num_threads()
+    base, attrs = _trial_attrs(tmp_path, **{"search.cost": "latency",
+                                            "search.latency_batch_size": 16,
+                                            "search.latency_threads": 1})
+    assert base["latency"]["batch_size"] == 16 and base["latency"]["threads"] == 1
+    lat = attrs["latency"]
+    assert (lat["batch_size"], lat["threads"], lat["device"]) == (16, 1, "cpu")
+    assert lat["median_ms"] > 0
+    assert torch.get_num_threads() == threads  # restored after every measurement
+
+
+def test_max_latency_uses_the_same_conditions(tmp_path: Path) -> None:
+    _, attrs = _trial_attrs(tmp_path, **{"search.max_latency_ms": 1e6,
+                                         "search.latency_batch_size": 4})
+    assert attrs["latency"]["batch_size"] == 4
+
+
+def test_without_latency_nothing_is_timed(tmp_path: Path) -> None:
+    _, attrs = _trial_attrs(tmp_path)
+    assert "latency" not in attrs
+
+
+@pytest.mark.parametrize("field,value,rule", [
+    ("latency_device", "gpu", "pattern"),
+    ("latency_batch_size", 0, "greater than 0"),
+    ("latency_threads", 0, "greater than 0"),
+])
+def test_bad_latency_fields_name_the_field(field: str, value: Any, rule: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(config(**{f"search.{field}": value}), source="c.yaml")
+    assert f"search.{field}" in str(info.value) and rule in str(info.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a node without CUDA")
+def test_a_cuda_latency_device_on_a_node_without_one_fails_before_work(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    cfg = config_from_dict(config(**{"search.cost": "latency", "search.latency_device": "cuda"}),
+                           source="c.yaml")
+    with pytest.raises(InputError, match=r"search\.latency_device 'cuda': no such CUDA device"):
+        check_config(cfg, source="c.yaml", search=True)
+    # not timed: the device is never used, so the config is fine
+    check_config(config_from_dict(config(**{"search.latency_device": "cuda"}), source="c.yaml"),
+                 source="c.yaml", search=True)
+    path = write_config(tmp_path / "c.yaml", config(**{"search.cost": "latency",
+                                                       "search.latency_device": "cuda:0"}))
+    code, text = run_cli(["search", "--config", path, "--out", tmp_path / "out"], capfd)
+    assert_refused(code, text, "search.latency_device")
+    assert not (tmp_path / "out").exists()
