@@ -7,6 +7,10 @@ Issue 10's benchmarks (docs/pruning-engine-notes.md):
   1,024 calibration images, 16 positions) pruned to x0.5 and x0.25 MACs and to a params
   target; the unbudgeted pass at the same eps is timed alongside (best of 3 interleaved
   runs each), so the budgeted / unbudgeted time ratio is measured under the same load.
+- ``hit_fast``: the fast CIFAR family (airbench_cifar, the seed-0 base of
+  benchmarks/cifar_fast.py, its calibration: 2,048 images, 10 positions, eps_E -1e-3,
+  eps_L2 0.03) pruned to x0.5 and x0.25 MACs and to x0.25 params; one unbudgeted and one
+  budgeted pass each (a pass takes minutes here), so the time ratio is one run.
 - ``acc``: LeNet-5, seeds 0-2, x0.5 and x0.3 MACs: budgeted entropic + 5 fine-tune epochs
   (lr 0.01 cosine) against a uniformly thinned LeNet-5 at the nearest MACs trained from
   scratch for 8 epochs (the project's "uniform" arm, benchmarks/lenet_mnist.py), and
@@ -143,6 +147,50 @@ def part_hit(data: dict[str, Any], path: Path, settings: dict[str, Any]) -> None
                 "rel_error_heldout": [r.rel_error_heldout for r in res.report]})
             _save(data, path)
             print(key, f"reached {b['reached_ratio']:.4f}", f"x{secs / base_s:.2f}", flush=True)
+
+
+def part_hit_fast(data: dict[str, Any], path: Path) -> None:
+    import pruning
+    from benchmarks import cifar_fast as cf
+
+    done = {r["key"] for r in data["rows"]}
+    targets = [("macs", 0.5), ("macs", 0.25), ("params", 0.25)]
+    if all(f"hit/airbench_cifar/{m}{r}" in done for m, r in targets):
+        return
+    ns = argparse.Namespace(data_root=None, base_epochs=24, ft_epochs=5, scratch_cap=3.0,
+                            ratios=[0.5], threads=1, smoke=False)
+    s = cf.settings_from(ns)
+    # read-only use of the head-to-head's bench: its base checkpoint and calibration images
+    bench = cf.Bench(s, cf.Results(cf.RESULTS / "cifar_fast.json", s), cf.ROOT / "runs",
+                     cf.RESULTS / "cifar_fast_ckpt")
+    model, calib = bench.base(0), bench.calib()
+    cfg = pruning.SparsifyConfig(
+        regression=pruning.RegressionConfig(eps_E=s["eps_E"], eps_L2=0.03),
+        calib_positions_per_image=s["calib_positions_per_image"], progress=False, seed=0)
+    base_s = None
+    for metric, ratio in targets:
+        key = f"hit/airbench_cifar/{metric}{ratio}"
+        if key in done:
+            continue
+        if base_s is None:
+            t0 = time.perf_counter()
+            pruning.sparsify(model, calib, cfg)
+            base_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        res = pruning.sparsify(model, calib, cfg, **{f"target_{metric}": ratio})
+        secs = time.perf_counter() - t0
+        b = res.budget
+        data["rows"].append({
+            "key": key, "family": "airbench_cifar", "metric": metric, "target_ratio": ratio,
+            "reached_ratio": b["reached_ratio"], "within_2pct": b["within_tolerance"],
+            "error_pct": 100 * (b["reached_ratio"] - ratio) / ratio,
+            "granularity_step_ratio": b["granularity_step_ratio"], "note": b["note"],
+            "widths": b["widths"], "seconds": secs, "seconds_unbudgeted": base_s,
+            "cost_vs_unbudgeted": secs / base_s, "timing_runs": 1, "phases": b["seconds"],
+            "load_average": [round(v, 2) for v in os.getloadavg()],
+            "rel_error_heldout": [r.rel_error_heldout for r in res.report]})
+        _save(data, path)
+        print(key, f"reached {b['reached_ratio']:.4f}", f"x{secs / base_s:.2f}", flush=True)
 
 
 def part_acc(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds: list[int],
@@ -395,7 +443,7 @@ def part_cost(data: dict[str, Any], path: Path, settings: dict[str, Any]) -> Non
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--parts", nargs="+", default=["hit", "acc", "cost"],
-                    choices=["hit", "acc", "cost", "tp", "alloc", "vgg"])
+                    choices=["hit", "hit_fast", "acc", "cost", "tp", "alloc", "vgg"])
     ap.add_argument("--arms", nargs="+", default=["entropic", "uniform", "l1"],
                     choices=["entropic", "uniform", "l1"], help="--parts acc: which arms")
     ap.add_argument("--variants", nargs="+", default=list(ALLOC_VARIANTS),
@@ -420,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
                                         "load_average": [round(v, 2) for v in os.getloadavg()]})
     if "hit" in args.parts:
         part_hit(data, args.out, settings)
+    if "hit_fast" in args.parts:
+        part_hit_fast(data, args.out)
     if "acc" in args.parts:
         part_acc(data, args.out, settings, args.seeds, tuple(args.arms))
     if "cost" in args.parts:

@@ -544,7 +544,8 @@ def render_markdown(data: dict[str, Any]) -> str:
     if bases:
         out.append(f"| mean | | | | | | {_pm([r['val_acc_tta'] for r in bases])} | "
                    f"{_pm([r['test_acc_tta'] for r in bases])} |")
-    for ratio in s.get("ratios", []):
+    # every point that has rows (a run's settings name only the ratios that run asked for)
+    for ratio in sorted({r["ratio"] for r in rows if r.get("ratio") is not None}, reverse=True):
         at = [r for r in rows if r.get("ratio") == ratio]
         if not at:
             continue

@@ -62,3 +62,11 @@ def test_report_places_the_equal_training_arms_beside_the_others() -> None:
         line for line in point.splitlines()
         if line.startswith(f"| {cifar_fast.LABELS['scratch_e']} |"))
     assert point.count(cifar_fast.LABELS["scratch_e"]) == 2  # accuracy row + widths row
+
+
+def test_report_shows_every_point_with_rows_whatever_the_last_run_asked_for() -> None:
+    data = json.loads(RESULTS.read_text())
+    data["settings"]["ratios"] = [0.33]  # a later run with --ratios 0.33 rewrote the settings
+    md = render_markdown(data)
+    assert "**MACs x0.5**" in md and "**MACs x0.33**" in md
+    assert md.index("**MACs x0.5**") < md.index("**MACs x0.33**")
