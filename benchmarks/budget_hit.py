@@ -149,7 +149,7 @@ def part_hit(data: dict[str, Any], path: Path, settings: dict[str, Any]) -> None
             print(key, f"reached {b['reached_ratio']:.4f}", f"x{secs / base_s:.2f}", flush=True)
 
 
-def part_hit_fast(data: dict[str, Any], path: Path) -> None:
+def part_hit_fast(data: dict[str, Any], path: Path, data_root: str) -> None:
     import pruning
     from benchmarks import cifar_fast as cf
 
@@ -157,7 +157,7 @@ def part_hit_fast(data: dict[str, Any], path: Path) -> None:
     targets = [("macs", 0.5), ("macs", 0.25), ("params", 0.25)]
     if all(f"hit/airbench_cifar/{m}{r}" in done for m, r in targets):
         return
-    ns = argparse.Namespace(data_root=None, base_epochs=24, ft_epochs=5, scratch_cap=3.0,
+    ns = argparse.Namespace(data_root=data_root, base_epochs=24, ft_epochs=5, scratch_cap=3.0,
                             ratios=[0.5], threads=1, smoke=False)
     s = cf.settings_from(ns)
     # read-only use of the head-to-head's bench: its base checkpoint and calibration images
@@ -469,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     if "hit" in args.parts:
         part_hit(data, args.out, settings)
     if "hit_fast" in args.parts:
-        part_hit_fast(data, args.out)
+        part_hit_fast(data, args.out, args.data_root)
     if "acc" in args.parts:
         part_acc(data, args.out, settings, args.seeds, tuple(args.arms))
     if "cost" in args.parts:

@@ -547,8 +547,6 @@ def render_markdown(data: dict[str, Any]) -> str:
     # every point that has rows (a run's settings name only the ratios that run asked for)
     for ratio in sorted({r["ratio"] for r in rows if r.get("ratio") is not None}, reverse=True):
         at = [r for r in rows if r.get("ratio") == ratio]
-        if not at:
-            continue
         ent = [r["test_acc_tta"] for r in at if r["kind"] == "entropic"]
         bud = [r["test_acc_tta"] for r in at if r["kind"] == "entropic_budget"]
         out += ["", f"**MACs x{ratio:g}**", "",

@@ -293,10 +293,23 @@ class SearchSection(_Strict):
     max_concurrent_trials: int | None = Field(default=None, gt=0)
 
 
+    @property
+    def times_latency(self) -> bool:
+        """Whether the search measures latency (its cost, or a bound on it)."""
+        return self.cost == "latency" or self.max_latency_ms is not None
+
     def latency_kwargs(self) -> dict[str, Any]:
-        """``pruning.measure`` arguments of the search's latency measurements."""
+        """``pruning.measure`` arguments of the search's latency measurements.
+
+        Unset threads under Ray are the trial's CPUs (a Ray trial runs with
+        ``torch.set_num_threads(cpus_per_trial)``), so the unpruned base and the uniform net,
+        timed in the driver, are timed as the trials are.
+        """
+        threads = self.latency_threads
+        if threads is None and self.backend == "ray":
+            threads = max(1, int(self.cpus_per_trial))
         return {"device": self.latency_device, "batch_size": self.latency_batch_size,
-                "threads": self.latency_threads}
+                "threads": threads}
 
 
 class WandbSection(_Strict):

@@ -167,6 +167,9 @@ def _uniform_baseline(cfg: RunConfig, setup: SearchSetup, target_macs: float, *,
     cache = setup.run_dir / "baselines.json"
     done = json.loads(cache.read_text()) if cache.exists() else {}
     tag = f"uniform@{int(target_macs)}"
+    if cfg.search.cost == "latency":  # a latency measured elsewhere is not this search's
+        lat = cfg.search.latency_kwargs()
+        tag += f"/latency@{lat['device']},b{lat['batch_size']},t{lat['threads']}"
     if tag in done:
         return done[tag]
     loaders = load_data(cfg)
@@ -290,6 +293,8 @@ def run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None = None,
 
     t0 = time.perf_counter()
     backend = backend or cfg.search.backend
+    # the effective backend, for everything that depends on it (latency threads, config.yaml)
+    cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"backend": backend})})
     if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int)
                                or trials < 1):
         raise InputError(f"--trials must be a whole number >= 1, got {trials!r}")

@@ -305,6 +305,7 @@ def evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sear
     if metrics.get("latency") is not None:  # the conditions travel with the number
         attrs["latency"] = {k: metrics["latency"][k] for k in
                             ("median_ms", "iqr_ms", "batch_size", "device", "threads")}
+        attrs["latency_ms"] = float(metrics["latency"]["median_ms"])  # for --pick rules
     if budget_report is not None:
         attrs["budget"] = {k: budget_report[k] for k in
                            ("metric", "target", "target_ratio", "reached", "reached_ratio",
@@ -317,8 +318,10 @@ def evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sear
     if cfg.search.max_latency_ms is not None:
         lat = float(metrics["latency"]["median_ms"])
         if lat > cfg.search.max_latency_ms:
+            c = metrics["latency"]
             raise RejectTrial(f"latency {lat:.4g} ms > search.max_latency_ms "
-                              f"{cfg.search.max_latency_ms:.4g}")
+                              f"{cfg.search.max_latency_ms:.4g} (batch {c['batch_size']} on "
+                              f"{c['device']}, {c['threads']} threads)")
     device = next(model.parameters()).device
     attrs["acc_pruned"] = evaluate(model, val_loader(loaders), device=device)[1]
     ft_epochs = tp.finetune_epochs if tp.schedule == "one_shot" else ft_epochs_between

@@ -301,15 +301,70 @@ def check_config(cfg: RunConfig, *, source: str = "config", search: bool = False
                              f"{variant!r} in scratch.variants")
     if cfg.search.storage is not None:
         check_storage_url(cfg.search.storage, flag=f"{source}: search.storage")
-    times = cfg.search.cost == "latency" or cfg.search.max_latency_ms is not None
-    if search and times and cfg.search.latency_device.startswith("cuda"):
-        import torch
+    if search and cfg.search.times_latency:
+        _check_search_latency(cfg, source)
+    if cfg.prune.target_latency_ms is not None and cfg.prune.latency_device:
+        _check_cuda(cfg.prune.latency_device, f"{source}: prune.latency_device")
 
-        index = int(cfg.search.latency_device.partition(":")[2] or 0)
-        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
-            raise InputError(f"{source}: search.latency_device {cfg.search.latency_device!r}: "
-                             f"no such CUDA device on this node "
-                             f"({torch.cuda.device_count()} visible)")
+
+def _check_cuda(device: str, field: str) -> None:
+    """A ``cuda`` / ``cuda:N`` device must exist on this node."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    index = int(device.partition(":")[2] or 0)
+    if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+        raise InputError(f"{field} {device!r}: no such CUDA device on this node "
+                         f"({torch.cuda.device_count()} visible)")
+
+
+def _check_search_latency(cfg: RunConfig, source: str) -> None:
+    s = cfg.search
+    _check_cuda(s.latency_device, f"{source}: search.latency_device")
+    if s.backend == "ray" and s.latency_device.startswith("cuda"):
+        if s.gpus_per_trial <= 0:
+            raise InputError(f"{source}: search.latency_device {s.latency_device!r} with the ray "
+                             "backend needs search.gpus_per_trial > 0 (trials sharing an "
+                             "unreserved GPU time each other)")
+        if s.latency_device.partition(":")[2] not in ("", "0"):
+            raise InputError(f"{source}: search.latency_device {s.latency_device!r}: a Ray trial "
+                             "sees only the GPU it was given; use 'cuda'")
+    p = cfg.prune
+    if p.target_latency_ms is not None:
+        pruned_at = (p.latency_device, p.latency_batch_size, p.latency_threads)
+        ranked_at = (s.latency_device, s.latency_batch_size, s.latency_threads)
+        if pruned_at != ranked_at:
+            raise InputError(
+                f"{source}: prune.latency_device / latency_batch_size / latency_threads "
+                f"{list(pruned_at)} differ from search.latency_device / latency_batch_size / "
+                f"latency_threads {list(ranked_at)}: trials would be pruned to a budget timed "
+                "in one place and ranked by a latency timed in another; set them alike")
+
+
+def check_latency_resume(cfg: RunConfig, trials: list[Any], *, study: str) -> None:
+    """A resumed study's latencies were timed as this config times them (else one front
+    would mix incomparable numbers)."""
+    want = cfg.search.latency_kwargs()
+    for t in trials:
+        had = t.user_attrs.get("latency")
+        if not isinstance(had, dict):
+            continue
+        have = {k: had.get(k) for k in ("device", "batch_size", "threads")}
+        mine = dict(want)
+        if mine["threads"] is None:  # unset: whatever this process runs with
+            import torch
+
+            mine["threads"] = torch.get_num_threads()
+        if str(have["device"]).split(":")[0] != str(mine["device"]).split(":")[0] or \
+                have["batch_size"] != mine["batch_size"] or have["threads"] != mine["threads"]:
+            raise InputError(
+                f"search.latency_*: study {study!r} timed its trials at batch "
+                f"{have['batch_size']} on {have['device']} with {have['threads']} threads; "
+                f"this config times at batch {mine['batch_size']} on {mine['device']} with "
+                f"{mine['threads']} threads; set search.latency_device / latency_batch_size / "
+                "latency_threads as the study had them, or use another study name")
+        return
 
 
 def _loaders(cfg: RunConfig) -> Any:
@@ -390,3 +445,5 @@ def preflight_search(cfg: RunConfig, *, out: Path, storage_url: str, study: str,
     if have != want:
         raise InputError(f"search.cost {cfg.search.cost!r}: study {study!r} has objectives "
                          f"{have}, this config asks for {want}; use another study name")
+    if cfg.search.times_latency:
+        check_latency_resume(cfg, loaded.get_trials(deepcopy=False), study=study)

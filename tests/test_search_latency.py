@@ -77,3 +77,66 @@ def test_a_cuda_latency_device_on_a_node_without_one_fails_before_work(
     code, text = run_cli(["search", "--config", path, "--out", tmp_path / "out"], capfd)
     assert_refused(code, text, "search.latency_device")
     assert not (tmp_path / "out").exists()
+
+
+def test_ray_trials_and_the_driver_time_with_the_same_threads() -> None:
+    cfg = config_from_dict(config(**{"search.backend": "ray", "search.cpus_per_trial": 2,
+                                     "search.cost": "latency"}), source="c.yaml")
+    assert cfg.search.latency_kwargs()["threads"] == 2  # what a Ray trial sets
+    cfg = config_from_dict(config(**{"search.backend": "ray", "search.latency_threads": 3}),
+                           source="c.yaml")
+    assert cfg.search.latency_kwargs()["threads"] == 3
+
+
+def _pretend_one_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    # this CPU machine has no CUDA: the device-count rules are all that is exercised here
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+
+
+@pytest.mark.parametrize("changes,names", [
+    ({"search.latency_device": "cuda:1"}, ("search.latency_device 'cuda:1'", "1 visible")),
+    ({"search.backend": "ray", "search.latency_device": "cuda"},
+     ("search.gpus_per_trial > 0",)),
+    ({"search.backend": "ray", "search.gpus_per_trial": 1, "search.latency_device": "cuda:0",
+      "search.cpus_per_trial": 1}, ()),  # accepted
+])
+def test_cuda_latency_rules(monkeypatch: pytest.MonkeyPatch, changes: dict[str, Any],
+                            names: tuple[str, ...]) -> None:
+    _pretend_one_gpu(monkeypatch)
+    cfg = config_from_dict(config(**{"search.cost": "latency", **changes}), source="c.yaml")
+    if not names:
+        check_config(cfg, source="c.yaml", search=True)
+        return
+    with pytest.raises(InputError) as info:
+        check_config(cfg, source="c.yaml", search=True)
+    for name in names:
+        assert name in str(info.value)
+
+
+def test_a_latency_budget_and_a_latency_ranking_must_be_timed_alike() -> None:
+    base = {"search.cost": "latency", "prune.target_latency_ms": 1.0,
+            "prune.latency_device": "cpu"}
+    cfg = config_from_dict(config(**{**base, "prune.latency_batch_size": 8}), source="c.yaml")
+    with pytest.raises(InputError, match=r"prune\.latency_device .* differ from search\.latency"):
+        check_config(cfg, source="c.yaml", search=True)
+    check_config(config_from_dict(config(**base), source="c.yaml"), source="c.yaml", search=True)
+
+
+def test_resuming_with_other_latency_conditions_is_refused(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    first = {"search.cost": "latency", "search.latency_batch_size": 2,
+             "search.latency_threads": 1}
+    path = write_config(tmp_path / "c.yaml", config(**first))
+    out = tmp_path / "out"
+    code, text = run_cli(["search", "--config", path, "--out", out, "--no-wandb"], capfd)
+    assert code == 0, text
+    path = write_config(tmp_path / "c.yaml", config(**{**first, "search.latency_batch_size": 4,
+                                                       "search.trials": 2}))
+    code, text = run_cli(["search", "--config", path, "--out", out, "--no-wandb", "--resume"],
+                         capfd)
+    assert_refused(code, text, "search.latency_", "batch 2", "batch 4")
+    path = write_config(tmp_path / "c.yaml", config(**{**first, "search.trials": 2}))
+    code, text = run_cli(["search", "--config", path, "--out", out, "--no-wandb", "--resume"],
+                         capfd)
+    assert code == 0, text
