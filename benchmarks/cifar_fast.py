@@ -26,6 +26,13 @@ On a base trained with the fast recipe to the field's accuracy, at MACs x0.5 and
 - ``entropic_budget_long``: the budget-allocated pruned net fine-tuned for the base's epochs
   instead of ``--ft-epochs`` (the uniform net's training length): does the pruned start
   still lead when the fine-tune gets as long as a training from scratch?
+- ``entropic_budget_lowlr``: the budget arm's pruned net fine-tuned for ``--ft-epochs`` at
+  the recipe's learning rate x ``--low-lr-scale`` (0.2). Why: the base's conv weights are
+  2-4x smaller than a fresh initialisation (weight decay over 24 epochs; per layer
+  |w| / |w_init| 0.58, 0.48, 0.49, 0.47, 0.44, 0.26 on seed 0), and a conv followed by
+  BatchNorm is scale-invariant, so its effective step is lr / |w|^2: the recipe's learning
+  rate is ~5x (0.07-0.33) hotter on the pruned net than on a fresh one. 0.2 is the mean
+  squared norm ratio, read off the weights, not off any accuracy.
 
 Every unit writes its row into ``benchmarks/results/cifar_fast.json`` when it ends; the long
 trainings also checkpoint every epoch under ``--work`` and resume mid-run after a kill.
@@ -73,7 +80,7 @@ FAMILY = "airbench_cifar"
 INPUT = (3, 32, 32)
 RESULTS = ROOT / "benchmarks" / "results"
 KINDS = ("base", "entropic", "entropic_budget", "tp_magnitude", "tp_taylor", "uniform",
-         "scratch_b", "scratch_e", "entropic_budget_long")
+         "scratch_b", "scratch_e", "entropic_budget_long", "entropic_budget_lowlr")
 MACS_TOL = 0.02  # relative
 
 
@@ -88,6 +95,7 @@ def settings_from(args: argparse.Namespace) -> dict[str, Any]:
         "lr": 0.75,  # the recipe's 1.5 per 1024, linearly scaled (512 is 2x faster per image here)
         "base_epochs": args.base_epochs,
         "ft_epochs": args.ft_epochs,
+        "low_lr_scale": args.low_lr_scale,
         "scratch_cap": args.scratch_cap,
         "ratios": list(args.ratios),
         "calib_images": 2048,
@@ -117,8 +125,8 @@ def loaders_for(s: dict[str, Any]) -> Loaders:
         val_subset=s["val_subset"], test_subset=s["test_subset"], seed=0))
 
 
-def recipe(s: dict[str, Any], *, epochs: int, seed: int) -> TrainConfig:
-    return TrainConfig.from_recipe("airbench", epochs=epochs, lr=s["lr"], seed=seed,
+def recipe(s: dict[str, Any], *, epochs: int, seed: int, lr_scale: float = 1.0) -> TrainConfig:
+    return TrainConfig.from_recipe("airbench", epochs=epochs, lr=s["lr"] * lr_scale, seed=seed,
                                    device="cpu" if not torch.cuda.is_available() else "auto",
                                    threads=s["threads"])
 
@@ -189,6 +197,19 @@ def accuracies(model: nn.Module, loaders: Loaders) -> dict[str, float]:
     return out
 
 
+def weight_norm_ratios(model: nn.Module) -> dict[str, float]:
+    """Per conv / linear layer: RMS weight of ``model`` / RMS weight of a fresh net of its widths."""
+    torch.manual_seed(0)
+    fresh = search_spaces.build(search_spaces.spec_from_model(model))
+    fresh_w = dict(fresh.named_parameters())
+    out = {}
+    for name, p in model.named_parameters():
+        if name.endswith("weight") and p.dim() in (2, 4) and name in fresh_w:
+            out[name.removesuffix(".weight")] = float(p.detach().float().pow(2).mean().sqrt()
+                                                      / fresh_w[name].detach().pow(2).mean().sqrt())
+    return out
+
+
 # -- units ----------------------------------------------------------------------------------
 
 
@@ -206,11 +227,12 @@ class Bench:
     def calib(self) -> Any:
         return self.loaders.calib(self.s["calib_images"], batch_size=256)
 
-    def _train(self, model: nn.Module, epochs: int, seed: int, ckpt: Path) -> dict[str, Any]:
-        cfg = recipe(self.s, epochs=epochs, seed=seed)
+    def _train(self, model: nn.Module, epochs: int, seed: int, ckpt: Path,
+               lr_scale: float = 1.0) -> dict[str, Any]:
+        cfg = recipe(self.s, epochs=epochs, seed=seed, lr_scale=lr_scale)
         t0 = time.perf_counter()
         r = train(model, self.loaders, cfg, checkpoint_dir=ckpt, resume=True)
-        return {"epochs": epochs, "train_wall_s": time.perf_counter() - t0,
+        return {"epochs": epochs, "lr": cfg.lr, "train_wall_s": time.perf_counter() - t0,
                 "seconds_per_epoch": r.seconds_per_epoch, "resumed_from_epoch": r.resumed_from_epoch,
                 "history": r.history}
 
@@ -309,10 +331,17 @@ class Bench:
         return {**row, **self._finetune(res.model, seed, f"entropic_budget_long_s{seed}_x{ratio:g}",
                                         epochs=self.s["base_epochs"])}
 
+    def unit_entropic_budget_lowlr(self, seed: int, ratio: float) -> dict[str, Any]:
+        """The budget arm's pruned net, fine-tuned at the recipe's lr x ``low_lr_scale``."""
+        res, row = self.budget_pass(seed, ratio)
+        row["weight_norm_ratio"] = weight_norm_ratios(res.model)
+        return {**row, **self._finetune(res.model, seed, f"entropic_budget_lowlr_s{seed}_x{ratio:g}",
+                                        lr_scale=self.s["low_lr_scale"])}
+
     def _finetune(self, model: nn.Module, seed: int, name: str,
-                  epochs: int | None = None) -> dict[str, Any]:
+                  epochs: int | None = None, lr_scale: float = 1.0) -> dict[str, Any]:
         epochs = self.s["ft_epochs"] if epochs is None else epochs
-        info = self._train(model, epochs, seed, self.work / f"{name}_ft")
+        info = self._train(model, epochs, seed, self.work / f"{name}_ft", lr_scale=lr_scale)
         return {"finetune": info, **accuracies(model, self.loaders), **metrics(model, self.base_macs)}
 
     @functools.cached_property
@@ -388,7 +417,8 @@ def plan(seeds: list[int], ratios: list[float], only: set[str] | None) -> list[t
                       ("entropic_budget", seed, r)]
     for seed in seeds:
         for r in ratios:
-            units += [("uniform", seed, r), ("entropic_budget_long", seed, r),
+            units += [("uniform", seed, r), ("entropic_budget_lowlr", seed, r),
+                      ("entropic_budget_long", seed, r),
                       ("scratch_e", seed, r), ("scratch_b", seed, r)]
     return [u for u in units if only is None or u[0] in only]
 
@@ -405,6 +435,8 @@ def run_unit(b: Bench, kind: str, seed: int, ratio: float | None) -> dict[str, A
         "scratch_e": lambda: b.unit_scratch(seed, ratio, "scratch_e"),  # type: ignore[arg-type]
         "entropic_budget_long":
             lambda: b.unit_entropic_budget_long(seed, ratio),  # type: ignore[arg-type]
+        "entropic_budget_lowlr":
+            lambda: b.unit_entropic_budget_lowlr(seed, ratio),  # type: ignore[arg-type]
     }
     return table[kind]()
 
@@ -415,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ratios", type=float, nargs="+", default=[0.5, 0.33], help="MACs targets")
     p.add_argument("--base-epochs", type=int, default=24, help="epochs of the base (recipe)")
     p.add_argument("--ft-epochs", type=int, default=5, help="fine-tune epochs of every pruned arm")
+    p.add_argument("--low-lr-scale", type=float, default=0.2,
+                   help="entropic_budget_lowlr: fine-tune lr = recipe lr x this")
     p.add_argument("--scratch-cap", type=float, default=3.0,
                    help="Scratch-B epochs = base epochs / MACs ratio, capped at this x")
     p.add_argument("--only", nargs="+", choices=KINDS, help="run only these kinds of unit")
@@ -479,11 +513,12 @@ LABELS = {"entropic": "entropic (eps_L2 bisected) + FT",
           "tp_taylor": "TP GroupTaylor + FT", "uniform": "uniform (scratch, base epochs)",
           "scratch_b": "Scratch-B of the entropic arch (budget arm where run)",
           "scratch_e": "Scratch-E of the entropic arch (base epochs, as uniform)",
-          "entropic_budget_long": "entropic, budget allocation + FT for the base's epochs"}
+          "entropic_budget_long": "entropic, budget allocation + FT for the base's epochs",
+          "entropic_budget_lowlr": "entropic, budget allocation + FT at a lowered lr (low_lr_scale)"}
 
 
 ARM_ORDER = ("entropic", "entropic_budget", "tp_magnitude", "tp_taylor", "uniform",
-             "entropic_budget_long", "scratch_e", "scratch_b")
+             "entropic_budget_lowlr", "entropic_budget_long", "scratch_e", "scratch_b")
 
 
 def _ms(vals: list[float]) -> tuple[float, float, int]:
@@ -597,7 +632,8 @@ def plot(data: dict[str, Any], path: Path) -> Path:
     styles = {"base": ("*", "k"), "entropic": ("o", "C0"), "entropic_budget": ("P", "C5"),
               "tp_magnitude": ("s", "C1"),
               "tp_taylor": ("D", "C2"), "uniform": ("^", "C3"), "scratch_b": ("v", "C4"),
-              "scratch_e": ("<", "C6"), "entropic_budget_long": ("X", "C7")}
+              "scratch_e": ("<", "C6"), "entropic_budget_long": ("X", "C7"),
+              "entropic_budget_lowlr": ("h", "C8")}
     for kind, (marker, color) in styles.items():
         rs = [r for r in rows if r["kind"] == kind]
         if not rs:
