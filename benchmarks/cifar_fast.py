@@ -33,6 +33,9 @@ On a base trained with the fast recipe to the field's accuracy, at MACs x0.5 and
   BatchNorm is scale-invariant, so its effective step is lr / |w|^2: the recipe's learning
   rate is ~5x (0.07-0.33) hotter on the pruned net than on a fresh one. 0.2 is the mean
   squared norm ratio, read off the weights, not off any accuracy.
+- ``tp_magnitude_lowlr`` / ``tp_taylor_lowlr``: the Torch-Pruning arms with the same lowered
+  fine-tune learning rate (their pruned nets inherit the same small weights), so the
+  lowered-lr comparison is like for like.
 
 Every unit writes its row into ``benchmarks/results/cifar_fast.json`` when it ends; the long
 trainings also checkpoint every epoch under ``--work`` and resume mid-run after a kill.
@@ -80,7 +83,8 @@ FAMILY = "airbench_cifar"
 INPUT = (3, 32, 32)
 RESULTS = ROOT / "benchmarks" / "results"
 KINDS = ("base", "entropic", "entropic_budget", "tp_magnitude", "tp_taylor", "uniform",
-         "scratch_b", "scratch_e", "entropic_budget_long", "entropic_budget_lowlr")
+         "scratch_b", "scratch_e", "entropic_budget_long", "entropic_budget_lowlr",
+         "tp_magnitude_lowlr", "tp_taylor_lowlr")
 MACS_TOL = 0.02  # relative
 
 
@@ -356,7 +360,8 @@ class Bench:
         return row
 
     # Torch-Pruning
-    def unit_tp(self, seed: int, ratio: float, criterion: str) -> dict[str, Any]:
+    def unit_tp(self, seed: int, ratio: float, criterion: str,
+                lr_scale: float = 1.0) -> dict[str, Any]:
         target = self.entropic_row(seed, ratio)["macs"]
         model = self.base(seed)
         base_macs = self.base_macs
@@ -371,7 +376,8 @@ class Bench:
         row["after_prune"] = accuracies(model, self.loaders)
         log.info("tp %s s%d x%g: MACs x%.4f after %d steps", criterion, seed, ratio,
                  pruning.count_macs(model, INPUT) / base_macs, steps)
-        return {**row, **self._finetune(model, seed, f"tp_{criterion}_s{seed}_x{ratio:g}")}
+        name = f"tp_{criterion}{'_lowlr' if lr_scale != 1.0 else ''}_s{seed}_x{ratio:g}"
+        return {**row, **self._finetune(model, seed, name, lr_scale=lr_scale)}
 
     # from scratch
     def scratch_epochs(self, macs_ratio: float) -> int:
@@ -418,6 +424,7 @@ def plan(seeds: list[int], ratios: list[float], only: set[str] | None) -> list[t
     for seed in seeds:
         for r in ratios:
             units += [("uniform", seed, r), ("entropic_budget_lowlr", seed, r),
+                      ("tp_magnitude_lowlr", seed, r), ("tp_taylor_lowlr", seed, r),
                       ("entropic_budget_long", seed, r),
                       ("scratch_e", seed, r), ("scratch_b", seed, r)]
     return [u for u in units if only is None or u[0] in only]
@@ -437,6 +444,10 @@ def run_unit(b: Bench, kind: str, seed: int, ratio: float | None) -> dict[str, A
             lambda: b.unit_entropic_budget_long(seed, ratio),  # type: ignore[arg-type]
         "entropic_budget_lowlr":
             lambda: b.unit_entropic_budget_lowlr(seed, ratio),  # type: ignore[arg-type]
+        "tp_magnitude_lowlr": lambda: b.unit_tp(seed, ratio, "magnitude",  # type: ignore[arg-type]
+                                                lr_scale=b.s["low_lr_scale"]),
+        "tp_taylor_lowlr": lambda: b.unit_tp(seed, ratio, "taylor",  # type: ignore[arg-type]
+                                             lr_scale=b.s["low_lr_scale"]),
     }
     return table[kind]()
 
@@ -514,11 +525,15 @@ LABELS = {"entropic": "entropic (eps_L2 bisected) + FT",
           "scratch_b": "Scratch-B of the entropic arch (budget arm where run)",
           "scratch_e": "Scratch-E of the entropic arch (base epochs, as uniform)",
           "entropic_budget_long": "entropic, budget allocation + FT for the base's epochs",
-          "entropic_budget_lowlr": "entropic, budget allocation + FT at a lowered lr (low_lr_scale)"}
+          "entropic_budget_lowlr": "entropic, budget allocation + FT at a lowered lr (low_lr_scale)",
+          "tp_magnitude_lowlr": "TP GroupMagnitude + FT at the lowered lr",
+          "tp_taylor_lowlr": "TP GroupTaylor + FT at the lowered lr"}
 
 
 ARM_ORDER = ("entropic", "entropic_budget", "tp_magnitude", "tp_taylor", "uniform",
-             "entropic_budget_lowlr", "entropic_budget_long", "scratch_e", "scratch_b")
+             "entropic_budget_lowlr", "tp_magnitude_lowlr", "tp_taylor_lowlr",
+             "entropic_budget_long", "scratch_e", "scratch_b")
+LOWLR = ("tp_magnitude_lowlr", "tp_taylor_lowlr")  # compared with entropic_budget_lowlr
 
 
 def _ms(vals: list[float]) -> tuple[float, float, int]:
@@ -584,8 +599,9 @@ def render_markdown(data: dict[str, Any]) -> str:
         at = [r for r in rows if r.get("ratio") == ratio]
         ent = [r["test_acc_tta"] for r in at if r["kind"] == "entropic"]
         bud = [r["test_acc_tta"] for r in at if r["kind"] == "entropic_budget"]
+        bud_low = [r["test_acc_tta"] for r in at if r["kind"] == "entropic_budget_lowlr"]
         out += ["", f"**MACs x{ratio:g}**", "",
-                "| method | seeds | MACs ratio | params | right after pruning | final | b1 ms | b128 ms | entropic, bisected, vs this arm | entropic, budget, vs this arm |",
+                "| method | seeds | MACs ratio | params | right after pruning | final | b1 ms | b128 ms | entropic, bisected, vs this arm | entropic, budget (same FT lr), vs this arm |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
         for kind in ARM_ORDER:
             rs = [r for r in at if r["kind"] == kind]
@@ -599,7 +615,7 @@ def render_markdown(data: dict[str, Any]) -> str:
                 f"{_pm(final)} | {_ms([r['latency_ms_b1'] for r in rs])[0]:.2f} | "
                 f"{_ms([r['latency_ms_b128'] for r in rs])[0]:.1f} | "
                 f"{'–' if kind == 'entropic' else verdict(ent, final)} | "
-                f"{'–' if kind == 'entropic_budget' else verdict(bud, final)} |")
+                f"{'–' if kind in ('entropic_budget', 'entropic_budget_lowlr') else verdict(bud_low if kind in LOWLR else bud, final)} |")
         out += _widths_table(at)
     return "\n".join(out) + "\n"
 
@@ -633,7 +649,8 @@ def plot(data: dict[str, Any], path: Path) -> Path:
               "tp_magnitude": ("s", "C1"),
               "tp_taylor": ("D", "C2"), "uniform": ("^", "C3"), "scratch_b": ("v", "C4"),
               "scratch_e": ("<", "C6"), "entropic_budget_long": ("X", "C7"),
-              "entropic_budget_lowlr": ("h", "C8")}
+              "entropic_budget_lowlr": ("h", "C8"), "tp_magnitude_lowlr": ("s", "C9"),
+              "tp_taylor_lowlr": ("d", "C9")}
     for kind, (marker, color) in styles.items():
         rs = [r for r in rows if r["kind"] == kind]
         if not rs:
