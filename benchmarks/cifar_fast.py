@@ -28,11 +28,12 @@ On a base trained with the fast recipe to the field's accuracy, at MACs x0.5 and
   still lead when the fine-tune gets as long as a training from scratch?
 - ``entropic_budget_lowlr``: the budget arm's pruned net fine-tuned for ``--ft-epochs`` at
   the recipe's learning rate x ``--low-lr-scale`` (0.2). Why: the base's conv weights are
-  2-4x smaller than a fresh initialisation (weight decay over 24 epochs; per layer
+  1.7-3.8x smaller (RMS) than a fresh initialisation (weight decay over 24 epochs; per layer
   |w| / |w_init| 0.58, 0.48, 0.49, 0.47, 0.44, 0.26 on seed 0), and a conv followed by
   BatchNorm is scale-invariant, so its effective step is lr / |w|^2: the recipe's learning
-  rate is ~5x (0.07-0.33) hotter on the pruned net than on a fresh one. 0.2 is the mean
-  squared norm ratio, read off the weights, not off any accuracy.
+  rate is 3-15x hotter on the pruned net than on a fresh one. 0.2 is the mean squared norm
+  ratio, read off the weights, not off any accuracy (the arm records the pruned net's own
+  ratios against a fresh net of its widths).
 - ``tp_magnitude_lowlr`` / ``tp_taylor_lowlr``: the Torch-Pruning arms with the same lowered
   fine-tune learning rate (their pruned nets inherit the same small weights), so the
   lowered-lr comparison is like for like.
