@@ -136,17 +136,23 @@ def part_hit(data: dict[str, Any], path: Path, settings: dict[str, Any]) -> None
             if key in done:
                 continue
             res, base_s, secs = _time_pair(model, calib, cfg, {f"target_{metric}": ratio})
-            b = res.budget
-            data["rows"].append({
-                "key": key, "family": fam, "metric": metric, "target_ratio": ratio,
-                "reached_ratio": b["reached_ratio"], "within_2pct": b["within_tolerance"],
-                "error_pct": 100 * (b["reached_ratio"] - ratio) / ratio,
-                "granularity_step_ratio": b["granularity_step_ratio"], "note": b["note"],
-                "widths": b["widths"], "seconds": secs, "seconds_unbudgeted": base_s,
-                "cost_vs_unbudgeted": secs / base_s, "phases": b["seconds"],
-                "rel_error_heldout": [r.rel_error_heldout for r in res.report]})
+            data["rows"].append(_hit_row(key, fam, metric, ratio, res, secs, base_s))
             _save(data, path)
-            print(key, f"reached {b['reached_ratio']:.4f}", f"x{secs / base_s:.2f}", flush=True)
+            print(key, f"reached {res.budget['reached_ratio']:.4f}", f"x{secs / base_s:.2f}",
+                  flush=True)
+
+
+def _hit_row(key: str, fam: str, metric: str, ratio: float, res: Any, secs: float,
+             base_s: float) -> dict[str, Any]:
+    """A ``hit/`` row: where a budgeted pass landed and what it cost against an unbudgeted one."""
+    b = res.budget
+    return {"key": key, "family": fam, "metric": metric, "target_ratio": ratio,
+            "reached_ratio": b["reached_ratio"], "within_2pct": b["within_tolerance"],
+            "error_pct": 100 * (b["reached_ratio"] - ratio) / ratio,
+            "granularity_step_ratio": b["granularity_step_ratio"], "note": b["note"],
+            "widths": b["widths"], "seconds": secs, "seconds_unbudgeted": base_s,
+            "cost_vs_unbudgeted": secs / base_s, "phases": b["seconds"],
+            "rel_error_heldout": [r.rel_error_heldout for r in res.report]}
 
 
 def part_hit_fast(data: dict[str, Any], path: Path, data_root: str) -> None:
@@ -164,9 +170,7 @@ def part_hit_fast(data: dict[str, Any], path: Path, data_root: str) -> None:
     bench = cf.Bench(s, cf.Results(cf.RESULTS / "cifar_fast.json", s), cf.ROOT / "runs",
                      cf.RESULTS / "cifar_fast_ckpt")
     model, calib = bench.base(0), bench.calib()
-    cfg = pruning.SparsifyConfig(
-        regression=pruning.RegressionConfig(eps_E=s["eps_E"], eps_L2=0.03),
-        calib_positions_per_image=s["calib_positions_per_image"], progress=False, seed=0)
+    cfg = bench.sparsify_config(cf.BUDGET_EPS_L2)
     base_s = None
     for metric, ratio in targets:
         key = f"hit/airbench_cifar/{metric}{ratio}"
@@ -179,18 +183,12 @@ def part_hit_fast(data: dict[str, Any], path: Path, data_root: str) -> None:
         t0 = time.perf_counter()
         res = pruning.sparsify(model, calib, cfg, **{f"target_{metric}": ratio})
         secs = time.perf_counter() - t0
-        b = res.budget
-        data["rows"].append({
-            "key": key, "family": "airbench_cifar", "metric": metric, "target_ratio": ratio,
-            "reached_ratio": b["reached_ratio"], "within_2pct": b["within_tolerance"],
-            "error_pct": 100 * (b["reached_ratio"] - ratio) / ratio,
-            "granularity_step_ratio": b["granularity_step_ratio"], "note": b["note"],
-            "widths": b["widths"], "seconds": secs, "seconds_unbudgeted": base_s,
-            "cost_vs_unbudgeted": secs / base_s, "timing_runs": 1, "phases": b["seconds"],
-            "load_average": [round(v, 2) for v in os.getloadavg()],
-            "rel_error_heldout": [r.rel_error_heldout for r in res.report]})
+        data["rows"].append({**_hit_row(key, "airbench_cifar", metric, ratio, res, secs, base_s),
+                             "timing_runs": 1,
+                             "load_average": [round(v, 2) for v in os.getloadavg()]})
         _save(data, path)
-        print(key, f"reached {b['reached_ratio']:.4f}", f"x{secs / base_s:.2f}", flush=True)
+        print(key, f"reached {res.budget['reached_ratio']:.4f}", f"x{secs / base_s:.2f}",
+              flush=True)
 
 
 def part_acc(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds: list[int],

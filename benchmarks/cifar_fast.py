@@ -87,6 +87,7 @@ KINDS = ("base", "entropic", "entropic_budget", "tp_magnitude", "tp_taylor", "un
          "scratch_b", "scratch_e", "entropic_budget_long", "entropic_budget_lowlr",
          "tp_magnitude_lowlr", "tp_taylor_lowlr")
 MACS_TOL = 0.02  # relative
+BUDGET_EPS_L2 = 0.03  # the budget arm's strength: with a target it only ranks the channels
 
 
 # -- settings -------------------------------------------------------------------------------
@@ -264,11 +265,14 @@ class Bench:
                 **accuracies(model, self.loaders), **metrics(model)}
 
     # entropic
-    def sparsify_at(self, model: nn.Module, eps_L2: float) -> pruning.SparsifyResult:
-        cfg = pruning.SparsifyConfig(
+    def sparsify_config(self, eps_L2: float) -> pruning.SparsifyConfig:
+        """The engine setting of every entropic pass of this benchmark (seed 0: deterministic)."""
+        return pruning.SparsifyConfig(
             regression=pruning.RegressionConfig(eps_E=self.s["eps_E"], eps_L2=eps_L2),
             calib_positions_per_image=self.s["calib_positions_per_image"], progress=False, seed=0)
-        return pruning.sparsify(model, self.calib(), cfg)
+
+    def sparsify_at(self, model: nn.Module, eps_L2: float) -> pruning.SparsifyResult:
+        return pruning.sparsify(model, self.calib(), self.sparsify_config(eps_L2))
 
     def unit_entropic(self, seed: int, ratio: float) -> dict[str, Any]:
         base = self.base(seed)
@@ -308,12 +312,11 @@ class Bench:
     def budget_pass(self, seed: int, ratio: float) -> tuple[pruning.SparsifyResult, dict[str, Any]]:
         """The budget-allocated pass at ``ratio`` MACs (deterministic: seed 0, fixed calib)."""
         base = self.base(seed)
-        cfg = pruning.SparsifyConfig(
-            regression=pruning.RegressionConfig(eps_E=self.s["eps_E"], eps_L2=0.03),
-            calib_positions_per_image=self.s["calib_positions_per_image"], progress=False, seed=0)
         t0 = time.perf_counter()
-        res = pruning.sparsify(base, self.calib(), cfg, target_macs=ratio)
-        row: dict[str, Any] = {"eps_E": self.s["eps_E"], "eps_L2": 0.03, "target_macs": ratio,
+        res = pruning.sparsify(base, self.calib(), self.sparsify_config(BUDGET_EPS_L2),
+                               target_macs=ratio)
+        row: dict[str, Any] = {"eps_E": self.s["eps_E"], "eps_L2": BUDGET_EPS_L2,
+                               "target_macs": ratio,
                                "search_s": time.perf_counter() - t0,
                                "layers": [r.to_dict() for r in res.report]}
         row["after_prune"] = accuracies(res.model, self.loaders)
@@ -460,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base-epochs", type=int, default=24, help="epochs of the base (recipe)")
     p.add_argument("--ft-epochs", type=int, default=5, help="fine-tune epochs of every pruned arm")
     p.add_argument("--low-lr-scale", type=float, default=0.2,
-                   help="entropic_budget_lowlr: fine-tune lr = recipe lr x this")
+                   help="the *_lowlr arms: fine-tune lr = recipe lr x this")
     p.add_argument("--scratch-cap", type=float, default=3.0,
                    help="Scratch-B epochs = base epochs / MACs ratio, capped at this x")
     p.add_argument("--only", nargs="+", choices=KINDS, help="run only these kinds of unit")
@@ -601,6 +604,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         ent = [r["test_acc_tta"] for r in at if r["kind"] == "entropic"]
         bud = [r["test_acc_tta"] for r in at if r["kind"] == "entropic_budget"]
         bud_low = [r["test_acc_tta"] for r in at if r["kind"] == "entropic_budget_lowlr"]
+        budget_kinds = ("entropic_budget", "entropic_budget_lowlr")
         out += ["", f"**MACs x{ratio:g}**", "",
                 "| method | seeds | MACs ratio | params | right after pruning | final | b1 ms | b128 ms | entropic, bisected, vs this arm | entropic, budget (same FT lr), vs this arm |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
@@ -616,7 +620,7 @@ def render_markdown(data: dict[str, Any]) -> str:
                 f"{_pm(final)} | {_ms([r['latency_ms_b1'] for r in rs])[0]:.2f} | "
                 f"{_ms([r['latency_ms_b128'] for r in rs])[0]:.1f} | "
                 f"{'–' if kind == 'entropic' else verdict(ent, final)} | "
-                f"{'–' if kind in ('entropic_budget', 'entropic_budget_lowlr') else verdict(bud_low if kind in LOWLR else bud, final)} |")
+                f"{'–' if kind in budget_kinds else verdict(bud_low if kind in LOWLR else bud, final)} |")
         out += _widths_table(at)
     return "\n".join(out) + "\n"
 

@@ -292,7 +292,6 @@ class SearchSection(_Strict):
     # None: as many as the cluster's CPUs / GPUs allow with cpus_per_trial / gpus_per_trial
     max_concurrent_trials: int | None = Field(default=None, gt=0)
 
-
     @property
     def times_latency(self) -> bool:
         """Whether the search measures latency (its cost, or a bound on it)."""

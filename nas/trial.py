@@ -267,8 +267,8 @@ def evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sear
     reports: list[dict[str, Any]] = []
     budget_report: dict[str, Any] | None = None
     ft_epochs_between = max(1, tp.finetune_epochs // max(len(steps), 1))
+    exponent = {} if tp.cost_exponent is None else {"cost_exponent": tp.cost_exponent}
     for i, layers in enumerate(steps):
-        exponent = {} if tp.cost_exponent is None else {"cost_exponent": tp.cost_exponent}
         scfg = sparsify_config(cfg.prune, progress=setup.progress, layers=layers,
                                layer_overrides={k: settings[k] for k in layers if k in settings},
                                seed=cfg.search.seed + ctx.number, **exponent)
@@ -285,8 +285,7 @@ def evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sear
             train(model, loaders, train_config(cfg.finetune, progress=setup.progress,
                                                epochs=ft_epochs_between))
     spec = search_spaces.spec_from_model(model)
-    metrics = measure_model(model, input_shape, latency=(cfg.search.cost == "latency"
-                                                         or cfg.search.max_latency_ms is not None),
+    metrics = measure_model(model, input_shape, latency=cfg.search.times_latency,
                             **cfg.search.latency_kwargs())
     base = setup.base_metrics
     macs_ratio = metrics["macs"] / base["macs"]

@@ -345,26 +345,24 @@ def _check_search_latency(cfg: RunConfig, source: str) -> None:
 def check_latency_resume(cfg: RunConfig, trials: list[Any], *, study: str) -> None:
     """A resumed study's latencies were timed as this config times them (else one front
     would mix incomparable numbers)."""
-    want = cfg.search.latency_kwargs()
-    for t in trials:
-        had = t.user_attrs.get("latency")
-        if not isinstance(had, dict):
-            continue
-        have = {k: had.get(k) for k in ("device", "batch_size", "threads")}
-        mine = dict(want)
-        if mine["threads"] is None:  # unset: whatever this process runs with
-            import torch
-
-            mine["threads"] = torch.get_num_threads()
-        if str(have["device"]).split(":")[0] != str(mine["device"]).split(":")[0] or \
-                have["batch_size"] != mine["batch_size"] or have["threads"] != mine["threads"]:
-            raise InputError(
-                f"search.latency_*: study {study!r} timed its trials at batch "
-                f"{have['batch_size']} on {have['device']} with {have['threads']} threads; "
-                f"this config times at batch {mine['batch_size']} on {mine['device']} with "
-                f"{mine['threads']} threads; set search.latency_device / latency_batch_size / "
-                "latency_threads as the study had them, or use another study name")
+    had = next((t.user_attrs["latency"] for t in trials
+                if isinstance(t.user_attrs.get("latency"), dict)), None)
+    if had is None:  # nothing timed yet
         return
+    mine = cfg.search.latency_kwargs()
+    if mine["threads"] is None:  # unset: whatever this process runs with
+        import torch
+
+        mine["threads"] = torch.get_num_threads()
+    same_device = str(had.get("device")).split(":")[0] == mine["device"].split(":")[0]
+    if not same_device or had.get("batch_size") != mine["batch_size"] \
+            or had.get("threads") != mine["threads"]:
+        raise InputError(
+            f"search.latency_*: study {study!r} timed its trials at batch "
+            f"{had.get('batch_size')} on {had.get('device')} with {had.get('threads')} threads; "
+            f"this config times at batch {mine['batch_size']} on {mine['device']} with "
+            f"{mine['threads']} threads; set search.latency_device / latency_batch_size / "
+            "latency_threads as the study had them, or use another study name")
 
 
 def _loaders(cfg: RunConfig) -> Any:
