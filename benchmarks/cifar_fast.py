@@ -364,9 +364,23 @@ class Bench:
         return row
 
     # Torch-Pruning
+    def tp_target_from(self, seed: int, ratio: float) -> str:
+        """The entropic arm whose MACs Torch-Pruning is pruned to.
+
+        The eps_L2-bisected arm where it has run (seed 0's protocol); else the budget arm
+        (which lands on ``ratio`` itself), so a later seed need not run the superseded
+        bisected arm only to supply a target.
+        """
+        for kind in ("entropic", "entropic_budget_lowlr", "entropic_budget"):
+            if self.res.get(key_of(kind, seed, ratio)):
+                return kind
+        raise SystemExit(f"no entropic arm at s{seed} x{ratio:g} has run yet: Torch-Pruning "
+                         "needs its MACs as the target")
+
     def unit_tp(self, seed: int, ratio: float, criterion: str,
                 lr_scale: float = 1.0) -> dict[str, Any]:
-        target = self.entropic_row(seed, ratio)["macs"]
+        target_from = self.tp_target_from(seed, ratio)
+        target = self.res.get(key_of(target_from, seed, ratio))["macs"]
         model = self.base(seed)
         base_macs = self.base_macs
         calib = self.calib()
@@ -376,7 +390,7 @@ class Bench:
         pruning.recalibrate_batchnorm(model, calib)
         model.zero_grad(set_to_none=True)
         row = {"criterion": criterion, "tp_steps": steps, "prune_s": seconds,
-               "target_macs": target, "macs_vs_entropic": pruning.count_macs(model, INPUT) / target}
+               "target_macs": target, "target_from": target_from, "macs_vs_entropic": pruning.count_macs(model, INPUT) / target}
         row["after_prune"] = accuracies(model, self.loaders)
         log.info("tp %s s%d x%g: MACs x%.4f after %d steps", criterion, seed, ratio,
                  pruning.count_macs(model, INPUT) / base_macs, steps)

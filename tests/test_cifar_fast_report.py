@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from benchmarks import cifar_fast
 from benchmarks.cifar_fast import plan, plot, render_markdown, verdict
 
@@ -71,3 +73,16 @@ def test_report_shows_every_point_with_rows_whatever_the_last_run_asked_for() ->
     md = render_markdown(data)
     assert "**MACs x0.5**" in md and "**MACs x0.33**" in md
     assert md.index("**MACs x0.5**") < md.index("**MACs x0.33**")
+
+
+def test_torch_pruning_targets_the_bisected_arm_else_the_budget_arm(tmp_path: Path) -> None:
+    """Seed 0 pruned Torch-Pruning to the bisected arm's MACs; a later seed that skips that
+    superseded arm targets the budget arm's MACs, and a missing target stops with a message."""
+    res = cifar_fast.Results(tmp_path / "r.json", {"base_epochs": 24})
+    bench = cifar_fast.Bench({}, res, tmp_path, tmp_path)
+    with pytest.raises(SystemExit, match="s1 x0.5.*target"):
+        bench.tp_target_from(1, 0.5)
+    res.put(cifar_fast.key_of("entropic_budget_lowlr", 1, 0.5), {"macs": 10})
+    assert bench.tp_target_from(1, 0.5) == "entropic_budget_lowlr"
+    res.put(cifar_fast.key_of("entropic", 1, 0.5), {"macs": 11})
+    assert bench.tp_target_from(1, 0.5) == "entropic"
