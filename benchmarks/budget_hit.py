@@ -194,11 +194,8 @@ def part_hit_fast(data: dict[str, Any], path: Path, data_root: str) -> None:
 def part_acc(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds: list[int],
              arms: tuple[str, ...] = ("entropic", "uniform", "l1")) -> None:
     import pruning
-    import search_spaces
 
-    done = {r["key"] for r in data["rows"]}
-    w = lm._ctx(settings)
-    base_prunable = pruning.prunable_params(search_spaces.build(search_spaces.default_spec("lenet5")))
+    done, w, base_prunable = _lenet_context(data, settings)
     for seed in seeds:
         lm.task_pretrain(settings, seed)
         base = lm._load_base(settings, seed)
@@ -209,12 +206,8 @@ def part_acc(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds: 
                 res = pruning.sparsify(base, w["calib"], pruning.SparsifyConfig(progress=False),
                                        target_macs=ratio)
                 secs = time.perf_counter() - t0
-                row = {"key": key, "kind": "entropic_budget", "seed": seed, "target": ratio,
-                       "seconds_prune": secs, "budget_note": res.budget["note"]}
-                row.update(lm._metrics(res.model, base_prunable))
-                row["macs_ratio"] = res.after["macs"] / res.before["macs"]
-                row["acc_pruned"], _ = lm._eval(res.model, w["loaders"])
-                row.update(lm._finetunes(res.model, settings | {"finetune_epochs": [5]}, seed))
+                row = _pruned_row(key, "entropic_budget", seed, ratio, res.model, base_prunable,
+                                  settings, seconds_prune=secs, budget_note=res.budget["note"])
                 data["rows"].append(row)
                 _save(data, path)
                 print(key, row["widths"], row["acc_pruned"], row["acc_ft5"], flush=True)
@@ -240,16 +233,21 @@ def part_acc(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds: 
                     keep[cons] = sorted(rank[: u_widths[prod]].tolist())
                 res = pruning.prune_to_widths(base, keep, w["calib"], refit=True,
                                               config=pruning.SparsifyConfig(progress=False))
-                row = {"key": key_l, "kind": "uniform_l1_refit_ft5", "seed": seed,
-                       "target": ratio}
-                row.update(lm._metrics(res.model, base_prunable))
-                row["macs_ratio"] = res.after["macs"] / res.before["macs"]
-                row["acc_pruned"], _ = lm._eval(res.model, w["loaders"])
-                row.update(lm._finetunes(copy.deepcopy(res.model),
-                                         settings | {"finetune_epochs": [5]}, seed))
+                row = _pruned_row(key_l, "uniform_l1_refit_ft5", seed, ratio, res.model,
+                                  base_prunable, settings)
                 data["rows"].append(row)
                 _save(data, path)
                 print(key_l, row["widths"], row["acc_pruned"], row["acc_ft5"], flush=True)
+
+
+def _lenet_context(data: dict[str, Any], settings: dict[str, Any]) -> tuple[set[str], Any, int]:
+    """The LeNet parts' common start: finished keys, the data context, the base's params."""
+    import pruning
+    import search_spaces
+
+    done = {r["key"] for r in data["rows"]}
+    base = search_spaces.build(search_spaces.default_spec("lenet5"))
+    return done, lm._ctx(settings), pruning.prunable_params(base)
 
 
 def _pruned_row(key: str, kind: str, seed: int, ratio: float, model: torch.nn.Module,
@@ -277,13 +275,9 @@ def _entropic_macs(data: dict[str, Any], seed: int, ratio: float) -> int:
 
 def part_tp(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds: list[int]) -> None:
     """Torch-Pruning global GroupMagnitude / GroupTaylor to the budgeted entropic arm's MACs."""
-    import pruning
-    import search_spaces
     from benchmarks.tp_baseline import tp_prune_to_macs
 
-    done = {r["key"] for r in data["rows"]}
-    w = lm._ctx(settings)
-    base_prunable = pruning.prunable_params(search_spaces.build(search_spaces.default_spec("lenet5")))
+    done, w, base_prunable = _lenet_context(data, settings)
     for seed in seeds:
         lm.task_pretrain(settings, seed)
         for ratio in (0.5, 0.3):
@@ -316,12 +310,9 @@ ALLOC_VARIANTS: dict[str, dict[str, Any]] = {
 def part_alloc(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds: list[int],
                variants: list[str]) -> None:
     import pruning
-    import search_spaces
     from pruning.budget import make_target, sparsify_to_budget
 
-    done = {r["key"] for r in data["rows"]}
-    w = lm._ctx(settings)
-    base_prunable = pruning.prunable_params(search_spaces.build(search_spaces.default_spec("lenet5")))
+    done, w, base_prunable = _lenet_context(data, settings)
     for seed in seeds:
         lm.task_pretrain(settings, seed)
         base = lm._load_base(settings, seed)
@@ -411,13 +402,10 @@ def part_vgg(data: dict[str, Any], path: Path, ratio: float, images: int) -> Non
 def part_cost(data: dict[str, Any], path: Path, settings: dict[str, Any]) -> None:
     """Cost-aware strengths: the unbudgeted pass at exponents 0 / 0.5 / 1 over the eps grid."""
     import pruning
-    import search_spaces
 
-    done = {r["key"] for r in data["rows"]}
-    w = lm._ctx(settings)
+    done, w, base_prunable = _lenet_context(data, settings)
     lm.task_pretrain(settings, 0)
     base = lm._load_base(settings, 0)
-    base_prunable = pruning.prunable_params(search_spaces.build(search_spaces.default_spec("lenet5")))
     for expo in (0.0, 0.5, 1.0):
         for eps in (0.03, 0.3):
             key = f"cost/s0/exp{expo}/L{eps}"

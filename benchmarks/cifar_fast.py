@@ -364,7 +364,7 @@ class Bench:
         return row
 
     # Torch-Pruning
-    def tp_target_from(self, seed: int, ratio: float) -> str:
+    def tp_target(self, seed: int, ratio: float) -> tuple[str, dict[str, Any]]:
         """The entropic arm whose MACs Torch-Pruning is pruned to.
 
         The eps_L2-bisected arm where it has run (seed 0's protocol); else the budget arm
@@ -372,15 +372,16 @@ class Bench:
         bisected arm only to supply a target.
         """
         for kind in ("entropic", "entropic_budget_lowlr", "entropic_budget"):
-            if self.res.get(key_of(kind, seed, ratio)):
-                return kind
+            row = self.res.get(key_of(kind, seed, ratio))
+            if row:
+                return kind, row
         raise SystemExit(f"no entropic arm at s{seed} x{ratio:g} has run yet: Torch-Pruning "
                          "needs its MACs as the target")
 
     def unit_tp(self, seed: int, ratio: float, criterion: str,
                 lr_scale: float = 1.0) -> dict[str, Any]:
-        target_from = self.tp_target_from(seed, ratio)
-        target = self.res.get(key_of(target_from, seed, ratio))["macs"]
+        target_from, target_row = self.tp_target(seed, ratio)
+        target = target_row["macs"]
         model = self.base(seed)
         base_macs = self.base_macs
         calib = self.calib()

@@ -81,8 +81,8 @@ def test_torch_pruning_targets_the_bisected_arm_else_the_budget_arm(tmp_path: Pa
     res = cifar_fast.Results(tmp_path / "r.json", {"base_epochs": 24})
     bench = cifar_fast.Bench({}, res, tmp_path, tmp_path)
     with pytest.raises(SystemExit, match="s1 x0.5.*target"):
-        bench.tp_target_from(1, 0.5)
+        bench.tp_target(1, 0.5)
     res.put(cifar_fast.key_of("entropic_budget_lowlr", 1, 0.5), {"macs": 10})
-    assert bench.tp_target_from(1, 0.5) == "entropic_budget_lowlr"
+    assert bench.tp_target(1, 0.5) == ("entropic_budget_lowlr", res.get("entropic_budget_lowlr/s1/x0.5"))
     res.put(cifar_fast.key_of("entropic", 1, 0.5), {"macs": 11})
-    assert bench.tp_target_from(1, 0.5) == "entropic"
+    assert bench.tp_target(1, 0.5)[0] == "entropic"
