@@ -26,6 +26,10 @@ Issue 10's benchmarks (docs/pruning-engine-notes.md):
   budget (cost_exponent 0.5 and 1, MACs currency) and the output-sensitivity-weighted
   allocation (``pruning.budget.output_sensitivity``); a variant whose widths equal the
   plain budgeted pass's (same rankings) is the same network and is not fine-tuned again.
+- ``params``: the LeNet params-budget point: the same bases and seeds at x0.1 of all
+  parameters: budgeted entropic (``target_params``) + 5 FT epochs against Torch-Pruning's
+  two criteria pruned to its params (at or under x1.01) + 5 FT epochs and a uniformly
+  thinned LeNet-5 of its params trained from scratch for 8 epochs.
 - ``vgg``: VGG-16-CIFAR (benchmarks/vgg_pass.py's setup), one unbudgeted and one
   x0.5-MACs budgeted pass in the same process, 1 thread, phases timed, load averages kept.
 
@@ -275,7 +279,7 @@ def _entropic_macs(data: dict[str, Any], seed: int, ratio: float) -> int:
 
 def part_tp(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds: list[int]) -> None:
     """Torch-Pruning global GroupMagnitude / GroupTaylor to the budgeted entropic arm's MACs."""
-    from benchmarks.tp_baseline import tp_prune_to_macs
+    from benchmarks.tp_baseline import tp_prune_to
 
     done, w, base_prunable = _lenet_context(data, settings)
     for seed in seeds:
@@ -287,7 +291,7 @@ def part_tp(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds: l
                 if key in done:
                     continue
                 model = lm._load_base(settings, seed)
-                tp_row = tp_prune_to_macs(model, (1, 28, 28), crit, target, w["calib"],
+                tp_row = tp_prune_to(model, (1, 28, 28), crit, target, w["calib"],
                                           ignored=[model.fc3], steps=TP_STEPS, tol=TP_TOL)
                 row = _pruned_row(key, f"tp_{crit}", seed, ratio, model, base_prunable, settings,
                                   target_macs=target, tp_steps=tp_row["tp_steps"],
@@ -296,6 +300,66 @@ def part_tp(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds: l
                 _save(data, path)
                 print(key, row["widths"], f"macs {row['macs'] / target:.4f} of entropic",
                       row["acc_pruned"], row["acc_ft5"], flush=True)
+
+
+PARAMS_POINTS = (0.1,)  # the LeNet params-budget point: x0.1 of all parameters
+
+
+def part_params(data: dict[str, Any], path: Path, settings: dict[str, Any],
+                seeds: list[int]) -> None:
+    """LeNet-5 at a params budget: budgeted entropic (target_params) against Torch-Pruning's
+    global criteria pruned to its params and a uniform net of its params from scratch."""
+    import pruning
+    import search_spaces
+    from benchmarks.tp_baseline import tp_prune_to
+    from nas.search import uniform_spec_at
+
+    done, w, base_prunable = _lenet_context(data, settings)
+    full = search_spaces.default_spec("lenet5")
+    full_params = pruning.count_params(search_spaces.build(full))
+
+    def put(row: dict[str, Any]) -> None:
+        row["metric"] = "params"
+        row["params_ratio"] = row["params"] / full_params
+        data["rows"].append(row)
+        _save(data, path)
+        print(row["key"], row["widths"], f"params x{row['params_ratio']:.4f}",
+              row.get("acc_pruned"), row.get("acc_ft5", row.get("acc")), flush=True)
+
+    for seed in seeds:
+        lm.task_pretrain(settings, seed)
+        for ratio in PARAMS_POINTS:
+            def key(kind: str, seed: int = seed, ratio: float = ratio) -> str:
+                return f"params/s{seed}/{kind}/params{ratio}"
+
+            if key("entropic_budget") not in done:
+                base = lm._load_base(settings, seed)
+                t0 = time.perf_counter()
+                res = pruning.sparsify(base, w["calib"], pruning.SparsifyConfig(progress=False),
+                                       target_params=ratio)
+                put(_pruned_row(key("entropic_budget"), "entropic_budget", seed, ratio,
+                                res.model, base_prunable, settings,
+                                seconds_prune=time.perf_counter() - t0,
+                                budget_note=res.budget["note"]))
+            target = next(r["params"] for r in data["rows"] if r["key"] == key("entropic_budget"))
+            for crit in ("magnitude", "taylor"):
+                if key(f"tp_{crit}") in done:
+                    continue
+                model = lm._load_base(settings, seed)
+                tp_row = tp_prune_to(model, (1, 28, 28), crit, target, w["calib"],
+                                     ignored=[model.fc3], steps=TP_STEPS, tol=TP_TOL,
+                                     metric="params")
+                put(_pruned_row(key(f"tp_{crit}"), f"tp_{crit}", seed, ratio, model,
+                                base_prunable, settings, target_params=target,
+                                tp_steps=tp_row["tp_steps"], seconds_prune=tp_row["prune_s"]))
+            if key("uniform") not in done:
+                spec, factor = uniform_spec_at(full, target, metric="params")
+                row = lm.task_scratch(settings, seed, dict(spec.widths), "E")
+                row.update(key=key("uniform"), kind="uniform", target=ratio, factor=factor,
+                           target_params=target,
+                           macs_ratio=row["macs"] / pruning.count_macs(search_spaces.build(full),
+                                                                       (1, 28, 28)))
+                put(row)
 
 
 # budgeted entropic variants (item 2 of the issue's remainder): the cost-aware exponent with
@@ -429,7 +493,7 @@ def part_cost(data: dict[str, Any], path: Path, settings: dict[str, Any]) -> Non
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--parts", nargs="+", default=["hit", "acc", "cost"],
-                    choices=["hit", "hit_fast", "acc", "cost", "tp", "alloc", "vgg"])
+                    choices=["hit", "hit_fast", "acc", "cost", "tp", "alloc", "params", "vgg"])
     ap.add_argument("--arms", nargs="+", default=["entropic", "uniform", "l1"],
                     choices=["entropic", "uniform", "l1"], help="--parts acc: which arms")
     ap.add_argument("--variants", nargs="+", default=list(ALLOC_VARIANTS),
@@ -464,6 +528,8 @@ def main(argv: list[str] | None = None) -> int:
         part_tp(data, args.out, settings, args.seeds)
     if "alloc" in args.parts:
         part_alloc(data, args.out, settings, args.seeds, args.variants)
+    if "params" in args.parts:
+        part_params(data, args.out, settings, args.seeds)
     if "vgg" in args.parts:
         part_vgg(data, args.out, 0.5, args.vgg_images)
     _save(data, args.out)

@@ -70,10 +70,10 @@ from torch import nn
 import pruning
 import search_spaces
 from benchmarks import common
-from benchmarks.tp_baseline import tp_prune_to_macs
+from benchmarks.tp_baseline import tp_prune_to
 from nas.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 from nas.jsonio import write_json
-from nas.search import uniform_spec_at_macs
+from nas.search import uniform_spec_at
 from nas.train import TrainConfig, cpu_bf16_supported, evaluate, train
 from search_spaces.data import DataSpec, Loaders, get_loaders
 
@@ -385,7 +385,7 @@ class Bench:
         model = self.base(seed)
         base_macs = self.base_macs
         calib = self.calib()
-        tp_row = tp_prune_to_macs(model, INPUT, criterion, target, calib,
+        tp_row = tp_prune_to(model, INPUT, criterion, target, calib,
                                   ignored=[model.head], steps=self.s["tp_steps"], tol=MACS_TOL / 2)
         steps, seconds = tp_row["tp_steps"], tp_row["prune_s"]
         pruning.recalibrate_batchnorm(model, calib)
@@ -419,7 +419,7 @@ class Bench:
             spec, factor = full.with_widths(ent["widths"]), None
             macs_ratio = ent["macs_ratio"]
         else:
-            spec, factor = uniform_spec_at_macs(full, ratio * self.base_macs)
+            spec, factor = uniform_spec_at(full, ratio * self.base_macs)
             macs_ratio = ratio
         epochs = self.scratch_epochs(macs_ratio) if kind == "scratch_b" else self.s["base_epochs"]
         torch.manual_seed(seed + 1000)

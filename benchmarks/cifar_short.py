@@ -60,7 +60,7 @@ import pruning  # noqa: E402
 import search_spaces  # noqa: E402
 from benchmarks import common  # noqa: E402
 from nas.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from nas.search import uniform_spec_at_macs  # noqa: E402
+from nas.search import uniform_spec_at  # noqa: E402
 from nas.train import TrainConfig, evaluate, train  # noqa: E402
 from pruning.measure import measure, measure_latency  # noqa: E402
 from search_spaces.data import DataSpec, get_loaders  # noqa: E402
@@ -484,7 +484,7 @@ def main() -> int:
 
     # 7. uniform -----------------------------------------------------------------------------
     def uniform() -> dict[str, Any]:
-        spec, factor = uniform_spec_at_macs(base_spec, sres["after"]["macs"])
+        spec, factor = uniform_spec_at(base_spec, sres["after"]["macs"])
         seed = proto["uniform"]["seed"]
         torch.manual_seed(seed)
         model = search_spaces.build(spec)

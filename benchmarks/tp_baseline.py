@@ -1,10 +1,11 @@
-"""Torch-Pruning's global criteria pruned to a MACs target: the baseline arm of the budget tables.
+"""Torch-Pruning's global criteria pruned to a MACs or params target: the baseline arm of the budget tables.
 
 One helper for every benchmark that compares against Torch-Pruning (benchmarks/cifar_fast.py,
 benchmarks/budget_hit.py): ``MetaPruner`` with ``global_pruning=True`` and
 ``GroupMagnitudeImportance(p=2)`` or ``GroupTaylorImportance()`` (Torch-Pruning's defaults),
 stepped in small ratio increments (``pruning_ratio`` 0.95 spread over ``steps``) until the
-model's conv + linear MACs are at or under ``target_macs * (1 + tol)``. GroupTaylor's
+model's conv + linear MACs (``metric="params"``: all its parameters) are at or under
+``target * (1 + tol)``. GroupTaylor's
 gradients are the cross-entropy loss summed over the calibration batches, recomputed
 before every step. The classifier head is never pruned (``ignored``).
 """
@@ -21,10 +22,18 @@ from torch import nn
 import pruning
 
 
-def tp_prune_to_macs(model: nn.Module, input_shape: tuple[int, ...], criterion: str,
-                     target_macs: float, calib: Iterable[Any], *, ignored: Sequence[Any],
-                     steps: int, tol: float) -> dict[str, Any]:
-    """Prune ``model`` in place to ``target_macs`` (absolute); returns steps, seconds, MACs."""
+def tp_prune_to(model: nn.Module, input_shape: tuple[int, ...], criterion: str,
+                target: float, calib: Iterable[Any], *, ignored: Sequence[Any],
+                steps: int, tol: float, metric: str = "macs") -> dict[str, Any]:
+    """Prune ``model`` in place to ``target`` MACs or params (absolute); returns steps, seconds,
+    the MACs and params reached."""
+    if metric not in ("macs", "params"):
+        raise ValueError(f"metric must be 'macs' or 'params', got {metric!r}")
+
+    def cost() -> int:
+        return (pruning.count_macs(model, input_shape) if metric == "macs"
+                else pruning.count_params(model))
+
     import torch_pruning as tp
 
     if criterion not in ("magnitude", "taylor"):
@@ -37,7 +46,7 @@ def tp_prune_to_macs(model: nn.Module, input_shape: tuple[int, ...], criterion: 
         pruning_ratio=0.95, iterative_steps=steps, ignored_layers=list(ignored))
     done = 0
     t0 = time.perf_counter()
-    while pruning.count_macs(model, input_shape) > target_macs * (1 + tol) and done < steps:
+    while cost() > target * (1 + tol) and done < steps:
         if criterion == "taylor":
             model.zero_grad()
             loss_fn = nn.CrossEntropyLoss()
@@ -47,4 +56,5 @@ def tp_prune_to_macs(model: nn.Module, input_shape: tuple[int, ...], criterion: 
         done += 1
     model.zero_grad(set_to_none=True)
     return {"criterion": criterion, "tp_steps": done, "prune_s": time.perf_counter() - t0,
-            "macs_reached": pruning.count_macs(model, input_shape)}
+            "macs_reached": pruning.count_macs(model, input_shape),
+            "params_reached": pruning.count_params(model)}

@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import search_spaces
-from pruning.measure import count_macs
+from pruning.measure import count_macs, count_params
 from search_spaces import ArchSpec
 from search_spaces.space import Range, SearchSpace, default_space, sample_params
 
@@ -138,17 +138,26 @@ def prepare(cfg: RunConfig, run_dir: Path, *, progress: bool = True) -> SearchSe
                        key_consumers=key_consumers, base_metrics=metrics)
 
 
-def uniform_spec_at_macs(spec: ArchSpec, target_macs: float) -> tuple[ArchSpec, float]:
-    """The uniformly thinned spec of the same family whose MACs best match ``target_macs``."""
+def uniform_spec_at(spec: ArchSpec, target: float, metric: str = "macs"
+                    ) -> tuple[ArchSpec, float]:
+    """The uniformly thinned spec of the same family whose MACs (or params) best match ``target``.
+
+    ``metric`` is ``"macs"`` (per image) or ``"params"`` (all parameters); both grow with the
+    width factor, which is bisected.
+    """
+    if metric not in ("macs", "params"):
+        raise ValueError(f"metric must be 'macs' or 'params', got {metric!r}")
     lo, hi = 0.0, 1.0
     best = (spec, float("inf"), 1.0)
     for _ in range(30):
         mid = (lo + hi) / 2
         cand = spec.scaled(mid)
-        macs = count_macs(search_spaces.build(cand), tuple(spec.input_shape))
-        if abs(macs - target_macs) < best[1]:
-            best = (cand, abs(macs - target_macs), mid)
-        if macs > target_macs:
+        model = search_spaces.build(cand)
+        cost = (count_macs(model, tuple(spec.input_shape)) if metric == "macs"
+                else count_params(model))
+        if abs(cost - target) < best[1]:
+            best = (cand, abs(cost - target), mid)
+        if cost > target:
             hi = mid
         else:
             lo = mid
@@ -175,7 +184,7 @@ def _uniform_baseline(cfg: RunConfig, setup: SearchSetup, target_macs: float, *,
     loaders = load_data(cfg)
     base = load_checkpoint(setup.pretrained).spec
     assert base is not None
-    spec, factor = uniform_spec_at_macs(base, target_macs)
+    spec, factor = uniform_spec_at(base, target_macs)
     torch.manual_seed(cfg.train.seed + 7)
     model = search_spaces.build(spec)
     console.print(f"[bold]uniform baseline[/]: widths x{factor:.3f}, training from scratch")

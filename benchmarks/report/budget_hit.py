@@ -3,7 +3,8 @@
 Every full run file of the benchmark is read: ``hit/`` rows (does the pass land on the
 target, at what cost), ``pass_cost/`` rows (VGG-16-CIFAR budgeted vs unbudgeted pass) and
 the ``acc/`` rows of the fullest file that has them (LeNet-5 / MNIST at x0.5 and x0.3 MACs:
-budgeted entropic and its variants against uniform scaling and Torch-Pruning), with
+budgeted entropic and its variants against uniform scaling and Torch-Pruning) and the
+``params/`` rows (the same arms at a params budget), with
 verdicts by the noise rule of the LeNet table: a difference is a tie unless it exceeds
 both the seeds' combined standard deviation and 0.05 pt.
 """
@@ -53,14 +54,17 @@ def _w(w: dict[str, int]) -> str:
     return "(" + ",".join(str(w[k]) for k in ("conv1", "conv2", "fc1", "fc2")) + ")"
 
 
-def _acc_table(rows: list[dict[str, Any]]) -> list[str]:
+def _acc_table(rows: list[dict[str, Any]], points: tuple[float, ...] = (0.5, 0.3),
+               currency: str = "MACs") -> list[str]:
     plain = {(r["seed"], r["target"]): r for r in rows if r["kind"] == OURS}
     out: list[str] = []
-    for ratio in (0.5, 0.3):
+    for ratio in points:
         at = [r for r in rows if r.get("target") == ratio]
         ours = [_final(r, plain) for r in sorted(at, key=lambda r: r["seed"]) if r["kind"] == OURS]
         table = []
         for kind, label in ARMS:
+            if currency == "params":
+                label = label.replace("target_macs", "target_params")
             arm = sorted((r for r in at if r["kind"] == kind), key=lambda r: r["seed"])
             if not arm:
                 continue
@@ -77,7 +81,7 @@ def _acc_table(rows: list[dict[str, Any]]) -> list[str]:
                 "**" + fmt_ms(finals) + "**" if kind == OURS else fmt_ms(finals),
                 "–" if kind == OURS else verdict(ours, finals),  # type: ignore[arg-type]
             ])
-        out.append(md_table(["MACs", "arm", "seeds", "widths (conv1,conv2,fc1,fc2) per seed",
+        out.append(md_table([currency, "arm", "seeds", "widths (conv1,conv2,fc1,fc2) per seed",
                              "MACs ratio", "params ratio", "acc pruned", "acc final",
                              "verdict (budgeted entropic vs arm)"], table))
         out.append("")
@@ -152,4 +156,15 @@ def render(runs: dict[str, dict[str, Any]], figdir: Path | None = None) -> str:
         copied = sorted({r["copied_from"] for r in acc if r.get("copied_from")})
         for c in copied:
             out.append(f"Uniform-scratch rows copied from {c}.\n")
+    par = {n: [r for r in rs if r["key"].startswith("params/")] for n, rs in rows.items()}
+    par = {n: rs for n, rs in par.items() if rs}
+    for name, prs in par.items():
+        points = tuple(sorted({r["target"] for r in prs}, reverse=True))
+        out.append(f"### LeNet-5 / MNIST at a params budget (`benchmarks/results/{name}`)\n")
+        out.append("The same bases and seeds, budget x" + " / x".join(f"{p:g}" for p in points)
+                   + " of all 61,706 parameters (`python -m benchmarks.budget_hit --parts "
+                   "params`). Torch-Pruning: global pruning to the budgeted entropic arm's "
+                   "params (at or under x1.01); uniform: the width factor whose net has the "
+                   "entropic arm's params, from scratch for 8 epochs. Same verdict rule.\n")
+        out.extend(_acc_table(prs, points, currency="params"))
     return "\n".join(out) + "\n"
