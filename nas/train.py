@@ -41,6 +41,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from nas.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pruning.measure import model_device
 from search_spaces import ArchSpec, spec_from_model
 from search_spaces.data import Loaders
 
@@ -451,7 +452,7 @@ def evaluate(
     """
     if tta not in TTA_MODES:
         raise ValueError(f"tta: {tta!r} is not one of {TTA_MODES}")
-    dev = torch.device(device) if device is not None else _model_device(model)
+    dev = torch.device(device) if device is not None else model_device(model)
     amp_dtype = _amp_dtype(dev) if amp else None
     was_training = model.training
     model.eval()
@@ -631,12 +632,6 @@ def _num_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
 
 
 def _spec_or_none(model: nn.Module) -> ArchSpec | None:
