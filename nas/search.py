@@ -427,11 +427,14 @@ def verdict(rec: TrialRecord, baselines: list[dict[str, Any]], *, n_val: int, pi
                  "scratch; cf. Liu et al., ICLR 2019)")
     uni_key = next((k for k in arms if k.startswith("uniform")), None)
     if uni_key is not None and se is not None:
-        text += ("; the searched widths beat uniform thinning at equal MACs"
-                 if se - arms[uni_key] > tie else
-                 "; uniform thinning at equal MACs is as good as the searched widths"
-                 if abs(se - arms[uni_key]) <= tie else
-                 "; uniform thinning at equal MACs beats the searched widths")
+        # architecture against architecture: both trained from scratch, so this clause is
+        # about the found widths, whatever the pruned + fine-tuned arm scored
+        text += ("; trained from scratch alike, the searched widths beat uniform thinning "
+                 "at equal MACs" if se - arms[uni_key] > tie else
+                 "; trained from scratch alike, uniform thinning at equal MACs is as good as "
+                 "the searched widths" if abs(se - arms[uni_key]) <= tie else
+                 "; trained from scratch alike, uniform thinning at equal MACs beats the "
+                 "searched widths")
     out["text"] = text + "."
     return out
 

@@ -37,3 +37,15 @@ def test_verdict_names_the_winner_and_calls_ties() -> None:
     assert v["text"].startswith("pruned + fine-tuned is best (0.9750; +0.1 pt over Scratch-E")
     assert "a tie" in v["text"] and "alone explains" in v["text"]
     assert "searched widths beat uniform thinning" in v["text"]
+
+
+def test_verdict_compares_architectures_trained_alike_when_fine_tuning_ties_uniform() -> None:
+    """pruned + FT ties the uniform net, Scratch-E trails it: the closing clause must say it
+    is the architecture, trained from scratch, that loses, not the fine-tuned net."""
+    rec = TrialRecord(4, "COMPLETE", {"accuracy": 0.966, "macs": 1e5}, {},
+                      {"acc_finetuned": 0.966, "acc_scratch_e": 0.953, "macs": 1e5})
+    uniform = {"label": "uniform x0.59 (scratch)", "accuracy": 0.966, "factor": 0.59,
+               "macs": 1.0e5}
+    text = verdict(rec, [uniform], n_val=1000, pick="knee", base_macs=4e5)["text"]
+    assert "(a tie)" in text and "pruned weights add" in text
+    assert "trained from scratch alike, uniform thinning at equal MACs beats" in text
