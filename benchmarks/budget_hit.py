@@ -29,7 +29,8 @@ Issue 10's benchmarks (docs/pruning-engine-notes.md):
 - ``params``: the LeNet params-budget point: the same bases and seeds at x0.1 of all
   parameters: budgeted entropic (``target_params``) + 5 FT epochs against Torch-Pruning's
   two criteria pruned to its params (at or under x1.01) + 5 FT epochs and a uniformly
-  thinned LeNet-5 of its params trained from scratch for 8 epochs.
+  thinned LeNet-5 of its params trained from scratch for 8 epochs; and the budgeted pass
+  with the output-sensitivity objective (``entropic_budget_output``, as in ``alloc``).
 - ``vgg``: VGG-16-CIFAR (benchmarks/vgg_pass.py's setup), one unbudgeted and one
   x0.5-MACs budgeted pass in the same process, 1 thread, phases timed, load averages kept.
 
@@ -313,6 +314,7 @@ def part_params(data: dict[str, Any], path: Path, settings: dict[str, Any],
     import search_spaces
     from benchmarks.tp_baseline import tp_prune_to
     from nas.search import uniform_spec_at
+    from pruning.budget import make_target
 
     done, w, base_prunable = _lenet_context(data, settings)
     full = search_spaces.default_spec("lenet5")
@@ -341,7 +343,11 @@ def part_params(data: dict[str, Any], path: Path, settings: dict[str, Any],
                                 res.model, base_prunable, settings,
                                 seconds_prune=time.perf_counter() - t0,
                                 budget_note=res.budget["note"]))
-            target = next(r["params"] for r in data["rows"] if r["key"] == key("entropic_budget"))
+            plain = next(r for r in data["rows"] if r["key"] == key("entropic_budget"))
+            if key("entropic_budget_output") not in done:
+                put(_output_variant(key("entropic_budget_output"), seed, ratio, plain, w,
+                                    base_prunable, settings, make_target(target_params=ratio)))
+            target = plain["params"]
             for crit in ("magnitude", "taylor"):
                 if key(f"tp_{crit}") in done:
                     continue
@@ -360,6 +366,35 @@ def part_params(data: dict[str, Any], path: Path, settings: dict[str, Any],
                            macs_ratio=row["macs"] / pruning.count_macs(search_spaces.build(full),
                                                                        (1, 28, 28)))
                 put(row)
+
+
+def _output_variant(key: str, seed: int, ratio: float, plain: dict[str, Any], w: dict[str, Any],
+                    base_prunable: int, settings: dict[str, Any], target: Any) -> dict[str, Any]:
+    """The budgeted pass with the output-sensitivity objective (each layer's error curve
+    weighted by how much a unit of its error moves the network's output), + 5 FT epochs;
+    a pass whose widths equal the plain budgeted pass's (same rankings, so the same network)
+    is recorded as identical and not fine-tuned again."""
+    import pruning
+    from pruning.budget import sparsify_to_budget
+
+    base = lm._load_base(settings, seed)
+    example = next(iter(w["calib"]))[0][:1]
+    t0 = time.perf_counter()
+    res = sparsify_to_budget(base, w["calib"], pruning.SparsifyConfig(progress=False), target,
+                             example, objective="output")
+    extra = dict(seconds_prune=time.perf_counter() - t0, budget_note=res.budget["note"],
+                 sensitivity=res.budget["sensitivity"],
+                 predicted_error=res.budget["predicted_error"], objective="output",
+                 plain_widths=plain["widths"])
+    row = {"key": key, "kind": "entropic_budget_output", "seed": seed, "target": ratio, **extra}
+    row.update(lm._metrics(res.model, base_prunable))
+    if row["widths"] == plain["widths"]:
+        row["identical_to_plain"] = True
+        row["macs_ratio"] = plain["macs_ratio"]
+        row["acc_pruned"] = plain["acc_pruned"]
+        return row
+    return _pruned_row(key, "entropic_budget_output", seed, ratio, res.model, base_prunable,
+                       settings, identical_to_plain=False, **extra)
 
 
 # budgeted entropic variants (item 2 of the issue's remainder): the cost-aware exponent with
@@ -501,7 +536,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--vgg-images", type=int, default=5000, help="--parts vgg: calibration images")
-    ap.add_argument("--data-root", default="/work/shared/data")
+    ap.add_argument("--data-root", default=os.environ.get(
+        "ENTROPIC_NAS_SHARED_DATA", str(ROOT.parent / "shared" / "data")),
+        help="folder holding MNIST/ and cifar10-jpeg.tar.gz (default: ../shared/data)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     settings = {"data_root": args.data_root, "calib_images": 2048, "threads": 1,
