@@ -12,6 +12,7 @@ before every step. The classifier head is never pruned (``ignored``).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -20,6 +21,9 @@ import torch
 from torch import nn
 
 import pruning
+
+log = logging.getLogger("tp_baseline")
+LOG_EVERY = 10  # steps between progress lines (GroupTaylor's steps take seconds each on a CPU)
 
 
 def tp_prune_to(model: nn.Module, input_shape: tuple[int, ...], criterion: str,
@@ -54,6 +58,9 @@ def tp_prune_to(model: nn.Module, input_shape: tuple[int, ...], criterion: str,
                 loss_fn(model(x), y).backward()
         pruner.step()
         done += 1
+        if done % LOG_EVERY == 0:
+            log.info("Torch-Pruning %s: step %d, %s %d (target %d), %.0f s", criterion, done,
+                     metric, cost(), target, time.perf_counter() - t0)
     model.zero_grad(set_to_none=True)
     return {"criterion": criterion, "tp_steps": done, "prune_s": time.perf_counter() - t0,
             "macs_reached": pruning.count_macs(model, input_shape),
