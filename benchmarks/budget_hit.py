@@ -31,6 +31,8 @@ Issue 10's benchmarks (docs/pruning-engine-notes.md):
   two criteria pruned to its params (at or under x1.01) + 5 FT epochs and a uniformly
   thinned LeNet-5 of its params trained from scratch for 8 epochs; and the budgeted pass
   with the output-sensitivity objective (``entropic_budget_output``, as in ``alloc``).
+- ``params_diag``: at the params point, the entropic channel choice + refit at GroupTaylor's
+  widths, + 5 FT epochs: separates which channels from how many per layer.
 - ``vgg``: VGG-16-CIFAR (benchmarks/vgg_pass.py's setup), one unbudgeted and one
   x0.5-MACs budgeted pass in the same process, 1 thread, phases timed, load averages kept.
 
@@ -397,6 +399,58 @@ def _output_variant(key: str, seed: int, ratio: float, plain: dict[str, Any], w:
                        settings, identical_to_plain=False, **extra)
 
 
+def part_params_diag(data: dict[str, Any], path: Path, settings: dict[str, Any],
+                     seeds: list[int]) -> None:
+    """Where the params-budget gap to GroupTaylor comes from: the entropic channel choice and
+    least-squares refit at *GroupTaylor's* widths (each layer keeps the channels with the
+    largest entropic weights, the same count as Torch-Pruning kept), + 5 FT epochs. If this
+    matches GroupTaylor, the channel choice is fine and the budget allocation (how many
+    channels each layer keeps) is what loses."""
+    import pruning
+    from pruning.criteria import Entropic, Selection, Unit
+    from pruning.regression import refit
+
+    class EntropicAtWidths(Entropic):
+        """The entropic ranking of each unit, cut to a given width (keyed by producer)."""
+
+        def __init__(self, widths: dict[str, int]) -> None:
+            self.widths = widths
+
+        def select(self, unit: Unit) -> Selection:
+            sel = super().select(unit)
+            k = self.widths[unit.consumers[0].producers[0]]
+            assert sel.w is not None
+            rank = torch.sort(sel.w.detach().reshape(-1).cpu(), descending=True,
+                              stable=True).indices
+            keep = torch.sort(rank[:k]).values
+            params = [refit(m, keep.to(m.mu_x.device), ridge=unit.setting.refit_ridge)
+                      for m in unit.moments or []]
+            return Selection(keep=keep, params=params, w=sel.w)
+
+    done, w, base_prunable = _lenet_context(data, settings)
+    for seed in seeds:
+        lm.task_pretrain(settings, seed)
+        for ratio in PARAMS_POINTS:
+            key = f"params/s{seed}/entropic_at_tp_taylor/params{ratio}"
+            tp_key = f"params/s{seed}/tp_taylor/params{ratio}"
+            tp_row = next((r for r in data["rows"] if r["key"] == tp_key), None)
+            if key in done or tp_row is None:
+                continue
+            base = lm._load_base(settings, seed)
+            t0 = time.perf_counter()
+            res = pruning.prune_with(base, EntropicAtWidths(tp_row["widths"]), w["calib"],
+                                     config=pruning.SparsifyConfig(progress=False))
+            row = _pruned_row(key, "entropic_at_tp_taylor", seed, ratio, res.model,
+                              base_prunable, settings, seconds_prune=time.perf_counter() - t0,
+                              widths_from=tp_key)
+            row["metric"] = "params"
+            row["params_ratio"] = row["params"] / pruning.count_params(lm._load_base(settings, seed))
+            assert row["widths"] == tp_row["widths"], (row["widths"], tp_row["widths"])
+            data["rows"].append(row)
+            _save(data, path)
+            print(key, row["widths"], row["acc_pruned"], row["acc_ft5"], flush=True)
+
+
 # budgeted entropic variants (item 2 of the issue's remainder): the cost-aware exponent with
 # the budget, and the output-sensitivity-weighted allocation objective
 ALLOC_VARIANTS: dict[str, dict[str, Any]] = {
@@ -528,7 +582,8 @@ def part_cost(data: dict[str, Any], path: Path, settings: dict[str, Any]) -> Non
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--parts", nargs="+", default=["hit", "acc", "cost"],
-                    choices=["hit", "hit_fast", "acc", "cost", "tp", "alloc", "params", "vgg"])
+                    choices=["hit", "hit_fast", "acc", "cost", "tp", "alloc", "params", "params_diag",
+                             "vgg"])
     ap.add_argument("--arms", nargs="+", default=["entropic", "uniform", "l1"],
                     choices=["entropic", "uniform", "l1"], help="--parts acc: which arms")
     ap.add_argument("--variants", nargs="+", default=list(ALLOC_VARIANTS),
@@ -567,6 +622,8 @@ def main(argv: list[str] | None = None) -> int:
         part_alloc(data, args.out, settings, args.seeds, args.variants)
     if "params" in args.parts:
         part_params(data, args.out, settings, args.seeds)
+    if "params_diag" in args.parts:
+        part_params_diag(data, args.out, settings, args.seeds)
     if "vgg" in args.parts:
         part_vgg(data, args.out, 0.5, args.vgg_images)
     _save(data, args.out)

@@ -28,6 +28,7 @@ ARMS = [  # (kind, label)
     ("uniform_l1_refit_ft5", "uniform, L1 + refit, FT5"),
     ("tp_magnitude", "Torch-Pruning GroupMagnitude (global), FT5"),
     ("tp_taylor", "Torch-Pruning GroupTaylor (global), FT5"),
+    ("entropic_at_tp_taylor", "entropic channels + refit at GroupTaylor's widths, FT5"),
 ]
 OURS = "entropic_budget"
 
