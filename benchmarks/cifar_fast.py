@@ -710,6 +710,50 @@ def _verdicts(at: list[dict[str, Any]], ratio: float) -> list[str]:
     return out
 
 
+SUMMARY_ARMS = (  # the README's table: the arms fine-tuned as the config does, the peers, then
+    # the recipe-lr fine-tunes and the longer retrains
+    ("entropic_budget_lowlr", "entropic, budget allocation (`target_macs`), + FT at lr x0.2"),
+    ("tp_magnitude_lowlr", "Torch-Pruning GroupMagnitude, global, + FT at lr x0.2"),
+    ("tp_taylor_lowlr", "Torch-Pruning GroupTaylor, global, + FT at lr x0.2"),
+    ("uniform", "uniform widths, from scratch (base epochs)"),
+    ("scratch_e", "Scratch-E: the entropic widths, from scratch (base epochs)"),
+    ("scratch_b", "Scratch-B: the entropic widths, from scratch (base compute)"),
+    ("entropic_budget", "entropic, budget allocation, + FT at the recipe lr"),
+    ("tp_magnitude", "Torch-Pruning GroupMagnitude, + FT at the recipe lr"),
+    ("tp_taylor", "Torch-Pruning GroupTaylor, + FT at the recipe lr"),
+    ("entropic_budget_long", "entropic, budget allocation, + FT for the base's epochs"),
+)
+
+
+def summary_markdown(data: dict[str, Any]) -> str:
+    """The README's table: per point, each arm's seeds, MACs, params, accuracy right after
+    pruning and final (mean ± std over seeds), and the paired verdict against the entropic
+    arm fine-tuned as the config does."""
+    rows = list(data.get("rows", {}).values())
+    bases = [r for r in rows if r["kind"] == "base"]
+    out = ["| arm | seeds | MACs | params | right after pruning | final | entropic (lr x0.2) vs this arm |",
+           "|---|---:|---:|---:|---:|---:|---|"]
+    if bases:
+        out.append(f"| unpruned base, 24 epochs | {len(bases)} | "
+                   f"{_ms([r['macs'] for r in bases])[0] / 1e6:.1f} M | "
+                   f"{_ms([r['params'] for r in bases])[0] / 1e6:.2f} M | – | "
+                   f"**{_pm([r['test_acc_tta'] for r in bases])}** | – |")
+    for ratio in sorted({r["ratio"] for r in rows if r.get("ratio") is not None}, reverse=True):
+        at = [r for r in rows if r.get("ratio") == ratio]
+        ours = _by_seed(at, HEADLINE)
+        out.append(f"| **x{ratio:g} MACs** | | | | | | |")
+        for kind, label in SUMMARY_ARMS:
+            rs = [r for r in at if r["kind"] == kind]
+            if not rs:
+                continue
+            after = [r["after_prune"]["test_acc_tta"] for r in rs if "after_prune" in r]
+            out.append(f"| {label} | {len(rs)} | x{_ms([r['macs_ratio'] for r in rs])[0]:.3f} | "
+                       f"{_ms([r['params'] for r in rs])[0] / 1e6:.2f} M | "
+                       f"{_pm(after) if after else '–'} | {_pm([r['test_acc_tta'] for r in rs])} | "
+                       f"{'–' if kind == HEADLINE else paired(ours, _by_seed(at, kind))} |")
+    return "\n".join(out) + "\n"
+
+
 def _widths_table(at: list[dict[str, Any]]) -> list[str]:
     """Where each arm spends the budget: per-layer widths (first seed) of every arm."""
     keys = list(search_spaces.default_spec(FAMILY).widths)

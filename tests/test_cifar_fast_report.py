@@ -113,3 +113,16 @@ def test_point_verdicts_compare_on_the_seeds_both_arms_ran() -> None:
            _row("tp_magnitude_lowlr", 0, 0.900), _row("tp_magnitude_lowlr", 1, 0.901)]
     assert any("**met**" in ln for ln in cifar_fast._verdicts(at2, 0.5))
     assert cifar_fast._verdicts([_row("uniform", 0, 0.9)], 0.5) == []
+
+
+def test_summary_table_has_the_base_and_every_summary_arm_that_ran() -> None:
+    data = json.loads(RESULTS.read_text())
+    md = cifar_fast.summary_markdown(data)
+    assert md.startswith("| arm | seeds |")
+    assert "| unpruned base, 24 epochs |" in md
+    kinds = {r["kind"] for r in data["rows"].values()}
+    for kind, label in cifar_fast.SUMMARY_ARMS:
+        assert (f"| {label} |" in md) == (kind in kinds), kind
+    # the headline arm is never compared with itself
+    head = next(ln for ln in md.splitlines() if ln.startswith(f"| {cifar_fast.SUMMARY_ARMS[0][1]} |"))
+    assert head.endswith("| – |")

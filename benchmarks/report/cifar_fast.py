@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from benchmarks.cifar_fast import plot, render_markdown
+from benchmarks.cifar_fast import plot, render_markdown, summary_markdown
 from benchmarks.report.fmt import ROOT
 
 FIGURE = "figures/cifar_fast_acc_vs_macs.png"
@@ -21,5 +21,8 @@ def render(runs: dict[str, dict[str, Any]], figdir: Path | None = None) -> str:
             "benchmarks/results/cifar_fast.json). The base is `airbench_cifar` trained with "
             "`TrainConfig.from_recipe(\"airbench\")`; every pruned arm is fine-tuned with the "
             "same recipe for the same epochs; the uniform net trains from scratch for the "
-            "base's epochs, Scratch-B for the base's compute.\n\n" + render_markdown(data) +
+            "base's epochs, Scratch-B for the base's compute.\n\n"
+            "Summary (the README's table; test % with TTA, mean ± std over base seeds; the last "
+            "column compares on the seeds both arms ran, by the noise rule):\n\n"
+            + summary_markdown(data) + "\nIn full:\n\n" + render_markdown(data) +
             f"\n![accuracy vs MACs](./{FIGURE})\n")
