@@ -42,3 +42,33 @@ def test_docs_are_the_rendered_results(tmp_path: Path) -> None:
     assert results_md == (ROOT / "docs" / "results.md").read_text(), \
         "docs/results.md is stale: run `python -m benchmarks.report`"
     assert headline == (ROOT / "docs" / "results_headline.md").read_text()
+
+
+def test_readme_tables_are_the_rendered_results(tmp_path: Path) -> None:
+    """The README's marked tables are what ``python -m benchmarks.report`` writes there."""
+    from benchmarks.report import README_BLOCKS, load_results, update_readme
+
+    readme = ROOT / "README.md"
+    copy = tmp_path / "README.md"
+    copy.write_text(readme.read_text())
+    done = update_readme(copy, load_results(ROOT / "benchmarks" / "results"))
+    assert set(done) == set(README_BLOCKS), "a README table lost its markers"
+    assert copy.read_text() == readme.read_text(), \
+        "a README table is stale: run `python -m benchmarks.report`"
+
+
+def test_readme_block_is_replaced_between_its_markers_only(tmp_path: Path) -> None:
+    from benchmarks.report import update_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text("before\n<!-- cifar_fast_summary -->\nold table\n<!-- /cifar_fast_summary -->"
+                      "\nafter\n")
+    rows = {"base/s0": {"kind": "base", "seed": 0, "ratio": None, "macs": 1e8, "params": 2e6,
+                        "test_acc_tta": 0.9}}
+    assert update_readme(readme, {"cifar_fast.json": {"rows": rows}}) == ["cifar_fast_summary"]
+    text = readme.read_text()
+    assert text.startswith("before\n<!-- cifar_fast_summary -->\n| arm |")
+    assert "old table" not in text and "| unpruned base, 24 epochs | 1 |" in text
+    assert text.endswith("<!-- /cifar_fast_summary -->\nafter\n")
+    assert update_readme(readme, {}) == []  # no results: left as it is
+    assert readme.read_text() == text

@@ -112,18 +112,49 @@ def render(loaded: dict[str, Any], docs: Path) -> tuple[str, str]:
     return "\n".join(head + sections), headline
 
 
+README_BLOCKS = {  # marker name -> (results file, renderer) for the README's generated tables
+    "cifar_fast_summary": ("cifar_fast.json", "summary"),
+}
+
+
+def update_readme(readme: Path, loaded: dict[str, Any]) -> list[str]:
+    """Replace each ``<!-- NAME -->`` ... ``<!-- /NAME -->`` block of the README with its
+    table rendered from the results (the prose around it stays hand-written); returns the
+    names of the blocks replaced. A block whose results file is missing is left as it is."""
+    from benchmarks.cifar_fast import summary_markdown
+
+    renderers = {"summary": summary_markdown}
+    text = readme.read_text()
+    done = []
+    for name, (fname, kind) in README_BLOCKS.items():
+        start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+        if start not in text or end not in text or fname not in loaded:
+            continue
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{start}\n{renderers[kind](loaded[fname])}{end}{tail}"
+        done.append(name)
+    readme.write_text(text)
+    return done
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.report",
                                  description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks/results")
     ap.add_argument("--docs", type=Path, default=ROOT / "docs")
+    ap.add_argument("--readme", type=Path, default=ROOT / "README.md",
+                    help="README whose marked tables are re-rendered (a missing file is skipped)")
     args = ap.parse_args(argv)
     docs: Path = args.docs
-    results_md, headline = render(load_results(args.results), docs)
+    loaded = load_results(args.results)
+    results_md, headline = render(loaded, docs)
     docs.mkdir(parents=True, exist_ok=True)
     (docs / "results.md").write_text(results_md)
     if headline:
         (docs / "results_headline.md").write_text(headline)
+    blocks = update_readme(args.readme, loaded) if args.readme.is_file() else []
     print(f"wrote {docs / 'results.md'}"
-          + (f" and {docs / 'results_headline.md'}" if headline else ""))
+          + (f" and {docs / 'results_headline.md'}" if headline else "")
+          + (f"; README tables: {', '.join(blocks)}" if blocks else ""))
     return 0
