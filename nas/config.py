@@ -334,6 +334,9 @@ class RunConfig(_Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+_SHAPES = {"RangeF": "a range mapping {low: X, high: Y} (optionally log: true)"}
+
+
 def _format_errors(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
@@ -341,6 +344,11 @@ def _format_errors(exc: ValidationError) -> str:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif err["type"] == "model_type":
+            # pydantic says "valid dictionary or instance of RangeF": say what to write
+            cls = (err.get("ctx") or {}).get("class_name", "")
+            shape = _SHAPES.get(cls, "a mapping")
+            msg = f"expected {shape}, got {type(err['input']).__name__} {err['input']!r}"
         lines.append(f"  {loc}: {msg}")
     return "\n".join(lines)
 
