@@ -434,7 +434,11 @@ def part_params_diag(data: dict[str, Any], path: Path, settings: dict[str, Any],
             key = f"params/s{seed}/entropic_at_tp_taylor/params{ratio}"
             tp_key = f"params/s{seed}/tp_taylor/params{ratio}"
             tp_row = next((r for r in data["rows"] if r["key"] == tp_key), None)
-            if key in done or tp_row is None:
+            if key in done:
+                continue
+            if tp_row is None:
+                print(f"{key}: skipped, {tp_key} has not run yet (run --parts params first)",
+                      flush=True)
                 continue
             base = lm._load_base(settings, seed)
             t0 = time.perf_counter()

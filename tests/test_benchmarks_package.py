@@ -63,7 +63,7 @@ def test_readme_block_is_replaced_between_its_markers_only(tmp_path: Path) -> No
     readme = tmp_path / "README.md"
     readme.write_text("before\n<!-- cifar_fast_summary -->\nold table\n<!-- /cifar_fast_summary -->"
                       "\nafter\n")
-    rows = {"base/s0": {"kind": "base", "seed": 0, "ratio": None, "macs": 1e8, "params": 2e6,
+    rows = {"base/s0": {"kind": "base", "seed": 0, "ratio": None, "macs": 1e8, "params": 2e6, "epochs": 24,
                         "test_acc_tta": 0.9}}
     assert update_readme(readme, {"cifar_fast.json": {"rows": rows}}) == ["cifar_fast_summary"]
     text = readme.read_text()
@@ -72,3 +72,6 @@ def test_readme_block_is_replaced_between_its_markers_only(tmp_path: Path) -> No
     assert text.endswith("<!-- /cifar_fast_summary -->\nafter\n")
     assert update_readme(readme, {}) == []  # no results: left as it is
     assert readme.read_text() == text
+    readme.write_text("<!-- /cifar_fast_summary -->\n<!-- cifar_fast_summary -->\n")
+    with pytest.raises(SystemExit, match="comes before"):
+        update_readme(readme, {"cifar_fast.json": {"rows": rows}})

@@ -130,6 +130,9 @@ def update_readme(readme: Path, loaded: dict[str, Any]) -> list[str]:
         start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
         if start not in text or end not in text or fname not in loaded:
             continue
+        if text.index(end) < text.index(start):
+            raise SystemExit(f"{readme}: the marker {end} comes before {start}; put the "
+                             "table's end marker after its start marker")
         head, rest = text.split(start, 1)
         _, tail = rest.split(end, 1)
         text = f"{head}{start}\n{renderers[kind](loaded[fname])}{end}{tail}"
