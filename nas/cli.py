@@ -77,7 +77,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from .jobs import run_prune
+    from .jobs import budget_line, run_prune
     from .validate import preflight_prune
 
     cfg = _config(args)
@@ -90,6 +90,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if "val_acc_finetuned" in s:
         line += f" -> {s['val_acc_finetuned']:.4f} after {s['finetune_epochs']} fine-tune epoch(s)"
     console.print(line + f" -> {out}")
+    if s.get("budget"):
+        console.print(budget_line(s["budget"]), highlight=False)
     return 0
 
 

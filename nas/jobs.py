@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,7 @@ def run_prune(cfg: RunConfig, checkpoint: Path, out_dir: Path, *, finetune_epoch
     spec.save(out_dir / "arch.json")
     layers = [r.to_dict() for r in result.report]
     _write_json(out_dir / "report.json", {"summary": summary, "layers": layers})
-    table = layer_table(result.report)
+    table = layer_table(result.report, budget=result.budget)
     with (out_dir / "report.txt").open("w") as fh:
         Console(file=fh, width=140).print(table)
     console.print(table)
@@ -153,12 +154,30 @@ def run_prune(cfg: RunConfig, checkpoint: Path, out_dir: Path, *, finetune_epoch
     return summary
 
 
-def layer_table(report: list[pruning.LayerReport]) -> Table:
-    table = Table(title="entropic sparsification, per layer")
+def layer_table(report: list[pruning.LayerReport], budget: dict[str, Any] | None = None) -> Table:
+    """The per-layer report. After a budgeted pass the rows are its final pass: the widths
+    the allocation chose, the plan pass's channels refitted, so there is no solver gap or
+    iteration count to show (``–``)."""
+    title = "entropic sparsification, per layer"
+    if budget:
+        title = (f"budgeted pass ({budget['field']}={budget['target']:g}), per layer: "
+                 "allocated widths, refitted")
+    table = Table(title=title)
     for col in ("layer", "kept/total", "gap", "rel.err (held-out)", "iters", "s", "note"):
         table.add_column(col, justify="right" if col not in ("layer", "note") else "left")
     for r in report:
         note = r.skipped_reason or ("gap < 10: unreliable" if r.gap_flag else "")
-        table.add_row(r.layer, f"{r.kept}/{r.total}", f"{r.gap:.3g}",
-                      f"{r.rel_error_heldout:.2e}", str(r.iterations), f"{r.seconds:.2f}", note)
+        solved = not math.isnan(r.gap) or r.iterations > 0
+        table.add_row(r.layer, f"{r.kept}/{r.total}", f"{r.gap:.3g}" if solved else "–",
+                      f"{r.rel_error_heldout:.2e}", str(r.iterations) if solved else "–",
+                      f"{r.seconds:.2f}", note)
     return table
+
+
+def budget_line(budget: dict[str, Any] | None) -> str:
+    """One line on what a budgeted pass reached ("" without a budget)."""
+    if not budget:
+        return ""
+    what = "latency" if budget["metric"] == "latency_ms" else budget["metric"]
+    return (f"{budget['field']}={budget['target']:g}: {what} x{budget['reached_ratio']:.4f} of "
+            f"the original (target x{budget['target_ratio']:.4f}), {budget['note']}")

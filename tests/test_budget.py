@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -153,13 +154,23 @@ def cli_run(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_cli_prune_to_a_budget_records_target_and_reached(cli_run: tuple[Path, Path],
-                                                          tmp_path: Path) -> None:
+                                                          tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
     cfg, ck = cli_run
     out = tmp_path / "out"
     assert main(["prune", "--config", str(cfg), "--checkpoint", str(ck), "--out", str(out),
                  "--set", "prune.target_macs=0.5"]) == 0
+    # the summary says what was reached against the target; the table names the budgeted
+    # pass and shows no solver gap / iterations for its given-width final pass
+    cap = capsys.readouterr()
+    said = " ".join((cap.out + cap.err).split())
+    assert re.search(r"target_macs=0\.5: macs x0\.\d{4} of the original \(target x0\.5000\), "
+                     r"within 2 % of the target", said), said
+    report_txt = (out / "report.txt").read_text()
+    assert "budgeted pass (target_macs=0.5)" in " ".join(report_txt.split())
+    assert "nan" not in report_txt
     summary = json.loads((out / "report.json").read_text())["summary"]
     assert summary["budget"]["target_ratio"] == pytest.approx(0.5)
     assert summary["macs_ratio"] == pytest.approx(summary["budget"]["reached_ratio"])
