@@ -57,6 +57,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -236,11 +237,26 @@ class Bench:
     def _train(self, model: nn.Module, epochs: int, seed: int, ckpt: Path,
                lr_scale: float = 1.0) -> dict[str, Any]:
         cfg = recipe(self.s, epochs=epochs, seed=seed, lr_scale=lr_scale)
+        self._seed_from_partial(ckpt)
         t0 = time.perf_counter()
         r = train(model, self.loaders, cfg, checkpoint_dir=ckpt, resume=True)
         return {"epochs": epochs, "lr": cfg.lr, "train_wall_s": time.perf_counter() - t0,
                 "seconds_per_epoch": r.seconds_per_epoch, "resumed_from_epoch": r.resumed_from_epoch,
                 "history": r.history}
+
+    @property
+    def partial_root(self) -> Path:
+        """Committed mid-run checkpoints (``<ckpt_root>/../cifar_fast_partial/<unit>/``): a
+        session that ends inside a long unit commits its ``last/`` checkpoint there, so the
+        next one, on a fresh machine, resumes that unit instead of restarting it."""
+        return self.ckpt_root.parent / "cifar_fast_partial"
+
+    def _seed_from_partial(self, ckpt: Path) -> None:
+        src = self.partial_root / ckpt.name
+        if (ckpt / "last").exists() or not (src / "last").is_dir():
+            return
+        shutil.copytree(src, ckpt, dirs_exist_ok=True)
+        log.info("%s: resuming from the committed partial checkpoint %s", ckpt.name, src)
 
     # base
     def base_path(self, seed: int) -> Path:

@@ -152,3 +152,21 @@ def test_scratch_retrains_take_the_budget_arms_widths_at_either_fine_tune_lr(tmp
     assert (dict(spec.widths), arch_from, epochs) == (half, "entropic_budget", 6)  # cap x3
     spec, factor, arch_from, _ = bench.scratch_arch(1, 0.5, "uniform")
     assert arch_from is None and factor is not None and 0.6 < factor < 0.8
+
+
+def test_a_committed_partial_checkpoint_seeds_a_fresh_work_dir(tmp_path: Path) -> None:
+    """A unit cut off by a session's end resumes on a fresh machine from the ``last/``
+    checkpoint committed beside the bases; a work dir that has its own is left alone."""
+    res = cifar_fast.Results(tmp_path / "r.json", {})
+    bench = cifar_fast.Bench({}, res, tmp_path / "work", tmp_path / "results" / "ckpt")
+    src = tmp_path / "results" / "cifar_fast_partial" / "scratch_b_s0_x0.33" / "last"
+    src.mkdir(parents=True)
+    (src / "model.json").write_text("{}")
+    unit = tmp_path / "work" / "scratch_b_s0_x0.33"
+    bench._seed_from_partial(unit)
+    assert (unit / "last" / "model.json").read_text() == "{}"
+    (unit / "last" / "model.json").write_text('{"epoch": 9}')  # the run went on here
+    bench._seed_from_partial(unit)
+    assert (unit / "last" / "model.json").read_text() == '{"epoch": 9}'
+    bench._seed_from_partial(tmp_path / "work" / "other_unit")  # nothing committed: no-op
+    assert not (tmp_path / "work" / "other_unit").exists()
