@@ -39,7 +39,10 @@ On a base trained with the fast recipe to the field's accuracy, at MACs x0.5 and
   lowered-lr comparison is like for like.
 
 Every unit writes its row into ``benchmarks/results/cifar_fast.json`` when it ends; the long
-trainings also checkpoint every epoch under ``--work`` and resume mid-run after a kill.
+trainings also checkpoint every epoch under ``--work`` and resume mid-run after a kill. A
+unit still running when a session must stop is carried over by committing its checkpoint:
+``cp -r runs/bench/cifar_fast/full/<unit> benchmarks/results/cifar_fast_partial/`` (the
+``last/`` folder, a few MB); a fresh machine's run of the same unit starts from it.
 The two bases' weights are kept in ``benchmarks/results/cifar_fast_ckpt/`` (8 MB each), so a
 later session on a fresh machine continues without re-training them. Re-running the command
 skips finished units.
