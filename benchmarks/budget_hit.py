@@ -448,7 +448,7 @@ def part_params_diag(data: dict[str, Any], path: Path, settings: dict[str, Any],
                               base_prunable, settings, seconds_prune=time.perf_counter() - t0,
                               widths_from=tp_key)
             row["metric"] = "params"
-            row["params_ratio"] = row["params"] / pruning.count_params(lm._load_base(settings, seed))
+            row["params_ratio"] = row["params"] / pruning.count_params(base)  # base: unmodified
             assert row["widths"] == tp_row["widths"], (row["widths"], tp_row["widths"])
             data["rows"].append(row)
             _save(data, path)

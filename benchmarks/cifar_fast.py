@@ -600,19 +600,28 @@ def _pm(vals: list[float], scale: float = 100.0, digits: int = 2) -> str:
         ("" if n > 1 else " (1 seed)")
 
 
+def _gap(ours: list[float], theirs: list[float]) -> tuple[float, float, int] | None:
+    """The noise rule's terms: (difference in pt, noise in pt, fewer seeds); None: an arm
+    has no value. noise = max(sqrt(s1^2 + s2^2), NOISE_FLOOR_PT)."""
+    (m1, s1, n1), (m2, s2, n2) = _ms(ours), _ms(theirs)
+    if not n1 or not n2:
+        return None
+    return (100 * (m1 - m2), max(100 * math.sqrt(s1 ** 2 + s2 ** 2), NOISE_FLOOR_PT),
+            min(n1, n2))
+
+
 def verdict(ours: list[float], theirs: list[float]) -> str:
     """Entropic compared with another arm, in points, with the noise rule.
 
     With one seed on either side the spread is unknown: the verdict then says so instead of
     calling a difference above the 0.05 pt floor a win.
     """
-    (m1, s1, n1), (m2, s2, n2) = _ms(ours), _ms(theirs)
-    if not n1 or not n2:
+    gap = _gap(ours, theirs)
+    if gap is None:
         return "–"
-    d = 100 * (m1 - m2)
-    noise = max(100 * math.sqrt(s1 ** 2 + s2 ** 2), NOISE_FLOOR_PT)
+    d, noise, n = gap
     word = "≈" if abs(d) <= noise else ("entropic better" if d > 0 else "entropic worse")
-    if min(n1, n2) < 2 and word != "≈":
+    if n < 2 and word != "≈":
         word += ", 1 seed"
     return f"{word} ({d:+.2f} pt)"
 
@@ -685,12 +694,11 @@ def paired(ours: dict[int, float], theirs: dict[int, float]) -> str:
 
 def _target(ours: list[float], theirs: list[float]) -> str:
     """Is entropic >= TARGET_PT above the other arm, as a verdict under the noise rule?"""
-    (m1, s1, n1), (m2, s2, n2) = _ms(ours), _ms(theirs)
-    if not n1 or not n2:
+    gap = _gap(ours, theirs)
+    if gap is None:
         return "–"
-    d = 100 * (m1 - m2)
-    noise = max(100 * math.sqrt(s1 ** 2 + s2 ** 2), NOISE_FLOOR_PT)
-    if min(n1, n2) < 2:
+    d, noise, n = gap
+    if n < 2:
         return "not shown (1 seed)"
     return "**met**" if d >= TARGET_PT and d > noise else f"not met ({d:+.2f} pt, noise {noise:.2f})"
 

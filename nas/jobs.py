@@ -174,10 +174,8 @@ def layer_table(report: list[pruning.LayerReport], budget: dict[str, Any] | None
     return table
 
 
-def budget_line(budget: dict[str, Any] | None) -> str:
-    """One line on what a budgeted pass reached ("" without a budget)."""
-    if not budget:
-        return ""
+def budget_line(budget: dict[str, Any]) -> str:
+    """One line on what a budgeted pass reached (``SparsifyResult.budget``)."""
     what = "latency" if budget["metric"] == "latency_ms" else budget["metric"]
     return (f"{budget['field']}={budget['target']:g}: {what} x{budget['reached_ratio']:.4f} of "
             f"the original (target x{budget['target_ratio']:.4f}), {budget['note']}")
