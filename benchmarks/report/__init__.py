@@ -121,7 +121,7 @@ def update_readme(readme: Path, loaded: dict[str, Any]) -> list[str]:
     """Replace each ``<!-- NAME -->`` ... ``<!-- /NAME -->`` block of the README with its
     table rendered from the results (the prose around it stays hand-written); returns the
     names of the blocks replaced. A block whose results file is missing is left as it is."""
-    from benchmarks.cifar_fast import summary_markdown
+    from benchmarks.report.cifar_fast import summary_markdown
 
     renderers = {"summary": summary_markdown}
     text = readme.read_text()

@@ -11,11 +11,10 @@ both the seeds' combined standard deviation and 0.05 pt.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report.fmt import NOISE_FLOOR_PT, fmt_ms, md_table, mean_std
+from benchmarks.report.fmt import fmt_ms, md_table, noise_gap
 
 LENET_PARAMS = 61706
 LENET_MACS = 416520
@@ -41,11 +40,10 @@ def _final(row: dict[str, Any], plain: dict[tuple[int, float], dict[str, Any]]) 
 
 
 def verdict(ours: list[float], theirs: list[float]) -> str:
-    (m1, s1, n1), (m2, s2, n2) = mean_std(ours), mean_std(theirs)
-    if not n1 or not n2:
+    gap = noise_gap(ours, theirs)
+    if gap is None:
         return "–"
-    d = m1 - m2
-    noise = max(math.sqrt(s1 ** 2 + s2 ** 2), NOISE_FLOOR_PT)
+    d, noise, _ = gap
     word = "≈" if abs(d) <= noise else ("budgeted entropic better" if d > 0 else
                                          "budgeted entropic worse")
     return f"{word} ({d:+.2f} pt)"

@@ -29,6 +29,18 @@ def mean_std(values: Sequence[float | None]) -> tuple[float, float, int]:
     return statistics.fmean(vals), sd, len(vals)
 
 
+def noise_gap(ours: Sequence[float | None], theirs: Sequence[float | None],
+              scale: float = 1.0) -> tuple[float, float, int] | None:
+    """The noise rule every comparison of the report uses: (difference of the means, noise,
+    fewer seeds), the first two in ``scale`` units (100: fractions read as points); None when
+    either side has no value. The difference is a tie when ``|d| <= noise``, with
+    noise = max(sqrt(s1^2 + s2^2), NOISE_FLOOR_PT)."""
+    (m1, s1, n1), (m2, s2, n2) = mean_std(ours), mean_std(theirs)
+    if not n1 or not n2:
+        return None
+    return scale * (m1 - m2), max(scale * math.hypot(s1, s2), NOISE_FLOOR_PT), min(n1, n2)
+
+
 def fmt_ms(values: Sequence[float | None], digits: int = 2, scale: float = 1.0,
            signed: bool = False) -> str:
     m, s, n = mean_std([None if v is None else v * scale for v in values])

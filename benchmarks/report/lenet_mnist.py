@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from benchmarks.report.fmt import (
     fmt_num,
     md_table,
     mean_std,
+    noise_gap,
     widths_key,
     widths_str,
 )
@@ -67,19 +69,17 @@ class Lenet:
         return out
 
 
-def _verdict(pruned: list[float | None], others: dict[str, list[float | None]]) -> str:
+def _verdict(pruned: Sequence[float | None], others: Mapping[str, Sequence[float | None]]) -> str:
     """Plain-language comparison of pruned+FT5 with the scratch / uniform series."""
-    pm, ps, pn = mean_std(pruned)
-    if pn == 0:
+    if mean_std(pruned)[2] == 0:
         return "–"
     parts = []
     for name, vals in others.items():
-        m, s, n = mean_std(vals)
-        if n == 0:
+        gap = noise_gap(vals, pruned)
+        if gap is None:
             parts.append(f"{name} n/a")
             continue
-        d = m - pm
-        noise = max(math.sqrt(ps ** 2 + s ** 2), NOISE_FLOOR_PT)
+        d, noise, _ = gap
         if abs(d) <= noise:
             word = "≈"
         elif d > 0:
