@@ -370,6 +370,19 @@ def part_params(data: dict[str, Any], path: Path, settings: dict[str, Any],
                 put(row)
 
 
+def _identical_row(key: str, kind: str, seed: int, ratio: float, model: Any, base_prunable: int,
+                   extra: dict[str, Any], macs_ratio: float, acc_pruned: float) -> dict[str, Any]:
+    """The row of a budgeted variant whose widths equal the plain budgeted pass's: the same
+    rankings, so the same network; recorded as identical and not fine-tuned again (the report
+    reads its final accuracy off the plain pass's row)."""
+    row = {"key": key, "kind": kind, "seed": seed, "target": ratio, **extra,
+           "identical_to_plain": True}
+    row.update(lm._metrics(model, base_prunable))
+    row["macs_ratio"] = macs_ratio
+    row["acc_pruned"] = acc_pruned
+    return row
+
+
 def _output_variant(key: str, seed: int, ratio: float, plain: dict[str, Any], w: dict[str, Any],
                     base_prunable: int, settings: dict[str, Any], target: Any) -> dict[str, Any]:
     """The budgeted pass with the output-sensitivity objective (each layer's error curve
@@ -388,13 +401,9 @@ def _output_variant(key: str, seed: int, ratio: float, plain: dict[str, Any], w:
                  sensitivity=res.budget["sensitivity"],
                  predicted_error=res.budget["predicted_error"], objective="output",
                  plain_widths=plain["widths"])
-    row = {"key": key, "kind": "entropic_budget_output", "seed": seed, "target": ratio, **extra}
-    row.update(lm._metrics(res.model, base_prunable))
-    if row["widths"] == plain["widths"]:
-        row["identical_to_plain"] = True
-        row["macs_ratio"] = plain["macs_ratio"]
-        row["acc_pruned"] = plain["acc_pruned"]
-        return row
+    if lm._metrics(res.model, base_prunable)["widths"] == plain["widths"]:
+        return _identical_row(key, "entropic_budget_output", seed, ratio, res.model,
+                              base_prunable, extra, plain["macs_ratio"], plain["acc_pruned"])
     return _pruned_row(key, "entropic_budget_output", seed, ratio, res.model, base_prunable,
                        settings, identical_to_plain=False, **extra)
 
@@ -497,10 +506,9 @@ def part_alloc(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds
                     extra["plain_widths"] = plain.budget["widths"]
                     extra["identical_to_plain"] = plain.budget["widths"] == res.budget["widths"]
                 if extra.get("identical_to_plain"):
-                    row = {"key": key, "kind": kind, "seed": seed, "target": ratio, **extra}
-                    row.update(lm._metrics(res.model, base_prunable))
-                    row["macs_ratio"] = res.after["macs"] / res.before["macs"]
-                    row["acc_pruned"], _ = lm._eval(res.model, w["loaders"])
+                    row = _identical_row(key, kind, seed, ratio, res.model, base_prunable, extra,
+                                         res.after["macs"] / res.before["macs"],
+                                         lm._eval(res.model, w["loaders"])[0])
                 else:
                     row = _pruned_row(key, kind, seed, ratio, res.model, base_prunable, settings,
                                       **extra)
