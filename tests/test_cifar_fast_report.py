@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from benchmarks.report import cifar_fast as report
 from benchmarks.report.cifar_fast import plot, render_markdown, verdict
 
@@ -108,3 +110,19 @@ def test_best_criterion_is_chosen_on_shared_seeds_and_met_needs_every_criterion(
     tp = next(ln for ln in report._verdicts(at, 0.5) if ln.startswith("| entropic vs the best Torch-Pruning"))
     assert "not run here: TP GroupTaylor" in tp and "entropic better (+0.50 pt)" in tp
     assert tp.endswith("| not shown (criteria missing) |") and "**met**" not in tp
+
+
+def test_macs_per_layer_rebuilds_each_arms_recorded_macs_from_its_widths() -> None:
+    """The 'where the MACs sit' table is rebuilt from the widths alone; its totals must be the
+    MACs each arm's row measured on the pruned network itself."""
+    data = json.loads(RESULTS.read_text())
+    at = [r for r in data["rows"].values() if r.get("ratio") == 0.5]
+    lines = report._macs_table(at)
+    assert lines, "the committed results have the entropic and uniform arms at x0.5"
+    for kind in report.MACS_ARMS:
+        rs = sorted((r for r in at if r["kind"] == kind), key=lambda r: r["seed"])
+        if not rs:
+            continue
+        row = next(ln for ln in lines if ln.startswith(f"| {report.LABELS[kind]} |"))
+        total = float(row.rstrip(" |").rsplit("|", 1)[1])
+        assert total == pytest.approx(rs[0]["macs"] / 1e6, abs=0.05), kind

@@ -3,9 +3,11 @@ under the noise rule, the README's summary and the accuracy-vs-MACs figure (no t
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
+import pruning
 import search_spaces
 from benchmarks.cifar_fast import FAMILY, HEADLINE
 from benchmarks.report.fmt import ROOT, mean_std, noise_gap
@@ -99,6 +101,7 @@ def render_markdown(data: dict[str, Any]) -> str:
                 f"{'–' if kind == HEADLINE else paired(bud_low, _by_seed(at, kind))} |")
         out += _verdicts(at, ratio)
         out += _widths_table(at)
+        out += _macs_table(at)
     return "\n".join(out) + "\n"
 
 
@@ -238,6 +241,43 @@ def _widths_table(at: list[dict[str, Any]]) -> list[str]:
         if rs:
             w = rs[0]["widths"]
             out.append(f"| {LABELS[kind]} | " + " | ".join(str(w[k]) for k in keys) + " |")
+    return out
+
+
+MACS_ARMS = (HEADLINE, "tp_magnitude_lowlr", "tp_taylor_lowlr", "uniform")
+
+
+@functools.lru_cache(maxsize=64)
+def _layer_macs(widths: tuple[tuple[str, int], ...]) -> dict[str, int]:
+    """Per-layer MACs of the fast family at these widths (one forward pass of a fresh net)."""
+    spec = search_spaces.default_spec(FAMILY).with_widths(dict(widths))
+    return pruning.layer_macs(search_spaces.build(spec), spec.input_shape)
+
+
+def _macs_table(at: list[dict[str, Any]]) -> list[str]:
+    """Where each arm's MACs sit: per-layer MACs (first seed) of the headline entropic arm,
+    the lowered-lr Torch-Pruning arms and uniform, and each layer's MACs against uniform's
+    (the net every arm is compared with at equal total MACs)."""
+    full = search_spaces.default_spec(FAMILY).widths
+    base = _layer_macs(tuple(full.items()))
+    keys = [k for k in base if base[k] >= 0.001 * sum(base.values())]  # the head: ~0 MACs
+    firsts = {}
+    for kind in MACS_ARMS:
+        rs = sorted((r for r in at if r["kind"] == kind and r.get("widths")), key=lambda r: r["seed"])
+        if rs:
+            firsts[kind] = _layer_macs(tuple(rs[0]["widths"].items()))
+    if HEADLINE not in firsts or "uniform" not in firsts:
+        return []
+    uni = firsts["uniform"]
+    out = ["", "MACs per layer, M (first seed; in brackets: against the uniform net's layer):", "",
+           "| method | " + " | ".join(k.replace("blocks.", "b") for k in keys) + " | total |",
+           "|---|" + "---:|" * (len(keys) + 1),
+           "| unpruned | " + " | ".join(f"{base[k] / 1e6:.1f}" for k in keys)
+           + f" | {sum(base.values()) / 1e6:.1f} |"]
+    for kind, lm in firsts.items():
+        cells = [f"{lm[k] / 1e6:.1f}" + ("" if kind == "uniform" else f" (x{lm[k] / uni[k]:.2f})")
+                 for k in keys]
+        out.append(f"| {LABELS[kind]} | " + " | ".join(cells) + f" | {sum(lm.values()) / 1e6:.1f} |")
     return out
 
 
