@@ -555,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{i}/{len(units)}] {key}: running", flush=True)
         row = run_unit(bench, kind, seed, ratio)
         row["unit_wall_s"] = time.perf_counter() - t0
+        row["torch_threads"] = torch.get_num_threads()  # the unit's own (settings are the last run's)
         res.put(key, {"kind": kind, "seed": seed, "ratio": ratio, **row})
         done += 1
         print(f"[{i}/{len(units)}] {key}: {brief(res.get(key) or {})} "

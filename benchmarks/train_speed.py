@@ -1,0 +1,135 @@
+"""How long the fast family's base takes to train on this machine, per execution setting.
+
+Issue 9's base target is ">= 93.5 % in <= 40 min wall on this 2-core CPU". The two bases of
+``benchmarks.cifar_fast`` were trained with 1 torch thread while other jobs shared the cores
+(49-52 min), which says little about the wall time on an idle machine. This benchmark trains
+``airbench_cifar`` from a fresh initialisation with the head-to-head's exact recipe and data
+(``TrainConfig.from_recipe("airbench")``, batch 512, lr 0.75, the CIFAR-10 JPEG copy, 45k
+training images, validation every epoch) for ``--epochs`` epochs under each setting:
+
+- ``bf16_t2``: bf16 autocast, channels-last, 2 torch threads (the recipe as it runs here);
+- ``bf16_t1``: the same on 1 thread (what the committed bases used);
+- ``fp32_t2``: fp32, channels-last, 2 threads (what bf16 buys);
+- ``bf16_t2_nchw``: bf16, contiguous NCHW tensors, 2 threads (what channels-last buys).
+
+Each row records the seconds per epoch (training + the epoch's validation pass; the first epoch apart, as it pays
+the kernels' one-off set-up), the whitening init and the final test pass with flip + translate TTA, and the projected wall
+time of the 24-epoch base (init + 24 epochs + test pass). Run it on an otherwise idle
+machine: timings are ratios measured in one run, and the load average is recorded with
+every row.
+
+    python -m benchmarks.train_speed                  # all settings, 2 epochs each (~15 min here)
+    python -m benchmarks.train_speed --only bf16_t2 --epochs 3
+    python -m benchmarks.train_speed --quick          # tiny subsets, checks the code path
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import torch
+
+import search_spaces
+from benchmarks import common
+from benchmarks.cifar_fast import FAMILY, ROOT, loaders_for
+from nas.train import TrainConfig, cpu_bf16_supported, evaluate, train
+
+SETTINGS: dict[str, dict[str, Any]] = {
+    "bf16_t2": {"threads": 2, "amp": True, "channels_last": True},
+    "bf16_t1": {"threads": 1, "amp": True, "channels_last": True},
+    "fp32_t2": {"threads": 2, "amp": False, "channels_last": True},
+    "bf16_t2_nchw": {"threads": 2, "amp": True, "channels_last": False},
+}
+BASE_EPOCHS = 24  # benchmarks.cifar_fast's --base-epochs
+
+
+def data_settings(data_root: str, quick: bool) -> dict[str, Any]:
+    """benchmarks.cifar_fast's data settings (full size), or tiny subsets with ``quick``."""
+    s: dict[str, Any] = {"data_root": data_root, "batch_size": 512, "lr": 0.75,
+                         "val_fraction": 0.1, "train_subset": None, "val_subset": None,
+                         "test_subset": None}
+    if quick:
+        s.update(batch_size=256, lr=0.375, train_subset=2048, val_subset=500, test_subset=500)
+    return s
+
+
+def measure(name: str, setting: dict[str, Any], loaders: Any, s: dict[str, Any],
+            epochs: int) -> dict[str, Any]:
+    """Train a fresh base for ``epochs`` under ``setting``; time init, epochs and the test pass."""
+    amp = bool(setting["amp"]) and (torch.cuda.is_available() or cpu_bf16_supported())
+    cfg = TrainConfig.from_recipe(
+        "airbench", epochs=epochs, lr=s["lr"], seed=0, threads=setting["threads"],
+        amp=amp, channels_last=setting["channels_last"],
+        device="cpu" if not torch.cuda.is_available() else "auto")
+    model = search_spaces.build(search_spaces.default_spec(FAMILY))
+    load_before = common.load_average()
+    t0 = time.perf_counter()
+    r = train(model, loaders, cfg)
+    wall = time.perf_counter() - t0
+    epoch_s = [h["seconds"] for h in r.history]
+    before = torch.get_num_threads()
+    torch.set_num_threads(setting["threads"])
+    try:
+        t1 = time.perf_counter()
+        _, test_acc = evaluate(model, loaders.test, amp=cfg.amp,
+                               channels_last=cfg.channels_last, tta=cfg.tta)
+        test_s = time.perf_counter() - t1
+    finally:
+        torch.set_num_threads(before)
+    init_s = max(wall - sum(epoch_s), 0.0)
+    # the first epoch pays the kernels' one-off set-up; later epochs are the steady rate
+    steady = epoch_s[1:] or epoch_s
+    per_epoch = sum(steady) / len(steady)
+    projected = init_s + epoch_s[0] + (BASE_EPOCHS - 1) * per_epoch + test_s
+    return {"setting": name, **setting, "amp_effective": cfg.amp, "epochs": epochs,
+            "seconds_per_epoch": per_epoch, "first_epoch_s": epoch_s[0], "epoch_seconds": epoch_s,
+            "init_s": init_s, "test_tta_s": test_s, "projected_base_min": projected / 60,
+            "val_acc": r.val_acc, "test_acc_tta": test_acc, "load_average_before": load_before}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = common.parser("train_speed", (__doc__ or "").split("\n")[0])
+    p.add_argument("--only", nargs="+", choices=list(SETTINGS), help="run only these settings")
+    p.add_argument("--epochs", type=int, default=2,
+                   help="epochs timed per setting (the first is reported apart: one-off set-up)")
+    p.add_argument("--data-root", default=None, help="folder holding cifar10-jpeg.tar.gz")
+    args = p.parse_args(argv)
+    if args.epochs < 1:
+        p.error(f"--epochs: must be >= 1, got {args.epochs}")
+    dev, env = common.setup(args)
+    root = args.data_root or os.environ.get("ENTROPIC_NAS_SHARED_DATA",
+                                            str(ROOT.parent / "shared" / "data"))
+    s = data_settings(root, args.quick)
+    names = args.only or (["bf16_t2", "bf16_t1"] if args.quick else list(SETTINGS))
+    env["bf16_autocast_supported"] = cpu_bf16_supported()
+    out = common.ResultWriter(args.out, "train_speed", env,
+                              {**s, "epochs": args.epochs, "settings": names,
+                               "family": FAMILY, "recipe": "airbench", "base_epochs": BASE_EPOCHS})
+    loaders = loaders_for(s)
+    for i, name in enumerate(names, 1):
+        common.console_print(f"[{i}/{len(names)}] {name}: training {args.epochs} epoch(s)")
+        row = measure(name, SETTINGS[name], loaders, s, args.epochs)
+        out.add_row(row)
+        common.console_print(f"[{i}/{len(names)}] {name}: {row['seconds_per_epoch']:.1f} s/epoch, "
+                             f"projected 24-epoch base {row['projected_base_min']:.1f} min")
+    rows = out.data["rows"]
+    ref = next((r for r in rows if r["setting"] == "bf16_t2"), None)
+    common.table(f"airbench_cifar base, recipe 'airbench', {common.header(env)}",
+                 ["setting", "threads", "bf16", "channels-last", "first epoch s", "s / epoch",
+                  "x bf16_t2", "init s", "test TTA s", "24-epoch base (min)", "load before"],
+                 [[r["setting"], r["threads"], r["amp_effective"], r["channels_last"],
+                   r["first_epoch_s"], r["seconds_per_epoch"],
+                   r["seconds_per_epoch"] / ref["seconds_per_epoch"] if ref else None,
+                   r["init_s"], r["test_tta_s"], r["projected_base_min"],
+                   str(r["load_average_before"])] for r in rows])
+    if ref is not None:
+        out.set("projected_base_min_bf16_t2", ref["projected_base_min"])
+    out.finish()
+    common.console_print(f"{len(rows)} settings timed; results in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
