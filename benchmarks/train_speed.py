@@ -73,8 +73,8 @@ def measure(name: str, setting: dict[str, Any], loaders: Any, s: dict[str, Any],
     torch.set_num_threads(setting["threads"])
     try:
         t1 = time.perf_counter()
-        _, test_acc = evaluate(model, loaders.test, amp=cfg.amp,
-                               channels_last=cfg.channels_last, tta=cfg.tta)
+        _, test_acc = evaluate(model, loaders.test, amp=amp,
+                               channels_last=bool(setting["channels_last"]), tta=cfg.tta)
         test_s = time.perf_counter() - t1
     finally:
         torch.set_num_threads(before)
@@ -83,7 +83,7 @@ def measure(name: str, setting: dict[str, Any], loaders: Any, s: dict[str, Any],
     steady = epoch_s[1:] or epoch_s
     per_epoch = sum(steady) / len(steady)
     projected = init_s + epoch_s[0] + (BASE_EPOCHS - 1) * per_epoch + test_s
-    return {"setting": name, **setting, "amp_effective": cfg.amp, "epochs": epochs,
+    return {"setting": name, **setting, "amp_effective": amp, "epochs": epochs,
             "seconds_per_epoch": per_epoch, "first_epoch_s": epoch_s[0], "epoch_seconds": epoch_s,
             "init_s": init_s, "test_tta_s": test_s, "projected_base_min": projected / 60,
             "val_acc": r.val_acc, "test_acc_tta": test_acc, "load_average_before": load_before}
