@@ -154,7 +154,9 @@ def environment() -> dict[str, Any]:
 
 
 class Results:
-    """``{"settings", "rows": {key: row}}`` rewritten atomically after every unit."""
+    """``{"settings", "rows": {key: row}}`` rewritten atomically after every unit; the rows
+    on disk are read again first, so a unit finished by another process meanwhile (or a row
+    mended by hand) is kept, not overwritten by this process's older copy."""
 
     def __init__(self, path: Path, settings: dict[str, Any]) -> None:
         self.path = path
@@ -173,6 +175,10 @@ class Results:
     def put(self, key: str, row: dict[str, Any]) -> None:
         row = {"key": key, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "load_avg": [round(v, 2) for v in os.getloadavg()], **row}
+        if self.path.is_file():  # rows another process (or a hand) added since this one began
+            on_disk = json.loads(self.path.read_text()).get("rows", {})
+            self.data["rows"] = {**on_disk, **{k: v for k, v in self.data["rows"].items()
+                                               if k not in on_disk}}
         self.data["rows"][key] = row
         write_json(self.path, self.data, indent=1)
 

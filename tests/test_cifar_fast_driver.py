@@ -3,6 +3,7 @@ carry-over of a committed partial checkpoint (no training)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,20 @@ def test_a_committed_partial_checkpoint_seeds_a_fresh_work_dir(tmp_path: Path) -
     assert (unit / "last" / "model.json").read_text() == '{"epoch": 9}'
     bench._seed_from_partial(tmp_path / "work" / "other_unit")  # nothing committed: no-op
     assert not (tmp_path / "work" / "other_unit").exists()
+
+
+def test_results_keep_rows_another_process_wrote_meanwhile(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    first = cifar_fast.Results(path, {"base_epochs": 24})
+    second = cifar_fast.Results(path, {"base_epochs": 24})  # started before first wrote anything
+    first.put("uniform/s0/x0.5", {"test_acc_tta": 0.9})
+    second.put("uniform/s1/x0.5", {"test_acc_tta": 0.8})
+    assert set(json.loads(path.read_text())["rows"]) == {"uniform/s0/x0.5", "uniform/s1/x0.5"}
+    # a row mended on disk is not overwritten by a process's older in-memory copy
+    data = json.loads(path.read_text())
+    data["rows"]["uniform/s0/x0.5"]["torch_threads"] = 1
+    path.write_text(json.dumps(data))
+    first.put("scratch_e/s0/x0.5", {"test_acc_tta": 0.85})
+    rows = json.loads(path.read_text())["rows"]
+    assert rows["uniform/s0/x0.5"]["torch_threads"] == 1
+    assert len(rows) == 3
