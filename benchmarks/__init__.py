@@ -12,6 +12,7 @@ benchmarks.vgg_pass --quick``); nothing patches the import path. The package may
 ``cifar_fast``         the fast CIFAR-10 family: entropic vs Torch-Pruning vs uniform
 ``budget_hit``         budget targets: landing, pass cost, accuracy at equal MACs
 ``gpu_check``          what only a GPU can time (fast recipe, whole passes, a search)
+``train_speed``        the fast family's base: s / epoch per setting (bf16, threads, layout)
 ``cifar_short``        VGG-16 / ResNet-18 on CIFAR-10, short CPU protocol (superseded)
 ``solver_cost``        one layer solve vs feature count d and sample count T
 ``vgg_pass``           one whole VGG-16 sparsify pass, timed phase by phase
