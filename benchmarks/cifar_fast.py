@@ -154,15 +154,24 @@ def environment() -> dict[str, Any]:
 
 
 class Results:
-    """``{"settings", "rows": {key: row}}`` rewritten atomically after every unit; the rows
-    on disk are read again first, so a unit finished by another process meanwhile (or a row
-    mended by hand) is kept, not overwritten by this process's older copy."""
+    """``{"settings", "rows": {key: row}}`` rewritten atomically after every unit.
+
+    Before each write the file is read again and only the row just finished is laid over
+    it, so a unit another process finished meanwhile, a row mended by hand or one deleted to
+    force a rerun stay as they are on disk (no lock: two units finishing in the
+    same millisecond could still race). If the file cannot be read at that moment (a broken
+    hand edit), the finished row goes to a side file beside it instead of being lost.
+    """
 
     def __init__(self, path: Path, settings: dict[str, Any]) -> None:
         self.path = path
         self.data: dict[str, Any] = {"benchmark": "cifar_fast", "settings": settings, "rows": {}}
         if path.is_file():
-            old = json.loads(path.read_text())
+            try:
+                old = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise SystemExit(f"{path}: cannot read the results file ({e}); mend it or pass "
+                                 "--results for another file") from e
             if old.get("settings", {}).get("base_epochs") not in (None, settings["base_epochs"]):
                 raise SystemExit(
                     f"{path}: written with base_epochs={old['settings']['base_epochs']}, this run "
@@ -175,11 +184,18 @@ class Results:
     def put(self, key: str, row: dict[str, Any]) -> None:
         row = {"key": key, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "load_avg": [round(v, 2) for v in os.getloadavg()], **row}
-        if self.path.is_file():  # rows another process (or a hand) added since this one began
-            on_disk = json.loads(self.path.read_text()).get("rows", {})
-            self.data["rows"] = {**on_disk, **{k: v for k, v in self.data["rows"].items()
-                                               if k not in on_disk}}
         self.data["rows"][key] = row
+        try:
+            on_disk = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        except (OSError, json.JSONDecodeError) as e:
+            side = self.path.with_name(f"{self.path.stem}.{key.replace('/', '_')}.json")
+            write_json(side, {"benchmark": "cifar_fast", "rows": {key: row}}, indent=1)
+            print(f"warning: {self.path} cannot be read ({e}); row {key} written to {side} "
+                  "instead: merge it into the results file by hand", file=sys.stderr, flush=True)
+            return
+        rows = {**on_disk.get("rows", {}), key: row}
+        # this run's settings and environment; any other top-level key on disk is kept
+        self.data = {**on_disk, **{k: v for k, v in self.data.items() if k != "rows"}, "rows": rows}
         write_json(self.path, self.data, indent=1)
 
 

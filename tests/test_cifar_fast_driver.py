@@ -90,3 +90,31 @@ def test_results_keep_rows_another_process_wrote_meanwhile(tmp_path: Path) -> No
     rows = json.loads(path.read_text())["rows"]
     assert rows["uniform/s0/x0.5"]["torch_threads"] == 1
     assert len(rows) == 3
+
+
+def test_results_leave_a_row_deleted_on_disk_deleted(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    res = cifar_fast.Results(path, {"base_epochs": 24})
+    res.put("uniform/s0/x0.5", {"test_acc_tta": 0.9})
+    other = cifar_fast.Results(path, {"base_epochs": 24})
+    other.put("uniform/s1/x0.5", {"test_acc_tta": 0.8})
+    data = json.loads(path.read_text())
+    del data["rows"]["uniform/s1/x0.5"]  # deleted by hand to force a rerun
+    path.write_text(json.dumps(data))
+    res.put("scratch_e/s0/x0.5", {"test_acc_tta": 0.85})
+    assert set(json.loads(path.read_text())["rows"]) == {"uniform/s0/x0.5", "scratch_e/s0/x0.5"}
+
+
+def test_an_unreadable_results_file_loses_no_finished_unit(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "r.json"
+    res = cifar_fast.Results(path, {"base_epochs": 24})
+    res.put("uniform/s0/x0.5", {"test_acc_tta": 0.9})
+    path.write_text('{"rows": {')  # a hand edit broke it while the unit ran
+    res.put("scratch_b/s0/x0.5", {"test_acc_tta": 0.91})
+    side = tmp_path / "r.scratch_b_s0_x0.5.json"
+    assert json.loads(side.read_text())["rows"]["scratch_b/s0/x0.5"]["test_acc_tta"] == 0.91
+    assert "row scratch_b/s0/x0.5 written to" in capsys.readouterr().err
+    assert path.read_text() == '{"rows": {'  # the broken file is left for the user to mend
+    with pytest.raises(SystemExit, match="cannot read the results file"):
+        cifar_fast.Results(path, {"base_epochs": 24})
