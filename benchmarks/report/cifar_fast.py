@@ -72,7 +72,7 @@ def render_markdown(data: dict[str, Any]) -> str:
     for r in bases:
         out.append(f"| {r['seed']} | {r['epochs']} | {r['train_wall_s'] / 60:.1f} | "
                    f"{r['seconds_per_epoch']:.0f} | "
-                   f"{s.get('threads') or env.get('torch_threads', env.get('threads'))} | "
+                   f"{r.get('torch_threads', '?')} | "
                    f"{r['load_avg'][0]:.1f} | {100 * r['val_acc_tta']:.2f} | "
                    f"{100 * r['test_acc_tta']:.2f} ({100 * r['test_acc']:.2f}) |")
     if bases:
@@ -255,29 +255,37 @@ def _layer_macs(widths: tuple[tuple[str, int], ...]) -> dict[str, int]:
 
 
 def _macs_table(at: list[dict[str, Any]]) -> list[str]:
-    """Where each arm's MACs sit: per-layer MACs (first seed) of the headline entropic arm,
-    the lowered-lr Torch-Pruning arms and uniform, and each layer's MACs against uniform's
-    (the net every arm is compared with at equal total MACs)."""
+    """Where each arm's MACs sit: per-layer MACs of the headline entropic arm, the lowered-lr
+    Torch-Pruning arms and uniform, one row per seed, and each layer's MACs against the
+    uniform net's (the net every arm is compared with at equal total MACs)."""
     full = search_spaces.default_spec(FAMILY).widths
     base = _layer_macs(tuple(full.items()))
     keys = [k for k in base if base[k] >= 0.001 * sum(base.values())]  # the head: ~0 MACs
-    firsts = {}
+    per_seed: dict[str, list[tuple[int, dict[str, int]]]] = {}
     for kind in MACS_ARMS:
         rs = sorted((r for r in at if r["kind"] == kind and r.get("widths")), key=lambda r: r["seed"])
         if rs:
-            firsts[kind] = _layer_macs(tuple(rs[0]["widths"].items()))
-    if HEADLINE not in firsts or "uniform" not in firsts:
+            per_seed[kind] = [(r["seed"], _layer_macs(tuple(r["widths"].items()))) for r in rs]
+    if HEADLINE not in per_seed or "uniform" not in per_seed:
         return []
-    uni = firsts["uniform"]
-    out = ["", "MACs per layer, M (first seed; in brackets: against the uniform net's layer):", "",
-           "| method | " + " | ".join(k.replace("blocks.", "b") for k in keys) + " | total |",
-           "|---|" + "---:|" * (len(keys) + 1),
-           "| unpruned | " + " | ".join(f"{base[k] / 1e6:.1f}" for k in keys)
-           + f" | {sum(base.values()) / 1e6:.1f} |"]
-    for kind, lm in firsts.items():
-        cells = [f"{lm[k] / 1e6:.1f}" + ("" if kind == "uniform" else f" (x{lm[k] / uni[k]:.2f})")
-                 for k in keys]
-        out.append(f"| {LABELS[kind]} | " + " | ".join(cells) + f" | {sum(lm.values()) / 1e6:.1f} |")
+    uni = dict(per_seed["uniform"])
+    out = ["", "MACs per layer, M (in brackets: against the uniform net's layer, same seed); "
+           "'off uniform' = the share of the MACs placed differently from the uniform net "
+           "(half the L1 distance between the two per-layer MACs vectors, over uniform's total):",
+           "",
+           "| method | seed | " + " | ".join(k.replace("blocks.", "b") for k in keys)
+           + " | total | off uniform |",
+           "|---|---:|" + "---:|" * (len(keys) + 2),
+           "| unpruned | | " + " | ".join(f"{base[k] / 1e6:.1f}" for k in keys)
+           + f" | {sum(base.values()) / 1e6:.1f} | – |"]
+    for kind, seeds in per_seed.items():
+        for seed, lm in seeds:
+            ref = uni.get(seed, next(iter(uni.values())))
+            cells = [f"{lm[k] / 1e6:.1f}" + ("" if kind == "uniform" else f" (x{lm[k] / ref[k]:.2f})")
+                     for k in keys]
+            off = sum(abs(lm[k] - ref[k]) for k in ref) / 2 / sum(ref.values())
+            out.append(f"| {LABELS[kind]} | {seed} | " + " | ".join(cells)
+                       + f" | {sum(lm.values()) / 1e6:.1f} | {100 * off:.1f} % |")
     return out
 
 
