@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import budget_hit, cifar_fast, cifar_short, vgg_pass
+from benchmarks.report import budget_hit, cifar_fast, cifar_short, train_speed, vgg_pass
 from benchmarks.report.deviations import DEVIATIONS
 from benchmarks.report.fmt import ROOT
 from benchmarks.report.generic import render_generic
@@ -37,6 +37,7 @@ from benchmarks.report.lenet_mnist import render_lenet
 # each takes (runs, figdir): figures go into docs/figures of the docs being rendered
 SECTIONS: dict[str, Callable[[dict[str, dict[str, Any]], Path], str]] = {
     "cifar_fast": cifar_fast.render,
+    "train_speed": train_speed.render,
     "cifar_short": cifar_short.render,
     "vgg_pass": vgg_pass.render,
     "budget_hit": budget_hit.render,
