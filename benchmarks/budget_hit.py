@@ -390,6 +390,7 @@ def _output_variant(key: str, seed: int, ratio: float, plain: dict[str, Any], w:
     a pass whose widths equal the plain budgeted pass's (same rankings, so the same network)
     is recorded as identical and not fine-tuned again."""
     import pruning
+    import search_spaces
     from pruning.budget import sparsify_to_budget
 
     base = lm._load_base(settings, seed)
@@ -401,7 +402,7 @@ def _output_variant(key: str, seed: int, ratio: float, plain: dict[str, Any], w:
                  sensitivity=res.budget["sensitivity"],
                  predicted_error=res.budget["predicted_error"], objective="output",
                  plain_widths=plain["widths"])
-    if lm._metrics(res.model, base_prunable)["widths"] == plain["widths"]:
+    if dict(search_spaces.spec_from_model(res.model).widths) == plain["widths"]:
         return _identical_row(key, "entropic_budget_output", seed, ratio, res.model,
                               base_prunable, extra, plain["macs_ratio"], plain["acc_pruned"])
     return _pruned_row(key, "entropic_budget_output", seed, ratio, res.model, base_prunable,

@@ -100,12 +100,28 @@ BUDGET_EPS_L2 = 0.03  # the budget arm's strength: with a target it only ranks t
 # -- settings -------------------------------------------------------------------------------
 
 
-def settings_from(args: argparse.Namespace) -> dict[str, Any]:
+def data_settings(data_root: str | None, smoke: bool) -> dict[str, Any]:
+    """The data and batch every unit trains on (shared with ``benchmarks.train_speed``):
+    ``data_root`` defaults to $ENTROPIC_NAS_SHARED_DATA, else ../shared/data; ``smoke``: tiny
+    subsets and half the batch."""
     shared = os.environ.get("ENTROPIC_NAS_SHARED_DATA", str(ROOT.parent / "shared" / "data"))
     s: dict[str, Any] = {
-        "data_root": args.data_root or shared,
+        "data_root": data_root or shared,
         "batch_size": 512,
         "lr": 0.75,  # the recipe's 1.5 per 1024, linearly scaled (512 is 2x faster per image here)
+        "val_fraction": 0.1,
+        "train_subset": None,
+        "val_subset": None,
+        "test_subset": None,
+    }
+    if smoke:
+        s.update(train_subset=2048, val_subset=500, test_subset=500, batch_size=256, lr=0.375)
+    return s
+
+
+def settings_from(args: argparse.Namespace) -> dict[str, Any]:
+    s: dict[str, Any] = {
+        **data_settings(args.data_root, args.smoke),
         "base_epochs": args.base_epochs,
         "ft_epochs": args.ft_epochs,
         "low_lr_scale": args.low_lr_scale,
@@ -117,16 +133,11 @@ def settings_from(args: argparse.Namespace) -> dict[str, Any]:
         "eps_L2_bounds": [1e-4, 30.0],
         "bisect_steps": 10,
         "tp_steps": 200,
-        "val_fraction": 0.1,
-        "train_subset": None,
-        "val_subset": None,
-        "test_subset": None,
         "threads": args.threads,
     }
     if args.smoke:
-        s.update(base_epochs=1, ft_epochs=1, scratch_cap=1.0, calib_images=256,
-                 train_subset=2048, val_subset=500, test_subset=500, bisect_steps=4, tp_steps=40,
-                 batch_size=256, lr=0.375)
+        s.update(base_epochs=1, ft_epochs=1, scratch_cap=1.0, calib_images=256, bisect_steps=4,
+                 tp_steps=40)
     return s
 
 

@@ -27,7 +27,7 @@ recorded with every row. ``--threads`` is ignored: every setting sets its own.
 
 from __future__ import annotations
 
-import os
+import dataclasses
 import time
 from typing import Any
 
@@ -35,8 +35,8 @@ import torch
 
 import search_spaces
 from benchmarks import common
-from benchmarks.cifar_fast import FAMILY, ROOT, loaders_for
-from nas.train import TrainConfig, cpu_bf16_supported, evaluate, train
+from benchmarks.cifar_fast import FAMILY, data_settings, loaders_for, recipe
+from nas.train import cpu_bf16_supported, evaluate, train
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "bf16_t2": {"threads": 2, "amp": True, "channels_last": True},
@@ -47,24 +47,13 @@ SETTINGS: dict[str, dict[str, Any]] = {
 BASE_EPOCHS = 24  # benchmarks.cifar_fast's --base-epochs
 
 
-def data_settings(data_root: str, quick: bool) -> dict[str, Any]:
-    """benchmarks.cifar_fast's data settings (full size), or tiny subsets with ``quick``."""
-    s: dict[str, Any] = {"data_root": data_root, "batch_size": 512, "lr": 0.75,
-                         "val_fraction": 0.1, "train_subset": None, "val_subset": None,
-                         "test_subset": None}
-    if quick:
-        s.update(batch_size=256, lr=0.375, train_subset=2048, val_subset=500, test_subset=500)
-    return s
-
-
 def measure(name: str, setting: dict[str, Any], loaders: Any, s: dict[str, Any],
             epochs: int) -> dict[str, Any]:
     """Train a fresh base for ``epochs`` under ``setting``; time init, epochs and the test pass."""
     amp = bool(setting["amp"]) and (torch.cuda.is_available() or cpu_bf16_supported())
-    cfg = TrainConfig.from_recipe(
-        "airbench", epochs=epochs, lr=s["lr"], seed=0, threads=setting["threads"],
-        amp=amp, channels_last=setting["channels_last"],
-        device="cpu" if not torch.cuda.is_available() else "auto")
+    # the head-to-head's recipe, as its units build it, with this setting's execution knobs
+    cfg = dataclasses.replace(recipe({**s, "threads": setting["threads"]}, epochs=epochs, seed=0),
+                              amp=amp, channels_last=setting["channels_last"])
     torch.manual_seed(0)
     model = search_spaces.build(search_spaces.default_spec(FAMILY))
     load_before = common.load_average()
@@ -105,9 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--epochs: must be >= 2 (the first epoch pays one-off set-up; the steady rate "
                 f"comes from the others), got {args.epochs}")
     dev, env = common.setup(args)
-    root = args.data_root or os.environ.get("ENTROPIC_NAS_SHARED_DATA",
-                                            str(ROOT.parent / "shared" / "data"))
-    s = data_settings(root, args.quick)
+    s = data_settings(args.data_root, args.quick)
     names = args.only or (["bf16_t2", "bf16_t1"] if args.quick else list(SETTINGS))
     env["bf16_autocast_supported"] = cpu_bf16_supported()
     out = common.ResultWriter(args.out, "train_speed", env,

@@ -229,8 +229,8 @@ def summary_markdown(data: dict[str, Any]) -> str:
 
 def _widths_table(at: list[dict[str, Any]]) -> list[str]:
     """Where each arm spends the budget: per-layer widths (first seed) of every arm."""
-    keys = list(search_spaces.default_spec(FAMILY).widths)
     full = search_spaces.default_spec(FAMILY).widths
+    keys = list(full)
     out = ["", "Widths per layer (first seed of each arm; unpruned "
            + " / ".join(str(full[k]) for k in keys) + "):", "",
            "| method | " + " | ".join(k.replace("blocks.", "b") for k in keys) + " |",
