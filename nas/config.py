@@ -38,18 +38,61 @@ class _Strict(BaseModel):
 
 
 class ModelSection(_Strict):
-    family: str
+    """The model: a registered ``family``, or any torchvision / timm classifier by name, or
+    a ``factory`` of your own (``"my_pkg.nets:make_net"``), with ``kwargs``. Exactly one of
+    the four; a source is turned into its family name (``torchvision:resnet18``), which
+    every process, Ray workers included, resolves on first use."""
+
+    family: str = ""
+    torchvision: str | None = None
+    timm: str | None = None
+    factory: str | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
     num_classes: int | None = Field(default=None, gt=0)
     arch: str | None = None  # path to an arch.json (ArchSpec); overrides the family default
 
-    @field_validator("family")
-    @classmethod
-    def _known_family(cls, v: str) -> str:
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSection:
         import search_spaces
+        from search_spaces.generic import ModelSource
+        from search_spaces.spec import SpecError
 
-        if v not in search_spaces.list_families():
-            raise ValueError(f"unknown family {v!r}; known: {search_spaces.list_families()}")
-        return v
+        given = {k: v for k, v in (("family", self.family), ("torchvision", self.torchvision),
+                                   ("timm", self.timm), ("factory", self.factory)) if v}
+        sources = [k for k in given if k != "family"]
+        if self.family and len(sources) == 1:  # a dumped config holds both: they must agree
+            try:
+                derived = ModelSource(sources[0], given[sources[0]], self.kwargs).family_name()
+            except SpecError as e:
+                raise ValueError(str(e)) from None
+            if derived != self.family:
+                raise ValueError(f"model.family {self.family!r} disagrees with "
+                                 f"model.{sources[0]} ({derived!r}); give one of them")
+            given.pop("family")
+        if len(given) != 1:
+            raise ValueError("model: give exactly one of family, torchvision, timm, factory "
+                             f"(got {sorted(given) or 'none'})")
+        kind, name = next(iter(given.items()))
+        if kind == "family":
+            if self.kwargs:
+                raise ValueError("model.kwargs: only for torchvision / timm / factory models")
+            source = ModelSource.parse(name)
+            if source is None and name not in search_spaces.list_families():
+                raise ValueError(f"model.family: unknown family {name!r}; known: "
+                                 f"{search_spaces.list_families()}; or give model.torchvision, "
+                                 "model.timm or model.factory")
+        else:
+            try:
+                source = ModelSource(kind, name, self.kwargs)
+            except SpecError as e:
+                raise ValueError(str(e)) from None
+            self.__dict__["family"] = source.family_name()  # no re-validation (assignment)
+        if source is not None:
+            try:
+                source.callable()  # the library and the model exist: fail at load, not later
+            except SpecError as e:
+                raise ValueError(str(e)) from None
+        return self
 
 
 class DataSection(_Strict):
@@ -80,7 +123,7 @@ class DataSection(_Strict):
 class TrainSection(_Strict):
     # A named recipe (nas.train.RECIPES, e.g. "airbench") supplies every field this section
     # does not set; without one, the defaults below apply.
-    recipe: Literal["airbench"] | None = None
+    recipe: Literal["airbench", "cifar_sgd"] | None = None
     epochs: int = Field(default=10, ge=0)
     lr: float = Field(default=0.05, gt=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)

@@ -43,7 +43,7 @@ LoadModelFn = Callable[[TrialRecord], tuple[nn.Module, ArchSpec]]
 
 _SUFFIXES = {"": 1.0, "k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6, "g": 1e9, "G": 1e9, "t": 1e12,
              "T": 1e12}
-_RULE_HELP = ("'max-acc', 'knee', 'max-NAME', 'min-NAME', 'NAME<=X' or 'NAME>=X' "
+RULE_HELP = ("'max-acc', 'knee', 'max-NAME', 'min-NAME', 'NAME<=X' or 'NAME>=X' "
               "(X like 2e5, 200k, 0.2M)")
 
 
@@ -138,7 +138,7 @@ def pick_trial(records: Sequence[TrialRecord], objectives: Sequence[Objective],
                 f"{'smallest' if op == '<=' else 'largest'} is {best_v:,.6g} (trial {best_n})"
             )
         return _best(ok, _accuracy_objective(objectives), objectives)
-    raise ValueError(f"unknown pick rule {rule!r}; use {_RULE_HELP}")
+    raise ValueError(f"unknown pick rule {rule!r}; use {RULE_HELP}")
 
 
 def _check_metric(done: Sequence[TrialRecord], name: str, names: set[str], rule: str) -> None:
@@ -339,6 +339,11 @@ def export_trial(record: TrialRecord, out_dir: str | Path, *, load_model: LoadMo
     model = model.to("cpu").eval()
     if preprocessing is not None:
         spec = dataclasses.replace(spec, meta={**spec.meta, "preprocessing": preprocessing})
+    from search_spaces import source_meta
+
+    source = source_meta(spec.family)  # a torchvision / timm / factory model: where it came from
+    if source is not None:
+        spec = dataclasses.replace(spec, meta={**spec.meta, "source": source})
     res = ExportResult(out, spec.save(out / "arch.json"),
                        save_weights(model, out / "weights.safetensors", spec), out / "MODEL_CARD.md")
     if onnx:

@@ -203,7 +203,7 @@ def _values(records: Sequence[TrialRecord], objectives: Sequence[Objective]) -> 
                      for r in records], dtype=float).reshape(len(records), len(objectives))
 
 
-def _pareto_mask(records: Sequence[TrialRecord], objectives: Sequence[Objective]) -> np.ndarray:
+def pareto_mask(records: Sequence[TrialRecord], objectives: Sequence[Objective]) -> np.ndarray:
     vals = _values(records, objectives)
     ok = np.array([r.state == "COMPLETE" for r in records], dtype=bool)
     vals[~ok] = math.nan
@@ -247,7 +247,7 @@ def write_results(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     points = [dict(b) for b in (baselines or [])]
-    mask = _pareto_mask(records, objectives)
+    mask = pareto_mask(records, objectives)
     paths = {
         "csv": _write_csv(records, objectives, mask, out / "pareto.csv"),
         "json": _write_json(records, objectives, mask, points, out / "pareto.json"),

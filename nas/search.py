@@ -133,6 +133,7 @@ def prepare(cfg: RunConfig, run_dir: Path, *, progress: bool = True) -> SearchSe
     unprunable = [k for k in ckpt.spec.widths if k not in key_consumers]
     if cfg.prune.residual == "inner":
         unprunable += [k for k in ckpt.spec.widths if k.startswith("stage")]
+        unprunable += search_spaces.generic.coupled_keys(ckpt.spec.family)
     return SearchSetup(config=cfg, run_dir=run_dir, pretrained=stem,
                        space=search_space(cfg, sorted(set(unprunable))),
                        key_consumers=key_consumers, base_metrics=metrics)

@@ -29,6 +29,7 @@ The checks, in the order a search uses them:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,8 +43,9 @@ import pruning
 import search_spaces
 from search_spaces import ArchSpec
 
-__all__ = ["CRITERIA", "ConformanceError", "Criterion", "calibration_batches", "check_builds",
-           "check_criterion", "check_export", "check_family", "small_spec"]
+__all__ = ["CRITERIA", "ConformanceError", "Criterion", "SourceReport", "calibration_batches",
+           "check_builds", "check_criterion", "check_export", "check_family", "check_source",
+           "small_spec", "widths_at_macs"]
 
 
 class ConformanceError(AssertionError):
@@ -274,3 +276,248 @@ def check_family(family: str, out_dir: str | Path, *, criterion: str = "entropic
     res = check_criterion(model, calibration_batches(spec), CRITERIA[criterion],
                           where=f"family {family!r}")
     check_export(res.model, search_spaces.spec_from_model(res.model), out_dir)
+
+
+# -- any model: torchvision / timm / factory sources -------------------------------------------
+
+
+@dataclass
+class SourceReport:
+    """What :func:`check_source` found for one model (a row of the docs' conformance table)."""
+
+    model: str
+    status: str  # "pass" or "refused"
+    reason: str | None = None
+    groups: int = 0
+    left_alone: dict[str, str] | None = None
+    macs_ratio: float | None = None
+    params_ratio: float | None = None
+    rebuild_max_diff: float | None = None
+    onnx_max_diff: float | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def widths_at_macs(spec: ArchSpec, ratio: float, *, rounds: int = 4,
+                   tol: float = 0.02) -> tuple[ArchSpec, float]:
+    """Uniform widths of a source family whose MACs land within ``tol`` of ``ratio`` of the
+    full spec's (or as near as the channel granularity allows): the width factor is
+    bisected on the engine's width cost model, the candidate built and counted, the goal
+    corrected by the measured ratio; at most ``rounds`` builds. Returns (spec, reached)."""
+    from search_spaces.generic import width_units
+
+    units = width_units(spec.family)
+    if not units:
+        raise ValueError(f"{spec.family}: not a source family with channel groups")
+    shape = tuple(spec.input_shape)
+    full_model = search_spaces.build(spec)
+    full = float(pruning.count_macs(full_model, shape))
+    cm = pruning.CostModel(full_model, shape, units, "macs")
+    offset = full - cm.full()  # what the groups do not scale (grouped convs, fixed layers)
+    goal = ratio * full
+    proxy = goal - offset
+    best: tuple[float, ArchSpec, float] | None = None
+
+    def at(f: float) -> list[int]:
+        return [max(1, round(u.channels * f)) for u in units]
+
+    for _ in range(rounds):
+        lo, hi = 0.0, 1.0
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            if cm.cost(at(mid)) > proxy:
+                hi = mid
+            else:
+                lo = mid
+        cand = spec.with_widths({u.name: k for u, k in zip(units, at(lo), strict=True)})
+        reached = float(pruning.count_macs(search_spaces.build(cand), shape)) / full
+        if best is None or abs(reached - ratio) < best[0]:
+            best = (abs(reached - ratio), cand, reached)
+        if abs(reached - ratio) <= tol * ratio or reached <= 0:
+            break
+        proxy *= ratio / reached
+    assert best is not None
+    return best[1], best[2]
+
+
+def check_source(kind: str, name: str, out_dir: str | Path, *,
+                 input_shape: tuple[int, int, int] = (3, 64, 64), num_classes: int = 10,
+                 target_macs: float = 0.5, onnx: bool = True) -> SourceReport:
+    """Any model end to end, at small inputs and random weights.
+
+    Register the source as a family -> build -> forward -> thin to ``target_macs`` of its
+    MACs (uniform widths, :func:`widths_at_macs`; the kept channels chosen by L1 norm and
+    every thinned consumer refitted by least squares on random calibration images, i.e.
+    :func:`pruning.prune_to_widths`) -> forward -> export (arch.json, safetensors, ONNX) ->
+    rebuild from the export with identical outputs -> onnxruntime agrees. A model the
+    engine cannot take is ``refused`` with the reason; anything else raises
+    :class:`ConformanceError`.
+    """
+    import time
+    import warnings
+
+    from nas.export import export_trial, load_export
+    from nas.search_types import Objective, TrialRecord
+    from search_spaces.generic import ModelSource, left_alone, register_source
+    from search_spaces.spec import SpecError
+
+    t0 = time.perf_counter()
+    label = f"{kind}:{name}"
+    rep = SourceReport(model=label, status="refused")
+    try:
+        fam = register_source(ModelSource(kind, name), input_shape=input_shape,
+                              num_classes=num_classes)
+    except (SpecError, pruning.SurgeryError, pruning.UnsupportedLayerError,
+            NotImplementedError) as e:
+        rep.reason = f"{type(e).__name__}: {e}"
+        rep.seconds = time.perf_counter() - t0
+        return rep
+    where = f"model {label}"
+    rep.groups = len(fam.default_widths)
+    rep.left_alone = left_alone(fam.name)
+    spec = search_spaces.default_spec(fam.name)
+    model = check_builds(spec)
+    thin, _ = widths_at_macs(spec, target_macs)
+    keep: dict[str, list[int]] = {}
+    from search_spaces.generic import width_units
+
+    for u in width_units(fam.name):
+        k = thin.widths[u.name]
+        if k >= u.channels:
+            continue
+        ranking = pruning.l1_channel_ranking(model, u.members[0])
+        for m in u.members:
+            keep[m] = sorted(int(i) for i in ranking[:k])
+    calib = calibration_batches(spec, images=16, batch_size=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # T < d on 16 random images
+        res = pruning.prune_to_widths(
+            model, keep, calib, refit=True,
+            config=pruning.SparsifyConfig(progress=False, residual="coupled",
+                                          calib_positions_per_image=4))
+    pruned = res.model.eval()
+    pspec = search_spaces.spec_from_model(pruned)
+    _require(pspec.widths == thin.widths, where,
+             f"the pruned model reads back other widths than asked: {pspec.widths}")
+    full_macs = pruning.count_macs(model, input_shape)
+    rep.macs_ratio = pruning.count_macs(pruned, input_shape) / full_macs
+    rep.params_ratio = pruning.count_params(pruned) / pruning.count_params(model)
+    x = torch.randn(3, *input_shape, generator=torch.Generator().manual_seed(1))
+    expected = _logits(pruned, x)
+    _require(bool(torch.isfinite(expected).all()), where, "the pruned model's logits are not finite")
+    objectives = [Objective("accuracy", "maximize"), Objective("macs", "minimize")]
+    record = TrialRecord(0, "COMPLETE", {"accuracy": 0.0, "macs": float(full_macs)}, {}, {})
+    out = Path(out_dir)
+    exp = export_trial(record, out, load_model=lambda _r: (pruned, pspec),
+                       objectives=objectives, onnx=onnx)
+    loaded, loaded_spec = load_export(out)
+    _require(loaded_spec == pspec, where, "arch.json reads back as another spec")
+    got = _logits(loaded, x)
+    rep.rebuild_max_diff = float((got - expected).abs().max())
+    _require(rep.rebuild_max_diff <= 1e-5 * max(1.0, float(expected.abs().max())), where,
+             f"the rebuilt export's logits differ (max |diff| {rep.rebuild_max_diff:.3g})")
+    if onnx:
+        _require(exp.onnx is not None and exp.onnx_error is None, where,
+                 f"no ONNX file: {exp.onnx_error}")
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(exp.onnx), providers=["CPUExecutionProvider"])
+        onnx_out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+        rep.onnx_max_diff = float(abs(torch.as_tensor(onnx_out) - expected).max())
+        _require(rep.onnx_max_diff <= 1e-3 * max(1.0, float(expected.abs().max())), where,
+                 f"onnxruntime's logits differ from PyTorch's (max |diff| "
+                 f"{rep.onnx_max_diff:.3g})")
+    rep.status = "pass"
+    rep.seconds = time.perf_counter() - t0
+    return rep
+
+
+# The conformance list: modern classifiers of every kind (residual, grouped, depthwise /
+# inverted residual with squeeze-excitation, dense, plain VGG, ConvNeXt-style, channel
+# shuffle, fire modules), checked at small inputs with random weights.
+TORCHVISION_MODELS = (
+    "resnet18", "resnet50", "resnext50_32x4d", "mobilenet_v2", "mobilenet_v3_small",
+    "mobilenet_v3_large", "efficientnet_b0", "mnasnet0_5", "densenet121", "vgg11_bn",
+    "regnet_x_400mf", "regnet_y_400mf", "shufflenet_v2_x0_5", "squeezenet1_1",
+    "convnext_tiny", "googlenet",
+)
+TIMM_MODELS = (
+    "resnet18d", "resnet26d", "seresnext26d_32x4d", "efficientnet_b0", "mobilenetv2_100",
+    "mobilenetv3_small_100", "tf_efficientnet_lite0", "mixnet_s", "regnetx_002", "rexnet_100",
+    "ghostnet_100", "convnext_atto", "densenet121",
+)
+
+
+def conformance_table(reports: Sequence[SourceReport]) -> str:
+    """The docs' markdown table of :func:`check_source` reports."""
+    lines = ["| model | result | channel groups | layers left alone | MACs | params | rebuild "
+             "max diff | onnxruntime max diff | s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def f(v: float | None, fmt: str) -> str:
+        return "" if v is None else format(v, fmt)
+
+    for r in reports:
+        result = "pass" if r.status == "pass" else f"refused: {r.reason}"
+        lines.append(f"| {r.model} | {result} | {r.groups} | {len(r.left_alone or {})} | "
+                     f"{f(r.macs_ratio, '.3f')} | {f(r.params_ratio, '.3f')} | "
+                     f"{f(r.rebuild_max_diff, '.1e')} | {f(r.onnx_max_diff, '.1e')} | "
+                     f"{r.seconds:.1f} |")
+    passed = sum(r.status == "pass" for r in reports)
+    lines.append("")
+    lines.append(f"{passed} of {len(reports)} pass; MACs and params are ratios of the unpruned "
+                 "model's.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m nas.testing``: the conformance list, a JSON file and the markdown table."""
+    import argparse
+    import json
+    import logging
+    import tempfile
+    import warnings
+
+    p = argparse.ArgumentParser(prog="python -m nas.testing", description=main.__doc__)
+    p.add_argument("--models", nargs="+", default=None,
+                   help="kind:name items (default: the whole conformance list)")
+    p.add_argument("--size", type=int, default=64, help="input height and width")
+    p.add_argument("--json", type=Path, default=None, help="write the reports here")
+    p.add_argument("--markdown", type=Path, default=None, help="write the table here")
+    args = p.parse_args(argv)
+    items = args.models or ([f"torchvision:{m}" for m in TORCHVISION_MODELS]
+                            + [f"timm:{m}" for m in TIMM_MODELS])
+    bad = [i for i in items if i.partition(":")[0] not in ("torchvision", "timm", "factory")]
+    if bad:
+        p.error(f"--models: {bad} are not kind:name (torchvision / timm / factory)")
+    logging.getLogger("pruning").setLevel(logging.WARNING)
+    reports = []
+    for i, item in enumerate(items, 1):
+        kind, _, name = item.partition(":")
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                rep = check_source(kind, name, tmp, input_shape=(3, args.size, args.size))
+            except ConformanceError as e:
+                rep = SourceReport(model=item, status="fail", reason=str(e))
+        reports.append(rep)
+        print(f"[{i}/{len(items)}] {item}: {rep.status}"
+              + (f" ({rep.reason})" if rep.reason else
+                 f", MACs x{rep.macs_ratio:.3f}, {rep.seconds:.1f} s"), flush=True)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps([r.to_dict() for r in reports], indent=1) + "\n")
+    table = conformance_table(reports)
+    if args.markdown:
+        args.markdown.write_text(table)
+    passed = sum(r.status == "pass" for r in reports)
+    failed = sum(r.status == "fail" for r in reports)
+    print(f"# conformance: {passed} pass, {len(reports) - passed - failed} refused, "
+          f"{failed} fail of {len(reports)}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

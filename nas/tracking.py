@@ -271,9 +271,9 @@ class Tracker:
             return None
         import wandb
 
-        from nas.pareto import _pareto_mask, plot_axes, record_widths
+        from nas.pareto import pareto_mask, plot_axes, record_widths
 
-        mask = _pareto_mask(records, objectives)
+        mask = pareto_mask(records, objectives)
         params = sorted({k for r in records for k, v in r.params.items()
                          if isinstance(v, (int, float, str, bool))})
         widths = sorted({k for r in records for k in (record_widths(r) or {})})

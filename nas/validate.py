@@ -77,7 +77,7 @@ def check_out_dir(path: str | Path, *, flag: str = "--out") -> Path:
 
 def check_pick(rule: str, *, flag: str = "--pick") -> str:
     """The syntax of a pick rule (``max-acc``, ``knee``, ``max-NAME``, ``NAME<=X``...)."""
-    from .export import _RULE_HELP, parse_quantity
+    from .export import RULE_HELP, parse_quantity
 
     text = rule.strip()
     if text in ("max-acc", "max-accuracy", "knee") or re.fullmatch(r"(max|min)-\w+", text):
@@ -91,7 +91,7 @@ def check_pick(rule: str, *, flag: str = "--pick") -> str:
         if not math.isfinite(limit):
             raise InputError(f"{flag} {rule!r}: the limit must be a finite number")
         return text
-    raise InputError(f"{flag} {rule!r}: not a pick rule; use {_RULE_HELP}")
+    raise InputError(f"{flag} {rule!r}: not a pick rule; use {RULE_HELP}")
 
 
 def check_name(value: str, *, field: str) -> str:

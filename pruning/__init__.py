@@ -6,6 +6,8 @@ Public API (torch only; nothing here imports ``nas`` or ``search_spaces``)::
     prune_to_widths(model, {consumer: keep_idxs}, calib_loader, refit=True)   # baselines
     l1_channel_ranking(model, consumer)
     prune_with(model, criterion, calib_loader)          # Entropic / GivenChannels / L1Magnitude
+    Pass(model, calib_loader, config, example).run(criterion)   # the pass as an object
+    CostModel(model, input_shape, units, "macs").cost(widths)   # the width cost model
     entropic_regression(Moments, RegressionConfig) -> RegressionResult
     count_params, count_macs, prunable_params, ...                               # measure
 
@@ -13,7 +15,7 @@ Submodules: ``config`` (SparsifyConfig, reports), ``capture`` (data collection),
 ``patches`` (sampled conv patches), ``moments`` (streaming statistics), ``regression`` (the
 solver), ``criteria`` (channel selection), ``stacking`` (coupled moments), ``surgery``
 (channel removal on Torch-Pruning's dependency graph), ``bn`` (BatchNorm recalibration),
-``sparsify`` (the layer-by-layer pass), ``budget`` / ``cost`` (budget targets, cost-aware
+``engine`` (the layer-by-layer pass, :class:`Pass`), ``sparsify`` (its entry points), ``budget`` / ``cost`` (budget targets, cost-aware
 strengths), ``measure`` (params / MACs / memory / latency).
 """
 
@@ -23,6 +25,7 @@ from .bn import recalibrate_batchnorm
 from .budget import BudgetError
 from .capture import NonFiniteActivationError
 from .config import LayerReport, SparsifyConfig, SparsifyResult
+from .cost import CostModel, WidthUnit
 from .criteria import (
     Criterion,
     Entropic,
@@ -32,6 +35,7 @@ from .criteria import (
     Unit,
     l1_channel_ranking,
 )
+from .engine import CalibCache, Pass
 from .inputs import InputMismatchError
 from .measure import (
     ModelMetrics,
@@ -50,6 +54,8 @@ from .surgery import SurgeryError, UnsupportedLayerError
 
 __all__ = [
     "BudgetError",
+    "CalibCache",
+    "CostModel",
     "Criterion",
     "Entropic",
     "GivenChannels",
@@ -59,6 +65,7 @@ __all__ = [
     "ModelMetrics",
     "Moments",
     "NonFiniteActivationError",
+    "Pass",
     "RegressionConfig",
     "RegressionResult",
     "Selection",
@@ -67,6 +74,7 @@ __all__ = [
     "SurgeryError",
     "Unit",
     "UnsupportedLayerError",
+    "WidthUnit",
     "count_macs",
     "count_params",
     "entropic_regression",

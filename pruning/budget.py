@@ -42,10 +42,16 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from pruning.config import SparsifyConfig, SparsifyResult
+from pruning.cost import CostModel, WidthUnit
+from pruning.criteria import Entropic, Selection
+from pruning.criteria import Unit as CriterionUnit
+from pruning.engine import CalibCache, Pass, run_given
 from pruning.moments import Moments, feature_columns
-from pruning.regression import _cholesky
+from pruning.regression import cholesky_psd
 
-__all__ = ["BudgetError", "BudgetTarget", "make_target", "TOLERANCE"]
+__all__ = ["BudgetError", "BudgetTarget", "PlannedUnit", "TOLERANCE", "allocate", "error_curve",
+           "make_target", "output_sensitivity", "sparsify_to_budget"]
 
 Metric = Literal["macs", "params", "latency_ms"]
 # What the allocation minimises: the sum of per-layer relative output errors ("relative"),
@@ -136,17 +142,15 @@ def make_target(
 
 
 @dataclass
-class _UnitPlan:
-    """What the plan pass learnt about one unit (a consumer, or a coupled set)."""
+class PlannedUnit(WidthUnit):
+    """What the plan pass learnt about one unit (a consumer, or a coupled set): its channel
+    ranking (best first), ``error[k]``, the relative output error on the top-k channels, and
+    the weight the allocation gives that error (it minimises ``sum weight * error``)."""
 
-    name: str
-    members: tuple[str, ...]
-    producers: tuple[str, ...]
-    channels: int
-    min_width: int
-    ranking: list[int]  # channels, best first
-    error: list[float] = field(default_factory=list)  # error[k]: relative error with top-k
-    weight: float = 1.0  # the allocation minimises sum weight * error
+    min_width: int = 1
+    ranking: list[int] = field(default_factory=list)
+    error: list[float] = field(default_factory=list)
+    weight: float = 1.0
 
 
 def error_curve(parts: Sequence[Moments], ranking: Tensor) -> list[float]:
@@ -169,7 +173,7 @@ def error_curve(parts: Sequence[Moments], ranking: Tensor) -> list[float]:
         var = torch.diagonal(S).clamp_min(0.0)
         floor = float(var[var > 0].mean()) if bool((var > 0).any()) else 1.0
         var = torch.where(var > 1e-12 * floor, var, torch.full_like(var, floor))
-        L = _cholesky(S + torch.diag(_RIDGE * var))
+        L = cholesky_psd(S + torch.diag(_RIDGE * var))
         Z = torch.linalg.solve_triangular(L, R.T.contiguous(), upper=False)
         explained = torch.cumsum((Z * Z).sum(1), 0).view(C, k)[:, -1].cpu()
         tr_v = float(mom.V.sum())
@@ -187,61 +191,7 @@ def error_curve(parts: Sequence[Moments], ranking: Tensor) -> list[float]:
 # ---------------------------------------------------------------------- cost model
 
 
-@dataclass
-class _Term:
-    base: float
-    in_unit: int | None
-    out_unit: int | None
-
-
-class _CostModel:
-    """cost(widths) = sum base * (k_in / C_in) * (k_out / C_out) over Conv/Linear terms."""
-
-    def __init__(self, model: nn.Module, input_shape: tuple[int, ...], units: list[_UnitPlan],
-                 metric: Metric) -> None:
-        from pruning.measure import layer_macs
-
-        self.C = [u.channels for u in units]
-        in_of: dict[str, int] = {}
-        out_of: dict[str, int] = {}
-        for i, u in enumerate(units):
-            for m in u.members:
-                in_of[m] = i
-            for p in u.producers:
-                out_of[p] = i
-        macs = layer_macs(model, input_shape) if metric != "params" else {}
-        self.terms: list[_Term] = []
-        for name, mod in model.named_modules():
-            if not isinstance(mod, (nn.Conv2d, nn.Linear)):
-                continue
-            grouped = isinstance(mod, nn.Conv2d) and mod.groups > 1
-            i_u = None if grouped else in_of.get(name)
-            o_u = None if grouped else out_of.get(name)
-            if metric == "params":
-                self.terms.append(_Term(float(mod.weight.numel()), i_u, o_u))
-                if mod.bias is not None:
-                    self.terms.append(_Term(float(mod.bias.numel()), None, o_u))
-            else:
-                self.terms.append(_Term(float(macs.get(name, 0)), i_u, o_u))
-
-    def _f(self, u: int | None, k: list[int]) -> float:
-        return 1.0 if u is None else k[u] / self.C[u]
-
-    def cost(self, k: list[int]) -> float:
-        return sum(t.base * self._f(t.in_unit, k) * self._f(t.out_unit, k) for t in self.terms)
-
-    def step(self, u: int, k: list[int]) -> float:
-        """Cost of one channel of unit u at widths k (linear in k_u)."""
-        s = 0.0
-        for t in self.terms:
-            if t.in_unit == u:
-                s += t.base * self._f(t.out_unit, k) / self.C[u]
-            elif t.out_unit == u:
-                s += t.base * self._f(t.in_unit, k) / self.C[u]
-        return s
-
-
-def allocate(units: list[_UnitPlan], cost: _CostModel, target: float) -> tuple[list[int], float]:
+def allocate(units: list[PlannedUnit], cost: CostModel, target: float) -> tuple[list[int], float]:
     """Greedy widths with model cost <= target (or the minimum); returns (widths, smallest step).
 
     Removal: always the channel with the least (weighted) error increase per unit of cost
@@ -288,7 +238,7 @@ def allocate(units: list[_UnitPlan], cost: _CostModel, target: float) -> tuple[l
 # ---------------------------------------------------------------------- sensitivity
 
 
-def output_sensitivity(model: nn.Module, loader: Iterable[Any], units: Sequence[_UnitPlan], *,
+def output_sensitivity(model: nn.Module, loader: Iterable[Any], units: Sequence[PlannedUnit], *,
                        max_images: int = 256, rel: float = 0.05, seed: int = 0) -> list[float]:
     """How much a relative output error of each unit moves the network's output.
 
@@ -358,7 +308,7 @@ def output_sensitivity(model: nn.Module, loader: Iterable[Any], units: Sequence[
 # ---------------------------------------------------------------------- measuring
 
 
-def _keep_sets(units: list[_UnitPlan], widths: list[int]) -> dict[str, list[int]]:
+def _keep_sets(units: list[PlannedUnit], widths: list[int]) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for u, k in zip(units, widths, strict=True):
         keep = sorted(u.ranking[:k])
@@ -392,81 +342,58 @@ def _quiet_engine() -> Iterator[None]:
         engine_log.setLevel(level)
 
 
-def _thinned(model: nn.Module, keep: dict[str, list[int]], example: Tensor, config: Any) -> nn.Module:
+def _thinned(model: nn.Module, keep: dict[str, list[int]], example: Tensor,
+             config: SparsifyConfig) -> nn.Module:
     """The model cut to ``keep`` without data (no refit), to count or time its cost."""
-    from pruning.sparsify import prune_to_widths
-
     cfg = dataclasses.replace(config, progress=False)
     with _quiet_engine():
-        return prune_to_widths(model, keep, None, refit=False, config=cfg,
-                               example_inputs=example).model
+        return run_given(model, keep, None, cfg, example, refit=False).model
 
 
 # ---------------------------------------------------------------------- the pass
 
 
-def _plan_units(unit: Any, sel: Any, plans: list[_UnitPlan]) -> None:
+def _plan_units(unit: CriterionUnit, sel: Selection, plans: list[PlannedUnit]) -> None:
     head, train = unit.consumers[0], unit.moments
+    assert train is not None, "the plan pass's entropic selection reads moments"
     C = head.num_channels
     rcfg = unit.setting
     w = sel.w if sel.w is not None else torch.ones(C, dtype=torch.float64)
     ranking = torch.sort(w.detach().reshape(-1).cpu(), descending=True, stable=True).indices
-    plans.append(_UnitPlan(
+    plans.append(PlannedUnit(
         name=head.name, members=tuple(unit.names), producers=tuple(head.producers),
         channels=C, min_width=int(rcfg.min_channels), ranking=[int(i) for i in ranking],
         error=error_curve(train, ranking)))
 
 
-def _prunable_units(engine: Any, schedule_names: Sequence[str] | None) -> list[list[Any]]:
-    from pruning.sparsify import _schedule
-
-    units: list[list[Any]] = []
-    done: set[str] = set()
-    for consumer in _schedule(engine, schedule_names, engine.config.order):
-        if consumer.name in done:
-            continue
-        unit = engine.unit_of(consumer)
-        done.update(c.name for c in unit)
-        if engine.skip_reason(unit) is None:
-            units.append(unit)
-    return units
-
-
 def sparsify_to_budget(
     model: nn.Module,
     loader: Iterable[Any],
-    config: Any,
+    config: SparsifyConfig,
     target: BudgetTarget,
     example: Tensor,
     *,
     objective: Objective = "relative",
-) -> Any:
+) -> SparsifyResult:
     """The budgeted pass (see the module docstring); returns a SparsifyResult with ``budget``.
 
     ``objective="output"`` weights each unit's error curve by :func:`output_sensitivity`
     (measured once on the original network, before the plan pass).
     """
-    from pruning.criteria import Entropic
-
     if objective not in OBJECTIVES:
         raise BudgetError(f"budget objective must be one of {OBJECTIVES}, got {objective!r}")
-    from pruning.sparsify import _Engine, _run, prune_to_widths
-
     t_start = time.perf_counter()
     input_shape = tuple(example.shape[1:])
     full = _measure_metric(model, input_shape, target)
     goal = target.absolute(full)
 
     # Reachability, before any data pass: every prunable unit at its minimum width.
-    engine = _Engine(model, None, config, example)
-    try:
-        units = _prunable_units(engine, config.layers)
-        floor_plans = [_UnitPlan(name=u[0].name, members=tuple(c.name for c in u),
-                                 producers=tuple(u[0].producers), channels=u[0].num_channels,
-                                 min_width=int(engine.regression_config(u).min_channels),
-                                 ranking=list(range(u[0].num_channels))) for u in units]
-    finally:
-        engine.close()
+    with Pass(model, None, config, example) as p:
+        floor_plans = [PlannedUnit(name=u[0].name, members=tuple(c.name for c in u),
+                                   producers=tuple(u[0].producers), channels=u[0].num_channels,
+                                   min_width=int(p.regression_config(u).min_channels),
+                                   ranking=list(range(u[0].num_channels)))
+                       for u in p.prunable_units(config.layers)]
     if not floor_plans:
         raise BudgetError(f"{target.field_name}: the model has no prunable layer "
                           f"(consumers {config.layers or 'all'}), so no budget can be met")
@@ -486,10 +413,10 @@ def sparsify_to_budget(
             "raise the target or lower min_channels")
 
     # 1. plan pass
-    plans: list[_UnitPlan] = []
+    plans: list[PlannedUnit] = []
 
     class _Plan(Entropic):  # the entropic selection, recording each unit's ranking and curve
-        def select(self, unit: Any) -> Any:
+        def select(self, unit: CriterionUnit) -> Selection:
             sel = super().select(unit)
             _plan_units(unit, sel, plans)
             return sel
@@ -498,18 +425,18 @@ def sparsify_to_budget(
              "channel rankings and error-vs-width curves; its widths are not the result)")
     t0 = time.perf_counter()
     plan_cfg = dataclasses.replace(config, recalibrate_bn=False)
-    share: dict[str, Any] = {}
-    plan = _run(model, loader, plan_cfg, config.layers, _Plan(), example, share=share)
+    cache = CalibCache()
+    plan = Pass(model, loader, plan_cfg, example).run(_Plan(), config.layers, cache=cache)
     plan_s = time.perf_counter() - t0
     del plan
 
     # 2. allocation, checked on the real thinned model
     t0 = time.perf_counter()
     if objective == "output":
-        for p, s in zip(plans, output_sensitivity(model, loader, plans), strict=True):
-            p.weight = s
-    cost = _CostModel(model, input_shape, plans,
-                      "params" if target.metric == "params" else "macs")
+        for planned, s in zip(plans, output_sensitivity(model, loader, plans), strict=True):
+            planned.weight = s
+    cost = CostModel(model, input_shape, plans,
+                     "params" if target.metric == "params" else "macs")
     model_full = cost.cost([u.channels for u in plans])
     # the cost model covers the prunable part; the rest (BN, fixed layers) is an offset
     proxy_goal = model_full * goal / full if target.metric == "latency_ms" else goal - (full - model_full)
@@ -551,8 +478,8 @@ def sparsify_to_budget(
     log.info("budget: final pass: the allocated widths, least-squares refit")
     t0 = time.perf_counter()
     keep = _keep_sets(plans, widths)
-    result = prune_to_widths(model, keep, loader, refit=True, config=config, _share=share)
-    result.engine["reused_plan_caches"] = bool(share)
+    result = run_given(model, keep, loader, config, example, refit=True, cache=cache)
+    result.engine["reused_plan_caches"] = cache.filled
     final_s = time.perf_counter() - t0
     reached = _measure_metric(result.model, input_shape, target)
     within = abs(reached - goal) <= TOLERANCE * goal

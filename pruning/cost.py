@@ -25,16 +25,96 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from typing import Any, Literal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from pruning.budget import _CostModel, _UnitPlan
+if TYPE_CHECKING:
+    from pruning.surgery import Consumer
 
-__all__ = ["channel_costs", "layer_latency_drops", "strength_factors"]
+__all__ = ["CostModel", "WidthUnit", "channel_costs", "layer_latency_drops",
+           "strength_factors"]
 
 Currency = Literal["macs", "params", "latency"]
+
+
+@dataclass
+class WidthUnit:
+    """A set of channels that is cut together: the input channels of ``members`` (the
+    consumers), which are the output channels of ``producers``; ``channels`` at full width."""
+
+    name: str
+    members: tuple[str, ...]
+    producers: tuple[str, ...]
+    channels: int
+
+
+@dataclass
+class _Term:
+    base: float
+    in_unit: int | None
+    out_unit: int | None
+
+
+class CostModel:
+    """The width cost model: ``cost(k) = sum base * (k_in / C_in) * (k_out / C_out)`` over
+    the Conv2d / Linear layers of ``model``, where ``k`` are the kept channels of ``units``.
+
+    ``base`` is the layer's MACs at full width (``currency="macs"``) or its weight and bias
+    count (``"params"``); a layer's input (output) side scales with the unit whose members
+    (producers) it is; grouped convolutions and layers outside every unit are constant.
+    MACs stand in for latency (the budget corrects the goal on the measured model).
+    """
+
+    def __init__(self, model: nn.Module, input_shape: tuple[int, ...],
+                 units: Sequence[WidthUnit], currency: Currency = "macs") -> None:
+        from pruning.measure import layer_macs
+
+        self.C = [u.channels for u in units]
+        in_of: dict[str, int] = {}
+        out_of: dict[str, int] = {}
+        for i, u in enumerate(units):
+            for m in u.members:
+                in_of[m] = i
+            for p in u.producers:
+                out_of[p] = i
+        macs = layer_macs(model, input_shape) if currency != "params" else {}
+        self.terms: list[_Term] = []
+        for name, mod in model.named_modules():
+            if not isinstance(mod, (nn.Conv2d, nn.Linear)):
+                continue
+            grouped = isinstance(mod, nn.Conv2d) and mod.groups > 1
+            i_u = None if grouped else in_of.get(name)
+            o_u = None if grouped else out_of.get(name)
+            if currency == "params":
+                self.terms.append(_Term(float(mod.weight.numel()), i_u, o_u))
+                if mod.bias is not None:
+                    self.terms.append(_Term(float(mod.bias.numel()), None, o_u))
+            else:
+                self.terms.append(_Term(float(macs.get(name, 0)), i_u, o_u))
+
+    def _f(self, u: int | None, k: Sequence[int]) -> float:
+        return 1.0 if u is None else k[u] / self.C[u]
+
+    def cost(self, k: Sequence[int]) -> float:
+        """Modelled cost at widths ``k`` (one entry per unit)."""
+        return sum(t.base * self._f(t.in_unit, k) * self._f(t.out_unit, k) for t in self.terms)
+
+    def full(self) -> float:
+        return self.cost(self.C)
+
+    def step(self, u: int, k: Sequence[int]) -> float:
+        """Cost of one channel of unit u at widths k (linear in k_u)."""
+        s = 0.0
+        for t in self.terms:
+            if t.in_unit == u:
+                s += t.base * self._f(t.out_unit, k) / self.C[u]
+            elif t.out_unit == u:
+                s += t.base * self._f(t.in_unit, k) / self.C[u]
+        return s
 
 
 def _time_ms(mod: nn.Module, x: Tensor, *, warmup: int, repeats: int) -> float:
@@ -139,7 +219,7 @@ def layer_latency_drops(model: nn.Module, input_shape: tuple[int, ...], *,
     return out
 
 
-def channel_costs(model: nn.Module, input_shape: tuple[int, ...], units: list[list[Any]], *,
+def channel_costs(model: nn.Module, input_shape: tuple[int, ...], units: Sequence[Sequence[Consumer]], *,
                   currency: Currency, device: str | torch.device | None = None,
                   batch_size: int = 1, threads: int | None = None) -> dict[str, float]:
     """Cost of one input channel of every unit (keyed by its head consumer), full widths.
@@ -169,10 +249,10 @@ def channel_costs(model: nn.Module, input_shape: tuple[int, ...], units: list[li
                     c += d["per_out_channel_ms"]
             costs[u[0].name] = max(c, 0.0)
         return costs
-    plans = [_UnitPlan(name=u[0].name, members=tuple(c.name for c in u),
-                       producers=tuple(u[0].producers), channels=int(u[0].num_channels),
-                       min_width=1, ranking=[]) for u in units]
-    model_cost = _CostModel(model, input_shape, plans, currency)
+    plans = [WidthUnit(name=u[0].name, members=tuple(c.name for c in u),
+                       producers=tuple(u[0].producers), channels=int(u[0].num_channels))
+             for u in units]
+    model_cost = CostModel(model, input_shape, plans, currency)
     full = [p.channels for p in plans]
     return {p.name: model_cost.step(i, full) for i, p in enumerate(plans)}
 

@@ -37,6 +37,7 @@ from pruning.moments import Moments, feature_columns
 from pruning.phases import timed
 
 __all__ = [
+    "cholesky_psd",
     "RegressionConfig",
     "check_setting",
     "RegressionResult",
@@ -258,7 +259,7 @@ class RegressionResult:
 # ---------------------------------------------------------------------- linear algebra
 
 
-def _cholesky(A: Tensor) -> Tensor:
+def cholesky_psd(A: Tensor) -> Tensor:
     """Lower Cholesky factor of a symmetric PSD matrix, with growing jitter if needed."""
     L, info = torch.linalg.cholesky_ex(A)
     if int(info) == 0:
@@ -386,7 +387,7 @@ def _evaluate(act: _Active, w: Tensor, logw: Tensor) -> _Eval:
     P = act.S * dv[:, None]
     P *= dv[None, :]
     P.diagonal().add_(prob.rho)
-    L = _cholesky(P)
+    L = cholesky_psd(P)
     B = dv[:, None] * act.R.T
     Z = torch.linalg.solve_triangular(L, B, upper=False)
     fit = (prob.tr_v - float((Z * Z).sum())) / prob.m
@@ -783,7 +784,7 @@ def refit(moments: Moments, keep: Tensor, *, ridge: float) -> tuple[Tensor, Tens
     floor = float(var[var > 0].mean()) if bool((var > 0).any()) else 1.0
     var = torch.where(var > _CONSTANT_CHANNEL * floor, var, torch.full_like(var, floor))
     A = S + torch.diag(ridge * var.repeat_interleave(k))
-    L = _cholesky(A)
+    L = cholesky_psd(A)
     weight = torch.cholesky_solve(R.T.contiguous(), L).T
     bias = moments.mu_y - weight @ moments.mu_x[cols]
     return weight, bias

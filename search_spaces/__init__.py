@@ -9,6 +9,7 @@ Public API::
 from __future__ import annotations
 
 from . import airbench, lenet, resnet, small_cnn, vgg  # noqa: F401  (register the built-in families)
+from .generic import ModelSource, family_for, left_alone, register_source, source_meta
 from .spec import (
     ArchSpec,
     LayerGroup,
@@ -23,6 +24,11 @@ from .spec import (
 )
 
 __all__ = [
+    "ModelSource",
+    "family_for",
+    "left_alone",
+    "register_source",
+    "source_meta",
     "ArchSpec",
     "LayerGroup",
     "ModelFamily",

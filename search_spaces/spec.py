@@ -87,12 +87,25 @@ def register_family(family: ModelFamily) -> ModelFamily:
     return family
 
 
-def get_family(name: str) -> ModelFamily:
-    try:
+def find_family(name: str) -> ModelFamily | None:
+    """The registered family ``name``, or None (no resolution of source names)."""
+    return _REGISTRY.get(name)
+
+
+def get_family(name: str, input_shape: tuple[int, ...] | None = None) -> ModelFamily:
+    """The family ``name``; a source name (``torchvision:resnet18``, ``timm:...``,
+    ``factory:pkg.mod:fn``, see :mod:`search_spaces.generic`) is registered on first use,
+    traced at ``input_shape``."""
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY)) or "(none)"
-        raise SpecError(f"unknown model family {name!r}; registered: {known}") from None
+    from .generic import resolve_family
+
+    fam = resolve_family(name, input_shape)
+    if fam is not None:
+        return fam
+    known = ", ".join(sorted(_REGISTRY)) or "(none)"
+    raise SpecError(f"unknown model family {name!r}; registered: {known}; or name a model "
+                    "as torchvision:NAME, timm:NAME or factory:module.path:callable")
 
 
 def list_families() -> list[str]:
@@ -120,7 +133,7 @@ class ArchSpec:
     # -- validation ------------------------------------------------------------------
     def validate(self) -> None:
         """Check the spec against its family; raise :class:`SpecError` naming the field."""
-        fam = get_family(self.family)
+        fam = get_family(self.family, self.input_shape)
         if self.family_version != fam.version:
             raise SpecError(
                 f"family_version: spec is for {self.family!r} v{self.family_version}, "
@@ -244,7 +257,7 @@ class ArchSpec:
 def default_spec(name: str, *, num_classes: int | None = None,
                  input_shape: tuple[int, int, int] | None = None) -> ArchSpec:
     """The unpruned spec of a family (optionally for another class count / input shape)."""
-    fam = get_family(name)
+    fam = get_family(name, input_shape)
     return ArchSpec(
         family=fam.name,
         widths=dict(fam.default_widths),

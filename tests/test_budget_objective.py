@@ -13,7 +13,7 @@ from pruning import BudgetError, RegressionConfig, SparsifyConfig
 from pruning.budget import (
     TOLERANCE,
     BudgetTarget,
-    _UnitPlan,
+    PlannedUnit,
     make_target,
     output_sensitivity,
     sparsify_to_budget,
@@ -51,9 +51,8 @@ def _data(shape: tuple[int, ...], n: int = 4, batch: int = 128) -> list[torch.Te
     return [torch.randn(batch, *shape, generator=g) for _ in range(n)]
 
 
-def _plan(name: str) -> _UnitPlan:
-    return _UnitPlan(name=name, members=(name,), producers=(), channels=1, min_width=1,
-                     ranking=[])
+def _plan(name: str) -> PlannedUnit:
+    return PlannedUnit(name=name, members=(name,), producers=(), channels=1)
 
 
 def _target(ratio: float) -> BudgetTarget:

@@ -14,7 +14,7 @@ from torch import nn
 
 import pruning
 from pruning.cost import layer_latency_drops, strength_factors
-from pruning.sparsify import _Engine
+from pruning.engine import Pass
 
 
 class _Net(nn.Module):
@@ -47,7 +47,7 @@ def test_every_dense_layer_on_the_path_is_timed_and_threads_are_restored() -> No
 def test_latency_currency_gives_every_unit_a_cost_and_a_strength() -> None:
     torch.manual_seed(0)
     cfg = pruning.SparsifyConfig(progress=False, cost_exponent=1.0, cost_currency="latency")
-    eng = _Engine(_Net().eval(), None, cfg, torch.zeros(1, 3, 8, 8))
+    eng = Pass(_Net().eval(), None, cfg, torch.zeros(1, 3, 8, 8))
     try:
         units = {u for u in eng.strength}
         assert units  # the prunable consumers got a factor

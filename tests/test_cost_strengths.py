@@ -10,7 +10,7 @@ from torch import nn
 
 import pruning
 from pruning.cost import strength_factors
-from pruning.sparsify import _Engine
+from pruning.engine import Pass
 
 
 class _Net(nn.Module):
@@ -26,9 +26,9 @@ class _Net(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
-def _engine(**kw: object) -> _Engine:
+def _engine(**kw: object) -> Pass:
     cfg = pruning.SparsifyConfig(progress=False, **kw)  # type: ignore[arg-type]
-    return _Engine(_Net().eval(), None, cfg, torch.zeros(1, 3, 8, 8))
+    return Pass(_Net().eval(), None, cfg, torch.zeros(1, 3, 8, 8))
 
 
 def test_a_channel_costs_what_it_removes_here_and_in_its_producer() -> None:

@@ -43,7 +43,10 @@ def test_recipe_values_and_unknown_name() -> None:
     assert cfg.nesterov and cfg.schedule == "triangle" and cfg.label_smoothing == 0.2
     assert cfg.bias_lr_scale == 64 and cfg.lookahead_every == 5 and cfg.amp is True
     assert TrainConfig.from_recipe("airbench", epochs=3).epochs == 3
-    assert set(RECIPES) == {"airbench"}
+    assert set(RECIPES) == {"airbench", "cifar_sgd"}
+    sgd = TrainConfig.from_recipe("cifar_sgd")  # standard BN nets: no bias lr, no whitening
+    assert sgd.nesterov and sgd.bias_lr_scale == 1 and not sgd.data_init
+    assert sgd.weight_decay == 5e-4 and sgd.schedule == "triangle"
     with pytest.raises(ValueError, match="train.recipe"):
         TrainConfig.from_recipe("nope")
     with pytest.raises(ValueError, match="train.tta"):

@@ -391,7 +391,7 @@ def load_objectives(study: optuna.Study) -> list[Objective]:
 
 
 # -- crash recovery -----------------------------------------------------------------------------
-def _this_worker() -> dict[str, Any]:
+def this_worker() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid(), "started": _process_start(os.getpid())}
 
 
@@ -576,7 +576,7 @@ class _Objective:
         trial_dir.mkdir(parents=True, exist_ok=True)
         trial.set_user_attr("trial_dir", str(trial_dir))
         trial.set_user_attr("backend", "optuna")
-        trial.set_user_attr("worker", _this_worker())
+        trial.set_user_attr("worker", this_worker())
         ctx = TrialContext(trial.number, trial_dir, self.run_dir, "optuna")
         start = time.perf_counter()
         try:

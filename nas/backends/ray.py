@@ -71,7 +71,6 @@ from nas.storage import StorageError
 from .optuna import (
     RESERVED_ATTRS,
     RequeueTrial,
-    _this_worker,
     check_result,
     counted_trials,
     create_or_load_study,
@@ -80,6 +79,7 @@ from .optuna import (
     jsonable,
     make_sampler,
     open_storage,
+    this_worker,
     write_error,
 )
 
@@ -166,7 +166,7 @@ def _trainable(config: dict[str, Any], *, evaluate: EvaluateFn, objectives: list
     root = Path(run_dir)
     trial_dir = root / "trials" / str(number)
     trial_dir.mkdir(parents=True, exist_ok=True)
-    worker = _this_worker() | _node() | {"niceness": _renice()}
+    worker = this_worker() | _node() | {"niceness": _renice()}
     base: dict[str, Any] = {"trial_dir": str(trial_dir), "backend": "ray",
                             "ray_trial_id": tune.get_context().get_trial_id(),
                             "worker": worker, "started_at": time.time()}

@@ -1,0 +1,335 @@
+"""Any model as a family: torchvision and timm classifiers by name, or a factory of your own.
+
+A source (``torchvision:resnet18``, ``timm:resnet26d``, ``factory:my_pkg.nets:make_net``,
+each optionally with keyword arguments) becomes a :class:`~search_spaces.ModelFamily` with no
+hand-written ``builder`` or ``read_widths``:
+
+- **widths**: one key per prunable channel group, derived from the pruning engine's
+  dependency graph (:class:`pruning.Pass`, residual-coupled channels as one group), named by
+  the module path of the group's (first) producer, as the built-in families name theirs;
+  the width is the group's channel count.
+- **build(spec)**: instantiate the source (randomly initialised, ``num_classes`` from the
+  spec), then shrink it to the spec's widths by surgery without data (the first ``k``
+  channels of each group kept); module paths stay those of the source, so exported weights
+  load strictly into the rebuilt model.
+- **read_widths(model)**: each group's width read off its producer module.
+
+The family's name encodes the source and its keyword arguments
+(``torchvision:resnet18?{"width_per_group":32}``), so an ``arch.json`` written by an export
+rebuilds in a fresh process: :func:`search_spaces.get_family` resolves such a name on first
+use. The spec's ``meta["source"]`` records library, name, kwargs and library version.
+
+Example:
+    >>> fam = register_source(ModelSource("torchvision", "resnet18"), input_shape=(3, 32, 32),
+    ...                       num_classes=10)
+    >>> spec = default_spec(fam.name).scaled(0.5)
+    >>> model = build(spec)                  # a thinner torchvision ResNet-18
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from pruning.cost import WidthUnit
+
+from .spec import (
+    ArchSpec,
+    ModelFamily,
+    SpecError,
+    find_family,
+    module_width,
+    register_family,
+)
+
+__all__ = ["KINDS", "ModelSource", "coupled_keys", "family_for", "left_alone", "register_source", "resolve_family",
+           "source_meta", "width_units"]
+
+KINDS = ("torchvision", "timm", "factory")
+DEFAULT_INPUT = (3, 224, 224)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from: ``kind`` (torchvision / timm / factory), ``name`` (the
+    model's name, or ``"module.path:callable"`` for a factory) and keyword arguments."""
+
+    kind: str
+    name: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise SpecError(f"model source: kind must be one of {KINDS}, got {self.kind!r}")
+        if not self.name:
+            raise SpecError(f"model.{self.kind}: the model name is empty")
+        if self.kind == "factory" and ":" not in self.name:
+            raise SpecError(f"model.factory: {self.name!r} must be 'module.path:callable'")
+        try:
+            json.dumps(dict(self.kwargs), sort_keys=True)
+        except TypeError as e:
+            raise SpecError(f"model.kwargs: must be JSON values ({e})") from None
+        object.__setattr__(self, "kwargs", dict(self.kwargs))
+
+    # -- naming ---------------------------------------------------------------------------
+    def family_name(self) -> str:
+        base = f"{self.kind}:{self.name}"
+        if not self.kwargs:
+            return base
+        return base + "?" + json.dumps(dict(self.kwargs), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def parse(cls, family: str) -> ModelSource | None:
+        """The source a family name encodes; None for a name that encodes none."""
+        kind, sep, rest = family.partition(":")
+        if not sep or kind not in KINDS:
+            return None
+        name, q, kw = rest.partition("?")
+        try:
+            kwargs = json.loads(kw) if q else {}
+        except json.JSONDecodeError:
+            raise SpecError(f"model family {family!r}: the kwargs after '?' are not JSON") from None
+        if not isinstance(kwargs, dict):
+            raise SpecError(f"model family {family!r}: the kwargs after '?' must be an object")
+        return cls(kind, name, kwargs)
+
+    # -- building -------------------------------------------------------------------------
+    def callable(self) -> Callable[..., nn.Module]:
+        """The function that builds the model; raises SpecError naming what is missing."""
+        if self.kind == "torchvision":
+            import torchvision
+
+            fn = getattr(torchvision.models, self.name, None)
+            if fn is None or not callable(fn):
+                raise SpecError(f"model.torchvision: no model {self.name!r} in torchvision "
+                                f"{torchvision.__version__} (torchvision.models.list_models() "
+                                "lists them)")
+            return fn  # type: ignore[no-any-return]
+        if self.kind == "timm":
+            try:
+                import timm
+            except ImportError:
+                raise SpecError("model.timm: timm is not installed (pip install timm)") from None
+            if not timm.is_model(self.name):
+                raise SpecError(f"model.timm: no model {self.name!r} in timm {timm.__version__} "
+                                "(timm.list_models() lists them)")
+            return lambda **kw: timm.create_model(self.name, pretrained=False, **kw)
+        module, _, attr = self.name.partition(":")
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as e:
+            raise SpecError(f"model.factory: cannot import {module!r} ({e})") from None
+        fn = getattr(mod, attr, None)
+        if fn is None or not callable(fn):
+            raise SpecError(f"model.factory: {module!r} has no callable {attr!r}")
+        return fn  # type: ignore[no-any-return]
+
+    def instantiate(self, num_classes: int | None = None) -> nn.Module:
+        """A fresh, randomly initialised model (weights never downloaded)."""
+        fn = self.callable()
+        kwargs = dict(self.kwargs)
+        if num_classes is not None and "num_classes" not in kwargs and _accepts(fn, "num_classes"):
+            kwargs["num_classes"] = num_classes
+        if self.kind == "torchvision" and _accepts(fn, "weights"):
+            kwargs.setdefault("weights", None)
+        model = fn(**kwargs)
+        if not isinstance(model, nn.Module):
+            raise SpecError(f"model.{self.kind}: {self.name!r} returned a "
+                            f"{type(model).__name__}, not an nn.Module")
+        return model
+
+    def library_version(self) -> str | None:
+        lib = {"torchvision": "torchvision", "timm": "timm"}.get(self.kind)
+        if lib is None:
+            top = self.name.split(":")[0].split(".")[0]
+            mod = importlib.import_module(top)
+            return getattr(mod, "__version__", None)
+        return importlib.import_module(lib).__version__  # type: ignore[no-any-return]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"library": self.kind, "name": self.name, "kwargs": dict(self.kwargs),
+                "version": self.library_version()}
+
+
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return True
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _num_classes_of(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
+    with torch.no_grad():
+        out = model.eval()(torch.zeros(1, *input_shape))
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        raise SpecError("model source: the model's output is not a (batch, classes) tensor")
+    return int(out.shape[1])
+
+
+def _engine_config() -> Any:
+    import pruning
+
+    # residual-coupled channels are one group, so a residual stream's width is a knob too
+    return pruning.SparsifyConfig(progress=False, residual="coupled")
+
+
+@dataclass(frozen=True)
+class _Groups:
+    widths: dict[str, int]  # group key (first producer) -> channels
+    members: dict[str, tuple[str, ...]]  # group key -> consumers
+    producers: dict[str, tuple[str, ...]]  # group key -> producers
+    coupled: frozenset[str]  # keys of residual-coupled groups
+    skipped: dict[str, str]  # consumer -> why its input channels are not a knob
+
+
+def _groups(model: nn.Module, input_shape: tuple[int, int, int]) -> _Groups:
+    from pruning import Pass
+
+    widths: dict[str, int] = {}
+    members: dict[str, tuple[str, ...]] = {}
+    producers: dict[str, tuple[str, ...]] = {}
+    coupled: set[str] = set()
+    skipped: dict[str, str] = {}
+    try:
+        p = Pass(model, None, _engine_config(), torch.zeros(1, *input_shape))
+    except (ValueError, TypeError, RuntimeError) as e:  # named refusals of the engine
+        raise SpecError(f"the pruning engine cannot take this model: {e}") from e
+    except Exception as e:  # noqa: BLE001  (a crash inside the dependency graph)
+        raise SpecError(f"the pruning engine cannot trace this model's channels "
+                        f"({type(e).__name__}: {e})") from e
+    with p:
+        for unit in p.units(order="front_to_back"):
+            reason = p.skip_reason(unit)
+            head = unit[0]
+            if reason is not None and not reason.startswith("regression too large"):
+                skipped[head.name] = reason
+                continue
+            key = head.producers[0]
+            widths[key] = int(head.num_channels)
+            members[key] = tuple(c.name for c in unit)
+            producers[key] = tuple(head.producers)
+            if len(unit) > 1 or len(head.producers) > 1:
+                coupled.add(key)
+    return _Groups(widths, members, producers, frozenset(coupled), skipped)
+
+
+def register_source(source: ModelSource, *, input_shape: tuple[int, int, int] | None = None,
+                    num_classes: int | None = None) -> ModelFamily:
+    """Register ``source`` as a family (once; later calls return the registered one).
+
+    Args:
+        source: The model's source.
+        input_shape: ``(C, H, W)`` the model is traced at and trained on (default
+            3x224x224, or the timm model's configured input size).
+        num_classes: Classes of the default spec (default: what the model outputs).
+
+    Raises:
+        SpecError: The source cannot be built, or the model has no prunable channel group
+            (the message lists each layer left alone and why).
+    """
+    name = source.family_name()
+    known = find_family(name)
+    if known is not None:
+        return known
+    shape = tuple(input_shape) if input_shape is not None else _default_input(source)
+    probe = source.instantiate(num_classes)
+    classes = _num_classes_of(probe, shape)  # type: ignore[arg-type]
+    groups = _groups(probe, shape)  # type: ignore[arg-type]
+    if not groups.widths:
+        why = "; ".join(f"{k}: {v}" for k, v in groups.skipped.items()) or "no Conv2d/Linear pair"
+        raise SpecError(f"model {name!r}: no prunable channel group ({why})")
+
+    def builder(spec: ArchSpec) -> nn.Module:
+        model = source.instantiate(spec.num_classes)
+        if dict(spec.widths) == groups.widths:
+            return model
+        from pruning.engine import run_given
+
+        keep = {m: list(range(spec.widths[key])) for key, ms in groups.members.items()
+                for m in ms if spec.widths[key] < groups.widths[key]}
+        cfg = _engine_config()
+        example = torch.zeros(1, *spec.input_shape)
+        pruned = run_given(model, keep, None, cfg, example, refit=False).model
+        return pruned
+
+    def read_widths(model: nn.Module) -> dict[str, int]:
+        return {key: module_width(model, key) for key in groups.widths}
+
+    fam = ModelFamily(
+        name=name, builder=builder, default_widths=groups.widths,
+        input_shape=shape,  # type: ignore[arg-type]
+        num_classes=classes, read_widths=read_widths,
+        description=f"{source.kind} {source.name} ({len(groups.widths)} channel groups, "
+                    f"{len(groups.skipped)} layers left alone)",
+    )
+    register_family(fam)
+    _SKIPPED[name] = dict(groups.skipped)
+    _COUPLED[name] = groups.coupled
+    _UNITS[name] = [WidthUnit(k, groups.members[k], groups.producers[k], w)
+                    for k, w in groups.widths.items()]
+    _SOURCES[name] = source
+    return fam
+
+
+_SKIPPED: dict[str, dict[str, str]] = {}
+_COUPLED: dict[str, frozenset[str]] = {}
+_UNITS: dict[str, list[WidthUnit]] = {}
+
+
+def width_units(family: str) -> list[WidthUnit]:
+    """A source family's channel groups as the engine's width units (key, consumers,
+    producers, full width), in the order of its spec's widths."""
+    return list(_UNITS.get(family, []))
+_SOURCES: dict[str, ModelSource] = {}
+
+
+def coupled_keys(family: str) -> list[str]:
+    """Width keys of a source family whose channels run through a residual addition (the
+    engine prunes them only with ``residual="coupled"``); empty for other families."""
+    return sorted(_COUPLED.get(family, ()))
+
+
+def left_alone(family: str) -> dict[str, str]:
+    """Consumers of a source family whose input channels are not a knob, with the reason."""
+    return dict(_SKIPPED.get(family, {}))
+
+
+def _default_input(source: ModelSource) -> tuple[int, int, int]:
+    if source.kind == "timm":
+        import timm
+
+        cfg = timm.get_pretrained_cfg(source.name)
+        size = getattr(cfg, "input_size", None) if cfg is not None else None
+        if size:
+            return tuple(int(v) for v in size)  # type: ignore[return-value]
+    return DEFAULT_INPUT
+
+
+def resolve_family(name: str, input_shape: tuple[int, ...] | None = None) -> ModelFamily | None:
+    """Register the family a source name encodes (None when the name encodes no source)."""
+    source = ModelSource.parse(name)
+    if source is None:
+        return None
+    return register_source(source, input_shape=tuple(input_shape) if input_shape else None)  # type: ignore[arg-type]
+
+
+def family_for(kind: str, name: str, kwargs: Mapping[str, Any] | None = None, *,
+               input_shape: tuple[int, int, int] | None = None,
+               num_classes: int | None = None) -> ModelFamily:
+    """The family of a model source given as in a config (``model.torchvision: resnet18``)."""
+    return register_source(ModelSource(kind, name, dict(kwargs or {})), input_shape=input_shape,
+                           num_classes=num_classes)
+
+
+def source_meta(family: str) -> dict[str, Any] | None:
+    """``{"library", "name", "kwargs", "version"}`` of a source family (None otherwise)."""
+    source = _SOURCES.get(family) or ModelSource.parse(family)
+    return source.to_dict() if source is not None else None
