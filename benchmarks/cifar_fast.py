@@ -64,7 +64,6 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +74,8 @@ import pruning
 import search_spaces
 from benchmarks import common
 from benchmarks.tp_baseline import tp_prune_to
+from nas import experiment
 from nas.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
-from nas.jsonio import write_json
 from nas.search import uniform_spec_at
 from nas.train import TrainConfig, cpu_bf16_supported, evaluate, train
 from search_spaces.data import DataSpec, Loaders, get_loaders
@@ -164,50 +163,10 @@ def environment() -> dict[str, Any]:
     return {**common.environment(dev), "bf16_autocast": cpu_bf16_supported()}
 
 
-class Results:
-    """``{"settings", "rows": {key: row}}`` rewritten atomically after every unit.
-
-    Before each write the file is read again and only the row just finished is laid over
-    it, so a unit another process finished meanwhile, a row mended by hand or one deleted to
-    force a rerun stay as they are on disk (no lock: two units finishing in the
-    same millisecond could still race). If the file cannot be read at that moment (a broken
-    hand edit), the finished row goes to a side file beside it instead of being lost.
-    """
-
-    def __init__(self, path: Path, settings: dict[str, Any]) -> None:
-        self.path = path
-        self.data: dict[str, Any] = {"benchmark": "cifar_fast", "settings": settings, "rows": {}}
-        if path.is_file():
-            try:
-                old = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                raise SystemExit(f"{path}: cannot read the results file ({e}); mend it or pass "
-                                 "--results for another file") from e
-            if old.get("settings", {}).get("base_epochs") not in (None, settings["base_epochs"]):
-                raise SystemExit(
-                    f"{path}: written with base_epochs={old['settings']['base_epochs']}, this run "
-                    f"asks {settings['base_epochs']}; use --results for another file")
-            self.data["rows"] = old.get("rows", {})
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        return self.data["rows"].get(key)
-
-    def put(self, key: str, row: dict[str, Any]) -> None:
-        row = {"key": key, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "load_avg": [round(v, 2) for v in os.getloadavg()], **row}
-        self.data["rows"][key] = row
-        try:
-            on_disk = json.loads(self.path.read_text()) if self.path.is_file() else {}
-        except (OSError, json.JSONDecodeError) as e:
-            side = self.path.with_name(f"{self.path.stem}.{key.replace('/', '_')}.json")
-            write_json(side, {"benchmark": "cifar_fast", "rows": {key: row}}, indent=1)
-            print(f"warning: {self.path} cannot be read ({e}); row {key} written to {side} "
-                  "instead: merge it into the results file by hand", file=sys.stderr, flush=True)
-            return
-        rows = {**on_disk.get("rows", {}), key: row}
-        # this run's settings and environment; any other top-level key on disk is kept
-        self.data = {**on_disk, **{k: v for k, v in self.data.items() if k != "rows"}, "rows": rows}
-        write_json(self.path, self.data, indent=1)
+def Results(path: Path, settings: dict[str, Any]) -> experiment.Results:  # noqa: N802
+    """The fast family's results file (:class:`nas.experiment.Results`): a file written with
+    another ``base_epochs`` is refused."""
+    return experiment.Results(path, settings, benchmark="cifar_fast", must_match=("base_epochs",))
 
 
 def key_of(kind: str, seed: int, ratio: float | None = None) -> str:
