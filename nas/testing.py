@@ -500,8 +500,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.simplefilter("ignore")
             try:
                 rep = check_source(kind, name, tmp, input_shape=(3, args.size, args.size))
-            except ConformanceError as e:
-                rep = SourceReport(model=item, status="fail", reason=str(e))
+            except Exception as e:  # noqa: BLE001  (a crash is a row of the table, not the end)
+                rep = SourceReport(model=item, status="fail", reason=f"{type(e).__name__}: {e}")
         reports.append(rep)
         print(f"[{i}/{len(items)}] {item}: {rep.status}"
               + (f" ({rep.reason})" if rep.reason else

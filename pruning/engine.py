@@ -256,6 +256,13 @@ class Pass:
                 where.append("kept")
                 continue
             weight, bias = sel.params[j]
+            if c.name in head.producers:
+                # The consumer's own outputs are this group's channels (a residual stream
+                # through a channel-preserving depthwise conv into its own input): they were
+                # just cut with its inputs, so only the kept rows of its refit remain.
+                rows = keep.to(weight.device)
+                weight = weight.index_select(0, rows)
+                bias = None if bias is None else bias.reshape(-1).index_select(0, rows)
             where.append(set_consumer_parameters(self.pruned, c, weight, bias))
         if self.data.act_cache is not None and before is not None:
             refitted = [c.name for c in unit] + [c.bn_after for c in unit if c.bn_after]
