@@ -219,7 +219,7 @@ def weight_norm_ratios(model: nn.Module) -> dict[str, float]:
 
 
 class Bench:
-    def __init__(self, s: dict[str, Any], res: Results, work: Path, ckpt_root: Path) -> None:
+    def __init__(self, s: dict[str, Any], res: experiment.Results, work: Path, ckpt_root: Path) -> None:
         self.s, self.res, self.work, self.ckpt_root = s, res, work, ckpt_root
         self._loaders: Loaders | None = None
 

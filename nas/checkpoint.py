@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import pickle
 import platform
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -312,3 +313,63 @@ __all__ = [
     "load_weights_strict",
     "save_checkpoint",
 ]
+
+
+def load_state_dict_file(path: str | Path, *, field: str = "model.weights") -> dict[str, torch.Tensor]:
+    """A user's trained weights as a state dict: ``.safetensors``, or a torch file read with
+    ``weights_only=True`` (a bare state dict, or one under ``"state_dict"`` / ``"model"``);
+    DataParallel's ``module.`` prefixes are dropped.
+
+    Raises:
+        CheckpointError: naming ``field`` and the file: missing, unreadable, or not a
+            mapping of names to tensors.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{field}: {p} not found")
+    try:
+        if p.suffix == ".safetensors":
+            data: Any = load_file(str(p))
+        else:
+            data = torch.load(p, map_location="cpu", weights_only=True)
+    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+        raise CheckpointError(f"{field}: cannot read {p} as weights ({e})") from None
+    except pickle.UnpicklingError as e:  # a pickled object (a whole module ...): never loaded
+        first = str(e).splitlines()[0][:200]
+        raise CheckpointError(f"{field}: {p} holds pickled objects, not only tensors; save "
+                              f"model.state_dict() instead ({first})") from None
+    if isinstance(data, Mapping):
+        for key in ("state_dict", "model"):
+            inner = data.get(key)
+            if isinstance(inner, Mapping) and inner and all(
+                    isinstance(v, torch.Tensor) for v in inner.values()):
+                data = inner
+                break
+    if not isinstance(data, Mapping) or not data or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items()):
+        raise CheckpointError(f"{field}: {p} holds no state dict (a mapping of names to tensors)")
+    return {k.removeprefix("module."): v for k, v in data.items()}
+
+
+def load_weights_into(model: nn.Module, path: str | Path, *, field: str = "model.weights") -> None:
+    """Load :func:`load_state_dict_file` strictly into ``model``; a mismatch names the first
+    missing / unexpected / mis-shaped entries."""
+    sd = load_state_dict_file(path, field=field)
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:3]}{' ...' if len(missing) > 3 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:3]}{' ...' if len(unexpected) > 3 else ''}")
+        if shapes:
+            parts.append(f"other shapes {shapes[:3]}{' ...' if len(shapes) > 3 else ''}")
+        raise CheckpointError(f"{field}: {path} does not fit the model: " + "; ".join(parts))
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{field}: {path} has non-finite values in {bad[:3]}")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()}, strict=True)

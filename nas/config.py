@@ -50,6 +50,10 @@ class ModelSection(_Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict)
     num_classes: int | None = Field(default=None, gt=0)
     arch: str | None = None  # path to an arch.json (ArchSpec); overrides the family default
+    # Trained weights to start from instead of pre-training: a .safetensors state dict (or
+    # an entropic-nas checkpoint) or a torch state dict (.pt/.pth, read with
+    # weights_only=True, never unpickling objects).
+    weights: str | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSection:

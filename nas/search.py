@@ -58,10 +58,41 @@ def objectives_for(cfg: RunConfig) -> list[Objective]:
 
 
 def _key(cfg: RunConfig) -> str:
-    blob = json.dumps(
-        {k: cfg.model_dump(mode="json")[k] for k in ("model", "data", "train")}, sort_keys=True
-    )
+    parts = {k: cfg.model_dump(mode="json")[k] for k in ("model", "data", "train")}
+    if cfg.model.weights and Path(cfg.model.weights).is_file():  # the file's content counts
+        parts["weights_sha256"] = hashlib.sha256(Path(cfg.model.weights).read_bytes()).hexdigest()
+    blob = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def with_model(cfg: RunConfig, model: Any, run_dir: Path) -> RunConfig:
+    """``cfg`` with its model section replaced by a factory or a trained module (see
+    :func:`run_search`); a module's weights are written to ``run_dir/user_weights.safetensors``
+    and named as ``model.weights``."""
+    import copy
+
+    from safetensors.torch import save_file
+    from torch import nn
+
+    from search_spaces.generic import register_callable
+
+    weights = cfg.model.weights
+    if isinstance(model, nn.Module):
+        template = copy.deepcopy(model).to("cpu").eval()
+        name = register_callable(lambda **_kw: copy.deepcopy(template),
+                                 f"{type(model).__module__}.{type(model).__qualname__}")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        weights = str(run_dir / "user_weights.safetensors")
+        save_file({k: v.detach().contiguous().clone() for k, v in template.state_dict().items()},
+                  weights)
+    elif callable(model):
+        name = register_callable(model)
+    else:
+        raise TypeError(f"run_search(model=...): expected an nn.Module or a factory, got "
+                        f"{type(model).__name__}")
+    section = cfg.model.model_copy(update={"family": name, "torchvision": None, "timm": None,
+                                           "factory": None, "kwargs": {}, "weights": weights})
+    return cfg.model_copy(update={"model": section})
 
 
 def pretrained_checkpoint(cfg: RunConfig, run_dir: Path, *, progress: bool = True) -> Path:
@@ -89,6 +120,17 @@ def _pretrained_checkpoint(cfg: RunConfig, run_dir: Path, *, progress: bool = Tr
     spec = base_spec(cfg, loaders)
     torch.manual_seed(cfg.train.seed)
     model = search_spaces.build(spec)
+    if cfg.model.weights:
+        from .checkpoint import load_weights_into
+
+        load_weights_into(model, cfg.model.weights)
+        val = evaluate(model, val_loader(loaders))[1]
+        console.print(f"[bold]base model[/] {spec.family}: the weights of {cfg.model.weights} "
+                      f"(val acc {val:.4f}); no pre-training")
+        save_checkpoint(stem, model, spec,
+                        config={"cache_key": key, **cfg.model_dump(mode="json")},
+                        metrics={"val_acc": val, "weights_from": cfg.model.weights})
+        return stem
     console.print(f"[bold]pre-training[/] {spec.family} on {cfg.data.name} "
                   f"for {cfg.train.epochs} epochs")
     res = train(model, loaders, train_config(cfg.train, progress=progress),
@@ -289,9 +331,14 @@ class _Progress:
 def run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None = None,
                trials: int | None = None, storage: str | None = None, resume: bool = False,
                wandb_enabled: bool | None = None, ray_address: str | None = None,
-               pick: str = "knee", progress: bool = True, source: str = "config"
-               ) -> dict[str, Any]:
+               pick: str = "knee", progress: bool = True, source: str = "config",
+               model: Any = None) -> dict[str, Any]:
     """Run a search end to end; returns the summary written to ``summary.json``.
+
+    ``model`` replaces the config's model section: a factory (``fn(num_classes=...) ->
+    nn.Module``; importable from its module for the Ray backend, whose workers rebuild it
+    by name) or a trained ``nn.Module`` (its architecture is rebuilt by a factory that copies
+    it, and its weights are the base model, so nothing is pre-trained).
 
     Raises:
         nas.validate.InputError: a bad argument (trials, storage, pick, output dir, an existing
@@ -302,6 +349,8 @@ def run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None = None,
     from .validate import InputError, check_config, check_storage_url, preflight_search
 
     t0 = time.perf_counter()
+    if model is not None:
+        cfg = with_model(cfg, model, Path(run_dir))
     backend = backend or cfg.search.backend
     # the effective backend, for everything that depends on it (latency threads, config.yaml)
     cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"backend": backend})})

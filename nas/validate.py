@@ -301,6 +301,13 @@ def check_config(cfg: RunConfig, *, source: str = "config", search: bool = False
                              f"{variant!r} in scratch.variants")
     if cfg.search.storage is not None:
         check_storage_url(cfg.search.storage, flag=f"{source}: search.storage")
+    if cfg.model.weights:
+        from .checkpoint import CheckpointError, load_state_dict_file
+
+        try:  # readable as a state dict before anything is written (the fit is checked later)
+            load_state_dict_file(cfg.model.weights, field=f"{source}: model.weights")
+        except CheckpointError as e:
+            raise InputError(str(e)) from None
     if search and cfg.search.times_latency:
         _check_search_latency(cfg, source)
     if cfg.prune.target_latency_ms is not None and cfg.prune.latency_device:

@@ -49,7 +49,7 @@ from .spec import (
     register_family,
 )
 
-__all__ = ["KINDS", "ModelSource", "coupled_keys", "family_for", "left_alone", "register_source", "resolve_family",
+__all__ = ["KINDS", "ModelSource", "coupled_keys", "family_for", "register_callable", "left_alone", "register_source", "resolve_family",
            "source_meta", "width_units"]
 
 KINDS = ("torchvision", "timm", "factory")
@@ -121,7 +121,14 @@ class ModelSource:
                 raise SpecError(f"model.timm: no model {self.name!r} in timm {timm.__version__} "
                                 "(timm.list_models() lists them)")
             return lambda **kw: timm.create_model(self.name, pretrained=False, **kw)
+        if self.name in _CALLABLES:
+            return _CALLABLES[self.name]
         module, _, attr = self.name.partition(":")
+        if module == "__main__" or module.startswith("<"):
+            raise SpecError(f"model.factory: {self.name!r} was defined in a script, not in an "
+                            "importable module; this process cannot rebuild it (move the "
+                            "factory into a module, e.g. my_pkg/nets.py, and name it "
+                            "'my_pkg.nets:make_net')")
         try:
             mod = importlib.import_module(module)
         except ImportError as e:
@@ -149,7 +156,12 @@ class ModelSource:
         lib = {"torchvision": "torchvision", "timm": "timm"}.get(self.kind)
         if lib is None:
             top = self.name.split(":")[0].split(".")[0]
-            mod = importlib.import_module(top)
+            if self.name in _CALLABLES or top.startswith("<") or top == "__main__":
+                return None
+            try:
+                mod = importlib.import_module(top)
+            except ImportError:
+                return None
             return getattr(mod, "__version__", None)
         return importlib.import_module(lib).__version__  # type: ignore[no-any-return]
 
@@ -280,6 +292,30 @@ def register_source(source: ModelSource, *, input_shape: tuple[int, int, int] | 
 
 
 _SKIPPED: dict[str, dict[str, str]] = {}
+_CALLABLES: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_callable(fn: Callable[..., nn.Module], name: str | None = None) -> str:
+    """Make a factory (or a copy-maker for a module instance) a family of this process;
+    returns the family name. An importable factory is named by its import path, which any
+    process (a Ray worker too) resolves; one defined in a script or a lambda is known to this
+    process only (``name`` labels it)."""
+    module = getattr(fn, "__module__", None) or "__main__"
+    qual = getattr(fn, "__qualname__", "") or ""
+    if name is None and module != "__main__" and qual and "<" not in qual:
+        try:
+            if getattr(importlib.import_module(module), qual, None) is fn:
+                return ModelSource("factory", f"{module}:{qual}").family_name()
+        except ImportError:
+            pass
+    label = f"<local>:{name or qual or 'model'}"
+    if label in _CALLABLES and _CALLABLES[label] is not fn:
+        i = 2
+        while f"{label}#{i}" in _CALLABLES:
+            i += 1
+        label = f"{label}#{i}"
+    _CALLABLES[label] = fn
+    return ModelSource("factory", label).family_name()
 _COUPLED: dict[str, frozenset[str]] = {}
 _UNITS: dict[str, list[WidthUnit]] = {}
 

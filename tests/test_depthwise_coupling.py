@@ -6,6 +6,7 @@ first block)."""
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,6 +42,7 @@ def _randomise_bn(model: nn.Module) -> None:
     g = torch.Generator().manual_seed(1)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
+            assert m.running_mean is not None and m.running_var is not None
             m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
             m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
 
@@ -65,14 +67,14 @@ def test_cutting_the_group_cuts_the_depthwise_conv_and_refits_the_self_coupled_c
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         res = pruning.prune_to_widths(model, {"project": keep}, _calib(), refit=True, config=cfg)
-    m = res.model
+    m: Any = res.model
     assert m.stem.out_channels == m.dw.in_channels == m.dw.out_channels == m.dw.groups == 5
     assert m.project.in_channels == m.project.out_channels == 5 and m.fc.in_features == 5
     out = m(torch.randn(2, 3, 8, 8))
     assert out.shape == (2, 5) and torch.isfinite(out).all()
     # the project conv's refit kept its rows for the kept outputs: without the refit the
     # same channels give the same weights as slicing the original
-    plain = pruning.prune_to_widths(model, {"project": keep}, None, refit=False, config=cfg,
+    plain: Any = pruning.prune_to_widths(model, {"project": keep}, None, refit=False, config=cfg,
                                     example_inputs=torch.zeros(1, 3, 8, 8)).model
     idx = torch.tensor(keep)
     torch.testing.assert_close(plain.project.weight, model.project.weight[idx][:, idx])
