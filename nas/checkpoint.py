@@ -28,6 +28,7 @@ import json
 import os
 import pickle
 import platform
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -227,7 +228,11 @@ def load_weights_strict(model: nn.Module, tensors: Mapping[str, torch.Tensor], *
                 f"but {tuple(value.shape)} in the model (layer {key.rsplit('.', 1)[0]!r}); "
                 "the checkpoint was saved for another architecture spec"
             )
-    model.load_state_dict(dict(tensors), strict=True)
+    state = OrderedDict(tensors)
+    # the module versions of a fresh state dict (torchvision's MNASNet refuses weights
+    # without them; a safetensors file cannot carry them)
+    state._metadata = getattr(own, "_metadata", None)  # type: ignore[attr-defined]
+    model.load_state_dict(state, strict=True)
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -352,24 +357,12 @@ def load_state_dict_file(path: str | Path, *, field: str = "model.weights") -> d
 
 
 def load_weights_into(model: nn.Module, path: str | Path, *, field: str = "model.weights") -> None:
-    """Load :func:`load_state_dict_file` strictly into ``model``; a mismatch names the first
-    missing / unexpected / mis-shaped entries."""
+    """Load :func:`load_state_dict_file` strictly into ``model`` (:func:`load_weights_strict`:
+    a mismatch names the tensors); non-finite values are refused."""
     sd = load_state_dict_file(path, field=field)
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-              if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:3]}{' ...' if len(missing) > 3 else ''}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:3]}{' ...' if len(unexpected) > 3 else ''}")
-        if shapes:
-            parts.append(f"other shapes {shapes[:3]}{' ...' if len(shapes) > 3 else ''}")
-        raise CheckpointError(f"{field}: {path} does not fit the model: " + "; ".join(parts))
     bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise CheckpointError(f"{field}: {path} has non-finite values in {bad[:3]}")
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()}, strict=True)
+    own = model.state_dict()
+    load_weights_strict(model, {k: v.to(own[k].dtype) if k in own else v for k, v in sd.items()},
+                        source=f"{field}: {path}")

@@ -507,5 +507,8 @@ def load_export(out_dir: str | Path) -> tuple[nn.Module, ArchSpec]:
     out = Path(out_dir)
     spec = ArchSpec.load(out / "arch.json")
     model = build(spec)
-    model.load_state_dict(load_file(str(out / "weights.safetensors")))
+    from nas.checkpoint import load_weights_strict
+
+    load_weights_strict(model, load_file(str(out / "weights.safetensors")),
+                        source=out / "weights.safetensors")
     return model.eval(), spec
