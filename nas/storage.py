@@ -89,7 +89,7 @@ def check_storage(storage: str | None, run_dir: str | Path) -> str:
     except Exception as exc:  # noqa: BLE001 - every cause becomes one message naming the URL
         raise StorageError(
             f"storage {redact(url)}: cannot open it: {_cause(exc)}. Check --storage / "
-            "search.storage (see README, 'Running on a cluster')"
+            "search.storage (see docs/operations.md, 'Running on a cluster')"
         ) from None
     engine = getattr(store, "engine", None)
     if engine is not None:

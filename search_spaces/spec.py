@@ -80,7 +80,7 @@ _REGISTRY: dict[str, ModelFamily] = {}
 
 
 def register_family(family: ModelFamily) -> ModelFamily:
-    """Register a model family under ``family.name`` (see README: bring your own model)."""
+    """Register a model family under ``family.name`` (docs/usage.md; any torchvision / timm / factory model needs no registration: search_spaces.generic)."""
     if family.name in _REGISTRY and _REGISTRY[family.name] is not family:
         raise ValueError(f"model family {family.name!r} is already registered")
     _REGISTRY[family.name] = family
