@@ -210,7 +210,21 @@ def load_checkpoint(
 
 def load_weights_strict(model: nn.Module, tensors: Mapping[str, torch.Tensor], *,
                         source: str | Path = "<tensors>") -> None:
-    """``model.load_state_dict(tensors, strict=True)`` with errors that name the tensor."""
+    """``model.load_state_dict(tensors, strict=True)`` with errors that name the tensor.
+
+    A ``<layer>.bias`` in ``tensors`` for a Conv2d / Linear built without a bias is the
+    intercept the pruning refit added (a consumer with neither a bias nor a BatchNorm after
+    it, e.g. DenseNet's growth convs): the layer gets a bias parameter to hold it.
+    """
+    own = model.state_dict()
+    mods = dict(model.named_modules())
+    for key in set(tensors) - set(own):
+        layer, _, leaf = key.rpartition(".")
+        mod = mods.get(layer)
+        if (leaf == "bias" and isinstance(mod, (nn.Conv2d, nn.Linear)) and mod.bias is None
+                and tuple(tensors[key].shape) == (mod.weight.shape[0],)):
+            mod.bias = nn.Parameter(torch.zeros(mod.weight.shape[0], dtype=mod.weight.dtype,
+                                                device=mod.weight.device))
     own = model.state_dict()
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))

@@ -358,6 +358,14 @@ class Pass:
         total = head.num_channels
         names = [c.name for c in unit]
         reason = self.skip_reason(unit)
+        no_data = False
+        if (reason is not None and reason.startswith("regression too large")
+                and isinstance(criterion, GivenChannels)):
+            # a size limit, not a structural one: given channels are cut, the layer keeps
+            # its own weights for them (no least-squares refit)
+            log.warning("%s: %s; its given channels are cut without the refit", head.name,
+                        reason)
+            reason, no_data = None, True
         if reason is not None and strict:
             hint = " (residual=\"coupled\" prunes these)" if "residual-coupled" in reason else ""
             raise ValueError(f"cannot prune {head.name!r}: {reason}{hint}")
@@ -367,7 +375,7 @@ class Pass:
                                 skipped_reason=reason, seconds=time.perf_counter() - t0)
                     for c in unit]
         train = held = None
-        if criterion.needs_data(unit):
+        if criterion.needs_data(unit) and not no_data:
             train, held = self.data.collect(unit, unit_id)
         sel = criterion.select(self.unit_input(unit, train))
         where = self.apply(unit, sel)

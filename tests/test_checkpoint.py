@@ -149,3 +149,19 @@ def test_model_without_spec_needs_model_argument(tmp_path: Path) -> None:
     ckpt = load_checkpoint(tmp_path / "m", model=fresh)
     assert ckpt.spec is None
     assert torch.equal(ckpt.model.state_dict()["0.weight"], net.state_dict()["0.weight"])
+
+
+def test_a_refit_intercept_on_a_biasless_layer_loads_into_a_fresh_build(tmp_path) -> None:
+    """The refit adds a bias to a consumer with neither bias nor BatchNorm (DenseNet's growth
+    convs); the rebuilt model takes it instead of refusing the weights."""
+    from torch import nn
+
+    from nas.checkpoint import load_weights_strict
+
+    fresh = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.ReLU(), nn.Conv2d(4, 2, 1, bias=False))
+    tensors = {k: v.clone() for k, v in fresh.state_dict().items()}
+    tensors["2.bias"] = torch.tensor([0.5, -1.0])
+    load_weights_strict(fresh, tensors)
+    assert torch.equal(fresh[2].bias, torch.tensor([0.5, -1.0]))
+    with pytest.raises(CheckpointError, match="unexpected"):
+        load_weights_strict(fresh, {**tensors, "0.nope": torch.zeros(1)})

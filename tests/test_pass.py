@@ -3,6 +3,8 @@ cache one pass leaves for the next over the same model and data."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from torch import nn
@@ -91,3 +93,18 @@ def test_a_filled_cache_spares_the_second_pass_its_read_of_the_loader() -> None:
     # the same channels, the same refit: the same network as the first pass's
     x = torch.randn(5, 3, 8, 8)
     torch.testing.assert_close(second.model(x), first.model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_given_channels_past_the_regression_size_limit_are_cut_without_the_refit() -> None:
+    torch.manual_seed(0)
+    model = _Net().eval()
+    loader = _Counting()
+    cfg = _cfg(max_features=100)  # fc reads 6 * 64 = 384 features: over the limit
+    keep = [0, 2, 5]
+    res = pruning.prune_to_widths(model, {"fc": keep}, loader, refit=True, config=cfg)
+    pruned: Any = res.model
+    assert pruned.conv3.out_channels == 3 and pruned.fc.in_features == 3 * 64
+    cols = torch.cat([torch.arange(64) + 64 * k for k in keep])
+    torch.testing.assert_close(pruned.fc.weight, model.fc.weight[:, cols])  # kept as it was
+    with pytest.raises(ValueError, match="regression too large"):  # a criterion that fits
+        pruning.prune_with(model, Entropic(), loader, config=cfg, layers=["fc"])
