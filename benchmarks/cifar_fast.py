@@ -141,11 +141,14 @@ def settings_from(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def loaders_for(s: dict[str, Any]) -> Loaders:
+    """The CIFAR-10 JPEG copy with batch augmentation, as a settings dict says (shared with
+    ``benchmarks.cifar_paper``; ``translate`` and ``eval_batch_size`` optional)."""
     return get_loaders(DataSpec(
         "cifar10_jpeg", root=s["data_root"], batch_augment=True, batch_size=s["batch_size"],
-        drop_last=True,
-        eval_batch_size=1000, val_fraction=s["val_fraction"], train_subset=s["train_subset"],
-        val_subset=s["val_subset"], test_subset=s["test_subset"], seed=0))
+        translate=s.get("translate", 2), drop_last=True,
+        eval_batch_size=s.get("eval_batch_size", 1000), val_fraction=s["val_fraction"],
+        train_subset=s["train_subset"], val_subset=s["val_subset"],
+        test_subset=s["test_subset"], seed=0))
 
 
 def recipe(s: dict[str, Any], *, epochs: int, seed: int, lr_scale: float = 1.0) -> TrainConfig:

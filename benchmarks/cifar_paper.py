@@ -33,10 +33,11 @@ from torch import nn
 import pruning
 import search_spaces
 from benchmarks import common
+from benchmarks.cifar_fast import accuracies, loaders_for
 from nas.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 from nas.experiment import Experiment, Unit
-from nas.train import TrainConfig, cpu_bf16_supported, evaluate
-from search_spaces.data import DataSpec, Loaders, get_loaders
+from nas.train import TrainConfig, cpu_bf16_supported
+from search_spaces.data import Loaders
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = ("vgg16_cifar", "resnet18_cifar")
@@ -53,7 +54,7 @@ def settings_from(args: argparse.Namespace) -> dict[str, Any]:
     shared = os.environ.get("ENTROPIC_NAS_SHARED_DATA", str(ROOT.parent / "shared" / "data"))
     s: dict[str, Any] = {
         "recipe": "cifar_sgd", "base_epochs": args.base_epochs, "batch_size": 256, "lr": 0.2,
-        "translate": 4, "val_fraction": 0.1, "data_root": args.data_root or shared,
+        "translate": 4, "eval_batch_size": 500, "val_fraction": 0.1, "data_root": args.data_root or shared,
         "train_subset": None, "val_subset": None, "test_subset": None,
         "threads": args.threads,
     }
@@ -63,29 +64,9 @@ def settings_from(args: argparse.Namespace) -> dict[str, Any]:
     return s
 
 
-def loaders_for(s: dict[str, Any]) -> Loaders:
-    return get_loaders(DataSpec(
-        "cifar10_jpeg", root=s["data_root"], batch_augment=True, batch_size=s["batch_size"],
-        translate=s["translate"], drop_last=True, eval_batch_size=500,
-        val_fraction=s["val_fraction"], train_subset=s["train_subset"],
-        val_subset=s["val_subset"], test_subset=s["test_subset"], seed=0))
-
-
 def recipe(s: dict[str, Any], *, epochs: int, seed: int) -> TrainConfig:
     return TrainConfig.from_recipe(s["recipe"], epochs=epochs, lr=s["lr"], seed=seed,
                                    device="auto", threads=s["threads"])
-
-
-def accuracies(model: nn.Module, loaders: Loaders) -> dict[str, float]:
-    """val/test accuracy, plain and with the recipe's test-time augmentation."""
-    out = {}
-    amp = cpu_bf16_supported() or torch.cuda.is_available()
-    for split, loader in (("val", loaders.val), ("test", loaders.test)):
-        assert loader is not None
-        for tta in ("none", "flip_translate"):
-            _, acc = evaluate(model, loader, amp=amp, channels_last=True, tta=tta)
-            out[f"{split}_acc" + ("" if tta == "none" else "_tta")] = acc
-    return out
 
 
 def size_of(model: nn.Module) -> dict[str, Any]:

@@ -230,6 +230,27 @@ class FinetuneSection(TrainSection):
     lr: float = Field(default=0.01, gt=0)
 
 
+class RecoverySection(_Strict):
+    """A recovery step right after pruning (nas.recovery): ``none``, ``bn`` (BatchNorm
+    statistics re-estimated), ``distill`` (``steps`` label-free steps matching the unpruned
+    net's logits) or ``finetune`` (``steps`` labelled steps); with ``guard`` the step is
+    undone when it lowers validation accuracy. The prune job runs it before ``finetune``."""
+
+    mode: Literal["none", "bn", "distill", "finetune"] = "none"
+    steps: int = Field(default=0, ge=0)
+    lr: float = Field(default=0.01, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    temperature: float = Field(default=1.0, gt=0)
+    guard: bool = True
+
+    @model_validator(mode="after")
+    def _steps_for_mode(self) -> RecoverySection:
+        if self.mode in ("distill", "finetune") and self.steps < 1:
+            raise ValueError(f"recovery.steps: mode {self.mode!r} needs steps >= 1")
+        return self
+
+
 ScratchVariant = Literal["E", "B"]
 Selection = Literal["tau", "keep_ratio"]
 LayerOrder = Literal["front_to_back", "back_to_front", "random"]
@@ -373,6 +394,7 @@ class RunConfig(_Strict):
     train: TrainSection = Field(default_factory=TrainSection)
     prune: PruneSection = Field(default_factory=PruneSection)
     finetune: FinetuneSection = Field(default_factory=FinetuneSection)
+    recovery: RecoverySection = Field(default_factory=RecoverySection)
     scratch: ScratchSection = Field(default_factory=ScratchSection)
     search: SearchSection = Field(default_factory=SearchSection)
     wandb: WandbSection = Field(default_factory=WandbSection)

@@ -136,6 +136,19 @@ def run_prune(cfg: RunConfig, checkpoint: Path, out_dir: Path, *, finetune_epoch
         "sparsify_seconds": sparsify_s,
         "engine": result.engine,
     }
+    if cfg.recovery.mode != "none":
+        from .recovery import RecoveryConfig, recover
+
+        rec = recover(pruned, model, loaders.train, RecoveryConfig(**cfg.recovery.model_dump()),
+                      val_loader=loaders.val, device=device)
+        summary["recovery"] = rec
+        summary["val_acc_recovered"] = evaluate(pruned, loaders.val or loaders.test,
+                                                device=device)[1]
+        console.print(f"recovery {rec['mode']} ({rec['steps']} steps, {rec['seconds']:.1f} s): "
+                      f"val acc {summary['val_acc_pruned']:.4f} -> "
+                      f"{summary['val_acc_recovered']:.4f}"
+                      + (" (undone: it lowered validation accuracy)"
+                         if rec["kept"] == "before" else ""))
     epochs = cfg.finetune.epochs if finetune_epochs is None else finetune_epochs
     if epochs > 0:
         ft = train(pruned, loaders, train_config(cfg.finetune, progress=progress, epochs=epochs))

@@ -65,6 +65,21 @@ def _key(cfg: RunConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def absolute_paths(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with its file paths (``data.root``, ``model.arch``, ``model.weights``) made
+    absolute against this process's working directory, as the user meant them; a Ray
+    worker runs elsewhere."""
+    data = cfg.data
+    if data.root and not Path(data.root).is_absolute() and "://" not in data.root:
+        data = data.model_copy(update={"root": str(Path(data.root).absolute())})
+    model = cfg.model
+    for field in ("arch", "weights"):
+        value = getattr(model, field)
+        if value and not Path(value).is_absolute():
+            model = model.model_copy(update={field: str(Path(value).absolute())})
+    return cfg.model_copy(update={"data": data, "model": model})
+
+
 def with_model(cfg: RunConfig, model: Any, run_dir: Path) -> RunConfig:
     """``cfg`` with its model section replaced by a factory or a trained module (see
     :func:`run_search`); a module's weights are written to ``run_dir/user_weights.safetensors``
@@ -349,8 +364,12 @@ def run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None = None,
     from .validate import InputError, check_config, check_storage_url, preflight_search
 
     t0 = time.perf_counter()
+    # absolute before anything is sent to a worker: a Ray worker's working directory is not
+    # the driver's, so a relative --out would name another place there
+    run_dir = Path(run_dir).absolute()
     if model is not None:
-        cfg = with_model(cfg, model, Path(run_dir))
+        cfg = with_model(cfg, model, run_dir)
+    cfg = absolute_paths(cfg)
     backend = backend or cfg.search.backend
     # the effective backend, for everything that depends on it (latency threads, config.yaml)
     cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"backend": backend})})

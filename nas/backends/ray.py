@@ -199,6 +199,21 @@ def _trial_dirname(trial: Any) -> str:
 
 
 # -- the searcher on live storage ------------------------------------------------------------------
+def _tune_verbosity() -> int:
+    """Ray Tune's own console output: off by default (the search prints one line per trial);
+    ``ENTROPIC_NAS_RAY_VERBOSE=1`` (or 2, 3) brings its status tables back."""
+    raw = os.environ.get("ENTROPIC_NAS_RAY_VERBOSE", "0")
+    try:
+        level = min(max(int(raw), 0), 3)
+    except ValueError:
+        level = 0
+    if level == 0:
+        # Tune's newer console output prints its experiment tables at any verbosity; the
+        # legacy reporter honours verbose=0 (a user's own setting of the variable wins)
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    return level
+
+
 class _LiveOptunaSearch(OptunaSearch):
     """``OptunaSearch`` on the user's storage that records our attrs, rejections and failures.
 
@@ -238,6 +253,21 @@ class _LiveOptunaSearch(OptunaSearch):
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: the state is the study in the storage (see the module doc)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What Tune pickles into its run directory (``tuner.pkl``; never read back, see
+        :meth:`restore`): every attribute that pickles, the rest (Optuna 5's NSGA-II sampler
+        holds a thread lock, the live study a connection) as None."""
+        from ray import cloudpickle
+
+        state: dict[str, Any] = {}
+        for key, value in self.__dict__.items():
+            try:
+                cloudpickle.dumps(value)
+            except Exception:  # noqa: BLE001  (anything unpicklable is left out)
+                value = None
+            state[key] = value
+        return state
 
     def restore(self, checkpoint_path: str) -> None:
         raise NotImplementedError("the Ray backend resumes from the Optuna storage, not from "
@@ -497,7 +527,7 @@ def run_ray(
             run_config=tune.RunConfig(
                 storage_path=str(run_dir / "ray"), name=f"{study_name}-{stamp}",
                 callbacks=[_Progress(on_trial_end, objectives, run_dir)],
-                failure_config=tune.FailureConfig(max_failures=0), verbose=1,
+                failure_config=tune.FailureConfig(max_failures=0), verbose=_tune_verbosity(),
             ),
         )
         tuner.fit()
