@@ -180,6 +180,7 @@ def load_checkpoint(
         tensors = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights}: cannot read safetensors ({exc})") from None
+    check_finite(tensors, source=weights)
 
     spec = None
     if meta.get("arch_spec") is not None:
@@ -206,6 +207,16 @@ def load_checkpoint(
             raise CheckpointError(f"{state}: cannot read resume state ({exc})") from None
     return Checkpoint(model=model, spec=spec, config=meta.get("config"),
                       metrics=meta.get("metrics"), extra_state=extra, meta=meta, path=weights)
+
+
+def check_finite(tensors: Mapping[str, torch.Tensor], *, source: str | Path) -> None:
+    """Refuse weights with NaN or inf (a diverged run saved as if it were a model): nothing is
+    trained from, pruned or exported from them. The message names the tensors."""
+    bad = [k for k, v in tensors.items()
+           if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{source}: non-finite values (NaN/inf) in "
+                              f"{_preview(bad)}; these weights are not a usable model")
 
 
 def load_weights_strict(model: nn.Module, tensors: Mapping[str, torch.Tensor], *,

@@ -20,7 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -300,6 +302,15 @@ def main(argv: list[str] | None = None) -> int:
     from search_spaces import SpecError
     from search_spaces.data import DatasetNotFoundError
 
+    terminated: list[int] = []
+
+    def _on_term(signum: int, frame: Any) -> None:  # what schedulers and `kill` send
+        terminated.append(signum)
+        raise KeyboardInterrupt  # the same path as Ctrl-C: trials FAIL, re-queued on --resume
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_term)
     try:
         return int(args.func(args) or 0)
     except (ConfigError, SpecError, CheckpointError, DatasetNotFoundError, InputError,
@@ -307,8 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: finished work is kept; rerun with --resume")
-        return 130
+        what = "terminated (SIGTERM)" if terminated else "interrupted"
+        console.print(f"[yellow]{what}[/]: finished work is kept; rerun with --resume")
+        return 143 if terminated else 130
     except Exception as exc:  # noqa: BLE001 - the CLI boundary: one line, the rest in a log
         log = _write_log(exc, argv)
         where = f" (traceback in {log})" if log else ""
@@ -324,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold red]error:[/] {_one_line(exc)}{where}", highlight=False,
                       soft_wrap=True)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

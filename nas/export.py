@@ -166,7 +166,7 @@ def preprocessing_for(data: Any) -> dict[str, Any]:
         scale, mean, std = 1 / 255, d.MNIST_MEAN, d.MNIST_STD
     elif name == "digits":
         scale, mean, std = 1 / 16, d.DIGITS_MEAN, d.DIGITS_STD
-    elif name in ("cifar10", "imagefolder"):
+    elif name in ("cifar10", "cifar10_jpeg", "imagefolder"):
         scale, channels = 1 / 255, "RGB"
         mean = getattr(data, "mean", None) or d.CIFAR10_MEAN
         std = getattr(data, "std", None) or d.CIFAR10_STD
@@ -337,6 +337,9 @@ def export_trial(record: TrialRecord, out_dir: str | Path, *, load_model: LoadMo
     out.mkdir(parents=True, exist_ok=True)
     model, spec = load_model(record)
     model = model.to("cpu").eval()
+    from nas.checkpoint import check_finite
+
+    check_finite(model.state_dict(), source=f"trial #{record.number}'s model")
     if preprocessing is not None:
         spec = dataclasses.replace(spec, meta={**spec.meta, "preprocessing": preprocessing})
     from search_spaces import source_meta
@@ -403,8 +406,9 @@ def model_card(record: TrialRecord, spec: ArchSpec, model: nn.Module,
                       f"std = {pre['std']}." if pre.get("mean") is not None else "."),
                   *([f"Before that: {pre['resize']}."] if pre.get("resize") else []),
                   "The same recipe is in `arch.json` (`meta.preprocessing`) and in the ONNX "
-                  "file's metadata (`preprocessing`, `mean`, `std`, `scale`, `layout`).",
-                  "", "```python",
+                  "file's metadata (`preprocessing`, `mean`, `std`, `scale`, `layout`)."]
+    if isinstance(pre, dict) and pre.get("scale") is not None:
+        lines += ["", "```python",
                   "import json, numpy as np, onnxruntime as ort",
                   "sess = ort.InferenceSession(\"model.onnx\")",
                   "meta = sess.get_modelmeta().custom_metadata_map",

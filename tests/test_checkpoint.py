@@ -165,3 +165,20 @@ def test_a_refit_intercept_on_a_biasless_layer_loads_into_a_fresh_build(tmp_path
     assert torch.equal(fresh[2].state_dict()["bias"], torch.tensor([0.5, -1.0]))
     with pytest.raises(CheckpointError, match="unexpected"):
         load_weights_strict(fresh, {**tensors, "0.nope": torch.zeros(1)})
+
+
+def test_non_finite_weights_are_never_loaded_or_exported(tmp_path: Path) -> None:
+    from nas.export import export_trial
+    from nas.search_types import TrialRecord
+
+    spec = ss.default_spec("lenet5")
+    model = ss.build(spec)
+    with torch.no_grad():
+        model.state_dict()["conv1.weight"].fill_(float("nan"))
+    save_checkpoint(tmp_path / "bad", model, spec)  # its checksum matches its (NaN) contents
+    with pytest.raises(CheckpointError, match=r"non-finite values .*conv1.weight"):
+        load_checkpoint(tmp_path / "bad")
+    record = TrialRecord(0, "COMPLETE", {"accuracy": 0.1}, {}, {})
+    with pytest.raises(CheckpointError, match="non-finite"):
+        export_trial(record, tmp_path / "export", load_model=lambda _r: (model, spec))
+    assert not (tmp_path / "export" / "weights.safetensors").exists()

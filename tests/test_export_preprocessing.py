@@ -57,3 +57,20 @@ def test_rgb_and_mnist_recipes() -> None:
     assert cifar["channels"] == "RGB" and len(cifar["mean"]) == 3 and cifar["scale"] == 1 / 255
     assert preprocessing_for(DataSection(name="mnist"))["mean"] == [0.1307]
     assert preprocessing_for(DataSection(name="synthetic"))["mean"] is None
+
+
+def test_every_dataset_the_project_reads_has_a_known_preprocessing() -> None:
+    """cifar10_jpeg (the fast family's offline copy) normalises as CIFAR-10 does; no dataset
+    the loaders accept is exported as 'unknown'."""
+    from types import SimpleNamespace
+
+    from nas.export import preprocessing_for
+    from search_spaces.data import DATASETS
+
+    for name in DATASETS:
+        pre = preprocessing_for(SimpleNamespace(name=name, mean=None, std=None, image_size=None))
+        assert "unknown" not in pre["formula"], name
+        assert "scale" in pre, name
+    jpeg = preprocessing_for(SimpleNamespace(name="cifar10_jpeg", mean=None, std=None))
+    assert jpeg == preprocessing_for(SimpleNamespace(name="cifar10", mean=None, std=None)) | {
+        "dataset": "cifar10_jpeg"}
