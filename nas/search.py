@@ -131,6 +131,14 @@ def _pretrained_checkpoint(cfg: RunConfig, run_dir: Path, *, progress: bool = Tr
                 return stem
             console.print("[yellow]pretrained checkpoint is for another config: retraining[/]")
         except CheckpointError as exc:
+            trials = run_dir / "trials"
+            if trials.is_dir() and any(trials.iterdir()):
+                # its trials were pruned from this model: a retrain would mix two base models
+                # in one study
+                raise CheckpointError(
+                    f"{stem}: the run's pre-trained model is damaged ({exc}), and trials were "
+                    f"made from it; restore {stem.parent} from a copy, or start a new --out"
+                ) from None
             console.print(f"[yellow]pretrained checkpoint unusable ({exc}): retraining[/]")
     spec = base_spec(cfg, loaders)
     torch.manual_seed(cfg.train.seed)
@@ -387,7 +395,7 @@ def run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None = None,
     # opened and checked before any pre-training: a bad URL is one message, exit 2
     storage_url = check_storage(storage or cfg.search.storage, run_dir)
     preflight_search(cfg, out=run_dir, storage_url=storage_url, study=study, backend=backend,
-                     resume=resume, pick=pick, source=source)
+                     resume=resume, pick=pick, source=source, ray_address=ray_address)
     setup = prepare(cfg, run_dir, progress=progress)
     objectives = objectives_for(cfg)
     sample = partial(sample_params, space=setup.space)

@@ -17,6 +17,8 @@ import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 if TYPE_CHECKING:
     from search_spaces import ArchSpec
 
@@ -417,12 +419,69 @@ def preflight_prune(cfg: RunConfig, *, checkpoint: Path, out: Path, source: str)
                          f"({list(loaders.input_shape)})")
 
 
+def check_ray_address(address: str | None, *, timeout_s: float = 10.0) -> None:
+    """``--ray-address HOST:PORT`` (or ``ray://HOST:PORT``) must answer on TCP before the
+    search pre-trains or creates its study; Ray itself retries for minutes. ``auto`` and
+    ``local`` are left to Ray (they look for a cluster on this machine)."""
+    import socket
+
+    if not address or address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise InputError(f"--ray-address {address!r}: expected HOST:PORT (e.g. 10.0.0.1:6379), "
+                         "ray://HOST:PORT, auto or local")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as e:
+        raise InputError(f"--ray-address {address}: nothing answers there ({e.strerror or e}); "
+                         "start the head with `ray start --head --port=PORT` or fix the "
+                         "address") from None
+
+
+# What makes a run directory's results mean what they say: a different value in any of
+# these fields is another experiment (search.trials, the backend, W&B and storage may change
+# on a resume).
+RUN_IDENTITY = ("name", "model", "data", "train", "prune", "finetune", "recovery", "scratch",
+                "search.space", "search.cost", "search.accuracy", "search.study_name")
+
+
+def check_run_identity(cfg: RunConfig, out: Path) -> None:
+    """A run directory belongs to one config: ``--out`` holding a ``config.yaml`` that differs
+    in :data:`RUN_IDENTITY` is refused before anything is written there."""
+    path = out / "config.yaml"
+    if not path.is_file():
+        return
+    try:
+        old = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise InputError(f"--out {out}: its config.yaml cannot be read ({e}); use another "
+                         "--out") from None
+    new = cfg.model_dump(mode="json")
+
+    def at(d: Any, dotted: str) -> Any:
+        for part in dotted.split("."):
+            d = d.get(part) if isinstance(d, dict) else None
+        return d
+
+    differ = [f for f in RUN_IDENTITY if at(old, f) != at(new, f)]
+    if differ:
+        raise InputError(f"--out {out} holds a run of another config (it differs in "
+                         f"{', '.join(differ)}); a run directory belongs to one config: use "
+                         "another --out, or the run's own config.yaml to resume it")
+
+
 def preflight_search(cfg: RunConfig, *, out: Path, storage_url: str, study: str, backend: str,
-                     resume: bool, pick: str, source: str) -> None:
+                     resume: bool, pick: str, source: str, ray_address: str | None = None) -> None:
     """Everything a search can know is wrong before it pre-trains or writes a file."""
     from .search import objectives_for
 
     check_config(cfg, source=source, search=True)
+    check_run_identity(cfg, out)
+    if backend == "ray":
+        check_ray_address(ray_address)
     check_out_dir(out)
     check_pick(pick)
     check_name(study, field="study name")
