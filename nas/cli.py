@@ -269,8 +269,10 @@ def _log_dir() -> Path:
 
 def _write_log(exc: BaseException, argv: list[str]) -> Path | None:
     """The traceback of an unexpected error, in a file of its own; None if none can be written."""
-    text = (f"entropic-nas {' '.join(argv)}\n"
-            + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    from nas.storage import scrub
+
+    text = scrub(f"entropic-nas {' '.join(argv)}\n"
+                 + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     name = f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     import tempfile
 
@@ -285,7 +287,9 @@ def _write_log(exc: BaseException, argv: list[str]) -> Path | None:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+    from nas.storage import scrub
+
+    text = scrub(str(exc)).strip()
     first = text.splitlines()[0] if text else ""
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
@@ -315,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (ConfigError, SpecError, CheckpointError, DatasetNotFoundError, InputError,
             StudyExistsError) as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        from nas.storage import scrub
+
+        console.print(f"[bold red]error:[/] {scrub(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         what = "terminated (SIGTERM)" if terminated else "interrupted"

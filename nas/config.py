@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -338,7 +339,16 @@ class SearchSection(_Strict):
     sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
     seed: int = 0
     study_name: str | None = None
+    # A database URL; keep its password in the environment (``${NAS_DB_PASSWORD}`` is
+    # expanded where the storage is opened) or in libpq's PGPASSWORD / ~/.pgpass. A password
+    # written here is never written back: every dump of the config shows it as ***.
     storage: str | None = None
+
+    @field_serializer("storage")
+    def _no_password_on_disk(self, v: str | None) -> str | None:
+        from .storage import redact
+
+        return None if v is None else redact(v)
     accuracy: Literal["finetuned", "scratch_e", "scratch_b", "pruned"] = "finetuned"
     cost: Literal["macs", "params", "latency"] = "macs"
     max_macs: float | None = Field(default=None, gt=0)

@@ -38,6 +38,7 @@ from .backends.optuna import run_lock
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import RunConfig, SpaceSection
 from .search_types import Objective, TrialRecord, TrialResult
+from .storage import redact
 from .train import evaluate, train
 from .trial import (
     SearchSetup,
@@ -452,7 +453,7 @@ def _finish(cfg: RunConfig, setup: SearchSetup, storage_url: str, study: str, ba
     pareto_mod.print_front(records, objectives, console=console)
     exported = export_winner(cfg, storage_url, study, pick, run_dir / "export", records=records)
     summary = {
-        "study": study, "storage": storage_url, "backend": backend,
+        "study": study, "storage": redact(storage_url), "backend": backend,
         "trials": {s: sum(r.state == s for r in records)
                    for s in ("COMPLETE", "FAIL", "PRUNED", "RUNNING")},
         "front_size": len(pareto_mod.front_records(done, objectives)),

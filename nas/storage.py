@@ -17,11 +17,13 @@ Supported URLs (the driver of each ships with ``make setup``):
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 from .config import ConfigError
 
-__all__ = ["StorageError", "check_storage", "redact"]
+__all__ = ["StorageError", "check_storage", "expand_env", "redact", "scrub"]
 
 
 class StorageError(ConfigError):
@@ -36,6 +38,29 @@ _DRIVER_HINTS = {
     "pymysql": "pip install pymysql",
     "MySQLdb": "pip install mysqlclient, or write the URL as mysql+pymysql://",
 }
+
+
+_CREDENTIALS = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]+:)([^\s@'\"]+)(@)")
+
+
+def scrub(text: str) -> str:
+    """Every ``scheme://user:password@`` in ``text`` with the password as ``***`` (messages,
+    logs, summaries: whatever may leave the process)."""
+    return _CREDENTIALS.sub(r"\1***\3", text)
+
+
+def expand_env(url: str, *, field: str = "search.storage") -> str:
+    """``${NAME}`` in a storage URL replaced by the environment variable ``NAME`` (the
+    documented way to keep a password out of configs, logs and W&B; libpq's ``PGPASSWORD``
+    and ``~/.pgpass`` work too, with no password in the URL at all)."""
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name not in os.environ:
+            raise StorageError(f"{field}: the environment variable {name} named in the URL "
+                               "is not set")
+        return os.environ[name]
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", sub, url)
 
 
 def redact(url: str) -> str:
@@ -82,7 +107,8 @@ def check_storage(storage: str | None, run_dir: str | Path) -> str:
 
     if storage is None:  # the embedded default: a new SQLite file, created with the run dir
         return default_storage_url(run_dir)
-    url = storage
+    url = storage  # ${VAR} is expanded where the storage is opened: no password in files
+    expand_env(url)  # an unset variable is named here, before any work
     try:
         store = open_storage(url, run_dir)
         store.get_all_studies()

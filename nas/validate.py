@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from .storage import redact
+
 if TYPE_CHECKING:
     from search_spaces import ArchSpec
 
@@ -238,7 +240,7 @@ def read_study_storage(storage: str, study: str) -> str:
         url = f"sqlite:///{(Path(url) / 'study.db').resolve()}"
     _, names = _study_names(url, flag="--storage")
     if study not in names:
-        raise InputError(f"--study {study!r}: no such study in {storage}; it holds "
+        raise InputError(f"--study {study!r}: no such study in {redact(storage)}; it holds "
                          f"{sorted(names) or 'no studies'}")
     return url
 
@@ -495,7 +497,7 @@ def preflight_search(cfg: RunConfig, *, out: Path, storage_url: str, study: str,
     if study not in names:
         return
     if not resume:
-        raise InputError(f"study {study!r} already exists in {storage_url}; pass --resume to "
+        raise InputError(f"study {study!r} already exists in {redact(storage_url)}; pass --resume to "
                          "continue it, or pick another --out / search.study_name")
     loaded = optuna.load_study(study_name=study, storage=store)
     had = loaded.user_attrs.get("backend")

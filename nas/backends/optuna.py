@@ -198,6 +198,10 @@ def open_storage(
         from optuna.storages.journal import JournalFileBackend
 
         return JournalStorage(JournalFileBackend(str(path)))
+    if "${" in storage:  # a password kept in the environment: expanded only here
+        from nas.storage import expand_env
+
+        storage = expand_env(storage)
     if "://" not in storage:
         raise ValueError(
             f"storage {storage!r}: expected a database URL (sqlite:///runs/x/study.db, "

@@ -262,6 +262,9 @@ class _LiveOptunaSearch(OptunaSearch):
 
         state: dict[str, Any] = {}
         for key, value in self.__dict__.items():
+            if key in ("_storage", "_ot_study", "_sampler"):  # live objects; a URL with a password
+                state[key] = None
+                continue
             try:
                 cloudpickle.dumps(value)
             except Exception:  # noqa: BLE001  (anything unpicklable is left out)
