@@ -6,6 +6,7 @@ of the config as well."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -14,7 +15,7 @@ from nas.cli import main
 
 pytestmark = pytest.mark.slow
 SECRET = "hunter2-s3cret"
-CONFIG = {"name": "pw", "model": {"family": "small_cnn"},
+CONFIG: dict[str, Any] = {"name": "pw", "model": {"family": "small_cnn"},
           "data": {"name": "synthetic", "num_samples": 240, "input_shape": [1, 8, 8],
                    "num_classes": 4, "batch_size": 32, "val_fraction": 0.25, "augment": False},
           "train": {"epochs": 1, "threads": 1},
