@@ -274,6 +274,7 @@ def build(spec: ArchSpec) -> nn.Module:
     model = fam.builder(spec)
     model.arch_family = fam.name  # type: ignore[assignment]
     model.arch_input_shape = tuple(spec.input_shape)  # type: ignore[assignment]
+    model.arch_num_classes = int(spec.num_classes)  # type: ignore[assignment]
     return model
 
 
@@ -287,7 +288,9 @@ def spec_from_model(model: nn.Module, *, family: str | None = None) -> ArchSpec:
     fam = get_family(name)
     widths = fam.read_widths(model)
     shape = getattr(model, "arch_input_shape", fam.input_shape)
-    num_classes = _num_classes(model)
+    # pruning never changes the classes (the head's outputs are not pruned); a head that is
+    # a conv (SqueezeNet) has no Linear to read them from
+    num_classes = getattr(model, "arch_num_classes", None) or _num_classes(model)
     return ArchSpec(fam.name, widths, tuple(shape), num_classes, fam.version)
 
 

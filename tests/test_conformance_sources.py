@@ -1,0 +1,34 @@
+"""The conformance check of any model (nas.testing.check_source) on a few models of
+different kinds: residual (torchvision), depthwise + squeeze-excitation + hard-swish
+(torchvision MobileNetV3), timm's ResNet-D, and a refusal that names the layer. The whole
+list (python -m nas.testing) is in docs/conformance.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nas.testing import check_source, conformance_table
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::RuntimeWarning")]
+
+
+@pytest.mark.parametrize("model", ["torchvision:resnet18", "torchvision:mobilenet_v3_small",
+                                   "timm:resnet18d"])
+def test_model_thins_to_half_its_macs_exports_and_rebuilds(model: str, tmp_path: Path) -> None:
+    kind, _, name = model.partition(":")
+    rep = check_source(kind, name, tmp_path, input_shape=(3, 32, 32))
+    assert rep.status == "pass", rep.reason
+    assert rep.macs_ratio is not None and abs(rep.macs_ratio - 0.5) <= 0.02 * 0.5
+    assert rep.rebuild_max_diff == 0.0
+    assert rep.onnx_max_diff is not None and rep.onnx_max_diff < 1e-3
+    assert (tmp_path / "arch.json").is_file() and (tmp_path / "model.onnx").is_file()
+
+
+def test_a_model_the_engine_cannot_shrink_is_refused_with_its_layer(tmp_path: Path) -> None:
+    rep = check_source("torchvision", "convnext_tiny", tmp_path, input_shape=(3, 32, 32))
+    assert rep.status == "refused"
+    assert rep.reason is not None and "LayerNorm2d" in rep.reason
+    table = conformance_table([rep])
+    assert "refused" in table and "convnext_tiny" in table
