@@ -461,6 +461,8 @@ def check_run_identity(cfg: RunConfig, out: Path) -> None:
     except (OSError, yaml.YAMLError) as e:
         raise InputError(f"--out {out}: its config.yaml cannot be read ({e}); use another "
                          "--out") from None
+    if not isinstance(old, dict):  # not a config this program wrote: nothing to compare
+        return
     new = cfg.model_dump(mode="json")
 
     def at(d: Any, dotted: str) -> Any:
@@ -478,12 +480,20 @@ def check_run_identity(cfg: RunConfig, out: Path) -> None:
 def preflight_search(cfg: RunConfig, *, out: Path, storage_url: str, study: str, backend: str,
                      resume: bool, pick: str, source: str, ray_address: str | None = None) -> None:
     """Everything a search can know is wrong before it pre-trains or writes a file."""
-    from .search import objectives_for
 
     check_config(cfg, source=source, search=True)
-    check_run_identity(cfg, out)
     if backend == "ray":
         check_ray_address(ray_address)
+    _preflight_study(cfg, out=out, storage_url=storage_url, study=study, backend=backend,
+                     resume=resume, pick=pick)
+    # last: the checks above name the more precise mistake (an existing study, a backend)
+    check_run_identity(cfg, out)
+
+
+def _preflight_study(cfg: RunConfig, *, out: Path, storage_url: str, study: str, backend: str,
+                     resume: bool, pick: str) -> None:
+    from .search import objectives_for
+
     check_out_dir(out)
     check_pick(pick)
     check_name(study, field="study name")

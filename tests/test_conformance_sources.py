@@ -1,6 +1,6 @@
 """The conformance check of any model (nas.testing.check_source) on a few models of
 different kinds: residual (torchvision), depthwise + squeeze-excitation + hard-swish
-(torchvision MobileNetV3), timm's ResNet-D, and a refusal that names the layer. The whole
+(torchvision MobileNetV3) and a refusal that names the layer. The whole
 list (python -m nas.testing) is in docs/conformance.md."""
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from nas.testing import check_source, conformance_table
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::RuntimeWarning")]
 
 
-@pytest.mark.parametrize("model", ["torchvision:resnet18", "torchvision:mobilenet_v3_small",
-                                   "timm:resnet18d"])
+@pytest.mark.parametrize("model", ["torchvision:resnet18", "torchvision:mobilenet_v3_small"])
 def test_model_thins_to_half_its_macs_exports_and_rebuilds(model: str, tmp_path: Path) -> None:
     kind, _, name = model.partition(":")
     rep = check_source(kind, name, tmp_path, input_shape=(3, 32, 32))
