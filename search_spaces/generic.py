@@ -233,6 +233,69 @@ def _groups(model: nn.Module, input_shape: tuple[int, int, int]) -> _Groups:
     return _Groups(widths, members, producers, frozenset(coupled), skipped)
 
 
+def _shrunk(source: ModelSource, groups: _Groups, widths: Mapping[str, int],
+            input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """A fresh instance of ``source`` cut to ``widths`` (the first k channels of each group)."""
+    model = source.instantiate(num_classes)
+    if all(widths[k] == w for k, w in groups.widths.items()):
+        return model
+    from pruning.engine import run_given
+
+    keep = {m: list(range(widths[key])) for key, ms in groups.members.items()
+            for m in ms if widths[key] < groups.widths[key]}
+    example = torch.zeros(1, *input_shape)
+    return run_given(model, keep, None, _engine_config(), example, refit=False).model
+
+
+def _verified(source: ModelSource, groups: _Groups, shape: tuple[int, int, int],
+              classes: int) -> _Groups:
+    """Check the groups on a model thinned to half of every group: it must build, forward
+    to ``(1, classes)`` and read its widths back. A group whose width cannot be read off its
+    producer (its channels are concatenated from several layers, e.g. MixNet's mixed convs)
+    is left alone; anything else that breaks refuses the model, naming what broke."""
+    from pruning import SurgeryError
+
+    def without(bad: list[str], reason: str) -> _Groups:
+        keep = [k for k in groups.widths if k not in bad]
+        skipped = dict(groups.skipped)
+        for k in bad:
+            for m in groups.members[k]:
+                skipped[m] = reason
+        return _Groups({k: groups.widths[k] for k in keep}, {k: groups.members[k] for k in keep},
+                       {k: groups.producers[k] for k in keep},
+                       frozenset(k for k in groups.coupled if k in keep), skipped)
+
+    rounds = len(groups.widths) + 2  # at most one group left alone per round
+    for _ in range(rounds):
+        if not groups.widths:
+            return groups
+        half = {k: max(1, w // 2) for k, w in groups.widths.items()}
+        try:
+            model = _shrunk(source, groups, half, shape, classes).eval()
+            with torch.no_grad():
+                out = model(torch.zeros(1, *shape))
+        except SurgeryError as e:  # names the layer: leave its group alone and try again
+            layer = str(e).split(":", 1)[0]
+            bad = [k for k, ms in groups.members.items()
+                   if layer == k or layer in ms or layer in groups.producers[k]]
+            if not bad:
+                raise SpecError(f"thinning this model's channel groups breaks it ({e})") from e
+            groups = without(bad, f"cutting it breaks a coupled layer ({str(e)[:120]})")
+            continue
+        except Exception as e:  # noqa: BLE001  (the engine's surgery cannot take this model)
+            raise SpecError(f"thinning this model's channel groups breaks it "
+                            f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); the "
+                            "pruning engine cannot take it") from e
+        if tuple(out.shape) != (1, classes):
+            raise SpecError(f"thinned, this model outputs {tuple(out.shape)}, not (1, {classes})")
+        bad = [k for k in groups.widths if module_width(model, k) != half[k]]
+        if not bad:
+            return groups
+        groups = without(bad, "channels concatenated from several layers (width not readable)")
+    raise SpecError(f"the channel groups of this model do not check out after thinning "
+                    f"({rounds} rounds)")
+
+
 def register_source(source: ModelSource, *, input_shape: tuple[int, int, int] | None = None,
                     num_classes: int | None = None) -> ModelFamily:
     """Register ``source`` as a family (once; later calls return the registered one).
@@ -255,22 +318,13 @@ def register_source(source: ModelSource, *, input_shape: tuple[int, int, int] | 
     probe = source.instantiate(num_classes)
     classes = _num_classes_of(probe, shape)  # type: ignore[arg-type]
     groups = _groups(probe, shape)  # type: ignore[arg-type]
+    groups = _verified(source, groups, shape, classes)  # type: ignore[arg-type]
     if not groups.widths:
         why = "; ".join(f"{k}: {v}" for k, v in groups.skipped.items()) or "no Conv2d/Linear pair"
         raise SpecError(f"model {name!r}: no prunable channel group ({why})")
 
     def builder(spec: ArchSpec) -> nn.Module:
-        model = source.instantiate(spec.num_classes)
-        if dict(spec.widths) == groups.widths:
-            return model
-        from pruning.engine import run_given
-
-        keep = {m: list(range(spec.widths[key])) for key, ms in groups.members.items()
-                for m in ms if spec.widths[key] < groups.widths[key]}
-        cfg = _engine_config()
-        example = torch.zeros(1, *spec.input_shape)
-        pruned = run_given(model, keep, None, cfg, example, refit=False).model
-        return pruned
+        return _shrunk(source, groups, spec.widths, tuple(spec.input_shape), spec.num_classes)
 
     def read_widths(model: nn.Module) -> dict[str, int]:
         return {key: module_width(model, key) for key in groups.widths}
