@@ -39,7 +39,7 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import RunConfig, SpaceSection
 from .search_types import Objective, TrialRecord, TrialResult
 from .storage import redact
-from .train import evaluate, train
+from .train import TrainHooks, evaluate, hooked_accuracy, hooked_train, using_hooks
 from .trial import (
     SearchSetup,
     base_spec,
@@ -148,7 +148,7 @@ def _pretrained_checkpoint(cfg: RunConfig, run_dir: Path, *, progress: bool = Tr
         from .checkpoint import load_weights_into
 
         load_weights_into(model, cfg.model.weights)
-        val = evaluate(model, val_loader(loaders))[1]
+        val = hooked_accuracy(model, val_loader(loaders))
         console.print(f"[bold]base model[/] {spec.family}: the weights of {cfg.model.weights} "
                       f"(val acc {val:.4f}); no pre-training")
         save_checkpoint(stem, model, spec,
@@ -157,8 +157,9 @@ def _pretrained_checkpoint(cfg: RunConfig, run_dir: Path, *, progress: bool = Tr
         return stem
     console.print(f"[bold]pre-training[/] {spec.family} on {cfg.data.name} "
                   f"for {cfg.train.epochs} epochs")
-    res = train(model, loaders, train_config(cfg.train, progress=progress),
-                checkpoint_dir=run_dir / "pretrained" / "state", resume=True, spec=spec)
+    model, res = hooked_train(model, loaders, train_config(cfg.train, progress=progress),
+                              checkpoint_dir=run_dir / "pretrained" / "state", resume=True,
+                              spec=spec)
     save_checkpoint(stem, model, spec, config={"cache_key": key, **cfg.model_dump(mode="json")},
                     metrics={"val_acc": res.val_acc, "seconds_per_epoch": res.seconds_per_epoch})
     return stem
@@ -193,7 +194,7 @@ def prepare(cfg: RunConfig, run_dir: Path, *, progress: bool = True) -> SearchSe
     shape = tuple(loaders.input_shape)
     metrics = measure_model(model, shape, latency=cfg.search.cost == "latency",
                             **cfg.search.latency_kwargs())
-    metrics["val_acc"] = evaluate(model, val, device=next(model.parameters()).device)[1]
+    metrics["val_acc"] = hooked_accuracy(model, val, device=next(model.parameters()).device)
     key_consumers = consumer_map(model, shape)
     assert ckpt.spec is not None
     unprunable = [k for k in ckpt.spec.widths if k not in key_consumers]
@@ -255,8 +256,8 @@ def _uniform_baseline(cfg: RunConfig, setup: SearchSetup, target_macs: float, *,
     torch.manual_seed(cfg.train.seed + 7)
     model = search_spaces.build(spec)
     console.print(f"[bold]uniform baseline[/]: widths x{factor:.3f}, training from scratch")
-    res = train(model, loaders, train_config(cfg.train, progress=progress,
-                                             seed=cfg.train.seed + 7))
+    model, res = hooked_train(model, loaders, train_config(cfg.train, progress=progress,
+                                                           seed=cfg.train.seed + 7))
     m = measure_model(model, tuple(loaders.input_shape), latency=cfg.search.cost == "latency",
                       **cfg.search.latency_kwargs())
     out = {"label": f"uniform x{factor:.2f} (scratch)", "accuracy": res.val_acc,
@@ -356,7 +357,8 @@ def run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None = None,
                trials: int | None = None, storage: str | None = None, resume: bool = False,
                wandb_enabled: bool | None = None, ray_address: str | None = None,
                pick: str = "knee", progress: bool = True, source: str = "config",
-               model: Any = None) -> dict[str, Any]:
+               model: Any = None, train_fn: Any = None, evaluate_fn: Any = None
+               ) -> dict[str, Any]:
     """Run a search end to end; returns the summary written to ``summary.json``.
 
     ``model`` replaces the config's model section: a factory (``fn(num_classes=...) ->
@@ -364,11 +366,34 @@ def run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None = None,
     by name) or a trained ``nn.Module`` (its architecture is rebuilt by a factory that copies
     it, and its weights are the base model, so nothing is pre-trained).
 
+    ``train_fn(model, epochs) -> model`` and ``evaluate_fn(model) -> {"accuracy": ...}``
+    replace the built-in training loop and validation (:class:`nas.train.TrainHooks`): every
+    pre-training, fine-tune, Scratch-E/B and uniform baseline goes through them, and every
+    accuracy the search records comes from ``evaluate_fn``. They travel to Ray workers
+    pickled by value, so they must not hold unpicklable state there.
+
     Raises:
         nas.validate.InputError: a bad argument (trials, storage, pick, output dir, an existing
             study without ``resume``, another backend on resume...), before any work.
         nas.storage.StorageError: the storage cannot be opened, before any work.
     """
+    hooks = None
+    if train_fn is not None or evaluate_fn is not None:
+        if train_fn is not None and evaluate_fn is None:
+            raise TypeError("run_search: train_fn needs evaluate_fn (a search selects on the "
+                            "accuracy your evaluate_fn reports)")
+        hooks = TrainHooks(train_fn=train_fn, evaluate_fn=evaluate_fn)
+    with using_hooks(hooks):
+        return _run_search(cfg, run_dir, backend=backend, trials=trials, storage=storage,
+                           resume=resume, wandb_enabled=wandb_enabled, ray_address=ray_address,
+                           pick=pick, progress=progress, source=source, model=model,
+                           hooks=hooks)
+
+
+def _run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None, trials: int | None,
+                storage: str | None, resume: bool, wandb_enabled: bool | None,
+                ray_address: str | None, pick: str, progress: bool, source: str, model: Any,
+                hooks: TrainHooks | None) -> dict[str, Any]:
     from .tracking import Tracker, study_group, tracked_evaluate
     from .validate import InputError, check_config, check_storage_url, preflight_search
 
@@ -398,6 +423,8 @@ def run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None = None,
     preflight_search(cfg, out=run_dir, storage_url=storage_url, study=study, backend=backend,
                      resume=resume, pick=pick, source=source, ray_address=ray_address)
     setup = prepare(cfg, run_dir, progress=progress)
+    if hooks is not None:
+        setup.extra["hooks"] = hooks
     objectives = objectives_for(cfg)
     sample = partial(sample_params, space=setup.space)
     enabled = cfg.wandb.enabled if wandb_enabled is None else wandb_enabled

@@ -850,3 +850,70 @@ __all__ = [
     "seed_everything",
     "train",
 ]
+
+
+# -- a user's own training loop ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainHooks:
+    """A user's own training and evaluation, used by a search instead of :func:`train` and
+    :func:`evaluate` (``nas.run_search(..., train_fn=, evaluate_fn=)``).
+
+    Attributes:
+        train_fn: ``train_fn(model, epochs) -> model``: train in place (or return a new
+            module) for ``epochs`` epochs; called for pre-training, fine-tuning, Scratch-E/B
+            and the uniform baseline.
+        evaluate_fn: ``evaluate_fn(model) -> {"accuracy": float, ...}`` on the validation
+            data the user selects on; every accuracy a search records comes from it.
+    """
+
+    train_fn: Callable[[nn.Module, int], nn.Module | None] | None = None
+    evaluate_fn: Callable[[nn.Module], Mapping[str, Any]] | None = None
+
+
+_HOOKS = TrainHooks()
+
+
+@contextlib.contextmanager
+def using_hooks(hooks: TrainHooks | None) -> Any:
+    """Install ``hooks`` for the duration (None: leave the current ones)."""
+    global _HOOKS
+    if hooks is None:
+        yield
+        return
+    before, _HOOKS = _HOOKS, hooks
+    try:
+        yield
+    finally:
+        _HOOKS = before
+
+
+def hooked_accuracy(model: nn.Module, loader: Any, **kwargs: Any) -> float:
+    """Validation accuracy: the user's ``evaluate_fn`` when installed, else :func:`evaluate`."""
+    if _HOOKS.evaluate_fn is not None:
+        out = _HOOKS.evaluate_fn(model)
+        if not isinstance(out, Mapping) or "accuracy" not in out:
+            raise TypeError("evaluate_fn must return a mapping with an 'accuracy' entry, got "
+                            f"{out!r}")
+        return float(out["accuracy"])
+    return evaluate(model, loader, **kwargs)[1]
+
+
+def hooked_train(model: nn.Module, loaders: Loaders, config: TrainConfig, **kwargs: Any
+                 ) -> tuple[nn.Module, TrainResult]:
+    """:func:`train`, or the user's ``train_fn`` (then the result holds the epochs and the
+    validation accuracy from :func:`hooked_accuracy`); returns (model, result)."""
+    if _HOOKS.train_fn is None:
+        return model, train(model, loaders, config, **kwargs)
+    t0 = time.perf_counter()
+    out = _HOOKS.train_fn(model, config.epochs)
+    if out is not None:
+        if not isinstance(out, nn.Module):
+            raise TypeError(f"train_fn must return the model (or None), got {type(out).__name__}")
+        model = out
+    seconds = time.perf_counter() - t0
+    acc = hooked_accuracy(model, loaders.val) if loaders.val is not None else None
+    return model, TrainResult(val_acc=acc, epochs_run=config.epochs,
+                              seconds_per_epoch=seconds / max(config.epochs, 1),
+                              device=str(next(model.parameters()).device))

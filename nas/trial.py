@@ -38,7 +38,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ConfigError, PruneSection, RunConfig, TrainSection
 from .search_types import RejectTrial, TrialContext, TrialResult
 from .tracking import epoch_logger
-from .train import TrainConfig, evaluate, train
+from .train import TrainConfig, hooked_accuracy, hooked_train, using_hooks
 
 
 # -- config -> typed arguments ---------------------------------------------------------------
@@ -240,15 +240,24 @@ def train_from_scratch(spec: ArchSpec, cfg: RunConfig, loaders: Loaders, *, epoc
                        ) -> tuple[nn.Module, dict[str, Any]]:
     torch.manual_seed(seed)
     model = search_spaces.build(spec)
-    res = train(model, loaders, train_config(cfg.train, progress=progress, epochs=epochs,
-                                             seed=seed), on_epoch_end=on_epoch_end)
+    model, res = hooked_train(model, loaders, train_config(cfg.train, progress=progress,
+                                                           epochs=epochs, seed=seed),
+                              on_epoch_end=on_epoch_end)
     return model, {"val_acc": res.val_acc, "epochs": epochs,
                    "seconds": res.seconds_per_epoch * res.epochs_run}
 
 
 def evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: SearchSetup
                        ) -> TrialResult:
-    """Run one trial end to end; see the module docstring."""
+    """Run one trial end to end; see the module docstring. A user's own training loop
+    (``setup.extra["hooks"]``, :class:`nas.train.TrainHooks`) travels with the setup, so a
+    Ray worker uses it too."""
+    with using_hooks(setup.extra.get("hooks")):
+        return _evaluate_candidate(params, ctx, setup=setup)
+
+
+def _evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: SearchSetup
+                        ) -> TrialResult:
     cfg = setup.config
     t0 = time.perf_counter()
     if ctx.backend == "ray":
@@ -282,8 +291,8 @@ def evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sear
         model = result.model
         reports += [r.to_dict() for r in result.report]
         if tp.schedule == "iterative" and i < len(steps) - 1:
-            train(model, loaders, train_config(cfg.finetune, progress=setup.progress,
-                                               epochs=ft_epochs_between))
+            model, _ = hooked_train(model, loaders, train_config(
+                cfg.finetune, progress=setup.progress, epochs=ft_epochs_between))
     spec = search_spaces.spec_from_model(model)
     metrics = measure_model(model, input_shape, latency=cfg.search.times_latency,
                             **cfg.search.latency_kwargs())
@@ -322,11 +331,11 @@ def evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sear
                               f"{cfg.search.max_latency_ms:.4g} (batch {c['batch_size']} on "
                               f"{c['device']}, {c['threads']} threads)")
     device = next(model.parameters()).device
-    attrs["acc_pruned"] = evaluate(model, val_loader(loaders), device=device)[1]
+    attrs["acc_pruned"] = hooked_accuracy(model, val_loader(loaders), device=device)
     ft_epochs = tp.finetune_epochs if tp.schedule == "one_shot" else ft_epochs_between
-    ft = train(model, loaders, train_config(cfg.finetune, progress=setup.progress,
-                                            epochs=ft_epochs),
-               on_epoch_end=epoch_logger("finetune"))  # live W&B curves (None: off)
+    model, ft = hooked_train(model, loaders, train_config(cfg.finetune, progress=setup.progress,
+                                                          epochs=ft_epochs),
+                             on_epoch_end=epoch_logger("finetune"))  # live W&B curves (None: off)
     attrs["acc_finetuned"] = ft.val_acc
     ctx.trial_dir.mkdir(parents=True, exist_ok=True)
     ck = save_checkpoint(ctx.trial_dir / "finetuned", model, spec,
