@@ -40,6 +40,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from nas.jsonio import respect_umask
 from search_spaces import ArchSpec, SpecError, build
 
 CHECKPOINT_FORMAT = "entropic-nas-checkpoint"
@@ -286,6 +287,7 @@ def _atomic(path: Path, write: Any) -> None:
         write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        respect_umask(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

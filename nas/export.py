@@ -245,6 +245,9 @@ def save_weights(model: nn.Module, path: Path, spec: ArchSpec | None = None) -> 
     if spec is not None:
         meta["arch_spec"] = json.dumps(spec.to_dict(), separators=(",", ":"))
     save_file(tensors, str(path), metadata=meta)
+    from nas.jsonio import respect_umask
+
+    respect_umask(path)
     return path
 
 

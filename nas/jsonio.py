@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["clean", "dumps", "write_json"]
+__all__ = ["clean", "dumps", "respect_umask", "write_json"]
 
 
 def clean(value: Any) -> Any:
@@ -58,3 +58,12 @@ def write_json(path: str | os.PathLike[str], data: Any, *, indent: int | None = 
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def respect_umask(path: str | os.PathLike[str]) -> None:
+    """Give ``path`` the mode a plain ``open()`` would (0666 less the umask): writers that go
+    through a private temporary file (safetensors' ``save_file``) leave 0600, unreadable to
+    the other users of a shared run directory."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)

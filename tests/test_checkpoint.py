@@ -182,3 +182,17 @@ def test_non_finite_weights_are_never_loaded_or_exported(tmp_path: Path) -> None
     with pytest.raises(CheckpointError, match="non-finite"):
         export_trial(record, tmp_path / "export", load_model=lambda _r: (model, spec))
     assert not (tmp_path / "export" / "weights.safetensors").exists()
+
+
+def test_checkpoints_are_readable_by_the_group_and_others(tmp_path: Path) -> None:
+    """Written with the umask's mode, not the 0600 of a private temporary file."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        spec = ss.default_spec("lenet5")
+        weights = save_checkpoint(tmp_path / "ck", ss.build(spec), spec)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(weights.stat().st_mode) == 0o644
