@@ -21,6 +21,7 @@ machine resumes it.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -79,13 +80,10 @@ class PaperNets:
     def __init__(self, exp: Experiment) -> None:
         self.exp = exp
         self.s = exp.settings
-        self._loaders: Loaders | None = None
 
-    @property
+    @functools.cached_property
     def loaders(self) -> Loaders:
-        if self._loaders is None:
-            self._loaders = loaders_for(self.s)
-        return self._loaders
+        return loaders_for(self.s)
 
     def base_path(self, family: str, seed: int) -> Path:
         return self.exp.ckpt_root / f"{family}_s{seed}"
