@@ -13,6 +13,8 @@ benchmarks.vgg_pass --quick``); nothing patches the import path. The package may
 ``budget_hit``         budget targets: landing, pass cost, accuracy at equal MACs
 ``gpu_check``          what only a GPU can time (fast recipe, whole passes, a search)
 ``train_speed``        the fast family's base: s / epoch per setting (bf16, threads, layout)
+``cifar_paper``        VGG-16 / ResNet-18 bases at real accuracy (on nas.experiment)
+``post_training``      pass + recovery (bn / distill / finetune) without retraining
 ``cifar_short``        VGG-16 / ResNet-18 on CIFAR-10, short CPU protocol (superseded)
 ``solver_cost``        one layer solve vs feature count d and sample count T
 ``vgg_pass``           one whole VGG-16 sparsify pass, timed phase by phase
@@ -20,7 +22,12 @@ benchmarks.vgg_pass --quick``); nothing patches the import path. The package may
 ``report``             renders ``benchmarks/results/*.json`` into docs/results.md
 =====================  ==============================================================
 
-Adding a benchmark ``NAME`` (the pattern every module above follows):
+New benchmarks are built on the one experiment runner, :class:`nas.experiment.Experiment`
+(named units, one resumable JSON layout ``{"benchmark", "settings", "env", "rows"}``,
+trainings resumed per epoch): ``cifar_paper`` and ``post_training`` are; the older modules
+follow the pattern below and move onto the runner as they are touched.
+
+The older pattern (``ResultWriter``):
 
 1. ``benchmarks/NAME.py`` with a docstring (what it measures, the command line) and a
    ``main()`` under ``if __name__ == "__main__"``; build its CLI with
