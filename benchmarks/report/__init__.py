@@ -27,7 +27,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import budget_hit, cifar_fast, cifar_short, train_speed, vgg_pass
+from benchmarks.report import (
+    budget_hit,
+    cifar_fast,
+    cifar_short,
+    post_training,
+    train_speed,
+    vgg_pass,
+)
 from benchmarks.report.deviations import DEVIATIONS
 from benchmarks.report.fmt import ROOT
 from benchmarks.report.generic import render_generic
@@ -41,6 +48,7 @@ SECTIONS: dict[str, Callable[[dict[str, dict[str, Any]], Path], str]] = {
     "cifar_short": cifar_short.render,
     "vgg_pass": vgg_pass.render,
     "budget_hit": budget_hit.render,
+    "post_training": post_training.render,
 }
 
 CONVENTIONS = (
