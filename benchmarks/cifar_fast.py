@@ -60,7 +60,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -253,11 +252,7 @@ class Bench:
         return self.ckpt_root.parent / "cifar_fast_partial"
 
     def _seed_from_partial(self, ckpt: Path) -> None:
-        src = self.partial_root / ckpt.name
-        if (ckpt / "last").exists() or not (src / "last").is_dir():
-            return
-        shutil.copytree(src, ckpt, dirs_exist_ok=True)
-        log.info("%s: resuming from the committed partial checkpoint %s", ckpt.name, src)
+        experiment.seed_from_partial(self.partial_root, ckpt)
 
     # base
     def base_path(self, seed: int) -> Path:

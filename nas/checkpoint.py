@@ -210,11 +210,16 @@ def load_checkpoint(
                       metrics=meta.get("metrics"), extra_state=extra, meta=meta, path=weights)
 
 
+def non_finite(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors that hold a NaN or an inf."""
+    return [k for k, v in tensors.items()
+            if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 def check_finite(tensors: Mapping[str, torch.Tensor], *, source: str | Path) -> None:
     """Refuse weights with NaN or inf (a diverged run saved as if it were a model): nothing is
     trained from, pruned or exported from them. The message names the tensors."""
-    bad = [k for k, v in tensors.items()
-           if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    bad = non_finite(tensors)
     if bad:
         raise CheckpointError(f"{source}: non-finite values (NaN/inf) in "
                               f"{_preview(bad)}; these weights are not a usable model")
@@ -387,9 +392,7 @@ def load_weights_into(model: nn.Module, path: str | Path, *, field: str = "model
     """Load :func:`load_state_dict_file` strictly into ``model`` (:func:`load_weights_strict`:
     a mismatch names the tensors); non-finite values are refused."""
     sd = load_state_dict_file(path, field=field)
-    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if bad:
-        raise CheckpointError(f"{field}: {path} has non-finite values in {bad[:3]}")
+    check_finite(sd, source=f"{field}: {path}")
     own = model.state_dict()
     load_weights_strict(model, {k: v.to(own[k].dtype) if k in own else v for k, v in sd.items()},
                         source=f"{field}: {path}")

@@ -34,9 +34,20 @@ from torch import nn
 
 from nas.jsonio import write_json
 
-__all__ = ["Experiment", "Results", "Unit"]
+__all__ = ["Experiment", "Results", "Unit", "seed_from_partial"]
 
 log = logging.getLogger(__name__)
+
+
+def seed_from_partial(partial_root: Path, ckpt: Path) -> bool:
+    """Copy ``partial_root/<ckpt name>`` (a mid-run checkpoint committed when a session ended
+    inside a unit) into ``ckpt`` when ``ckpt`` has no ``last/`` of its own; True if copied."""
+    src = partial_root / ckpt.name
+    if (ckpt / "last").exists() or not (src / "last").is_dir():
+        return False
+    shutil.copytree(src, ckpt, dirs_exist_ok=True)
+    log.info("%s: resuming from the committed partial checkpoint %s", ckpt.name, src)
+    return True
 
 
 class Results:
@@ -167,12 +178,7 @@ class Experiment:
 
     def seed_from_partial(self, ckpt: Path) -> bool:
         """Copy a committed mid-run checkpoint into ``ckpt`` when ``ckpt`` has none."""
-        src = self.partial_root / ckpt.name
-        if (ckpt / "last").exists() or not (src / "last").is_dir():
-            return False
-        shutil.copytree(src, ckpt, dirs_exist_ok=True)
-        log.info("%s: resuming from the committed partial checkpoint %s", ckpt.name, src)
-        return True
+        return seed_from_partial(self.partial_root, ckpt)
 
     def train(self, model: nn.Module, loaders: Any, config: Any, name: str) -> dict[str, Any]:
         """Train ``model`` in place, checkpointing every epoch under ``work/<name>`` and

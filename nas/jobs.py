@@ -142,8 +142,10 @@ def run_prune(cfg: RunConfig, checkpoint: Path, out_dir: Path, *, finetune_epoch
         rec = recover(pruned, model, loaders.train, RecoveryConfig(**cfg.recovery.model_dump()),
                       val_loader=loaders.val, device=device)
         summary["recovery"] = rec
-        summary["val_acc_recovered"] = evaluate(pruned, loaders.val or loaders.test,
-                                                device=device)[1]
+        guarded = rec["val_acc_before"] is not None  # recover evaluated val already
+        summary["val_acc_recovered"] = (
+            (rec["val_acc_before"] if rec["kept"] == "before" else rec["val_acc_after"])
+            if guarded else evaluate(pruned, loaders.val or loaders.test, device=device)[1])
         console.print(f"recovery {rec['mode']} ({rec['steps']} steps, {rec['seconds']:.1f} s): "
                       f"val acc {summary['val_acc_pruned']:.4f} -> "
                       f"{summary['val_acc_recovered']:.4f}"

@@ -31,7 +31,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from nas.checkpoint import non_finite
+from nas.train import evaluate
 from pruning import recalibrate_batchnorm
+from pruning.capture import batch_inputs
 
 __all__ = ["MODES", "RecoveryConfig", "recover"]
 
@@ -64,30 +67,6 @@ class RecoveryConfig:
             raise ValueError(f"recovery.temperature: must be positive, got {self.temperature}")
 
 
-def _inputs(batch: Any) -> torch.Tensor:
-    if isinstance(batch, torch.Tensor):
-        return batch
-    if isinstance(batch, dict):
-        return batch["input"]  # type: ignore[no-any-return]
-    return batch[0]  # type: ignore[no-any-return]
-
-
-def _accuracy(model: nn.Module, loader: Iterable[Any], device: torch.device) -> float:
-    model.eval()
-    correct = seen = 0
-    with torch.no_grad():
-        for x, y in loader:
-            logits = model(x.to(device))
-            correct += int((logits.argmax(1) == y.to(device)).sum())
-            seen += int(y.numel())
-    return correct / max(seen, 1)
-
-
-def _finite(model: nn.Module) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in model.state_dict().values()
-               if t.is_floating_point())
-
-
 def recover(student: nn.Module, teacher: nn.Module | None, loader: Iterable[Any],
             config: RecoveryConfig, *, val_loader: Iterable[Any] | None = None,
             device: str | torch.device | None = None) -> dict[str, Any]:
@@ -118,9 +97,9 @@ def recover(student: nn.Module, teacher: nn.Module | None, loader: Iterable[Any]
     snapshot = copy.deepcopy(student.state_dict()) if config.guard else None
     if guard:
         assert val_loader is not None
-        info["val_acc_before"] = _accuracy(student, val_loader, dev)
+        info["val_acc_before"] = evaluate(student, val_loader, device=dev)[1]
     if config.mode == "bn":
-        recalibrate_batchnorm(student, (_inputs(b) for b in loader), device=dev,
+        recalibrate_batchnorm(student, (batch_inputs(b) for b in loader), device=dev,
                               max_batches=config.bn_batches)
     else:
         if config.mode == "distill":
@@ -137,7 +116,7 @@ def recover(student: nn.Module, teacher: nn.Module | None, loader: Iterable[Any]
             for g in opt.param_groups:  # cosine from lr to 0 over the steps
                 g["lr"] = 0.5 * config.lr * (1 + math.cos(math.pi * step / config.steps))
             batch = next(batches)
-            x = _inputs(batch).to(dev)
+            x = batch_inputs(batch).to(dev)
             logits = student(x)
             if config.mode == "distill":
                 assert teacher is not None
@@ -157,13 +136,14 @@ def recover(student: nn.Module, teacher: nn.Module | None, loader: Iterable[Any]
     student.eval()
     if guard:
         assert val_loader is not None
-        after = _accuracy(student, val_loader, dev) if _finite(student) else -1.0
+        finite = not non_finite(student.state_dict())
+        after = evaluate(student, val_loader, device=dev)[1] if finite else -1.0
         info["val_acc_after"] = after if after >= 0 else None
         if after < info["val_acc_before"]:
             assert snapshot is not None
             student.load_state_dict(snapshot)
             info["kept"] = "before"
-    elif snapshot is not None and not _finite(student):
+    elif snapshot is not None and non_finite(student.state_dict()):
         student.load_state_dict(snapshot)
         info["kept"] = "before"
     info["seconds"] = time.perf_counter() - t0

@@ -437,7 +437,7 @@ def sparsify_to_budget(
             planned.weight = s
     cost = CostModel(model, input_shape, plans,
                      "params" if target.metric == "params" else "macs")
-    model_full = cost.cost([u.channels for u in plans])
+    model_full = cost.full()
     # the cost model covers the prunable part; the rest (BN, fixed layers) is an offset
     proxy_goal = model_full * goal / full if target.metric == "latency_ms" else goal - (full - model_full)
     best: tuple[float, list[int], float] | None = None

@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader, TensorDataset
 import pruning
 import search_spaces as ss
 from nas.config import RecoverySection
-from nas.recovery import RecoveryConfig, _accuracy, recover
+from nas.recovery import RecoveryConfig, recover
+from nas.train import evaluate
 
 
 def _setup() -> tuple[torch.nn.Module, torch.nn.Module, DataLoader, DataLoader]:
@@ -41,7 +42,7 @@ def test_distillation_reads_no_label_and_does_not_lower_validation_accuracy() ->
     info = recover(student, teacher, images_only, RecoveryConfig("distill", steps=40, lr=0.05),
                    val_loader=val)
     assert info["val_acc_after"] is not None and info["val_acc_before"] is not None
-    assert _accuracy(student, val, torch.device("cpu")) >= info["val_acc_before"]
+    assert evaluate(student, val)[1] >= info["val_acc_before"]
     assert info["losses"] and all(v >= 0 for v in info["losses"])
     assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in t_state.items())
 
