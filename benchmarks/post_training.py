@@ -2,18 +2,35 @@
 each recovery step of ``nas.recovery`` at a fixed step budget, its learning rate chosen on
 the validation split, the test split (with TTA) read for the chosen one.
 
+Arms (how the net is pruned; every arm then gets the same recovery steps and lr grid):
+
+- ``entropic``: the budgeted pass (``pruning.sparsify(target_macs=ratio)``, 2,048
+  calibration images as in ``benchmarks.cifar_fast``);
+- ``greedy`` / ``lasso``: the same pass and allocation, the final pass choosing each layer's
+  channels at the allocated widths by the papers' selections (``selection=
+  pruning.GreedyReconstruction``: El Halabi et al. 2022; ``pruning.LassoSelection``: He et
+  al. 2017), the same least-squares refit;
+- ``l1_uniform``: one width share for every layer (bisected to the entropic arm's MACs),
+  the largest-L1 filters kept (Li et al. 2017), refitted by least squares on the same data;
+- ``tp_taylor`` / ``tp_magnitude``: Torch-Pruning's global GroupTaylor / GroupMagnitude
+  stepped to the entropic arm's MACs (``benchmarks.tp_baseline``), no refit.
+
 Units (rows of ``benchmarks/results/post_training.json``, :class:`nas.experiment.Experiment`):
 
-- ``pass/s<seed>/x<ratio>``: the budgeted pass (``pruning.sparsify(target_macs=ratio)``,
-  2,048 calibration images as in ``benchmarks.cifar_fast``), its seconds, and the accuracy
-  right after it;
-- ``recover/<mode>/s<seed>/x<ratio>/lr<lr>``: the pruned net after ``<mode>`` (bn, distill,
-  finetune) for ``--steps`` steps (22 = a quarter epoch at batch 512) at that learning rate;
-  val accuracy for every lr, test (TTA) for each, the pick made on val in the report.
+- ``pass/s<seed>/x<ratio>`` (entropic) and ``pass/<arm>/s<seed>/x<ratio>``: the pruning, its
+  seconds, and the accuracy right after it;
+- ``recover/<mode>/s<seed>/x<ratio>/lr<lr>`` (entropic) and ``recover/<arm>/<mode>/...``: the
+  pruned net after ``<mode>`` (bn, distill, finetune) for ``--steps`` steps (22 = a quarter
+  epoch at batch 512) at that learning rate; val accuracy for every lr, test (TTA) for each,
+  the pick made on val in the report.
+
+Units run passes first, then BN, then each lr of distillation and fine-tuning across the
+arms, so a partial run already compares every arm at the smaller recovery budgets.
 
 The guard is off here (the step's raw effect is measured; the prune job keeps it on).
 
     python -m benchmarks.post_training --seeds 1 --ratios 0.33
+    python -m benchmarks.post_training --seeds 1 --ratios 0.33 --arms entropic greedy lasso
     python -m benchmarks.post_training --smoke
 """
 
@@ -32,13 +49,25 @@ import torch
 import pruning
 import search_spaces
 from benchmarks import common
-from benchmarks.cifar_fast import accuracies, data_settings, loaders_for
+from benchmarks.cifar_fast import INPUT, MACS_TOL, accuracies, data_settings, loaders_for
+from benchmarks.tp_baseline import tp_prune_to
 from nas.checkpoint import load_checkpoint, save_checkpoint
 from nas.experiment import Experiment, Unit
 from nas.recovery import RecoveryConfig, recover
 from search_spaces.data import Loaders
 
 MODES = ("bn", "distill", "finetune")
+ARMS = ("entropic", "greedy", "lasso", "l1_uniform", "tp_taylor", "tp_magnitude")
+SELECTIONS = {"greedy": pruning.GreedyReconstruction, "lasso": pruning.LassoSelection}
+
+
+def pass_key(arm: str, seed: int, ratio: float) -> str:
+    return f"pass/s{seed}/x{ratio:g}" if arm == "entropic" else f"pass/{arm}/s{seed}/x{ratio:g}"
+
+
+def recover_key(arm: str, mode: str, seed: int, ratio: float, lr: float) -> str:
+    where = f"{mode}/s{seed}/x{ratio:g}/lr{lr:g}"
+    return f"recover/{where}" if arm == "entropic" else f"recover/{arm}/{where}"
 
 
 class PostTraining:
@@ -54,26 +83,69 @@ class PostTraining:
     def base(self, seed: int) -> torch.nn.Module:
         return load_checkpoint(self.bases / f"base_s{seed}").model.float().eval()
 
-    def pruned_path(self, seed: int, ratio: float) -> Path:
-        return self.exp.work / f"pruned_s{seed}_x{ratio:g}"
+    def pruned_path(self, arm: str, seed: int, ratio: float) -> Path:
+        if arm == "entropic":  # the name the first runs used
+            return self.exp.work / f"pruned_s{seed}_x{ratio:g}"
+        return self.exp.work / f"pruned_{arm}_s{seed}_x{ratio:g}"
 
-    def unit_pass(self, seed: int, ratio: float) -> dict[str, Any]:
+    def calib(self) -> Any:
+        return self.loaders.calib(self.s["calib_images"], batch_size=256)
+
+    def config(self) -> pruning.SparsifyConfig:
+        return pruning.SparsifyConfig(regression=pruning.RegressionConfig(eps_E=-1e-3, eps_L2=0.03),
+                                      calib_positions_per_image=10, progress=False, seed=0)
+
+    def target_macs(self, seed: int, ratio: float) -> int:
+        """The MACs the entropic arm reached: every other arm is pruned to it."""
+        row = self.exp.res.get(pass_key("entropic", seed, ratio))
+        if not row:
+            raise SystemExit(f"the entropic pass at s{seed} x{ratio:g} has not run: the peers "
+                             "are pruned to its MACs")
+        return round(row["macs_ratio"] * pruning.count_macs(self.base(seed), INPUT))
+
+    def _l1_uniform(self, base: torch.nn.Module, target: int) -> tuple[torch.nn.Module, float]:
+        lo, hi, best = 0.0, 1.0, 1.0
+        for _ in range(20):  # data-free: the share whose thinned net is closest under target
+            mid = 0.5 * (lo + hi)
+            thin = pruning.prune_with(base, pruning.L1Magnitude(mid), None,
+                                      config=self.config(), example_inputs=torch.zeros(1, *INPUT))
+            if pruning.count_macs(thin.model, INPUT) > target * (1 + MACS_TOL / 2):
+                hi = mid
+            else:
+                lo, best = mid, mid
+        res = pruning.prune_with(base, pruning.L1Magnitude(best, refit=True), self.calib(),
+                                 config=self.config())
+        return res.model, best
+
+    def unit_pass(self, arm: str, seed: int, ratio: float) -> dict[str, Any]:
         base = self.base(seed)
-        calib = self.loaders.calib(self.s["calib_images"], batch_size=256)
-        cfg = pruning.SparsifyConfig(regression=pruning.RegressionConfig(eps_E=-1e-3, eps_L2=0.03),
-                                     calib_positions_per_image=10, progress=False, seed=0)
+        extra: dict[str, Any] = {}
         t0 = time.perf_counter()
-        res = pruning.sparsify(base, calib, cfg, target_macs=ratio)
+        if arm in ("entropic", *SELECTIONS):
+            res = pruning.sparsify(base, self.calib(), self.config(), target_macs=ratio,
+                                   selection=SELECTIONS.get(arm))
+            pruned = res.model
+        elif arm == "l1_uniform":
+            pruned, share = self._l1_uniform(base, self.target_macs(seed, ratio))
+            extra["share"] = share
+        elif arm.startswith("tp_"):
+            pruned = base
+            extra.update(tp_prune_to(pruned, INPUT, arm[3:], self.target_macs(seed, ratio),
+                                     self.calib(), ignored=[pruned.head],  # type: ignore[list-item]
+                                     steps=self.s["tp_steps"], tol=MACS_TOL / 2))
+        else:
+            raise ValueError(f"unknown arm {arm!r}; arms are {ARMS}")
         seconds = time.perf_counter() - t0
-        pruned = res.model.eval()
-        save_checkpoint(self.pruned_path(seed, ratio), pruned,
-                        search_spaces.spec_from_model(pruned))
-        return {"pass_s": seconds, "macs_ratio": res.after["macs"] / res.before["macs"],
-                "widths": search_spaces.spec_from_model(pruned).widths,
-                **accuracies(pruned, self.loaders)}
+        pruned = pruned.eval()
+        spec = search_spaces.spec_from_model(pruned)
+        save_checkpoint(self.pruned_path(arm, seed, ratio), pruned, spec)
+        full = pruning.count_macs(self.base(seed), INPUT)
+        return {"pass_s": seconds, "macs_ratio": pruning.count_macs(pruned, INPUT) / full,
+                "widths": spec.widths, **extra, **accuracies(pruned, self.loaders)}
 
-    def unit_recover(self, mode: str, seed: int, ratio: float, lr: float) -> dict[str, Any]:
-        pruned = load_checkpoint(self.pruned_path(seed, ratio)).model.float()
+    def unit_recover(self, arm: str, mode: str, seed: int, ratio: float,
+                     lr: float) -> dict[str, Any]:
+        pruned = load_checkpoint(self.pruned_path(arm, seed, ratio)).model.float()
         teacher = self.base(seed) if mode == "distill" else None
         steps = 0 if mode == "bn" else self.s["steps"]
         info = recover(pruned, teacher, self.loaders.train,
@@ -87,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
                                 description=(__doc__ or "").split("\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[1])
     p.add_argument("--ratios", type=float, nargs="+", default=[0.33])
+    p.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    p.add_argument("--lrs", type=float, nargs="+", default=[0.003, 0.01, 0.03])
+    p.add_argument("--lrs", type=float, nargs="+", default=[0.003, 0.01, 0.03, 0.1])
     p.add_argument("--steps", type=int, default=22, help="distill / finetune steps")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--work", type=Path, default=common.ROOT / "runs" / "bench" / "post_training")
@@ -99,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     s = {**data_settings(None, args.smoke), "calib_images": 256 if args.smoke else 2048,
-         "steps": 2 if args.smoke else args.steps, "threads": args.threads}
+         "steps": 2 if args.smoke else args.steps, "threads": args.threads,
+         "tp_steps": 40 if args.smoke else 200}
     work = args.work / ("smoke" if args.smoke else "full")
     results_dir = work if args.smoke else common.RESULTS
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -107,17 +181,23 @@ def main(argv: list[str] | None = None) -> int:
                      must_match=("steps", "calib_images"), env=common.environment(dev))
     bench = PostTraining(exp, common.RESULTS / "cifar_fast_ckpt")
     units: list[Unit] = []
+
+    def add(key: str, fn: Any, seed: int, ratio: float, **row: Any) -> None:
+        units.append(Unit(key, lambda: {**row, "seed": seed, "ratio": ratio, **fn()}))
+
+    arms = [a for a in ARMS if a in args.arms]  # entropic first: the others need its MACs
+    plan = [(m, 0.0) for m in args.modes if m == "bn"]
+    plan += [(m, lr) for lr in args.lrs for m in args.modes if m != "bn"]
     for seed in args.seeds:
         for r in args.ratios:
-            units.append(Unit(f"pass/s{seed}/x{r:g}", lambda sd=seed, rr=r: {
-                "kind": "pass", "seed": sd, "ratio": rr, **bench.unit_pass(sd, rr)}))
-            for mode in args.modes:
-                for lr in ([0.0] if mode == "bn" else args.lrs):
-                    units.append(Unit(
-                        f"recover/{mode}/s{seed}/x{r:g}/lr{lr:g}",
-                        lambda m=mode, sd=seed, rr=r, lr_=lr: {
-                            "kind": m, "seed": sd, "ratio": rr, "lr": lr_,
-                            **bench.unit_recover(m, sd, rr, lr_ or 1.0)}))
+            for arm in arms:
+                add(pass_key(arm, seed, r), functools.partial(bench.unit_pass, arm, seed, r),
+                    seed, r, kind="pass", arm=arm)
+            for mode, lr in plan:
+                for arm in arms:
+                    add(recover_key(arm, mode, seed, r, lr),
+                        functools.partial(bench.unit_recover, arm, mode, seed, r, lr or 1.0),
+                        seed, r, kind=mode, arm=arm, lr=lr)
 
     def brief(row: dict[str, Any]) -> str:
         return (f"val {100 * row['val_acc']:.2f} %, test {100 * row['test_acc_tta']:.2f} % (TTA)"

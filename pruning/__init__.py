@@ -5,7 +5,8 @@ Public API (torch only; nothing here imports ``nas`` or ``search_spaces``)::
     sparsify(model, calib_loader, SparsifyConfig(...)) -> SparsifyResult(model, report, ...)
     prune_to_widths(model, {consumer: keep_idxs}, calib_loader, refit=True)   # baselines
     l1_channel_ranking(model, consumer)
-    prune_with(model, criterion, calib_loader)          # Entropic / GivenChannels / L1Magnitude
+    prune_with(model, criterion, calib_loader)          # Entropic / GivenChannels / L1Magnitude /
+                                                        # GreedyReconstruction / LassoSelection
     Pass(model, calib_loader, config, example).run(criterion)   # the pass as an object
     CostModel(model, input_shape, units, "macs").cost(widths)   # the width cost model
     entropic_regression(Moments, RegressionConfig) -> RegressionResult
@@ -30,9 +31,13 @@ from .criteria import (
     Criterion,
     Entropic,
     GivenChannels,
+    GreedyReconstruction,
     L1Magnitude,
+    LassoSelection,
+    SameWidths,
     Selection,
     Unit,
+    WidthCriterion,
     l1_channel_ranking,
 )
 from .engine import CalibCache, Pass
@@ -60,7 +65,11 @@ __all__ = [
     "Entropic",
     "GivenChannels",
     "InputMismatchError",
+    "GreedyReconstruction",
     "L1Magnitude",
+    "LassoSelection",
+    "SameWidths",
+    "WidthCriterion",
     "LayerReport",
     "ModelMetrics",
     "Moments",

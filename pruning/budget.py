@@ -35,7 +35,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from pruning.config import SparsifyConfig, SparsifyResult
 from pruning.cost import CostModel, WidthUnit
-from pruning.criteria import Entropic, Selection
+from pruning.criteria import Criterion, Entropic, Selection
 from pruning.criteria import Unit as CriterionUnit
 from pruning.engine import CalibCache, Pass, run_given
 from pruning.moments import Moments, feature_columns
@@ -374,11 +374,14 @@ def sparsify_to_budget(
     example: Tensor,
     *,
     objective: Objective = "relative",
+    selection: Callable[[Mapping[str, int]], Criterion] | None = None,
 ) -> SparsifyResult:
     """The budgeted pass (see the module docstring); returns a SparsifyResult with ``budget``.
 
     ``objective="output"`` weights each unit's error curve by :func:`output_sensitivity`
-    (measured once on the original network, before the plan pass).
+    (measured once on the original network, before the plan pass). ``selection`` (e.g.
+    ``pruning.GreedyReconstruction``) chooses each unit's channels in the final pass at the
+    allocated widths instead of the plan's entropic ranking (same allocation, same refit).
     """
     if objective not in OBJECTIVES:
         raise BudgetError(f"budget objective must be one of {OBJECTIVES}, got {objective!r}")
@@ -478,7 +481,8 @@ def sparsify_to_budget(
     log.info("budget: final pass: the allocated widths, least-squares refit")
     t0 = time.perf_counter()
     keep = _keep_sets(plans, widths)
-    result = run_given(model, keep, loader, config, example, refit=True, cache=cache)
+    result = run_given(model, keep, loader, config, example, refit=True, cache=cache,
+                       select=selection)
     result.engine["reused_plan_caches"] = cache.filled
     final_s = time.perf_counter() - t0
     reached = _measure_metric(result.model, input_shape, target)
@@ -507,6 +511,7 @@ def sparsify_to_budget(
         "widths": {p.name: k for p, k in zip(plans, widths, strict=True)},
         "predicted_error": {p.name: p.error[k] for p, k in zip(plans, widths, strict=True)},
         "objective": objective,
+        "selection": "entropic" if selection is None else getattr(selection, "__name__", repr(selection)),
         "sensitivity": {p.name: p.weight for p in plans} if objective == "output" else None,
         "rounds": len(rounds),
         "round_log": [{"modelled_goal": r["model_goal"], "modelled": r["modelled"],

@@ -17,6 +17,15 @@ Built in:
   least squares on the same moments or left as they are;
 - :class:`L1Magnitude`: the channels of the largest L1 norm (Li et al. 2017) of the
   producer filters (or of the consumer's weights reading them), in the original network.
+- :class:`GreedyReconstruction`: greedy forward selection by least-squares reconstruction
+  error (El Halabi et al. 2022, ThiNet-style), then the refit;
+- :class:`LassoSelection`: LASSO on per-channel scales of the channels' contributions with
+  the weights fixed, the penalty raised to the width (He et al. 2017), then the refit;
+- :class:`SameWidths`: another criterion's choice at the widths of given keep sets (the
+  budgeted pass's allocation with a paper's selection).
+
+The two paper criteria are written from their papers' descriptions on the same moments the
+entropic regression reads (nothing else is collected), so only the selection differs.
 
 Run any of them with :func:`pruning.prune_with`; ``tests/test_criteria.py`` holds every one
 to the same contract.
@@ -26,7 +35,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -39,8 +48,9 @@ from pruning.regression import RegressionConfig, entropic_regression, refit
 from pruning.stacking import split_stacked, stack_moments
 from pruning.surgery import Consumer, build_graph, discover_consumers
 
-__all__ = ["Criterion", "Entropic", "GivenChannels", "L1Magnitude", "Selection", "Unit",
-           "l1_channel_ranking"]
+__all__ = ["Criterion", "Entropic", "GivenChannels", "GreedyReconstruction", "L1Magnitude",
+           "LassoSelection", "SameWidths", "Selection", "Unit", "WidthCriterion",
+           "greedy_reconstruction", "l1_channel_ranking", "lasso_path_select"]
 
 
 @dataclass
@@ -196,13 +206,43 @@ def _l1_scores(model: nn.Module, c: Consumer, source: L1Source) -> Tensor:
     raise ValueError(f"l1_channel_ranking: unknown source {source!r}")
 
 
-class L1Magnitude(Criterion):
+class WidthCriterion(Criterion):
+    """A criterion told how many channels each unit keeps (the base of the ranking criteria).
+
+    Args:
+        widths: Channels to keep: per consumer name (units none of whose members is named
+            keep every channel), or one share in (0, 1] of every unit's channels (rounded,
+            at least the setting's ``min_channels``).
+    """
+
+    def __init__(self, widths: Mapping[str, int] | float) -> None:
+        name = type(self).__name__
+        if isinstance(widths, Mapping):
+            bad = {n: k for n, k in widths.items() if int(k) < 1}
+            if bad:
+                raise ValueError(f"{name}.widths must be >= 1, got {bad}")
+        elif not 0.0 < float(widths) <= 1.0:
+            raise ValueError(f"{name}.widths: a share must be in (0, 1], got {widths}")
+        self.widths = widths
+
+    def _width(self, unit: Unit) -> int:
+        C = unit.num_channels
+        if not isinstance(self.widths, Mapping):
+            return min(max(round(float(self.widths) * C), min(unit.setting.min_channels, C), 1), C)
+        named = [int(self.widths[n]) for n in unit.names if n in self.widths]
+        if not named:
+            return C
+        if any(k != named[0] for k in named) or named[0] > C:
+            raise ValueError(f"{type(self).__name__}: widths for {unit.names} must agree and be "
+                             f"<= {C}, got {named}")
+        return named[0]
+
+
+class L1Magnitude(WidthCriterion):
     """Keep the channels of largest L1 norm in the original network (Li et al. 2017).
 
     Args:
-        widths: Channels to keep: per consumer name (units not named keep every channel),
-            or one share in (0, 1] of every unit's channels (rounded, at least the
-            setting's ``min_channels``).
+        widths: See :class:`WidthCriterion`.
         source: ``"producer"``: the L1 norm of each producer filter (summed over coupled
             producers); ``"consumer"``: of the consumer weights reading each channel
             (summed over a coupled unit's members).
@@ -213,30 +253,12 @@ class L1Magnitude(Criterion):
                  refit: bool = False) -> None:
         if source not in ("producer", "consumer"):
             raise ValueError(f"L1Magnitude.source: unknown {source!r}")
-        if isinstance(widths, Mapping):
-            bad = {n: k for n, k in widths.items() if int(k) < 1}
-            if bad:
-                raise ValueError(f"L1Magnitude.widths must be >= 1, got {bad}")
-        elif not 0.0 < float(widths) <= 1.0:
-            raise ValueError(f"L1Magnitude.widths: a share must be in (0, 1], got {widths}")
-        self.widths = widths
+        super().__init__(widths)
         self.source: L1Source = source
         self.refit = bool(refit)
 
     def needs_data(self, unit: Sequence[Consumer]) -> bool:
         return self.refit
-
-    def _width(self, unit: Unit) -> int:
-        C = unit.num_channels
-        if not isinstance(self.widths, Mapping):
-            return min(max(round(float(self.widths) * C), min(unit.setting.min_channels, C), 1), C)
-        named = [int(self.widths[n]) for n in unit.names if n in self.widths]
-        if not named:
-            return C
-        if any(k != named[0] for k in named) or named[0] > C:
-            raise ValueError(f"L1Magnitude: widths for {unit.names} must agree and be <= {C}, "
-                             f"got {named}")
-        return named[0]
 
     def select(self, unit: Unit) -> Selection:
         heads = unit.consumers[:1] if self.source == "producer" else unit.consumers
@@ -246,6 +268,202 @@ class L1Magnitude(Criterion):
         order = torch.sort(score, descending=True, stable=True).indices
         keep = torch.sort(order[:self._width(unit)]).values
         return Selection(keep=keep, params=_refit_all(unit, keep))
+
+
+def _stacked(unit: Unit) -> Moments:
+    if unit.moments is None:
+        raise ValueError(f"{unit.names}: the criterion needs the unit's regression moments")
+    return unit.moments[0] if len(unit.moments) == 1 else stack_moments(unit.moments)[0]
+
+
+def greedy_reconstruction(moments: Moments, k: int, *, ridge: float = 1e-8) -> Tensor:
+    """Greedy forward selection of ``k`` channels by least-squares reconstruction error.
+
+    Step by step, the channel whose features most reduce the error of the best linear fit of
+    Y on the chosen channels (the refit) joins them: the gain of channel j given the chosen
+    set K is ``tr(R_j|K S_jj|K^-1 R_j|K^T)``, with ``S_|K``, ``R_|K`` the covariances left
+    after regressing out K's features (a block Gram-Schmidt step per pick, one d x d update).
+    This is the greedy maximisation of the (weakly submodular) variance explained that El
+    Halabi et al. 2022 ("Data-efficient structured pruning via submodular optimization",
+    arXiv 2203.04940) use, and ThiNet's greedy choice with the refit inside it.
+
+    Args:
+        moments: The layer's moments (group size g: features per channel).
+        k: Channels to keep, 1 <= k <= C.
+        ridge: Relative ridge on each block solve (times the mean feature variance).
+
+    Returns:
+        LongTensor (k,) of kept channels in the order they were picked.
+    """
+    C, g = moments.num_channels, moments.group_size
+    if not 1 <= k <= C:
+        raise ValueError(f"greedy_reconstruction: k must be in [1, {C}], got {k}")
+    S = moments.S.clone()
+    R = moments.R.clone()
+    S = 0.5 * (S + S.T)
+    m = R.shape[0]
+    delta = max(float(ridge), 1e-12) * max(float(torch.diagonal(S).mean()), 1e-30)
+    eye = torch.eye(g, dtype=S.dtype, device=S.device)
+    avail = torch.arange(C, device=S.device)
+    chosen: list[int] = []
+    for _ in range(k):
+        Ca = int(avail.numel())
+        blocks = S.view(Ca, g, Ca, g).diagonal(dim1=0, dim2=2).permute(2, 0, 1)  # (Ca, g, g)
+        Rb = R.view(m, Ca, g).permute(1, 2, 0)  # (Ca, g, m)
+        Z = torch.linalg.solve(blocks + delta * eye, Rb)
+        gain = (Rb * Z).sum(dim=(1, 2))
+        j = int(torch.argmax(gain))
+        chosen.append(int(avail[j]))
+        cols = torch.arange(j * g, (j + 1) * g, device=S.device)
+        rest = torch.cat([torch.arange(0, j * g, device=S.device),
+                          torch.arange((j + 1) * g, Ca * g, device=S.device)])
+        Sjj = S[cols][:, cols] + delta * eye
+        Sjr = S[cols][:, rest]  # (g, d')
+        Rj = R[:, cols]  # (m, g)
+        T = torch.linalg.solve(Sjj, Sjr)  # Sjj^-1 S_j,rest
+        S = S[rest][:, rest] - Sjr.T @ T
+        R = R[:, rest] - Rj @ T
+        avail = torch.cat([avail[:j], avail[j + 1:]])
+    return torch.tensor(chosen, dtype=torch.long)
+
+
+def lasso_path_select(A: Tensor, b: Tensor, k: int, *, iters: int = 3000,
+                      tol: float = 1e-10) -> Tensor:
+    """The ``k`` coefficients that survive the smallest L1 penalty leaving at most ``k`` non-zero.
+
+    Minimises ``0.5 beta^T A beta - b^T beta + lam |beta|_1`` by FISTA (warm-started) while
+    ``lam`` is bisected between 0 and ``max |b|`` (where every coefficient is zero) for the
+    smallest penalty with at most ``k`` non-zeros, as He et al. 2017 raise lambda until the
+    constraint holds. Returns the kept indices (k of them: the non-zeros at that penalty,
+    topped up by |beta| at the next smaller penalty when the path jumps past k).
+    """
+    C = int(b.numel())
+    if not 1 <= k <= C:
+        raise ValueError(f"lasso_path_select: k must be in [1, {C}], got {k}")
+    if k == C:
+        return torch.arange(C)
+    A = 0.5 * (A + A.T)
+    L = float(torch.linalg.eigvalsh(A)[-1])
+    if not L > 0:
+        return torch.sort(torch.argsort(b.abs(), descending=True)[:k]).values
+
+    def solve(lam: float, beta: Tensor) -> Tensor:
+        z, t = beta.clone(), 1.0
+        for _ in range(iters):
+            g = A @ z - b
+            new = z - g / L
+            new = torch.sign(new) * (new.abs() - lam / L).clamp_min(0.0)
+            t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
+            z = new + (t - 1) / t_next * (new - beta)
+            step = float((new - beta).abs().max())
+            beta, t = new, t_next
+            if step <= tol * max(float(beta.abs().max()), 1e-30):
+                break
+        return beta
+
+    lo, hi = 0.0, float(b.abs().max())
+    beta_hi = torch.zeros_like(b)  # at hi: all zero (<= k non-zeros)
+    beta_lo = solve(lo, torch.zeros_like(b))  # least squares: typically all non-zero
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        beta = solve(mid, beta_lo)
+        nnz = int((beta != 0).sum())
+        if nnz == k:
+            beta_hi = beta
+            break
+        if nnz > k:
+            lo, beta_lo = mid, beta
+        else:
+            hi, beta_hi = mid, beta
+    # the non-zeros at the smallest penalty within the budget, topped up from the larger path
+    def unit_max(v: Tensor) -> Tensor:
+        return v.abs() / max(float(v.abs().max()), 1e-300)
+
+    score = 4.0 * (beta_hi != 0).to(b.dtype) + unit_max(beta_lo) + 1e-9 * unit_max(b)
+    return torch.sort(torch.argsort(score, descending=True)[:k]).values
+
+
+def _contribution_gram(unit: Unit) -> tuple[Tensor, Tensor]:
+    """He et al.'s LASSO problem on the moments: channel i contributes ``Z_i = X_i W_i^T``
+    (its slice of the consumer's current weights); ``A_ij = <Z_i, Z_j>``, ``b_i = <Y, Z_i>``
+    per sample, summed over a coupled unit's members, each scaled to unit mean output variance."""
+    assert unit.moments is not None
+    C = unit.num_channels
+    A: Tensor | None = None
+    b: Tensor | None = None
+    for c, mom in zip(unit.consumers, unit.moments, strict=True):
+        g = mom.group_size
+        W = c.module.weight.detach().to(mom.S.device, torch.float64).reshape(c.module.weight.shape[0], -1)
+        if tuple(W.shape) != (mom.num_outputs, C * g):
+            raise ValueError(f"LassoSelection: {c.name}: weight {tuple(W.shape)} does not match "
+                             f"its moments (outputs {mom.num_outputs}, features {C * g}); "
+                             "grouped convolutions are not supported")
+        scale = float(mom.V.mean())
+        scale = scale if scale > 0 else 1.0
+        Aj = (mom.S * (W.T @ W)).view(C, g, C, g).sum(dim=(1, 3)) / scale
+        bj = (mom.R * W).sum(0).view(C, g).sum(1) / scale
+        A = Aj if A is None else A + Aj
+        b = bj if b is None else b + bj
+    assert A is not None and b is not None
+    return A, b
+
+
+class GreedyReconstruction(WidthCriterion):
+    """Keep the channels a greedy forward selection picks by least-squares reconstruction
+    error of the unit's outputs (:func:`greedy_reconstruction`; El Halabi et al. 2022), then
+    refit them by least squares like every data criterion.
+
+    Args:
+        widths: See :class:`WidthCriterion`.
+    """
+
+    def select(self, unit: Unit) -> Selection:
+        mom = _stacked(unit)
+        k = self._width(unit)
+        keep = torch.sort(greedy_reconstruction(mom, k, ridge=unit.setting.refit_ridge)).values
+        return Selection(keep=keep, params=_refit_all(unit, keep))
+
+
+class LassoSelection(WidthCriterion):
+    """Keep the channels a LASSO on per-channel scales selects (He et al. 2017, "Channel
+    pruning for accelerating very deep neural networks", arXiv 1707.06168): with the
+    consumer's weights fixed, ``min_beta |Y - sum_i beta_i X_i W_i^T|^2 + lam |beta|_1``,
+    ``lam`` raised until at most the width's channels are non-zero
+    (:func:`lasso_path_select`); then the least-squares refit of the kept channels.
+
+    Args:
+        widths: See :class:`WidthCriterion`.
+    """
+
+    def select(self, unit: Unit) -> Selection:
+        if unit.moments is None:
+            raise ValueError(f"{unit.names}: LassoSelection needs the unit's regression moments")
+        A, b = _contribution_gram(unit)
+        keep = lasso_path_select(A, b, self._width(unit)).to(torch.long)
+        return Selection(keep=keep.cpu(), params=_refit_all(unit, keep))
+
+
+class SameWidths(GivenChannels):
+    """As many channels per unit as ``keep`` gives, chosen again by ``by`` on the unit's own
+    moments (the budgeted pass's final pass with another selection: same widths, same
+    refit, only the choice differs). A unit whose regression is too large for data keeps the
+    given channels (cut without the refit, as :class:`GivenChannels` does).
+
+    Args:
+        keep: Consumer name -> the given kept channels (their count is the width).
+        by: Makes the selecting criterion from ``{consumer name: width}``, e.g.
+            ``GreedyReconstruction`` or ``LassoSelection``.
+    """
+
+    def __init__(self, keep: Mapping[str, Tensor | Sequence[int]],
+                 by: Callable[[Mapping[str, int]], Criterion]) -> None:
+        super().__init__(keep, refit=True)
+        self.inner = by({n: int(v.numel()) for n, v in self.keep.items()})
+
+    def select(self, unit: Unit) -> Selection:
+        if unit.moments is None or not any(c.name in self.keep for c in unit.consumers):
+            return super().select(unit)
+        return self.inner.select(unit)
 
 
 def l1_channel_ranking(

@@ -24,7 +24,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +42,7 @@ from pruning.config import (
     layer_setting,
 )
 from pruning.cost import channel_costs, strength_factors
-from pruning.criteria import Criterion, GivenChannels, Selection, Unit
+from pruning.criteria import Criterion, GivenChannels, SameWidths, Selection, Unit
 from pruning.measure import count_macs, count_params, prunable_params
 from pruning.moments import Moments
 from pruning.phases import timed
@@ -411,11 +411,17 @@ def _progress(enabled: bool) -> Any:
 
 def run_given(model: nn.Module, keep: Mapping[str, Tensor | Sequence[int]], loader: Iterable | None,
               config: SparsifyConfig, example: Tensor, *, refit: bool,
-              cache: CalibCache | None = None) -> SparsifyResult:
+              cache: CalibCache | None = None,
+              select: Callable[[Mapping[str, int]], Criterion] | None = None) -> SparsifyResult:
     """One pass that keeps the given channels per consumer (forward order, strict), with the
     least-squares refit or without (then no data is read and the size limit on the
-    regression does not apply); the engine of :func:`pruning.prune_to_widths`."""
-    criterion = GivenChannels(keep, refit=refit)
+    regression does not apply); the engine of :func:`pruning.prune_to_widths`.
+
+    ``select`` keeps the given widths but lets that criterion choose the channels again on
+    each unit's moments (:class:`pruning.criteria.SameWidths`; needs ``refit``)."""
+    if select is not None and not refit:
+        raise ValueError("run_given: select= chooses on the moments, so it needs refit=True")
+    criterion = GivenChannels(keep, refit=refit) if select is None else SameWidths(keep, select)
     cfg = dataclasses.replace(config, layers=None, layer_overrides={})
     if not refit:
         cfg = dataclasses.replace(cfg, max_features=sys.maxsize)

@@ -32,7 +32,7 @@ a public object (:class:`pruning.engine.Pass`); this module holds the entry poin
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -60,6 +60,7 @@ def sparsify(
     latency_device: str | None = None,
     latency_batch_size: int = 1,
     latency_threads: int | None = None,
+    selection: Callable[[Mapping[str, int]], Criterion] | None = None,
 ) -> SparsifyResult:
     """Prune a trained network layer by layer with sparse entropic regression.
 
@@ -82,6 +83,10 @@ def sparsify(
         latency_device: Device for the latency target, e.g. ``"cpu"``, ``"cuda"``.
         latency_batch_size: Batch size the latency is measured at.
         latency_threads: Torch threads for the latency measurement (None: current).
+        selection: With a target only: the criterion class (or factory from ``{consumer:
+            width}``) that chooses each layer's channels at the allocated widths in the final
+            pass, e.g. ``pruning.GreedyReconstruction`` or ``pruning.LassoSelection`` (the
+            papers' selections with the same allocation and refit); None: the entropic ranking.
 
     Returns:
         SparsifyResult with the pruned copy, one LayerReport per consumer, and the parameter
@@ -108,8 +113,12 @@ def sparsify(
     calib_loader = reiterable(calib_loader, config.max_batches)
     example = first_batch(calib_loader)[:1]
     check_input_fits(model, example.to(model_device(model)))
+    if selection is not None and target is None:
+        raise ValueError("sparsify: selection= picks channels at a budget's widths; give "
+                         "target_macs, target_params or target_latency_ms with it")
     if target is not None:
-        return sparsify_to_budget(model, calib_loader, config, target, example)
+        return sparsify_to_budget(model, calib_loader, config, target, example,
+                                  selection=selection)
     return Pass(model, calib_loader, config, example).run(Entropic(), config.layers)
 
 

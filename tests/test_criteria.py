@@ -39,6 +39,10 @@ FACTORIES: dict[str, Callable[[torch.nn.Module, Sequence[torch.Tensor]], Criteri
     "given_channels": lambda m, c: GivenChannels(_first_half(m, c), refit=False),
     "l1_producer": lambda _m, _c: L1Magnitude(0.5),
     "l1_consumer_refit": lambda _m, _c: L1Magnitude(0.5, source="consumer", refit=True),
+    "greedy": lambda _m, _c: pruning.GreedyReconstruction(0.5),
+    "lasso": lambda _m, _c: pruning.LassoSelection(0.5),
+    "same_widths_greedy": lambda m, c: pruning.SameWidths(_first_half(m, c),
+                                                          pruning.GreedyReconstruction),
 }
 
 

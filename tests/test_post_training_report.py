@@ -5,9 +5,10 @@ from __future__ import annotations
 from benchmarks.report.post_training import pick_rows, render
 
 
-def _row(kind: str, lr: float, val: float, test: float) -> dict:
-    return {"kind": kind, "seed": 1, "ratio": 0.33, "lr": lr, "val_acc": val,
-            "test_acc_tta": test, "recover_s": 1.0}
+def _row(kind: str, lr: float, val: float, test: float, arm: str | None = None) -> dict:
+    row = {"kind": kind, "seed": 1, "ratio": 0.33, "lr": lr, "val_acc": val,
+           "test_acc_tta": test, "recover_s": 1.0}
+    return row if arm is None else {**row, "arm": arm}
 
 
 def test_the_pick_is_the_best_validation_row() -> None:
@@ -19,7 +20,28 @@ def test_the_pick_is_the_best_validation_row() -> None:
         "c": _row("bn", 0.0, 0.81, 0.86),
     }
     picked = {r["arm"]: r for r in pick_rows(rows)}
-    assert picked["+ label-free distillation"]["lr"] == 0.01
-    assert picked["pass only (no gradient step)"]["kind"] == "pass"
+    assert picked["entropic"]["picks"]["distill"]["lr"] == 0.01  # rows without an arm: entropic
+    assert picked["entropic"]["kind"] == "pass"
+    assert picked["entropic"]["grids"]["distill"] == [0.01, 0.03]
     text = render({"post_training.json": {"settings": {"steps": 22}, "rows": rows}})
-    assert "0.01 (of 0.01, 0.03)" in text and "80.00" in text and "90.00" not in text
+    assert "80.00 (lr 0.01 of 2)" in text and "90.00" not in text
+
+
+def test_each_arm_picks_its_own_lr_on_validation() -> None:
+    rows = {
+        "pass": {"kind": "pass", "seed": 1, "ratio": 0.33, "val_acc": 0.8, "test_acc_tta": 0.85,
+                 "pass_s": 100.0, "macs_ratio": 0.33},
+        "tp": {"kind": "pass", "arm": "tp_taylor", "seed": 1, "ratio": 0.33, "val_acc": 0.5,
+               "test_acc_tta": 0.52, "pass_s": 20.0, "macs_ratio": 0.33},
+        "a": _row("finetune", 0.01, 0.84, 0.86),
+        "b": _row("finetune", 0.1, 0.83, 0.90),
+        "c": _row("finetune", 0.01, 0.70, 0.99, arm="tp_taylor"),
+        "d": _row("finetune", 0.1, 0.82, 0.81, arm="tp_taylor"),
+    }
+    picked = {r["arm"]: r for r in pick_rows(rows)}
+    assert picked["entropic"]["picks"]["finetune"]["lr"] == 0.01
+    assert picked["tp_taylor"]["picks"]["finetune"]["lr"] == 0.1
+    assert picked["tp_taylor"]["picks"]["bn"] is None
+    text = render({"post_training.json": {"settings": {"steps": 22}, "rows": rows}})
+    assert "Torch-Pruning GroupTaylor" in text and "81.00 (lr 0.1 of 2)" in text
+    assert "99.00" not in text and "90.00" not in text

@@ -13,49 +13,75 @@ def _pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.2f}"
 
 
+ARM_LABELS = {
+    "entropic": "entropic (budgeted pass)",
+    "greedy": "greedy reconstruction (El Halabi 2022), same widths + refit",
+    "lasso": "LASSO (He 2017), same widths + refit",
+    "l1_uniform": "uniform widths, L1 filters (Li 2017) + refit",
+    "tp_taylor": "Torch-Pruning GroupTaylor (global)",
+    "tp_magnitude": "Torch-Pruning GroupMagnitude (global)",
+}
+MODES = (("bn", "+ BN"), ("distill", "+ distill"), ("finetune", "+ fine-tune"))
+
+
+def arm_of(row: dict[str, Any]) -> str:
+    return str(row.get("arm", "entropic"))  # the first rows predate the arms
+
+
+def pick(cands: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The row with the best val accuracy (ties: the smaller lr)."""
+    return max(cands, key=lambda r: (r["val_acc"], -r.get("lr", 0.0))) if cands else None
+
+
 def pick_rows(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (seed, ratio): the pass, then per mode the row with the best val accuracy (plain)."""
+    """Per (seed, ratio, arm): the pass row plus, per recovery mode, the pick on val
+    (``picks[mode]`` with ``grids[mode]``, the lrs tried)."""
     out: list[dict[str, Any]] = []
     passes = sorted((r for r in rows.values() if r.get("kind") == "pass"),
-                    key=lambda r: (r["seed"], -r["ratio"]))
+                    key=lambda r: (r["seed"], -r["ratio"], list(ARM_LABELS).index(arm_of(r))
+                                   if arm_of(r) in ARM_LABELS else 99))
     for p in passes:
-        out.append({**p, "arm": "pass only (no gradient step)", "lr_grid": None})
-        same = [r for r in rows.values()
-                if r.get("kind") != "pass" and r["seed"] == p["seed"] and r["ratio"] == p["ratio"]]
-        for mode, label in (("bn", "+ BatchNorm recalibration"),
-                            ("distill", "+ label-free distillation"),
-                            ("finetune", "+ labelled fine-tune")):
-            cands = [r for r in same if r["kind"] == mode]
-            if not cands:
-                continue
-            best = max(cands, key=lambda r: (r["val_acc"], -r["lr"]))
-            grid = sorted(r["lr"] for r in cands) if mode != "bn" else None
-            out.append({**best, "arm": label, "lr_grid": grid})
+        same = [r for r in rows.values() if r.get("kind") != "pass" and r["seed"] == p["seed"]
+                and r["ratio"] == p["ratio"] and arm_of(r) == arm_of(p)]
+        picks = {m: pick([r for r in same if r["kind"] == m]) for m, _ in MODES}
+        grids = {m: sorted(r["lr"] for r in same if r["kind"] == m) for m, _ in MODES}
+        out.append({**p, "arm": arm_of(p), "picks": picks, "grids": grids})
     return out
+
+
+def _cell(r: dict[str, Any] | None, grid: list[float], show_lr: bool) -> str:
+    if r is None:
+        return "–"
+    acc = _pct(r.get("test_acc_tta"))
+    if show_lr:
+        acc += f" (lr {r['lr']:g} of {len(grid)})"
+    return acc
 
 
 def render(runs: dict[str, dict[str, Any]], figdir: Path | None = None) -> str:
     parts = ["## Pruning without retraining (fast family)\n",
              "Source: `benchmarks/results/post_training.json` "
-             "(`python -m benchmarks.post_training`). The budgeted entropic pass "
-             "(`target_macs`, 2,048 calibration images), then each recovery step of "
-             "`nas.recovery` for the step budget in the settings (22 steps = a quarter epoch at "
-             "batch 512; SGD momentum 0.9, cosine to 0, no guard), its learning rate picked "
-             "on the validation split (plain accuracy); the test split (with flip + translate "
-             "TTA) is read for every row but only the pick is reported here.\n"]
+             "(`python -m benchmarks.post_training`). Each arm prunes the trained base to the "
+             "same MACs (the entropic budgeted pass's, 2,048 calibration images), then each "
+             "recovery step of `nas.recovery` for the step budget in the settings (22 steps = "
+             "a quarter epoch at batch 512; SGD momentum 0.9, cosine to 0, no guard), its "
+             "learning rate picked per arm on the validation split (plain accuracy) from the "
+             "same grid; the cells are test accuracy with flip + translate TTA of the pick "
+             "(the test split is read for every row, only the pick is reported). `pass s` is "
+             "the pruning's own seconds; a recovery step costs the same in every arm.\n"]
     for name, data in sorted(runs.items()):
         s = data.get("settings", {})
         rows = data.get("rows", {})
         table = []
         for r in pick_rows(rows):
-            grid = "" if not r["lr_grid"] else (
-                f"{r['lr']:g} (of {', '.join(f'{v:g}' for v in r['lr_grid'])})")
-            secs = r.get("pass_s") if r["kind"] == "pass" else r.get("recover_s")
-            table.append([f"s{r['seed']}", f"x{r['ratio']:g}", r["arm"], grid or "–",
-                          _pct(r.get("val_acc")), _pct(r.get("test_acc_tta")),
-                          "–" if secs is None else f"{secs:.0f}"])
+            table.append([f"s{r['seed']}", f"x{r['ratio']:g}",
+                          ARM_LABELS.get(r["arm"], r["arm"]),
+                          f"{100 * r['macs_ratio']:.1f} %" if "macs_ratio" in r else "–",
+                          _pct(r.get("test_acc_tta")),
+                          *(_cell(r["picks"][m], r["grids"][m], m != "bn") for m, _ in MODES),
+                          f"{r['pass_s']:.0f}" if "pass_s" in r else "–"])
         parts.append(f"`{name}`: {s.get('steps')} steps, {s.get('calib_images')} calibration "
                      f"images, {s.get('threads')} torch threads.\n")
-        parts.append(md_table(["base", "MACs", "arm", "lr (picked on val)", "val %",
-                               "test % (TTA)", "seconds"], table))
+        parts.append(md_table(["base", "target", "arm", "MACs", "pass only",
+                               *(label for _, label in MODES), "pass s"], table))
     return "\n".join(parts) + "\n"
