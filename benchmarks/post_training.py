@@ -10,6 +10,10 @@ Arms (how the net is pruned; every arm then gets the same recovery steps and lr 
   channels at the allocated widths by the papers' selections (``selection=
   pruning.GreedyReconstruction``: El Halabi et al. 2022; ``pruning.LassoSelection``: He et
   al. 2017), the same least-squares refit;
+- ``entropic_final``: the same allocation, the entropic regression solved again in the final
+  pass and cut at the allocated widths (``pruning.EntropicAt``): the control telling the
+  selection objective from the moments it is chosen on (the default arm ranks on the plan
+  pass's moments, the paper arms choose on the final pass's);
 - ``l1_uniform``: one width share for every layer (bisected to the entropic arm's MACs),
   the largest-L1 filters kept (Li et al. 2017), refitted by least squares on the same data;
 - ``tp_taylor`` / ``tp_magnitude``: Torch-Pruning's global GroupTaylor / GroupMagnitude
@@ -57,8 +61,10 @@ from nas.recovery import RecoveryConfig, recover
 from search_spaces.data import Loaders
 
 MODES = ("bn", "distill", "finetune")
-ARMS = ("entropic", "greedy", "lasso", "l1_uniform", "tp_taylor", "tp_magnitude")
-SELECTIONS = {"greedy": pruning.GreedyReconstruction, "lasso": pruning.LassoSelection}
+ARMS = ("entropic", "greedy", "lasso", "l1_uniform", "tp_taylor", "tp_magnitude",
+        "entropic_final")
+SELECTIONS = {"greedy": pruning.GreedyReconstruction, "lasso": pruning.LassoSelection,
+              "entropic_final": pruning.EntropicAt}
 
 
 def pass_key(arm: str, seed: int, ratio: float) -> str:

@@ -308,6 +308,9 @@ class SpaceSection(_Strict):
     tau: RangeF | None = None
     keep_ratio: RangeF | None = None
     prune_group_prob: float = Field(default=0.9, ge=0, le=1)
+    # depth: each removable residual block (a torchvision/timm/own model's identity-shortcut
+    # blocks) is removed in a trial with this probability; 0 keeps the depth fixed
+    drop_block_prob: float = Field(default=0.0, ge=0, le=1)
     orders: list[LayerOrder] = Field(default_factory=_default_orders, min_length=1)
     schedules: list[Schedule] = Field(default_factory=_default_schedules, min_length=1)
     finetune_epochs: tuple[int, int] | None = None

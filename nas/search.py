@@ -171,6 +171,7 @@ def search_space(cfg: RunConfig, residual_keys: list[str]) -> SearchSpace:
     changes: dict[str, Any] = {
         "selection": tuple(sec.selection),
         "prune_group_prob": sec.prune_group_prob,
+        "drop_block_prob": sec.drop_block_prob,
         "orders": tuple(sec.orders),
         "schedules": tuple(sec.schedules),
         "finetune_epochs": tuple(sec.finetune_epochs or (cfg.finetune.epochs, cfg.finetune.epochs)),

@@ -181,10 +181,14 @@ def schedule_steps(tp: TrialParams, setup: SearchSetup) -> list[list[str]]:
     elif tp.order == "random":
         random.Random(tp.permutation_seed).shuffle(groups)
     steps: list[list[str]] = []
+    def gone(name: str) -> bool:  # inside a residual block the trial removed
+        return any(name.startswith(b + ".") for b in tp.dropped)
+
     for g in groups:
         layers: list[str] = []
         for key in g.layers:
-            layers += [c for c in setup.key_consumers.get(key, []) if c not in layers]
+            layers += [c for c in setup.key_consumers.get(key, [])
+                       if c not in layers and not gone(c)]
         if layers:
             steps.append(layers)
     if tp.schedule == "one_shot":
@@ -268,6 +272,8 @@ def _evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sea
     loaders = load_data(cfg)
     ckpt = load_checkpoint(setup.pretrained)
     model = ckpt.model
+    if tp.dropped:  # depth first: the pass then thins what is left
+        model = pruning.drop_blocks(model, tp.dropped, inplace=True)
     input_shape = tuple(loaders.input_shape)
     calib = loaders.calib(min(cfg.prune.calib_images, len(loaders.train.dataset)),  # type: ignore[arg-type]
                           cfg.prune.calib_batch_size)

@@ -9,6 +9,7 @@ Public API (torch only; nothing here imports ``nas`` or ``search_spaces``)::
                                                         # GreedyReconstruction / LassoSelection
     Pass(model, calib_loader, config, example).run(criterion)   # the pass as an object
     CostModel(model, input_shape, units, "macs").cost(widths)   # the width cost model
+    removable_blocks(model, example); drop_blocks(model, names)  # depth: residual blocks
     entropic_regression(Moments, RegressionConfig) -> RegressionResult
     count_params, count_macs, prunable_params, ...                               # measure
 
@@ -30,6 +31,7 @@ from .cost import CostModel, WidthUnit
 from .criteria import (
     Criterion,
     Entropic,
+    EntropicAt,
     GivenChannels,
     GreedyReconstruction,
     L1Magnitude,
@@ -40,6 +42,7 @@ from .criteria import (
     WidthCriterion,
     l1_channel_ranking,
 )
+from .depth import block_drop_errors, drop_blocks, dropped_blocks, removable_blocks
 from .engine import CalibCache, Pass
 from .inputs import InputMismatchError
 from .measure import (
@@ -63,6 +66,7 @@ __all__ = [
     "CostModel",
     "Criterion",
     "Entropic",
+    "EntropicAt",
     "GivenChannels",
     "InputMismatchError",
     "GreedyReconstruction",
@@ -84,7 +88,10 @@ __all__ = [
     "Unit",
     "UnsupportedLayerError",
     "WidthUnit",
+    "block_drop_errors",
     "count_macs",
+    "drop_blocks",
+    "dropped_blocks",
     "count_params",
     "entropic_regression",
     "fp32_mib",
@@ -93,6 +100,7 @@ __all__ = [
     "measure_latency",
     "prunable_params",
     "prune_to_widths",
+    "removable_blocks",
     "prune_with",
     "recalibrate_batchnorm",
     "sparsify",

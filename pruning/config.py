@@ -46,8 +46,9 @@ class SparsifyConfig:
             original one. ``"original"``: both from the original network (ablation).
         residual: ``"inner"`` (default): consumers whose input channels are coupled through
             a residual addition (or shared otherwise) are left alone; inside each block the
-            channels are pruned. ``"coupled"``: all consumers of a residual-coupled channel
-            set share one w, fitted on their stacked regressions.
+            channels are pruned. ``"coupled"``: all consumers of a residual-coupled (or
+            shared: one producer read by several layers) channel set share one w, fitted
+            on their stacked regressions.
         min_channels: Shorthand for ``regression.min_channels`` (None: as there).
         recalibrate_bn: Re-estimate BatchNorm running statistics on the calibration data
             after the last layer (only if anything changed).

@@ -21,6 +21,7 @@ Built in:
   error (El Halabi et al. 2022, ThiNet-style), then the refit;
 - :class:`LassoSelection`: LASSO on per-channel scales of the channels' contributions with
   the weights fixed, the penalty raised to the width (He et al. 2017), then the refit;
+- :class:`EntropicAt`: the entropic ranking cut at given widths, then the refit;
 - :class:`SameWidths`: another criterion's choice at the widths of given keep sets (the
   budgeted pass's allocation with a paper's selection).
 
@@ -33,6 +34,7 @@ to the same contract.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -48,7 +50,7 @@ from pruning.regression import RegressionConfig, entropic_regression, refit
 from pruning.stacking import split_stacked, stack_moments
 from pruning.surgery import Consumer, build_graph, discover_consumers
 
-__all__ = ["Criterion", "Entropic", "GivenChannels", "GreedyReconstruction", "L1Magnitude",
+__all__ = ["Criterion", "Entropic", "EntropicAt", "GivenChannels", "GreedyReconstruction", "L1Magnitude",
            "LassoSelection", "SameWidths", "Selection", "Unit", "WidthCriterion",
            "greedy_reconstruction", "l1_channel_ranking", "lasso_path_select"]
 
@@ -441,6 +443,24 @@ class LassoSelection(WidthCriterion):
         A, b = _contribution_gram(unit)
         keep = lasso_path_select(A, b, self._width(unit)).to(torch.long)
         return Selection(keep=keep.cpu(), params=_refit_all(unit, keep))
+
+
+class EntropicAt(WidthCriterion):
+    """The entropic regression with its ranking cut at a given width (``top_k``), then the
+    least-squares refit: the entropic selection at another allocation's widths (the control
+    that tells a selection's objective from the moments it is chosen on).
+
+    Args:
+        widths: See :class:`WidthCriterion`.
+    """
+
+    def select(self, unit: Unit) -> Selection:
+        k = self._width(unit)
+        setting = dataclasses.replace(unit.setting, top_k=k, keep_ratio=None,
+                                      min_channels=min(unit.setting.min_channels, k))
+        sel = Entropic().select(dataclasses.replace(unit, setting=setting))
+        return Selection(keep=sel.keep, params=_refit_all(unit, sel.keep), w=sel.w, gap=sel.gap,
+                         iterations=sel.iterations, converged=sel.converged)
 
 
 class SameWidths(GivenChannels):

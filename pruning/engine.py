@@ -199,15 +199,22 @@ class Pass:
 
     def unit_of(self, consumer: Consumer) -> list[Consumer]:
         """The consumers processed together with ``consumer`` (itself unless coupled)."""
-        if self.config.residual == "coupled" and consumer.coupling == "residual":
+        # coupled mode takes channels read by several consumers as one unit: joined by a
+        # residual addition, or one producer read by several layers (a stem feeding a block
+        # and its projection shortcut, Inception-style branches)
+        if self.config.residual == "coupled" and consumer.coupling in ("residual", "shared"):
             members = [self.by_name[n] for n in consumer.consumers if n in self.by_name]
-            if all(m.skip_reason in (None, "residual-coupled input channels") for m in members):
+            if all(m.skip_reason in (None, "residual-coupled input channels",
+                                     "shared-coupled input channels") for m in members):
                 return sorted(members, key=lambda c: c.order)
         return [consumer]
 
     def skip_reason(self, unit: list[Consumer]) -> str | None:
         head = unit[0]
-        if len(unit) == 1 and head.skip_reason is not None:
+        coupled_alone = (self.config.residual == "coupled" and head.coupling in ("residual", "shared")
+                         and head.skip_reason == f"{head.coupling}-coupled input channels")
+        if len(unit) == 1 and head.skip_reason is not None and not coupled_alone:
+            # (a coupled set of one - a residual stream read only by the head - is a unit)
             return head.skip_reason
         d = head.num_channels * sum(c.regression_group_size for c in unit)
         if d > self.config.max_features:

@@ -31,7 +31,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,8 @@ from .spec import (
     module_width,
     register_family,
 )
+
+log = logging.getLogger(__name__)
 
 __all__ = ["KINDS", "ModelSource", "coupled_keys", "family_for", "register_callable", "left_alone", "register_source", "resolve_family",
            "source_meta", "width_units"]
@@ -233,16 +236,26 @@ def _groups(model: nn.Module, input_shape: tuple[int, int, int]) -> _Groups:
     return _Groups(widths, members, producers, frozenset(coupled), skipped)
 
 
+def _inside(name: str, blocks: Sequence[str]) -> bool:
+    return any(name == b or name.startswith(b + ".") for b in blocks)
+
+
 def _shrunk(source: ModelSource, groups: _Groups, widths: Mapping[str, int],
-            input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """A fresh instance of ``source`` cut to ``widths`` (the first k channels of each group)."""
+            input_shape: tuple[int, ...], num_classes: int,
+            dropped: Sequence[str] = ()) -> nn.Module:
+    """A fresh instance of ``source`` with the ``dropped`` residual blocks removed, cut to
+    ``widths`` (the first k channels of each group; layers inside removed blocks are gone)."""
     model = source.instantiate(num_classes)
+    if dropped:
+        from pruning.depth import drop_blocks
+
+        model = drop_blocks(model, dropped, inplace=True)
     if all(widths[k] == w for k, w in groups.widths.items()):
         return model
     from pruning.engine import run_given
 
     keep = {m: list(range(widths[key])) for key, ms in groups.members.items()
-            for m in ms if widths[key] < groups.widths[key]}
+            for m in ms if widths[key] < groups.widths[key] and not _inside(m, dropped)}
     example = torch.zeros(1, *input_shape)
     return run_given(model, keep, None, _engine_config(), example, refit=False).model
 
@@ -296,6 +309,32 @@ def _verified(source: ModelSource, groups: _Groups, shape: tuple[int, int, int],
                     f"({rounds} rounds)")
 
 
+def _blocks(source: ModelSource, groups: _Groups, shape: tuple[int, int, int],
+            classes: int) -> list[str]:
+    """The residual blocks that can be removed whole (:func:`pruning.depth.removable_blocks`),
+    checked like the groups: with every one removed and every group at half width the model
+    must build and forward to ``(1, classes)``; otherwise depth stays fixed (logged)."""
+    from pruning.depth import removable_blocks
+
+    probe = source.instantiate(classes).eval()
+    gen = torch.Generator().manual_seed(0)
+    blocks = removable_blocks(probe, torch.randn(2, *shape, generator=gen))
+    if not blocks:
+        return []
+    half = {k: max(1, w // 2) for k, w in groups.widths.items()}
+    try:
+        model = _shrunk(source, groups, half, shape, classes, blocks).eval()
+        with torch.no_grad():
+            out = model(torch.zeros(1, *shape))
+        if tuple(out.shape) != (1, classes):
+            raise ValueError(f"outputs {tuple(out.shape)}")
+    except Exception as e:  # noqa: BLE001  (depth is optional: a model keeps its blocks)
+        log.warning("%s %s: removing its %d residual blocks breaks it (%s); depth stays fixed",
+                    source.kind, source.name, len(blocks), str(e).splitlines()[0][:160])
+        return []
+    return blocks
+
+
 def register_source(source: ModelSource, *, input_shape: tuple[int, int, int] | None = None,
                     num_classes: int | None = None) -> ModelFamily:
     """Register ``source`` as a family (once; later calls return the registered one).
@@ -323,18 +362,33 @@ def register_source(source: ModelSource, *, input_shape: tuple[int, int, int] | 
         why = "; ".join(f"{k}: {v}" for k, v in groups.skipped.items()) or "no Conv2d/Linear pair"
         raise SpecError(f"model {name!r}: no prunable channel group ({why})")
 
+    blocks = _blocks(source, groups, shape, classes)  # type: ignore[arg-type]
+
     def builder(spec: ArchSpec) -> nn.Module:
-        return _shrunk(source, groups, spec.widths, tuple(spec.input_shape), spec.num_classes)
+        return _shrunk(source, groups, spec.widths, tuple(spec.input_shape), spec.num_classes,
+                       spec.dropped)
 
     def read_widths(model: nn.Module) -> dict[str, int]:
-        return {key: module_width(model, key) for key in groups.widths}
+        from pruning.depth import dropped_blocks
+
+        gone = dropped_blocks(model, blocks)
+        out = {}
+        for key, w in groups.widths.items():
+            # a group is read off any producer that survives; a group wholly inside removed
+            # blocks keeps its recorded width (it builds nothing)
+            alive = [p for p in groups.producers[key] if not _inside(p, gone)]
+            out[key] = module_width(model, alive[0]) if alive else w
+        return out
 
     fam = ModelFamily(
         name=name, builder=builder, default_widths=groups.widths,
         input_shape=shape,  # type: ignore[arg-type]
         num_classes=classes, read_widths=read_widths,
         description=f"{source.kind} {source.name} ({len(groups.widths)} channel groups, "
-                    f"{len(groups.skipped)} layers left alone)",
+                    f"{len(blocks)} removable blocks, {len(groups.skipped)} layers left alone)",
+        blocks=tuple(blocks),
+        block_keys={b: tuple(k for k, ps in groups.producers.items()
+                             if all(_inside(p, [b]) for p in ps)) for b in blocks},
     )
     register_family(fam)
     _SKIPPED[name] = dict(groups.skipped)

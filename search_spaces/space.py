@@ -56,6 +56,9 @@ class SearchSpace:
     # None: the trial uses the run's prune.cost_exponent; a range (e.g. Range(0, 1)) lets the
     # sampler pick the exponent of the cost-aware strengths per trial.
     cost_exponent: Range | None = None
+    # depth: the family's removable residual blocks, each removed with this probability
+    blocks: tuple[str, ...] = ()
+    drop_block_prob: float = 0.0
 
 
 # The sampled knobs of a group that are regression settings (pruning.RegressionConfig fields).
@@ -87,6 +90,7 @@ class TrialParams:
     finetune_epochs: int = 1
     permutation_seed: int = 0
     cost_exponent: float | None = None  # None: the run's prune.cost_exponent
+    dropped: tuple[str, ...] = ()  # residual blocks removed before the pass
 
 
 def default_space(
@@ -113,7 +117,7 @@ def default_space(
         layers = tuple(k for k in g.layers if k not in excluded)
         if layers:
             kept.append(LayerGroup(g.name, layers))
-    return SearchSpace(groups=tuple(kept))
+    return SearchSpace(groups=tuple(kept), blocks=tuple(fam.blocks))
 
 
 def sample_params(trial: Suggester, space: SearchSpace) -> dict[str, Any]:
@@ -157,6 +161,9 @@ def sample_params(trial: Suggester, space: SearchSpace) -> dict[str, Any]:
     if space.cost_exponent is not None:
         r = space.cost_exponent
         params["cost_exponent"] = trial.suggest_float("cost_exponent", r.low, r.high, log=r.log)
+    if space.drop_block_prob > 0:
+        for block in space.blocks:  # a draw against the probability, as for prune_draw
+            params[f"drop.{block}"] = trial.suggest_float(f"drop.{block}", 0.0, 1.0)
     return params
 
 
@@ -169,6 +176,8 @@ def decode_params(params: dict[str, Any], space: SearchSpace) -> TrialParams:
         permutation_seed=int(params.get("permutation_seed", 0)),
         cost_exponent=(float(params["cost_exponent"]) if "cost_exponent" in params
                        and space.cost_exponent is not None else None),
+        dropped=tuple(b for b in space.blocks
+                      if float(params.get(f"drop.{b}", 1.0)) < space.drop_block_prob),
     )
     for g in space.groups:
         p = f"{g.name}."

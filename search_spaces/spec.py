@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,10 @@ class ModelFamily:
         groups: Layer groups for searches (default: one group per layer).
         version: Family version; bump when the builder changes module layout.
         description: One line for ``list_families``.
+        blocks: Residual blocks the builder can remove whole (``ArchSpec.dropped``), by
+            module path (:func:`pruning.depth.removable_blocks`); empty: depth is fixed.
+        block_keys: Per block, the width keys wholly inside it (a spec that removes the
+            block records them at their full width: they build nothing).
     """
 
     name: str
@@ -69,6 +73,8 @@ class ModelFamily:
     groups: tuple[LayerGroup, ...] = ()
     version: int = 1
     description: str = ""
+    blocks: tuple[str, ...] = ()
+    block_keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def layer_groups(self) -> tuple[LayerGroup, ...]:
         if self.groups:
@@ -115,7 +121,9 @@ def list_families() -> list[str]:
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """One architecture: family, input shape, classes, and every prunable layer's width."""
+    """One architecture: family, input shape, classes, every prunable layer's width, and the
+    residual blocks removed whole (``dropped``; the widths of layers inside them are kept in
+    ``widths`` but build nothing)."""
 
     family: str
     widths: Mapping[str, int]
@@ -123,12 +131,21 @@ class ArchSpec:
     num_classes: int
     family_version: int = 1
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    dropped: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", dict(self.widths))
+        if isinstance(self.dropped, str) or not isinstance(self.dropped, (list, tuple)):
+            raise SpecError(f"dropped: expected a list of block names, got {self.dropped!r}")
+        object.__setattr__(self, "dropped", tuple(self.dropped))
         object.__setattr__(self, "input_shape", tuple(int(v) for v in self.input_shape))
         object.__setattr__(self, "meta", dict(self.meta))
         self.validate()
+        if self.dropped:  # one spec per architecture: widths inside removed blocks are moot
+            fam = get_family(self.family, self.input_shape)
+            moot = {k for b in self.dropped for k in fam.block_keys.get(b, ())}
+            object.__setattr__(self, "widths", {k: fam.default_widths[k] if k in moot else w
+                                                for k, w in self.widths.items()})
 
     # -- validation ------------------------------------------------------------------
     def validate(self) -> None:
@@ -159,6 +176,13 @@ class ArchSpec:
                 raise SpecError(f"widths[{key!r}]: expected an int, got {width!r}")
             if width <= 0:
                 raise SpecError(f"widths[{key!r}]: width must be positive, got {width}")
+        for i, block in enumerate(self.dropped):
+            if block not in fam.blocks:
+                raise SpecError(
+                    f"dropped[{i}]: {block!r} is not a removable block of {self.family!r}; "
+                    f"removable blocks are {list(fam.blocks) or 'none'}")
+        if len(set(self.dropped)) != len(self.dropped):
+            raise SpecError(f"dropped: a block is listed twice in {list(self.dropped)}")
 
     # -- derived specs -----------------------------------------------------------------
     def with_widths(self, widths: Mapping[str, int]) -> ArchSpec:
@@ -166,7 +190,15 @@ class ArchSpec:
         merged = {**self.widths, **widths}
         return ArchSpec(
             self.family, merged, self.input_shape, self.num_classes, self.family_version,
-            self.meta,
+            self.meta, self.dropped,
+        )
+
+    def with_dropped(self, dropped: Sequence[str]) -> ArchSpec:
+        """A copy with these residual blocks removed (and no others)."""
+        order = {b: i for i, b in enumerate(get_family(self.family).blocks)}
+        return ArchSpec(
+            self.family, self.widths, self.input_shape, self.num_classes, self.family_version,
+            self.meta, tuple(sorted(dropped, key=lambda b: order.get(b, len(order)))),
         )
 
     def scaled(self, factor: float, *, multiple_of: int = 1) -> ArchSpec:
@@ -189,6 +221,7 @@ class ArchSpec:
             "input_shape": list(self.input_shape),
             "num_classes": self.num_classes,
             "widths": dict(self.widths),
+            **({"dropped": list(self.dropped)} if self.dropped else {}),
             "meta": dict(self.meta),
         }
 
@@ -197,7 +230,7 @@ class ArchSpec:
         if not isinstance(data, Mapping):
             raise SpecError(f"arch spec: expected a JSON object, got {type(data).__name__}")
         allowed = {"format_version", "family", "family_version", "input_shape", "num_classes",
-                   "widths", "meta"}
+                   "widths", "dropped", "meta"}
         extra = sorted(set(data) - allowed)
         if extra:
             raise SpecError(f"arch spec: unknown field(s) {extra}; allowed {sorted(allowed)}")
@@ -222,6 +255,7 @@ class ArchSpec:
             num_classes=data["num_classes"],
             family_version=data.get("family_version", 1),
             meta=data.get("meta") or {},
+            dropped=data.get("dropped", ()),
         )
 
     def to_json(self) -> str:
@@ -287,11 +321,16 @@ def spec_from_model(model: nn.Module, *, family: str | None = None) -> ArchSpec:
         )
     fam = get_family(name)
     widths = fam.read_widths(model)
+    dropped: tuple[str, ...] = ()
+    if fam.blocks:
+        from pruning.depth import dropped_blocks
+
+        dropped = tuple(dropped_blocks(model, fam.blocks))
     shape = getattr(model, "arch_input_shape", fam.input_shape)
     # pruning never changes the classes (the head's outputs are not pruned); a head that is
     # a conv (SqueezeNet) has no Linear to read them from
     num_classes = getattr(model, "arch_num_classes", None) or _num_classes(model)
-    return ArchSpec(fam.name, widths, tuple(shape), num_classes, fam.version)
+    return ArchSpec(fam.name, widths, tuple(shape), num_classes, fam.version, dropped=dropped)
 
 
 def _num_classes(model: nn.Module) -> int:

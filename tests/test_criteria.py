@@ -40,6 +40,7 @@ FACTORIES: dict[str, Callable[[torch.nn.Module, Sequence[torch.Tensor]], Criteri
     "l1_producer": lambda _m, _c: L1Magnitude(0.5),
     "l1_consumer_refit": lambda _m, _c: L1Magnitude(0.5, source="consumer", refit=True),
     "greedy": lambda _m, _c: pruning.GreedyReconstruction(0.5),
+    "entropic_at": lambda _m, _c: pruning.EntropicAt(0.5),
     "lasso": lambda _m, _c: pruning.LassoSelection(0.5),
     "same_widths_greedy": lambda m, c: pruning.SameWidths(_first_half(m, c),
                                                           pruning.GreedyReconstruction),

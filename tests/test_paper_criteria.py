@@ -78,7 +78,8 @@ def test_lasso_keeps_the_channels_that_carry_the_output() -> None:
     assert lasso_path_select(A, bb, 3).tolist() == [1, 4, 9]
 
 
-@pytest.mark.parametrize("selection", [pruning.GreedyReconstruction, pruning.LassoSelection])
+@pytest.mark.parametrize("selection", [pruning.GreedyReconstruction, pruning.LassoSelection,
+                                       pruning.EntropicAt])
 def test_budgeted_pass_with_a_paper_selection_keeps_the_allocation(selection: type) -> None:
     torch.manual_seed(0)
     model = lenet5().eval()
