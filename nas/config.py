@@ -188,6 +188,14 @@ class PruneSection(_Strict):
     latency_device: str | None = None
     latency_batch_size: int = 1
     latency_threads: int | None = None
+    # with a target: which selection picks each layer's channels at the allocated widths (the
+    # allocation is the entropic plan's either way): the entropic ranking, or the papers'
+    # greedy reconstruction (El Halabi et al. 2022) / LASSO (He et al. 2017), same refit
+    selection: Literal["entropic", "greedy", "lasso"] = "entropic"
+    # depth (the prune job): remove this many residual blocks - those whose removal changes
+    # the output least on the calibration data - before the channel pass; needs a model
+    # with removable blocks (torchvision / timm / own models: `entropic-nas families`)
+    drop_blocks: int = Field(default=0, ge=0)
 
     @field_validator("eps_E", "eps_L2", "tau", "top_k", "min_channels")
     @classmethod
@@ -200,6 +208,9 @@ class PruneSection(_Strict):
         from pruning.budget import make_target
 
         make_target(**self.budget_kwargs(), prefix="prune.")
+        if self.selection != "entropic" and not self.has_budget:
+            raise ValueError(f"prune.selection={self.selection!r} chooses channels at a budget's "
+                             "widths: set prune.target_macs, target_params or target_latency_ms")
         try:
             self.setting()
         except ValueError as exc:  # the cross-field rules (top_k >= min_channels)
@@ -219,6 +230,13 @@ class PruneSection(_Strict):
                 "latency_device": self.latency_device,
                 "latency_batch_size": self.latency_batch_size,
                 "latency_threads": self.latency_threads}
+
+    def selection_kwargs(self) -> dict[str, Any]:
+        """``pruning.sparsify``'s ``selection`` argument (empty for the entropic ranking)."""
+        import pruning
+
+        by = {"greedy": pruning.GreedyReconstruction, "lasso": pruning.LassoSelection}
+        return {"selection": by[self.selection]} if self.selection in by else {}
 
     @property
     def has_budget(self) -> bool:

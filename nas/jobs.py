@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from torch import nn
 
 import pruning
 import search_spaces
@@ -18,7 +19,15 @@ from search_spaces import ArchSpec
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ConfigError, RunConfig
 from .train import evaluate, plot_history, train
-from .trial import base_spec, load_data, measure_model, plot_widths, sparsify_config, train_config
+from .trial import (
+    base_spec,
+    load_data,
+    measure_model,
+    plot_widths,
+    sparsify_config,
+    train_config,
+    trial_budget,
+)
 
 console = Console(stderr=True)
 
@@ -87,6 +96,27 @@ def _write_history_csv(path: Path, history: list[dict[str, Any]]) -> None:
         writer.writerows(history)
 
 
+def drop_weakest_blocks(model: nn.Module, calib: Any, family: str, n: int) -> dict[str, Any]:
+    """``prune.drop_blocks``: the ``n`` removable residual blocks of ``family`` whose removal
+    changes the output least on ``calib`` (:func:`pruning.block_drop_errors`) removed from a
+    copy of ``model``; ``{"model", "dropped", "errors"}`` (the model itself when ``n`` is 0)."""
+    if n == 0:
+        return {"model": model, "dropped": [], "errors": {}}
+    blocks = list(search_spaces.get_family(family).blocks)
+    if not blocks:
+        raise ConfigError(f"prune.drop_blocks={n}: the model ({family}) has no removable "
+                          "residual block; only torchvision / timm / own models have them")
+    if n > len(blocks):
+        raise ConfigError(f"prune.drop_blocks={n}: the model has {len(blocks)} removable "
+                          f"blocks ({', '.join(blocks)})")
+    errors = pruning.block_drop_errors(model, calib, blocks)
+    dropped = sorted(blocks, key=lambda b: errors[b])[:n]
+    console.print(f"depth: removing {n} of {len(blocks)} residual blocks: " + ", ".join(
+        f"{b} (output error {errors[b]:.3g})" for b in sorted(dropped, key=blocks.index)))
+    return {"model": pruning.drop_blocks(model, dropped), "dropped": sorted(dropped, key=blocks.index),
+            "errors": errors}
+
+
 def run_prune(cfg: RunConfig, checkpoint: Path, out_dir: Path, *, finetune_epochs: int | None = None,
               progress: bool = True) -> dict[str, Any]:
     """Sparsify a trained checkpoint with ``cfg.prune``; optionally fine-tune it.
@@ -110,9 +140,15 @@ def run_prune(cfg: RunConfig, checkpoint: Path, out_dir: Path, *, finetune_epoch
     calib = loaders.calib(min(cfg.prune.calib_images, len(loaders.train.dataset)),  # type: ignore[arg-type]
                           cfg.prune.calib_batch_size)
     t0 = time.perf_counter()
+    depth = drop_weakest_blocks(model, calib, ckpt.spec.family, cfg.prune.drop_blocks)
     try:
-        result = pruning.sparsify(model, calib, sparsify_config(cfg.prune, progress=progress),
-                                  **cfg.prune.budget_kwargs())
+        # a target's ratio is of the model as given, removed blocks included
+        budget = (trial_budget(cfg.prune, measure_model(model, tuple(loaders.input_shape),
+                                                        latency=False))
+                  if depth["dropped"] else cfg.prune.budget_kwargs())
+        result = pruning.sparsify(depth["model"], calib,
+                                  sparsify_config(cfg.prune, progress=progress),
+                                  **budget, **cfg.prune.selection_kwargs())
     except pruning.BudgetError as exc:  # unreachable budget: raised before any data pass
         raise ConfigError(f"{cfg.name}: prune.{exc}") from None
     sparsify_s = time.perf_counter() - t0
@@ -135,6 +171,8 @@ def run_prune(cfg: RunConfig, checkpoint: Path, out_dir: Path, *, finetune_epoch
         "val_acc_pruned": evaluate(pruned, loaders.val or loaders.test, device=device)[1],
         "sparsify_seconds": sparsify_s,
         "engine": result.engine,
+        "dropped_blocks": depth["dropped"],
+        "block_errors": depth["errors"],
     }
     if cfg.recovery.mode != "none":
         from .recovery import RecoveryConfig, recover

@@ -288,6 +288,8 @@ def _evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sea
                                layer_overrides={k: settings[k] for k in layers if k in settings},
                                seed=cfg.search.seed + ctx.number, **exponent)
         budget = trial_budget(cfg.prune, setup.base_metrics) if i == len(steps) - 1 else {}
+        if budget:
+            budget.update(cfg.prune.selection_kwargs())
         try:
             result = pruning.sparsify(model, calib, scfg, **budget)
         except pruning.BudgetError as exc:  # the layers this trial may prune cannot reach it

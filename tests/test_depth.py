@@ -159,3 +159,45 @@ def test_a_search_removes_blocks_and_exports_them(tmp_path: Path) -> None:
     assert isinstance(model.get_submodule("a"), nn.Identity)
     assert isinstance(model.get_submodule("b"), Residual)
     assert model(torch.zeros(1, 3, 8, 8)).shape == (1, 5)
+
+
+def test_the_prune_job_removes_the_weakest_blocks(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    import yaml
+
+    from nas.checkpoint import save_checkpoint
+    from nas.cli import main
+    from search_spaces.generic import register_callable
+
+    fam = search_spaces.get_family(register_callable(Net), (3, 8, 8))
+    assert fam.blocks == ("a", "c")
+    spec = ArchSpec(fam.name, fam.default_widths, (3, 8, 8), 5)
+    torch.manual_seed(0)
+    model = search_spaces.build(spec)
+    with torch.no_grad():
+        last_bn = model.get_submodule("c.body.4")
+        assert isinstance(last_bn, nn.BatchNorm2d)
+        last_bn.weight.zero_()  # block c does nothing: the one to remove
+        last_bn.bias.zero_()
+    ck = save_checkpoint(tmp_path / "base", model, spec)
+    cfg = {"name": "depth", "model": {"factory": "test_depth:Net"},
+           "data": {"name": "synthetic", "num_samples": 200, "input_shape": [3, 8, 8],
+                    "num_classes": 5, "batch_size": 32, "val_fraction": 0.2, "augment": False},
+           "prune": {"calib_images": 128, "calib_batch_size": 64, "calib_positions_per_image": 8,
+                     "drop_blocks": 1, "target_macs": 0.6, "selection": "greedy"},
+           "finetune": {"epochs": 0}}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    assert main(["prune", "--config", str(path), "--checkpoint", str(ck), "--out", str(out)]) == 0
+    summary = json.loads((out / "report.json").read_text())["summary"]
+    assert summary["dropped_blocks"] == ["c"] and summary["block_errors"]["c"] < 1e-12
+    assert summary["budget"]["selection"] == "GreedyReconstruction"
+    assert summary["macs_ratio"] == pytest.approx(0.6, rel=0.05)
+    assert ArchSpec.load(out / "arch.json").dropped == ("c",)
+    capsys.readouterr()
+    assert main(["prune", "--config", str(path), "--checkpoint", str(ck), "--out",
+                 str(tmp_path / "out2"), "--set", "prune.drop_blocks=3"]) == 2
+    assert "prune.drop_blocks=3" in capsys.readouterr().err
