@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import search_spaces
+from pruning.cost import CostModel
 from pruning.measure import count_macs, count_params
 from search_spaces import ArchSpec
 from search_spaces.space import Range, SearchSpace, default_space, sample_params
@@ -212,10 +213,17 @@ def uniform_spec_at(spec: ArchSpec, target: float, metric: str = "macs"
     """The uniformly thinned spec of the same family whose MACs (or params) best match ``target``.
 
     ``metric`` is ``"macs"`` (per image) or ``"params"`` (all parameters); both grow with the
-    width factor, which is bisected.
+    width factor. For MACs of a source family (torchvision / timm / own model) the factor is
+    bisected on the engine's width cost model and corrected by a few real builds (building
+    such a model is surgery, so 30 builds would take minutes); otherwise it is bisected on
+    real builds. Returns (spec, factor).
     """
     if metric not in ("macs", "params"):
         raise ValueError(f"metric must be 'macs' or 'params', got {metric!r}")
+    from search_spaces.generic import width_units
+
+    if metric == "macs" and width_units(spec.family):
+        return _uniform_by_cost_model(spec, target)
     lo, hi = 0.0, 1.0
     best = (spec, float("inf"), 1.0)
     for _ in range(30):
@@ -231,6 +239,39 @@ def uniform_spec_at(spec: ArchSpec, target: float, metric: str = "macs"
         else:
             lo = mid
     return best[0], best[2]
+
+
+def _uniform_by_cost_model(spec: ArchSpec, target: float, *, rounds: int = 4,
+                           tol: float = 0.02) -> tuple[ArchSpec, float]:
+    """Uniform widths of a source family at ``target`` MACs: the factor bisected on the width
+    cost model, the candidate built and counted, the goal corrected by the measured MACs, at
+    most ``rounds`` builds (stops within ``tol``)."""
+    from search_spaces.generic import width_units
+
+    units = width_units(spec.family)
+    shape = tuple(spec.input_shape)
+    full_model = search_spaces.build(spec)
+    cm = CostModel(full_model, shape, units, "macs")
+    offset = float(count_macs(full_model, shape)) - cm.full()  # what the groups do not scale
+    proxy = target - offset
+    best: tuple[float, ArchSpec, float] | None = None
+    for _ in range(rounds):
+        lo, hi = 0.0, 1.0
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            if cm.cost([max(1, round(u.channels * mid)) for u in units]) > proxy:
+                hi = mid
+            else:
+                lo = mid
+        cand = spec.scaled(lo)
+        reached = float(count_macs(search_spaces.build(cand), shape))
+        if best is None or abs(reached - target) < best[0]:
+            best = (abs(reached - target), cand, lo)
+        if abs(reached - target) <= tol * target or reached <= 0:
+            break
+        proxy *= target / reached
+    assert best is not None
+    return best[1], best[2]
 
 
 def uniform_baseline(cfg: RunConfig, setup: SearchSetup, target_macs: float, *,

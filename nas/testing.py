@@ -300,46 +300,15 @@ class SourceReport:
         return dataclasses.asdict(self)
 
 
-def widths_at_macs(spec: ArchSpec, ratio: float, *, rounds: int = 4,
-                   tol: float = 0.02) -> tuple[ArchSpec, float]:
-    """Uniform widths of a source family whose MACs land within ``tol`` of ``ratio`` of the
-    full spec's (or as near as the channel granularity allows): the width factor is
-    bisected on the engine's width cost model, the candidate built and counted, the goal
-    corrected by the measured ratio; at most ``rounds`` builds. Returns (spec, reached)."""
-    from search_spaces.generic import width_units
+def widths_at_macs(spec: ArchSpec, ratio: float) -> tuple[ArchSpec, float]:
+    """Uniform widths at ``ratio`` of the full spec's MACs (:func:`nas.search.uniform_spec_at`);
+    returns (spec, the MACs ratio reached)."""
+    from nas.search import uniform_spec_at
 
-    units = width_units(spec.family)
-    if not units:
-        raise ValueError(f"{spec.family}: not a source family with channel groups")
     shape = tuple(spec.input_shape)
-    full_model = search_spaces.build(spec)
-    full = float(pruning.count_macs(full_model, shape))
-    cm = pruning.CostModel(full_model, shape, units, "macs")
-    offset = full - cm.full()  # what the groups do not scale (grouped convs, fixed layers)
-    goal = ratio * full
-    proxy = goal - offset
-    best: tuple[float, ArchSpec, float] | None = None
-
-    def at(f: float) -> list[int]:
-        return [max(1, round(u.channels * f)) for u in units]
-
-    for _ in range(rounds):
-        lo, hi = 0.0, 1.0
-        for _ in range(40):
-            mid = (lo + hi) / 2
-            if cm.cost(at(mid)) > proxy:
-                hi = mid
-            else:
-                lo = mid
-        cand = spec.with_widths({u.name: k for u, k in zip(units, at(lo), strict=True)})
-        reached = float(pruning.count_macs(search_spaces.build(cand), shape)) / full
-        if best is None or abs(reached - ratio) < best[0]:
-            best = (abs(reached - ratio), cand, reached)
-        if abs(reached - ratio) <= tol * ratio or reached <= 0:
-            break
-        proxy *= ratio / reached
-    assert best is not None
-    return best[1], best[2]
+    full = float(pruning.count_macs(search_spaces.build(spec), shape))
+    thin, _ = uniform_spec_at(spec, ratio * full)
+    return thin, float(pruning.count_macs(search_spaces.build(thin), shape)) / full
 
 
 def check_source(kind: str, name: str, out_dir: str | Path, *,

@@ -29,6 +29,18 @@ def test_uniform_spec_lands_near_the_target(metric: str) -> None:
     assert all(spec.widths[k] < full.widths[k] for k in full.widths)
 
 
+def test_uniform_spec_of_a_source_family_uses_the_cost_model() -> None:
+    from search_spaces.generic import family_for
+
+    fam = family_for("torchvision", "mobilenet_v2", {"num_classes": 10}, input_shape=(3, 32, 32))
+    full = search_spaces.ArchSpec(fam.name, fam.default_widths, fam.input_shape, fam.num_classes)
+    macs = pruning.count_macs(search_spaces.build(full), (3, 32, 32))
+    spec, factor = uniform_spec_at(full, 0.5 * macs)
+    assert 0 < factor < 1
+    reached = pruning.count_macs(search_spaces.build(spec), (3, 32, 32)) / macs
+    assert abs(reached / 0.5 - 1) < 0.03
+
+
 def test_uniform_spec_refuses_an_unknown_metric() -> None:
     with pytest.raises(ValueError, match="metric"):
         uniform_spec_at(search_spaces.default_spec("lenet5"), 1e4, "latency")
