@@ -188,10 +188,15 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+PICK_RULES = ("max-acc | knee | max-NAME | min-NAME | NAME<=X | NAME>=X (NAME: an objective "
+              "or numeric trial attribute such as macs, params, latency_ms; X like 200k, 2e5, "
+              "0.2M)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .validate import nonnegative_int, positive_int
 
-    p = argparse.ArgumentParser(prog="entropic-nas", description=__doc__,
+    p = argparse.ArgumentParser(prog="entropic-nas", description=(__doc__ or "").replace("``", ""),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -228,10 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-wandb", action="store_true", help="no W&B runs (default: wandb.enabled)")
     s.add_argument("--ray-address", help="join an existing Ray cluster (ray start --head)")
     s.add_argument("--pick", default="knee",
-                   help="which trial to export at the end: max-acc | knee | macs<=X")
+                   help=f"which trial to export at the end: {PICK_RULES}")
     s.set_defaults(func=cmd_search)
 
-    d = sub.add_parser("demo", help="the embedded default: quickstart search on digits")
+    d = sub.add_parser("demo", help="the embedded default: a quickstart search on 5,000 MNIST digits")
     d.add_argument("--config", default=None,
                    help="YAML config (default: configs/quickstart.yaml, the embedded default)")
     d.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -251,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--storage", required=True, help="the search's Optuna storage URL")
     e.add_argument("--study", required=True, help="study name (search.study_name or the "
                    "config's name)")
-    e.add_argument("--pick", default="knee", help="max-acc | knee | macs<=X")
+    e.add_argument("--pick", default="knee", help=PICK_RULES)
     e.add_argument("--out", required=True, help="export directory")
     e.add_argument("--data-root", help="data.root for the test-accuracy evaluation")
     e.set_defaults(func=cmd_export)

@@ -9,6 +9,7 @@ values fail before any work, with the dotted field path and the file named.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -437,10 +438,14 @@ class RunConfig(_Strict):
 _SHAPES = {"RangeF": "a range mapping {low: X, high: Y} (optionally log: true)"}
 
 
-def _format_errors(exc: ValidationError) -> str:
+def _format_errors(exc: ValidationError, overridden: Mapping[str, Any] | None = None) -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if overridden:  # a field set on the command line is named as such, not as the file's
+            hit = next((k for k in overridden if loc == k or loc.startswith(k + ".")), None)
+            if hit is not None:
+                loc = f"{loc} (from --set {hit}={overridden[hit]})"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
@@ -453,13 +458,21 @@ def _format_errors(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def config_from_dict(data: Any, *, source: str = "<config>") -> RunConfig:
+def config_from_dict(data: Any, *, source: str = "<config>",
+                     overridden: Mapping[str, Any] | None = None) -> RunConfig:
+    """Validate a config mapping; ``overridden`` (dotted key -> value from ``--set``) makes
+    errors in those fields name the flag instead of ``source``."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: invalid config\n{_format_errors(exc)}") from None
+        where = source
+        if overridden and all(any(".".join(str(p) for p in e["loc"]) == k
+                                  or ".".join(str(p) for p in e["loc"]).startswith(k + ".")
+                                  for k in overridden) for e in exc.errors()):
+            where = f"{source} with --set"  # every error is in a --set field
+        raise ConfigError(f"{where}: invalid config\n{_format_errors(exc, overridden)}") from None
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -486,7 +499,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     for key, value in (overrides or {}).items():
         _set_dotted(data, key, value)
-    return config_from_dict(data, source=str(path))
+    return config_from_dict(data, source=str(path), overridden=overrides)
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:

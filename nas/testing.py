@@ -289,6 +289,7 @@ class SourceReport:
     status: str  # "pass", "partial" (works, but short of the MACs target), "refused" or "fail"
     reason: str | None = None
     groups: int = 0
+    blocks: int = 0  # residual blocks it can remove whole (ArchSpec.dropped)
     left_alone: dict[str, str] | None = None
     macs_ratio: float | None = None
     params_ratio: float | None = None
@@ -345,6 +346,7 @@ def check_source(kind: str, name: str, out_dir: str | Path, *,
         return rep
     where = f"model {label}"
     rep.groups = len(fam.default_widths)
+    rep.blocks = len(fam.blocks)
     rep.left_alone = left_alone(fam.name)
     spec = search_spaces.default_spec(fam.name)
     model = check_builds(spec)
@@ -427,16 +429,17 @@ TIMM_MODELS = (
 
 def conformance_table(reports: Sequence[SourceReport]) -> str:
     """The docs' markdown table of :func:`check_source` reports."""
-    lines = ["| model | result | channel groups | layers left alone | MACs | params | rebuild "
-             "max diff | onnxruntime max diff | s |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| model | result | channel groups | removable blocks | layers left alone | MACs | "
+             "params | rebuild max diff | onnxruntime max diff | s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
     def f(v: float | None, fmt: str) -> str:
         return "" if v is None else format(v, fmt)
 
     for r in reports:
         result = "pass" if r.status == "pass" else f"{r.status}: {r.reason}"
-        lines.append(f"| {r.model} | {result} | {r.groups} | {len(r.left_alone or {})} | "
+        lines.append(f"| {r.model} | {result} | {r.groups} | {r.blocks} | "
+                     f"{len(r.left_alone or {})} | "
                      f"{f(r.macs_ratio, '.3f')} | {f(r.params_ratio, '.3f')} | "
                      f"{f(r.rebuild_max_diff, '.1e')} | {f(r.onnx_max_diff, '.1e')} | "
                      f"{r.seconds:.1f} |")

@@ -21,6 +21,22 @@ def test_bad_trials(tmp_path: Path, cfg: Path, capfd, value: str) -> None:
     assert not out.exists()
 
 
+@pytest.mark.parametrize("override", ["search.trails=2", "search.trials=abc", "prune.selection=best"])
+def test_a_bad_set_is_named_as_the_flag(tmp_path: Path, cfg: Path, capfd, override: str) -> None:
+    out = tmp_path / "run"
+    code, text = run_cli(["search", "--config", cfg, "--out", out, "--set", override], capfd)
+    assert_refused(code, text, f"(from --set {override})")
+    assert "with --set: invalid config" in text
+    assert not out.exists()
+
+
+def test_help_names_every_pick_rule_and_no_markup(capfd) -> None:
+    code, text = run_cli(["export", "--help"], capfd)
+    assert code == 0 and all(r in text for r in ("max-NAME", "min-NAME", "NAME<=X", "NAME>=X"))
+    code, text = run_cli(["--help"], capfd)
+    assert code == 0 and "``" not in text
+
+
 @pytest.mark.parametrize("pick", ["best", "macs<=", "macs<=lots", "macs<=1e999", "max-",
                                   "<=5", "macs=<5", "knee please"])
 def test_bad_pick_in_search(tmp_path: Path, cfg: Path, capfd, pick: str) -> None:
