@@ -443,7 +443,8 @@ def _format_errors(exc: ValidationError, overridden: Mapping[str, Any] | None = 
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         if overridden:  # a field set on the command line is named as such, not as the file's
-            hit = next((k for k in overridden if loc == k or loc.startswith(k + ".")), None)
+            hit = next((k for k in overridden if loc == k or loc.startswith(k + ".")
+                        or k.startswith(loc + ".")), None)  # (a section's own check)
             if hit is not None:
                 loc = f"{loc} (from --set {hit}={overridden[hit]})"
         msg = err["msg"]
@@ -468,9 +469,9 @@ def config_from_dict(data: Any, *, source: str = "<config>",
         return RunConfig.model_validate(data)
     except ValidationError as exc:
         where = source
-        if overridden and all(any(".".join(str(p) for p in e["loc"]) == k
-                                  or ".".join(str(p) for p in e["loc"]).startswith(k + ".")
-                                  for k in overridden) for e in exc.errors()):
+        locs = [".".join(str(p) for p in e["loc"]) for e in exc.errors()]
+        if overridden and all(any(loc == k or loc.startswith(k + ".") or k.startswith(loc + ".")
+                                  for k in overridden) for loc in locs):
             where = f"{source} with --set"  # every error is in a --set field
         raise ConfigError(f"{where}: invalid config\n{_format_errors(exc, overridden)}") from None
 

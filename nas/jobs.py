@@ -102,13 +102,15 @@ def drop_weakest_blocks(model: nn.Module, calib: Any, family: str, n: int) -> di
     copy of ``model``; ``{"model", "dropped", "errors"}`` (the model itself when ``n`` is 0)."""
     if n == 0:
         return {"model": model, "dropped": [], "errors": {}}
-    blocks = list(search_spaces.get_family(family).blocks)
-    if not blocks:
+    gone = pruning.dropped_blocks(model, search_spaces.get_family(family).blocks)
+    blocks = [b for b in search_spaces.get_family(family).blocks if b not in gone]
+    if not blocks and not gone:
         raise ConfigError(f"prune.drop_blocks={n}: the model ({family}) has no removable "
                           "residual block; only torchvision / timm / own models have them")
     if n > len(blocks):
         raise ConfigError(f"prune.drop_blocks={n}: the model has {len(blocks)} removable "
-                          f"blocks ({', '.join(blocks)})")
+                          f"blocks left ({', '.join(blocks) or 'none'}"
+                          + (f"; {', '.join(gone)} already removed" if gone else "") + ")")
     errors = pruning.block_drop_errors(model, calib, blocks)
     dropped = sorted(blocks, key=lambda b: errors[b])[:n]
     console.print(f"depth: removing {n} of {len(blocks)} residual blocks: " + ", ".join(

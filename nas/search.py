@@ -250,7 +250,10 @@ def _uniform_by_cost_model(spec: ArchSpec, target: float, *, rounds: int = 4,
 
     units = width_units(spec.family)
     shape = tuple(spec.input_shape)
-    full_model = search_spaces.build(spec)
+    # the cost model and the factor are of the family's full widths (as spec.scaled is),
+    # whatever widths the given spec has; its removed blocks stay removed
+    full_model = search_spaces.build(spec.with_widths(search_spaces.get_family(spec.family)
+                                                      .default_widths))
     cm = CostModel(full_model, shape, units, "macs")
     offset = float(count_macs(full_model, shape)) - cm.full()  # what the groups do not scale
     proxy = target - offset

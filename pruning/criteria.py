@@ -331,12 +331,13 @@ def greedy_reconstruction(moments: Moments, k: int, *, ridge: float = 1e-8) -> T
 
 def lasso_path_select(A: Tensor, b: Tensor, k: int, *, iters: int = 3000,
                       tol: float = 1e-10) -> Tensor:
-    """The ``k`` coefficients that survive the smallest L1 penalty leaving at most ``k`` non-zero.
+    """The ``k`` coefficients that survive an L1 penalty leaving at most ``k`` non-zero.
 
     Minimises ``0.5 beta^T A beta - b^T beta + lam |beta|_1`` by FISTA (warm-started) while
-    ``lam`` is bisected between 0 and ``max |b|`` (where every coefficient is zero) for the
-    smallest penalty with at most ``k`` non-zeros, as He et al. 2017 raise lambda until the
-    constraint holds. Returns the kept indices (k of them: the non-zeros at that penalty,
+    ``lam`` is bisected between 0 and ``max |b|`` (where every coefficient is zero) for a
+    penalty with exactly, or else at most, ``k`` non-zeros, as He et al. 2017 raise lambda
+    until the constraint holds (the count need not fall monotonically with lambda; the
+    bisection finds one such penalty, not the smallest). Returns the kept indices (k of them: the non-zeros at that penalty,
     topped up by |beta| at the next smaller penalty when the path jumps past k).
     """
     C = int(b.numel())
@@ -351,16 +352,17 @@ def lasso_path_select(A: Tensor, b: Tensor, k: int, *, iters: int = 3000,
 
     def solve(lam: float, beta: Tensor) -> Tensor:
         z, t = beta.clone(), 1.0
-        for _ in range(iters):
+        for it in range(iters):
             g = A @ z - b
             new = z - g / L
             new = torch.sign(new) * (new.abs() - lam / L).clamp_min(0.0)
             t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
             z = new + (t - 1) / t_next * (new - beta)
-            step = float((new - beta).abs().max())
+            if it % 10 == 9:  # the convergence test syncs: every 10th step
+                step = float((new - beta).abs().max())
+                if step <= tol * max(float(new.abs().max()), 1e-30):
+                    return new
             beta, t = new, t_next
-            if step <= tol * max(float(beta.abs().max()), 1e-30):
-                break
         return beta
 
     lo, hi = 0.0, float(b.abs().max())
@@ -386,9 +388,10 @@ def lasso_path_select(A: Tensor, b: Tensor, k: int, *, iters: int = 3000,
 
 
 def _contribution_gram(unit: Unit) -> tuple[Tensor, Tensor]:
-    """He et al.'s LASSO problem on the moments: channel i contributes ``Z_i = X_i W_i^T``
-    (its slice of the consumer's current weights); ``A_ij = <Z_i, Z_j>``, ``b_i = <Y, Z_i>``
-    per sample, summed over a coupled unit's members, each scaled to unit mean output variance."""
+    """He et al.'s LASSO problem on the moments: channel i contributes ``Z_i = X_i W_i^T /
+    |W_i|_F`` (its slice of the consumer's current weights, normalised as the paper's
+    constraint ``|W_i|_F = 1`` asks); ``A_ij = <Z_i, Z_j>``, ``b_i = <Y, Z_i>`` per sample,
+    summed over a coupled unit's members, each scaled to unit mean output variance."""
     assert unit.moments is not None
     C = unit.num_channels
     A: Tensor | None = None
@@ -402,8 +405,12 @@ def _contribution_gram(unit: Unit) -> tuple[Tensor, Tensor]:
                              "grouped convolutions are not supported")
         scale = float(mom.V.mean())
         scale = scale if scale > 0 else 1.0
-        Aj = (mom.S * (W.T @ W)).view(C, g, C, g).sum(dim=(1, 3)) / scale
-        bj = (mom.R * W).sum(0).view(C, g).sum(1) / scale
+        # the paper constrains ||W_i||_F = 1, so beta_i carries each channel's scale and the
+        # L1 penalty compares channels on their contributions' shape, not their weights' norm
+        norm = W.view(-1, C, g).pow(2).sum(dim=(0, 2)).sqrt()
+        norm = torch.where(norm > 0, norm, torch.ones_like(norm))
+        Aj = (mom.S * (W.T @ W)).view(C, g, C, g).sum(dim=(1, 3)) / torch.outer(norm, norm) / scale
+        bj = (mom.R * W).sum(0).view(C, g).sum(1) / norm / scale
         A = Aj if A is None else A + Aj
         b = bj if b is None else b + bj
     assert A is not None and b is not None

@@ -212,7 +212,8 @@ class Pass:
     def skip_reason(self, unit: list[Consumer]) -> str | None:
         head = unit[0]
         coupled_alone = (self.config.residual == "coupled" and head.coupling in ("residual", "shared")
-                         and head.skip_reason == f"{head.coupling}-coupled input channels")
+                         and head.skip_reason == f"{head.coupling}-coupled input channels"
+                         and [n for n in head.consumers if n in self.by_name] == [head.name])
         if len(unit) == 1 and head.skip_reason is not None and not coupled_alone:
             # (a coupled set of one - a residual stream read only by the head - is a unit)
             return head.skip_reason

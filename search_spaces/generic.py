@@ -384,6 +384,9 @@ def register_source(source: ModelSource, *, input_shape: tuple[int, int, int] | 
         name=name, builder=builder, default_widths=groups.widths,
         input_shape=shape,  # type: ignore[arg-type]
         num_classes=classes, read_widths=read_widths,
+        # v2: channels read by several layers and single-consumer residual streams are groups
+        # too (the engine's coupled units), and residual blocks can be removed
+        version=2,
         description=f"{source.kind} {source.name} ({len(groups.widths)} channel groups, "
                     f"{len(blocks)} removable blocks, {len(groups.skipped)} layers left alone)",
         blocks=tuple(blocks),

@@ -143,6 +143,8 @@ class ArchSpec:
         self.validate()
         if self.dropped:  # one spec per architecture: widths inside removed blocks are moot
             fam = get_family(self.family, self.input_shape)
+            order = {b: i for i, b in enumerate(fam.blocks)}
+            object.__setattr__(self, "dropped", tuple(sorted(self.dropped, key=order.__getitem__)))
             moot = {k for b in self.dropped for k in fam.block_keys.get(b, ())}
             object.__setattr__(self, "widths", {k: fam.default_widths[k] if k in moot else w
                                                 for k, w in self.widths.items()})
@@ -195,10 +197,9 @@ class ArchSpec:
 
     def with_dropped(self, dropped: Sequence[str]) -> ArchSpec:
         """A copy with these residual blocks removed (and no others)."""
-        order = {b: i for i, b in enumerate(get_family(self.family).blocks)}
         return ArchSpec(
             self.family, self.widths, self.input_shape, self.num_classes, self.family_version,
-            self.meta, tuple(sorted(dropped, key=lambda b: order.get(b, len(order)))),
+            self.meta, tuple(dropped),  # validated and put in the family's order
         )
 
     def scaled(self, factor: float, *, multiple_of: int = 1) -> ArchSpec:

@@ -95,13 +95,14 @@ def resnet_family() -> str:
 def test_the_spec_carries_removed_blocks(resnet_family: str, tmp_path: Path) -> None:
     fam = search_spaces.get_family(resnet_family)
     assert fam.blocks == ("layer1.0", "layer1.1", "layer2.1", "layer3.1", "layer4.1")
-    full = ArchSpec(fam.name, fam.default_widths, fam.input_shape, fam.num_classes)
+    full = search_spaces.default_spec(fam.name)
     spec = full.scaled(0.5).with_dropped(["layer3.1", "layer1.1"])
     assert spec.dropped == ("layer1.1", "layer3.1")  # the family's order
     model = search_spaces.build(spec).eval()
     assert isinstance(model.get_submodule("layer3.1"), nn.Identity)
     assert search_spaces.spec_from_model(model) == spec
     assert ArchSpec.from_dict(spec.to_dict()) == spec
+    assert ArchSpec.from_dict({**spec.to_dict(), "dropped": ["layer3.1", "layer1.1"]}) == spec
     assert "dropped" not in full.to_dict()  # specs without depth stay as they were
     macs = pruning.count_macs(model, (3, 32, 32))
     assert macs < pruning.count_macs(search_spaces.build(full.scaled(0.5)), (3, 32, 32))
@@ -173,7 +174,7 @@ def test_the_prune_job_removes_the_weakest_blocks(tmp_path: Path,
 
     fam = search_spaces.get_family(register_callable(Net), (3, 8, 8))
     assert fam.blocks == ("a", "c")
-    spec = ArchSpec(fam.name, fam.default_widths, (3, 8, 8), 5)
+    spec = search_spaces.default_spec(fam.name, num_classes=5)
     torch.manual_seed(0)
     model = search_spaces.build(spec)
     with torch.no_grad():

@@ -33,7 +33,7 @@ def test_uniform_spec_of_a_source_family_uses_the_cost_model() -> None:
     from search_spaces.generic import family_for
 
     fam = family_for("torchvision", "mobilenet_v2", {"num_classes": 10}, input_shape=(3, 32, 32))
-    full = search_spaces.ArchSpec(fam.name, fam.default_widths, fam.input_shape, fam.num_classes)
+    full = search_spaces.default_spec(fam.name)
     macs = pruning.count_macs(search_spaces.build(full), (3, 32, 32))
     spec, factor = uniform_spec_at(full, 0.5 * macs)
     assert 0 < factor < 1

@@ -78,6 +78,38 @@ def test_lasso_keeps_the_channels_that_carry_the_output() -> None:
     assert lasso_path_select(A, bb, 3).tolist() == [1, 4, 9]
 
 
+def test_lasso_ignores_the_scale_of_a_channels_weights() -> None:
+    # He et al. constrain |W_i|_F = 1: beta_i, not W_i, carries a channel's scale, so a weak
+    # channel whose weights happen to be large (100x) is still left out
+    gen = torch.Generator().manual_seed(3)
+    C, n, m = 6, 400, 3
+    X = torch.randn(n, C, generator=gen, dtype=torch.float64)
+    W = torch.randn(m, C, generator=gen, dtype=torch.float64)
+    W[:, 0] *= 0.4  # channel 0 reaches the output less than the others
+    Y = X @ W.T
+    model = torch.nn.Linear(C, m).double()
+
+    def picked(Ws: torch.Tensor) -> list[int]:
+        from pruning.criteria import LassoSelection, Unit
+
+        mom = pruning.Moments(num_channels=C, group_size=1, num_outputs=m)
+        mom.update(X, Y)
+        with torch.no_grad():
+            model.weight.copy_(Ws)
+
+        class C1:  # the consumer's fields the criterion reads
+            name, module, num_channels = "fc", model, C
+
+        unit = Unit(consumers=[C1()], setting=pruning.RegressionConfig(),  # type: ignore[list-item]
+                    moments=[mom], reference=model, channels=torch.arange(C))
+        return LassoSelection({"fc": 3}).select(unit).keep.tolist()
+
+    loud = W.clone()
+    loud[:, 0] *= 100.0
+    assert 0 not in picked(W)
+    assert picked(loud) == picked(W)
+
+
 @pytest.mark.parametrize("selection", [pruning.GreedyReconstruction, pruning.LassoSelection,
                                        pruning.EntropicAt])
 def test_budgeted_pass_with_a_paper_selection_keeps_the_allocation(selection: type) -> None:
