@@ -58,6 +58,7 @@ from benchmarks.tp_baseline import tp_prune_to
 from nas.checkpoint import load_checkpoint, save_checkpoint
 from nas.experiment import Experiment, Unit
 from nas.recovery import RecoveryConfig, recover
+from pruning import phases
 from search_spaces.data import Loaders
 
 MODES = ("bn", "distill", "finetune")
@@ -123,14 +124,31 @@ class PostTraining:
                                  config=self.config())
         return res.model, best
 
+    def forward_seconds(self, model: torch.nn.Module) -> float:
+        """One forward pass of the calibration set (batches of 256, no grad): the unit a
+        pass's cost is reported in (measured in the same run, on the same machine)."""
+        batches = [x for x, _ in self.calib()]
+        model.eval()
+        with torch.no_grad():
+            model(batches[0])  # warm-up
+            t0 = time.perf_counter()
+            for x in batches:
+                model(x)
+        return time.perf_counter() - t0
+
     def unit_pass(self, arm: str, seed: int, ratio: float) -> dict[str, Any]:
         base = self.base(seed)
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"forward_s": self.forward_seconds(base)}
         t0 = time.perf_counter()
         if arm in ("entropic", *SELECTIONS):
-            res = pruning.sparsify(base, self.calib(), self.config(), target_macs=ratio,
-                                   selection=SELECTIONS.get(arm))
+            timer = common.PhaseTimer(torch.device("cpu"))
+            with phases.listen(timer):
+                res = pruning.sparsify(base, self.calib(), self.config(), target_macs=ratio,
+                                       selection=SELECTIONS.get(arm))
             pruned = res.model
+            assert res.budget is not None
+            extra["budget_seconds"] = res.budget["seconds"]
+            extra["phases_s"] = {k: v for k, v in timer.totals.items() if ">" not in k}
         elif arm == "l1_uniform":
             pruned, share = self._l1_uniform(base, self.target_macs(seed, ratio))
             extra["share"] = share
@@ -142,6 +160,7 @@ class PostTraining:
         else:
             raise ValueError(f"unknown arm {arm!r}; arms are {ARMS}")
         seconds = time.perf_counter() - t0
+        extra["pass_in_forwards"] = seconds / extra["forward_s"]
         pruned = pruned.eval()
         spec = search_spaces.spec_from_model(pruned)
         save_checkpoint(self.pruned_path(arm, seed, ratio), pruned, spec)
