@@ -39,11 +39,25 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
+def import_user_modules(names: list[str]) -> None:
+    """Import each module named in ``model.imports`` (a ValueError naming the failing one)."""
+    import importlib
+
+    for i, name in enumerate(names):
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001 - any failure of a user's module, named
+            raise ValueError(f"imports[{i}]: cannot import {name!r} ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}); it must be importable "
+                             "in this process (PYTHONPATH) and in every Ray worker") from None
+
+
 class ModelSection(_Strict):
     """The model: a registered ``family``, or any torchvision / timm classifier by name, or
     a ``factory`` of your own (``"my_pkg.nets:make_net"``), with ``kwargs``. Exactly one of
     the four; a source is turned into its family name (``torchvision:resnet18``), which
-    every process, Ray workers included, resolves on first use."""
+    every process, Ray workers included, resolves on first use. ``imports`` names modules
+    to import first (a family registered by your own code)."""
 
     family: str = ""
     torchvision: str | None = None
@@ -56,6 +70,16 @@ class ModelSection(_Strict):
     # an entropic-nas checkpoint) or a torch state dict (.pt/.pth, read with
     # weights_only=True, never unpickling objects).
     weights: str | None = None
+    # Modules imported before the model is resolved - in the CLI and in every trial process
+    # (Ray workers included) - e.g. the one that calls search_spaces.register_family for a
+    # family of your own: ``imports: [my_pkg.families]``. They must be importable there.
+    imports: list[str] = Field(default_factory=list)
+
+    @field_validator("imports")
+    @classmethod
+    def _import_them(cls, v: list[str]) -> list[str]:
+        import_user_modules(v)
+        return v
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSection:

@@ -35,7 +35,7 @@ from search_spaces.data import DataSpec, Loaders, get_loaders
 from search_spaces.space import SearchSpace, TrialParams, decode_params
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import ConfigError, PruneSection, RunConfig, TrainSection
+from .config import ConfigError, PruneSection, RunConfig, TrainSection, import_user_modules
 from .search_types import RejectTrial, TrialContext, TrialResult
 from .tracking import epoch_logger
 from .train import TrainConfig, hooked_accuracy, hooked_train, using_hooks
@@ -264,6 +264,7 @@ def _evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sea
                         ) -> TrialResult:
     cfg = setup.config
     t0 = time.perf_counter()
+    import_user_modules(cfg.model.imports)  # a Ray worker has not validated the config
     if ctx.backend == "ray":
         # Several trials share the node: oversubscribed intra-op threads slow small models
         # down by up to 10x, so each trial uses the CPUs Tune reserved for it.

@@ -1,0 +1,75 @@
+"""A family registered by the user's own module, named in the config (``model.imports``):
+the CLI imports it before resolving the model, every trial process (Ray workers included)
+imports it again, and a module that cannot be imported is refused by name, exit 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+
+def _config(backend: str) -> dict:
+    return {
+        "name": "imports",
+        "model": {"family": "users_tiny", "imports": ["users_families"]},
+        "data": {"name": "synthetic", "num_samples": 160, "input_shape": [3, 8, 8],
+                 "num_classes": 4, "batch_size": 32, "val_fraction": 0.25, "augment": False},
+        "train": {"epochs": 1, "lr": 0.05, "threads": 1},
+        "prune": {"calib_images": 64, "calib_batch_size": 32, "calib_positions_per_image": 4},
+        "finetune": {"epochs": 1, "lr": 0.01, "threads": 1},
+        "scratch": {"enabled": False},
+        "search": {"backend": backend, "trials": 2, "sampler": "random",
+                   "space": {"prune_group_prob": 1.0}},
+        "wandb": {"enabled": False},
+    }
+
+
+def _run(tmp_path: Path, cfg: dict, *extra: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "WANDB_MODE": "offline", "RAY_USAGE_STATS_ENABLED": "0",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    return subprocess.run([sys.executable, "-m", "nas.cli", "search", "--config", str(path),
+                           "--out", str(tmp_path / "run"), "--no-wandb", *extra],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["optuna", "ray"])
+def test_a_family_from_the_users_module_is_searched(tmp_path: Path, backend: str) -> None:
+    proc = _run(tmp_path, _config(backend))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["trials"]["COMPLETE"] == 2
+    arch = json.loads((tmp_path / "run" / "export" / "arch.json").read_text())
+    assert arch["family"] == "users_tiny"
+
+
+@pytest.mark.slow
+def test_on_a_two_node_cluster_every_worker_imports_the_module(ray_cluster, tmp_path: Path
+                                                                ) -> None:
+    cfg = _config("ray")
+    cfg["search"]["trials"] = 2
+    proc = _run(tmp_path, cfg, "--ray-address", ray_cluster.address)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["trials"]["COMPLETE"] == 2
+
+
+def test_a_module_that_cannot_be_imported_is_named(tmp_path: Path) -> None:
+    cfg = _config("optuna")
+    cfg["model"]["imports"] = ["users_families", "no_such_module_here"]
+    proc = _run(tmp_path, cfg)
+    assert proc.returncode == 2, proc.stderr
+    assert "model.imports" in proc.stderr and "no_such_module_here" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "config.yaml").exists()
