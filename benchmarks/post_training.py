@@ -14,6 +14,9 @@ Arms (how the net is pruned; every arm then gets the same recovery steps and lr 
   pass and cut at the allocated widths (``pruning.EntropicAt``): the control telling the
   selection objective from the moments it is chosen on (the default arm ranks on the plan
   pass's moments, the paper arms choose on the final pass's);
+- ``greedy_plan``: no entropic regression at all: the plan pass ranks every layer by greedy
+  forward selection (``plan="greedy"``), the allocation runs on those error curves, the
+  final pass selects greedily at the allocated widths;
 - ``l1_uniform``: one width share for every layer (bisected to the entropic arm's MACs),
   the largest-L1 filters kept (Li et al. 2017), refitted by least squares on the same data;
 - ``tp_taylor`` / ``tp_magnitude``: Torch-Pruning's global GroupTaylor / GroupMagnitude
@@ -63,9 +66,10 @@ from search_spaces.data import Loaders
 
 MODES = ("bn", "distill", "finetune")
 ARMS = ("entropic", "greedy", "lasso", "l1_uniform", "tp_taylor", "tp_magnitude",
-        "entropic_final")
+        "entropic_final", "greedy_plan")
 SELECTIONS = {"greedy": pruning.GreedyReconstruction, "lasso": pruning.LassoSelection,
-              "entropic_final": pruning.EntropicAt}
+              "entropic_final": pruning.EntropicAt, "greedy_plan": pruning.GreedyReconstruction}
+PLANS = {"greedy_plan": "greedy"}
 
 
 def pass_key(arm: str, seed: int, ratio: float) -> str:
@@ -144,7 +148,8 @@ class PostTraining:
             timer = common.PhaseTimer(torch.device("cpu"))
             with phases.listen(timer):
                 res = pruning.sparsify(base, self.calib(), self.config(), target_macs=ratio,
-                                       selection=SELECTIONS.get(arm))
+                                       selection=SELECTIONS.get(arm),
+                                       plan=PLANS.get(arm, "entropic"))  # type: ignore[arg-type]
             pruned = res.model
             assert res.budget is not None
             extra["budget_seconds"] = res.budget["seconds"]

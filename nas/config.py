@@ -217,6 +217,9 @@ class PruneSection(_Strict):
     # allocation is the entropic plan's either way): the entropic ranking, or the papers'
     # greedy reconstruction (El Halabi et al. 2022) / LASSO (He et al. 2017), same refit
     selection: Literal["entropic", "greedy", "lasso"] = "entropic"
+    # with a target: how the plan pass ranks channels for the allocation across layers: the
+    # entropic regression's weights, or greedy forward selection on the least-squares error
+    plan: Literal["entropic", "greedy"] = "entropic"
     # depth (the prune job): remove this many residual blocks - those whose removal changes
     # the output least on the calibration data - before the channel pass; needs a model
     # with removable blocks (torchvision / timm / own models: `entropic-nas families`)
@@ -233,9 +236,10 @@ class PruneSection(_Strict):
         from pruning.budget import make_target
 
         make_target(**self.budget_kwargs(), prefix="prune.")
-        if self.selection != "entropic" and not self.has_budget:
-            raise ValueError(f"prune.selection={self.selection!r} chooses channels at a budget's "
-                             "widths: set prune.target_macs, target_params or target_latency_ms")
+        for name, value in (("selection", self.selection), ("plan", self.plan)):
+            if value != "entropic" and not self.has_budget:
+                raise ValueError(f"prune.{name}={value!r} acts on a budget's allocation: set "
+                                 "prune.target_macs, target_params or target_latency_ms")
         try:
             self.setting()
         except ValueError as exc:  # the cross-field rules (top_k >= min_channels)
@@ -257,11 +261,14 @@ class PruneSection(_Strict):
                 "latency_threads": self.latency_threads}
 
     def selection_kwargs(self) -> dict[str, Any]:
-        """``pruning.sparsify``'s ``selection`` argument (empty for the entropic ranking)."""
+        """``pruning.sparsify``'s ``selection`` and ``plan`` arguments (empty: entropic)."""
         import pruning
 
         by = {"greedy": pruning.GreedyReconstruction, "lasso": pruning.LassoSelection}
-        return {"selection": by[self.selection]} if self.selection in by else {}
+        out: dict[str, Any] = {"selection": by[self.selection]} if self.selection in by else {}
+        if self.plan != "entropic":
+            out["plan"] = self.plan
+        return out
 
     @property
     def has_budget(self) -> bool:

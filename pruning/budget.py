@@ -44,13 +44,13 @@ from torch import Tensor, nn
 
 from pruning.config import SparsifyConfig, SparsifyResult
 from pruning.cost import CostModel, WidthUnit
-from pruning.criteria import Criterion, Entropic, Selection
+from pruning.criteria import Criterion, Entropic, Selection, greedy_reconstruction, unit_moments
 from pruning.criteria import Unit as CriterionUnit
 from pruning.engine import CalibCache, Pass, run_given
 from pruning.moments import Moments, feature_columns
 from pruning.regression import cholesky_psd
 
-__all__ = ["BudgetError", "BudgetTarget", "PlannedUnit", "TOLERANCE", "allocate", "error_curve",
+__all__ = ["BudgetError", "BudgetTarget", "GreedyPlan", "PlannedUnit", "TOLERANCE", "allocate", "error_curve",
            "make_target", "output_sensitivity", "sparsify_to_budget"]
 
 Metric = Literal["macs", "params", "latency_ms"]
@@ -59,6 +59,23 @@ Metric = Literal["macs", "params", "latency_ms"]
 # output ("output", :func:`output_sensitivity`).
 Objective = Literal["relative", "output"]
 OBJECTIVES = ("relative", "output")
+# How the plan pass ranks each unit's channels (and so the error-vs-width curves).
+Plan = Literal["entropic", "greedy"]
+PLANS = ("entropic", "greedy")
+
+
+class GreedyPlan(Criterion):
+    """The plan pass's ranking by greedy forward selection (:func:`greedy_reconstruction`
+    over every channel): ``w`` is C - (position in the greedy order), so ranking by ``w`` is
+    the greedy order and its prefixes are the greedy subsets; every channel is kept."""
+
+    def select(self, unit: CriterionUnit) -> Selection:
+        mom = unit_moments(unit)
+        C = unit.num_channels
+        order = greedy_reconstruction(mom, C, ridge=unit.setting.refit_ridge)
+        w = torch.empty(C, dtype=torch.float64)
+        w[order] = torch.arange(C, 0, -1, dtype=torch.float64)
+        return Selection(keep=torch.arange(C), params=None, w=w)
 
 log = logging.getLogger(__name__)
 
@@ -375,8 +392,14 @@ def sparsify_to_budget(
     *,
     objective: Objective = "relative",
     selection: Callable[[Mapping[str, int]], Criterion] | None = None,
+    plan: Plan = "entropic",
 ) -> SparsifyResult:
     """The budgeted pass (see the module docstring); returns a SparsifyResult with ``budget``.
+
+    ``plan="greedy"`` ranks each unit's channels in the plan pass by greedy forward
+    selection on the least-squares error (:class:`GreedyPlan`: no entropic solve, and the
+    plan pass keeps every channel, so each layer is ranked on the unpruned network's inputs)
+    instead of the entropic regression's weights.
 
     ``objective="output"`` weights each unit's error curve by :func:`output_sensitivity`
     (measured once on the original network, before the plan pass). ``selection`` (e.g.
@@ -385,6 +408,8 @@ def sparsify_to_budget(
     """
     if objective not in OBJECTIVES:
         raise BudgetError(f"budget objective must be one of {OBJECTIVES}, got {objective!r}")
+    if plan not in PLANS:
+        raise BudgetError(f"budget plan must be one of {PLANS}, got {plan!r}")
     t_start = time.perf_counter()
     input_shape = tuple(example.shape[1:])
     full = _measure_metric(model, input_shape, target)
@@ -420,7 +445,7 @@ def sparsify_to_budget(
 
     class _Plan(Entropic):  # the entropic selection, recording each unit's ranking and curve
         def select(self, unit: CriterionUnit) -> Selection:
-            sel = super().select(unit)
+            sel = GreedyPlan().select(unit) if plan == "greedy" else super().select(unit)
             _plan_units(unit, sel, plans)
             return sel
 
@@ -429,9 +454,9 @@ def sparsify_to_budget(
     t0 = time.perf_counter()
     plan_cfg = dataclasses.replace(config, recalibrate_bn=False)
     cache = CalibCache()
-    plan = Pass(model, loader, plan_cfg, example).run(_Plan(), config.layers, cache=cache)
+    plan_run = Pass(model, loader, plan_cfg, example).run(_Plan(), config.layers, cache=cache)
     plan_s = time.perf_counter() - t0
-    del plan
+    del plan_run
 
     # 2. allocation, checked on the real thinned model
     t0 = time.perf_counter()
@@ -511,6 +536,7 @@ def sparsify_to_budget(
         "widths": {p.name: k for p, k in zip(plans, widths, strict=True)},
         "predicted_error": {p.name: p.error[k] for p, k in zip(plans, widths, strict=True)},
         "objective": objective,
+        "plan": plan,
         "selection": "entropic" if selection is None else getattr(selection, "__name__", repr(selection)),
         "sensitivity": {p.name: p.weight for p in plans} if objective == "output" else None,
         "rounds": len(rounds),

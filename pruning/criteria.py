@@ -52,7 +52,7 @@ from pruning.surgery import Consumer, build_graph, discover_consumers
 
 __all__ = ["Criterion", "Entropic", "EntropicAt", "GivenChannels", "GreedyReconstruction", "L1Magnitude",
            "LassoSelection", "SameWidths", "Selection", "Unit", "WidthCriterion",
-           "greedy_reconstruction", "l1_channel_ranking", "lasso_path_select"]
+           "greedy_reconstruction", "l1_channel_ranking", "lasso_path_select", "unit_moments"]
 
 
 @dataclass
@@ -272,7 +272,8 @@ class L1Magnitude(WidthCriterion):
         return Selection(keep=keep, params=_refit_all(unit, keep))
 
 
-def _stacked(unit: Unit) -> Moments:
+def unit_moments(unit: Unit) -> Moments:
+    """The unit's moments as one problem (a coupled unit's stacked, :func:`stack_moments`)."""
     if unit.moments is None:
         raise ValueError(f"{unit.names}: the criterion needs the unit's regression moments")
     return unit.moments[0] if len(unit.moments) == 1 else stack_moments(unit.moments)[0]
@@ -427,7 +428,7 @@ class GreedyReconstruction(WidthCriterion):
     """
 
     def select(self, unit: Unit) -> Selection:
-        mom = _stacked(unit)
+        mom = unit_moments(unit)
         k = self._width(unit)
         keep = torch.sort(greedy_reconstruction(mom, k, ridge=unit.setting.refit_ridge)).values
         return Selection(keep=keep, params=_refit_all(unit, keep))

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from pruning.budget import make_target, sparsify_to_budget
+from pruning.budget import Plan, make_target, sparsify_to_budget
 from pruning.capture import first_batch, model_device
 from pruning.config import SparsifyConfig, SparsifyResult
 from pruning.criteria import Criterion, Entropic
@@ -61,6 +61,7 @@ def sparsify(
     latency_batch_size: int = 1,
     latency_threads: int | None = None,
     selection: Callable[[Mapping[str, int]], Criterion] | None = None,
+    plan: Plan = "entropic",
 ) -> SparsifyResult:
     """Prune a trained network layer by layer with sparse entropic regression.
 
@@ -87,6 +88,9 @@ def sparsify(
             width}``) that chooses each layer's channels at the allocated widths in the final
             pass, e.g. ``pruning.GreedyReconstruction`` or ``pruning.LassoSelection`` (the
             papers' selections with the same allocation and refit); None: the entropic ranking.
+        plan: With a target only: how the plan pass ranks each layer's channels for the
+            allocation: ``"entropic"`` (the regression's weights) or ``"greedy"`` (greedy
+            forward selection on the least-squares error, :class:`pruning.budget.GreedyPlan`).
 
     Returns:
         SparsifyResult with the pruned copy, one LayerReport per consumer, and the parameter
@@ -113,12 +117,12 @@ def sparsify(
     calib_loader = reiterable(calib_loader, config.max_batches)
     example = first_batch(calib_loader)[:1]
     check_input_fits(model, example.to(model_device(model)))
-    if selection is not None and target is None:
-        raise ValueError("sparsify: selection= picks channels at a budget's widths; give "
+    if (selection is not None or plan != "entropic") and target is None:
+        raise ValueError("sparsify: selection= / plan= act on a budget's allocation; give "
                          "target_macs, target_params or target_latency_ms with it")
     if target is not None:
         return sparsify_to_budget(model, calib_loader, config, target, example,
-                                  selection=selection)
+                                  selection=selection, plan=plan)
     return Pass(model, calib_loader, config, example).run(Entropic(), config.layers)
 
 

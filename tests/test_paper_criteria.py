@@ -130,7 +130,23 @@ def test_budgeted_pass_with_a_paper_selection_keeps_the_allocation(selection: ty
         assert torch.isfinite(theirs.model(calib[0])).all()
 
 
+def test_a_greedy_plan_allocates_on_greedy_rankings() -> None:
+    torch.manual_seed(0)
+    model = lenet5().eval()
+    calib = [torch.randn(32, 1, 28, 28) for _ in range(3)]
+    cfg = pruning.SparsifyConfig(progress=False, calib_positions_per_image=8, seed=0)
+    res = pruning.sparsify(model, calib, cfg, target_macs=0.4, plan="greedy",
+                           selection=pruning.GreedyReconstruction)
+    assert res.budget is not None and res.budget["plan"] == "greedy"
+    assert res.budget["within_tolerance"], res.budget["note"]
+    # a plan error curve never rises as channels are added back (nested greedy prefixes)
+    errors = res.budget["predicted_error"]
+    assert all(0.0 <= e <= 1.0 for e in errors.values())
+    with pytest.raises(pruning.BudgetError, match="plan"):
+        pruning.sparsify(model, calib, cfg, target_macs=0.4, plan="random")  # type: ignore[arg-type]
+
+
 def test_selection_without_a_target_is_refused() -> None:
     model = lenet5().eval()
-    with pytest.raises(ValueError, match="selection="):
+    with pytest.raises(ValueError, match="selection= / plan="):
         pruning.sparsify(model, [torch.randn(8, 1, 28, 28)], selection=pruning.LassoSelection)

@@ -18,6 +18,7 @@ ARM_LABELS = {
     "greedy": "greedy reconstruction (El Halabi 2022), same widths + refit",
     "lasso": "LASSO (He 2017), same widths + refit",
     "entropic_final": "entropic re-solved in the final pass, same widths + refit",
+    "greedy_plan": "greedy plan + greedy selection (no entropic term) + refit",
     "l1_uniform": "uniform widths, L1 filters (Li 2017) + refit",
     "tp_taylor": "Torch-Pruning GroupTaylor (global)",
     "tp_magnitude": "Torch-Pruning GroupMagnitude (global)",
