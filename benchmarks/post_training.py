@@ -184,6 +184,20 @@ class PostTraining:
                 **accuracies(pruned.eval(), self.loaders)}
 
 
+def _target_from(res: Any, bench: PostTraining, seed: int, ratio: float) -> int:
+    row = res.get(pass_key("entropic", seed, ratio))
+    if not row:
+        raise SystemExit(f"post_training.json has no entropic pass at s{seed} x{ratio:g}")
+    return round(row["macs_ratio"] * pruning.count_macs(bench.base(seed), INPUT))
+
+
+def _timed_pass(bench: PostTraining, arm: str, seed: int, ratio: float) -> dict[str, Any]:
+    row = bench.unit_pass(arm, seed, ratio)
+    keep = ("pass_s", "forward_s", "pass_in_forwards", "macs_ratio", "budget_seconds",
+            "phases_s", "val_acc")
+    return {"arm": arm, "seed": seed, "ratio": ratio, **{k: row[k] for k in keep if k in row}}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.post_training",
                                 description=(__doc__ or "").split("\n")[0])
@@ -195,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=22, help="distill / finetune steps")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--work", type=Path, default=common.ROOT / "runs" / "bench" / "post_training")
+    p.add_argument("--speed", action="store_true",
+                   help="time each arm's pass alone (run it with nothing else on the cores): "
+                        "rows in post_training_speed.json, the pruned nets not kept")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the code path only")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
@@ -207,10 +224,23 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work / ("smoke" if args.smoke else "full")
     results_dir = work if args.smoke else common.RESULTS
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    exp = Experiment("post_training", results_dir, s, work=work,
+    name = "post_training_speed" if args.speed else "post_training"
+    exp = Experiment(name, results_dir, s, work=work / ("speed" if args.speed else ""),
                      must_match=("steps", "calib_images"), env=common.environment(dev))
     bench = PostTraining(exp, common.RESULTS / "cifar_fast_ckpt")
     units: list[Unit] = []
+    if args.speed:  # the passes only, timed alone; the peers' target MACs from the main file
+        main_res = Experiment("post_training", results_dir, s, work=work).res
+        bench.target_macs = functools.partial(  # type: ignore[method-assign]
+            _target_from, main_res, bench)
+        for seed in args.seeds:
+            for r in args.ratios:
+                for arm in [a for a in ARMS if a in args.arms]:
+                    units.append(Unit(f"time/{arm}/s{seed}/x{r:g}", functools.partial(
+                        _timed_pass, bench, arm, seed, r)))
+        exp.run(units, brief=lambda row: f"{row['pass_s']:.1f} s = "
+                                         f"{row['pass_in_forwards']:.0f} forward passes")
+        return 0
 
     def add(key: str, fn: Any, seed: int, ratio: float, **row: Any) -> None:
         units.append(Unit(key, lambda: {**row, "seed": seed, "ratio": ratio, **fn()}))
