@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 import torchvision
+from bad_input_helpers import config
 from torch import nn
 
 import nas
@@ -139,19 +140,10 @@ def test_the_sampler_drops_blocks_with_the_probability(resnet_family: str) -> No
 
 @pytest.mark.slow
 def test_a_search_removes_blocks_and_exports_them(tmp_path: Path) -> None:
-    cfg = nas.RunConfig.model_validate({
-        "name": "depth",
-        "model": {"family": "small_cnn"},  # replaced by the module given to run_search
-        "data": {"name": "synthetic", "num_samples": 192, "input_shape": [3, 8, 8],
-                 "num_classes": 5, "batch_size": 32, "val_fraction": 0.25, "augment": False},
-        "train": {"epochs": 1, "lr": 0.05, "threads": 1},
-        "prune": {"calib_images": 64, "calib_batch_size": 32, "calib_positions_per_image": 4},
-        "finetune": {"epochs": 1, "lr": 0.01, "threads": 1},
-        "scratch": {"enabled": False},
-        "search": {"backend": "optuna", "trials": 1, "sampler": "random",
-                   "space": {"prune_group_prob": 1.0, "drop_block_prob": 1.0}},
-        "wandb": {"enabled": False},
-    })
+    cfg = nas.RunConfig.model_validate(config(**{
+        "name": "depth", "model": {"family": "small_cnn"},  # replaced by run_search's module
+        "data.num_samples": 192, "data.input_shape": [3, 8, 8], "data.num_classes": 5,
+        "search.space": {"prune_group_prob": 1.0, "drop_block_prob": 1.0}}))
     torch.manual_seed(0)
     summary = nas.run_search(cfg, tmp_path / "run", model=Net(), progress=False)
     assert summary["trials"]["COMPLETE"] == 1

@@ -12,25 +12,17 @@ from pathlib import Path
 
 import pytest
 import yaml
+from bad_input_helpers import config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 
 def _config(backend: str) -> dict:
-    return {
-        "name": "imports",
-        "model": {"family": "users_tiny", "imports": ["users_families"]},
-        "data": {"name": "synthetic", "num_samples": 160, "input_shape": [3, 8, 8],
-                 "num_classes": 4, "batch_size": 32, "val_fraction": 0.25, "augment": False},
-        "train": {"epochs": 1, "lr": 0.05, "threads": 1},
-        "prune": {"calib_images": 64, "calib_batch_size": 32, "calib_positions_per_image": 4},
-        "finetune": {"epochs": 1, "lr": 0.01, "threads": 1},
-        "scratch": {"enabled": False},
-        "search": {"backend": backend, "trials": 2, "sampler": "random",
-                   "space": {"prune_group_prob": 1.0}},
-        "wandb": {"enabled": False},
-    }
+    return config(**{"name": "imports",
+                     "model": {"family": "users_tiny", "imports": ["users_families"]},
+                     "data.input_shape": [3, 8, 8], "data.num_samples": 160,
+                     "search.backend": backend, "search.trials": 2})
 
 
 def _run(tmp_path: Path, cfg: dict, *extra: str) -> subprocess.CompletedProcess[str]:
