@@ -179,7 +179,8 @@ def test_the_prune_job_removes_the_weakest_blocks(tmp_path: Path,
            "data": {"name": "synthetic", "num_samples": 200, "input_shape": [3, 8, 8],
                     "num_classes": 5, "batch_size": 32, "val_fraction": 0.2, "augment": False},
            "prune": {"calib_images": 128, "calib_batch_size": 64, "calib_positions_per_image": 8,
-                     "drop_blocks": 1, "target_macs": 0.6, "selection": "greedy"},
+                     "drop_blocks": 1, "target_macs": 0.6, "selection": "greedy",
+                     "plan": "greedy"},
            "finetune": {"epochs": 0}}
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -188,6 +189,7 @@ def test_the_prune_job_removes_the_weakest_blocks(tmp_path: Path,
     summary = json.loads((out / "report.json").read_text())["summary"]
     assert summary["dropped_blocks"] == ["c"] and summary["block_errors"]["c"] < 1e-12
     assert summary["budget"]["selection"] == "GreedyReconstruction"
+    assert summary["budget"]["plan"] == "greedy"
     assert summary["macs_ratio"] == pytest.approx(0.6, rel=0.05)
     assert ArchSpec.load(out / "arch.json").dropped == ("c",)
     capsys.readouterr()
