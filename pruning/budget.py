@@ -1,4 +1,4 @@
-"""Budget-targeted pruning: hit a MACs / params / latency target (issue 10 item 1).
+"""Budget-targeted pruning: hit a MACs / params / latency target.
 
 ``sparsify(model, loader, config, target_macs=0.5)`` works in two data passes whatever the
 number of search steps:

@@ -1,4 +1,4 @@
-"""Cost-aware strengths (issue 10 item 2): each layer's eps_L2 scaled by what a channel costs.
+"""Cost-aware strengths: each layer's eps_L2 scaled by what a channel costs.
 
 A channel of consumer u costs, at the full widths, the MACs (or parameters) it removes in
 u itself and in its producer(s) (``pruning.budget``'s bilinear width model). With
