@@ -402,7 +402,10 @@ class SearchSection(_Strict):
         from .storage import redact
 
         return None if v is None else redact(v)
-    accuracy: Literal["finetuned", "scratch_e", "scratch_b", "pruned"] = "finetuned"
+    # the trial's accuracy objective: after the fine-tune (default), from scratch, right after
+    # pruning, or after the `recovery:` step (a post-training search: set finetune.epochs: 0
+    # and scratch.enabled: false, and a trial is a pass + a recovery + a validation pass)
+    accuracy: Literal["finetuned", "scratch_e", "scratch_b", "pruned", "recovered"] = "finetuned"
     cost: Literal["macs", "params", "latency"] = "macs"
     max_macs: float | None = Field(default=None, gt=0)
     # feasibility bounds like max_macs: a trial above one is rejected (latency in ms per
@@ -461,6 +464,13 @@ class RunConfig(_Strict):
     scratch: ScratchSection = Field(default_factory=ScratchSection)
     search: SearchSection = Field(default_factory=SearchSection)
     wandb: WandbSection = Field(default_factory=WandbSection)
+
+    @model_validator(mode="after")
+    def _recovered_needs_a_recovery(self) -> RunConfig:
+        if self.search.accuracy == "recovered" and self.recovery.mode == "none":
+            raise ValueError("search.accuracy='recovered' scores each trial after the "
+                             "recovery step: set recovery.mode (bn, distill or finetune)")
+        return self
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -273,8 +273,8 @@ def _evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sea
     loaders = load_data(cfg)
     ckpt = load_checkpoint(setup.pretrained)
     model = ckpt.model
-    if tp.dropped:  # depth first: the pass then thins what is left
-        model = pruning.drop_blocks(model, tp.dropped, inplace=True)
+    if tp.dropped:  # depth first: the pass then thins what is left (a copy: the unpruned
+        model = pruning.drop_blocks(model, tp.dropped)  # net stays the recovery's teacher)
     input_shape = tuple(loaders.input_shape)
     calib = loaders.calib(min(cfg.prune.calib_images, len(loaders.train.dataset)),  # type: ignore[arg-type]
                           cfg.prune.calib_batch_size)
@@ -341,6 +341,15 @@ def _evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sea
                               f"{c['device']}, {c['threads']} threads)")
     device = next(model.parameters()).device
     attrs["acc_pruned"] = hooked_accuracy(model, val_loader(loaders), device=device)
+    if cfg.recovery.mode != "none":  # the post-training step (guarded on val), before any FT
+        from .recovery import RecoveryConfig, recover
+
+        rec = recover(model, ckpt.model, loaders.train,
+                      RecoveryConfig(**cfg.recovery.model_dump()), val_loader=val_loader(loaders),
+                      device=device)
+        attrs["recovery"] = {k: rec[k] for k in ("mode", "steps", "lr", "kept", "seconds")}
+        # through the evaluate hook like every recorded accuracy (the guard's own use plain)
+        attrs["acc_recovered"] = hooked_accuracy(model, val_loader(loaders), device=device)
     ft_epochs = tp.finetune_epochs if tp.schedule == "one_shot" else ft_epochs_between
     model, ft = hooked_train(model, loaders, train_config(cfg.finetune, progress=setup.progress,
                                                           epochs=ft_epochs),
@@ -365,7 +374,7 @@ def _evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sea
         {"params": params, "attrs": attrs, "layers": reports}, indent=2, default=str))
     plot_widths(spec, ctx.trial_dir / "widths.png")
     attrs["widths_plot"] = str(ctx.trial_dir / "widths.png")
-    acc_key = {"finetuned": "acc_finetuned", "pruned": "acc_pruned",
+    acc_key = {"finetuned": "acc_finetuned", "pruned": "acc_pruned", "recovered": "acc_recovered",
                "scratch_e": "acc_scratch_e", "scratch_b": "acc_scratch_b"}[cfg.search.accuracy]
     if acc_key not in attrs:
         raise ValueError(f"search.accuracy={cfg.search.accuracy!r} needs scratch variant "
