@@ -45,3 +45,19 @@ def test_each_arm_picks_its_own_lr_on_validation() -> None:
     text = render({"post_training.json": {"settings": {"steps": 22}, "rows": rows}})
     assert "Torch-Pruning GroupTaylor" in text and "81.00 (lr 0.1 of 2)" in text
     assert "99.00" not in text and "90.00" not in text
+
+
+def test_the_speed_table_lists_each_arm_alone_fastest_first() -> None:
+    from benchmarks.report.post_training import render_speed
+
+    rows = {
+        "time/entropic/s1/x0.33": {"arm": "entropic", "ratio": 0.33, "pass_s": 113.4,
+                                   "pass_in_forwards": 18.1, "val_acc": 0.8272,
+                                   "budget_seconds": {"plan_pass": 94.2, "final_pass": 19.1},
+                                   "phases_s": {"solve": 67.1}},
+        "time/l1_uniform/s1/x0.33": {"arm": "l1_uniform", "ratio": 0.33, "pass_s": 24.7,
+                                     "pass_in_forwards": 6.0, "val_acc": 0.817},
+    }
+    text = render_speed({"post_training_speed.json": {"rows": rows, "env": {"torch_threads": 2}}})
+    assert text.index("uniform widths") < text.index("entropic (budgeted pass)")
+    assert "| 113.4 | 18.1 | 94.2 | 19.1 | 67.1 | 82.72 |" in text

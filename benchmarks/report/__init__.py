@@ -49,6 +49,7 @@ SECTIONS: dict[str, Callable[[dict[str, dict[str, Any]], Path], str]] = {
     "vgg_pass": vgg_pass.render,
     "budget_hit": budget_hit.render,
     "post_training": post_training.render,
+    "post_training_speed": post_training.render_speed,
 }
 
 CONVENTIONS = (

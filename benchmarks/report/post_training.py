@@ -70,7 +70,8 @@ def render(runs: dict[str, dict[str, Any]], figdir: Path | None = None) -> str:
              "learning rate picked per arm on the validation split (plain accuracy) from the "
              "same grid; the cells are test accuracy with flip + translate TTA of the pick "
              "(the test split is read for every row, only the pick is reported). `pass s` is "
-             "the pruning's own seconds; a recovery step costs the same in every arm.\n"]
+             "the pruning's own seconds, measured beside other jobs (the next table has them "
+             "alone); a recovery step costs the same in every arm.\n"]
     for name, data in sorted(runs.items()):
         s = data.get("settings", {})
         rows = data.get("rows", {})
@@ -86,4 +87,31 @@ def render(runs: dict[str, dict[str, Any]], figdir: Path | None = None) -> str:
                      f"images, {s.get('threads')} torch threads.\n")
         parts.append(md_table(["base", "target", "arm", "MACs", "pass only",
                                *(label for _, label in MODES), "pass s"], table))
+    return "\n".join(parts) + "\n"
+
+
+def render_speed(runs: dict[str, dict[str, Any]], figdir: Path | None = None) -> str:
+    """Each arm's pass timed alone (``--speed``): seconds, forward passes, the budget's split."""
+    parts = ["## Pass cost, each arm alone (fast family)\n",
+             "Source: `benchmarks/results/post_training_speed.json` (`python -m "
+             "benchmarks.post_training --speed`): each arm's pass run with nothing else on the "
+             "cores; `forward passes` is the pass's seconds over one forward pass of the same "
+             "2,048 calibration images timed in the same unit; plan / final are the budgeted "
+             "pass's two data passes, `solve` the entropic solves inside them.\n"]
+    for name, data in sorted(runs.items()):
+        table = []
+        for r in sorted(data.get("rows", {}).values(), key=lambda r: r["pass_s"]):
+            b = r.get("budget_seconds") or {}
+            ph = r.get("phases_s") or {}
+            table.append([ARM_LABELS.get(r["arm"], r["arm"]), f"x{r['ratio']:g}",
+                          f"{r['pass_s']:.1f}", f"{r['pass_in_forwards']:.1f}",
+                          f"{b['plan_pass']:.1f}" if "plan_pass" in b else "–",
+                          f"{b['final_pass']:.1f}" if "final_pass" in b else "–",
+                          f"{ph['solve']:.1f}" if "solve" in ph else "–",
+                          _pct(r.get("val_acc"))])
+        env = data.get("env", {})
+        parts.append(f"`{name}`: {env.get('torch_threads', '?')} torch threads, "
+                     f"{env.get('device', '?')}.\n")
+        parts.append(md_table(["arm", "target", "pass s", "forward passes", "plan s", "final s",
+                               "solve s", "val %"], table))
     return "\n".join(parts) + "\n"
