@@ -19,6 +19,8 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -398,6 +400,21 @@ class _Progress:
                                    widths_plot_path=record.attrs.get("widths_plot"))
 
 
+@contextmanager
+def _optuna_quiet() -> Iterator[None]:
+    """Optuna's own INFO lines off while a search runs (each trial already gets one line of
+    ours); ``ENTROPIC_NAS_OPTUNA_VERBOSE=1`` keeps them."""
+    import optuna
+
+    before = optuna.logging.get_verbosity()
+    if os.environ.get("ENTROPIC_NAS_OPTUNA_VERBOSE", "0") in ("", "0"):
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
+
+
 def run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None = None,
                trials: int | None = None, storage: str | None = None, resume: bool = False,
                wandb_enabled: bool | None = None, ray_address: str | None = None,
@@ -428,7 +445,7 @@ def run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None = None,
             raise TypeError("run_search: train_fn needs evaluate_fn (a search selects on the "
                             "accuracy your evaluate_fn reports)")
         hooks = TrainHooks(train_fn=train_fn, evaluate_fn=evaluate_fn)
-    with using_hooks(hooks):
+    with using_hooks(hooks), _optuna_quiet():
         return _run_search(cfg, run_dir, backend=backend, trials=trials, storage=storage,
                            resume=resume, wandb_enabled=wandb_enabled, ray_address=ray_address,
                            pick=pick, progress=progress, source=source, model=model,

@@ -44,6 +44,8 @@ def test_a_family_from_the_users_module_is_searched(tmp_path: Path, backend: str
     assert summary["trials"]["COMPLETE"] == 2
     arch = json.loads((tmp_path / "run" / "export" / "arch.json").read_text())
     assert arch["family"] == "users_tiny"
+    log = proc.stdout + proc.stderr  # one line per trial: ours, not also Optuna's INFO line
+    assert "trial 1 complete" in log and "finished with value" not in log
 
 
 @pytest.mark.slow
