@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # log lines are never broken mid-sentence
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 

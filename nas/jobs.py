@@ -29,7 +29,7 @@ from .trial import (
     trial_budget,
 )
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # log lines are never broken mid-sentence
 
 
 def _write_json(path: Path, data: Any) -> Path:

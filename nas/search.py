@@ -54,7 +54,7 @@ from .trial import (
     val_loader,
 )
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # log lines are never broken mid-sentence
 
 
 def objectives_for(cfg: RunConfig) -> list[Objective]:

@@ -59,3 +59,14 @@ def test_one_line_per_trial_with_study_totals_across_a_resume(
     assert lines[1].startswith("trial 2 complete") and "study 3/4 done" in lines[1]
     assert lines[2].startswith("trial 3 fail: RuntimeError: deliberate failure in trial 3")
     assert "study 4/4 done (3 complete, 1 failed, 0 rejected)" in lines[2]
+
+
+def test_long_messages_are_not_wrapped_in_a_non_tty_log(capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    from nas import cli, jobs, search
+
+    text = "exported trial #12 (knee) -> " + "/a/rather/long/path" * 8 + ": accuracy 0.9"
+    for mod in (cli, jobs, search):
+        mod.console.print(text)
+        err = capsys.readouterr().err
+        assert err.strip() == text, mod.__name__
