@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -482,19 +483,38 @@ def model_card(record: TrialRecord, spec: ArchSpec, model: nn.Module,
         "model.eval()",
         "```",
         "", "## Retrain", "",
-        "Train the same architecture from scratch (or on other data):",
+        "Train the same architecture from scratch (or on other data), from this directory:",
         "",
         "```bash",
-        f"entropic-nas train --arch {res.out_dir}/arch.json --out runs/retrain ...",
+        *_retrain_command(res.out_dir),
         "```",
         "",
-        f"Source: trial {record.number}" + (f", trial dir `{record.attrs['trial_dir']}`"
-                                           if record.attrs.get("trial_dir") else "")
-        + (f", checkpoint `{record.attrs['checkpoint']}`" if record.attrs.get("checkpoint") else "")
-        + ".",
+        f"Source: trial {record.number}" + "".join(
+            f", {label} `{_relative(record.attrs[key], res.out_dir)}`"
+            for key, label in (("trial_dir", "trial dir"), ("checkpoint", "checkpoint"))
+            if record.attrs.get(key)) + ".",
         "",
     ]
     return "\n".join(lines)
+
+
+def _relative(path: Any, out_dir: Path) -> str:
+    """``path`` relative to the export directory (no absolute local paths in the card)."""
+    try:
+        return os.path.relpath(Path(path).resolve(), Path(out_dir).resolve())
+    except ValueError:  # another drive (Windows)
+        return Path(path).name
+
+
+def _retrain_command(out_dir: Path) -> list[str]:
+    """The card's retrain command, run from the export directory: with the search's config
+    when the export sits in its run directory, else a named placeholder."""
+    run_config = Path(out_dir).parent / "config.yaml"
+    if run_config.is_file():
+        return [f"entropic-nas train --config {_relative(run_config, out_dir)} --arch arch.json "
+                "--out retrain"]
+    return ["# CONFIG: the search's config.yaml (in its run directory)",
+            "entropic-nas train --config CONFIG --arch arch.json --out retrain"]
 
 
 def _first_number(record: TrialRecord, keys: Sequence[str]) -> float | None:

@@ -25,11 +25,16 @@ def _config(backend: str) -> dict:
                      "search.backend": backend, "search.trials": 2})
 
 
+def _env() -> dict[str, str]:
+    return {**os.environ, "WANDB_MODE": "offline", "RAY_USAGE_STATS_ENABLED": "0",
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+
+
 def _run(tmp_path: Path, cfg: dict, *extra: str) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "WANDB_MODE": "offline", "RAY_USAGE_STATS_ENABLED": "0",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    env = _env()
     return subprocess.run([sys.executable, "-m", "nas.cli", "search", "--config", str(path),
                            "--out", str(tmp_path / "run"), "--no-wandb", *extra],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
@@ -44,6 +49,15 @@ def test_a_family_from_the_users_module_is_searched(tmp_path: Path, backend: str
     assert summary["trials"]["COMPLETE"] == 2
     arch = json.loads((tmp_path / "run" / "export" / "arch.json").read_text())
     assert arch["family"] == "users_tiny"
+    card = (tmp_path / "run" / "export" / "MODEL_CARD.md").read_text()
+    assert "entropic-nas train --config ../config.yaml --arch arch.json" in card
+    assert str(tmp_path) not in card  # relative paths only
+    if backend == "optuna":  # the card's retrain command runs as written, from the export
+        retrain = subprocess.run(["entropic-nas", "train", "--config", "../config.yaml",
+                                  "--arch", "arch.json", "--out", "retrain"],
+                                 cwd=tmp_path / "run" / "export", env=_env(),
+                                 capture_output=True, text=True, timeout=600)
+        assert retrain.returncode == 0, retrain.stderr[-3000:]
     log = proc.stdout + proc.stderr  # one line per trial: ours, not also Optuna's INFO line
     assert "trial 1 complete" in log and "finished with value" not in log
 
