@@ -102,8 +102,9 @@ def drop_weakest_blocks(model: nn.Module, calib: Any, family: str, n: int) -> di
     copy of ``model``; ``{"model", "dropped", "errors"}`` (the model itself when ``n`` is 0)."""
     if n == 0:
         return {"model": model, "dropped": [], "errors": {}}
-    gone = pruning.dropped_blocks(model, search_spaces.get_family(family).blocks)
-    blocks = [b for b in search_spaces.get_family(family).blocks if b not in gone]
+    every = search_spaces.get_family(family).blocks
+    gone = pruning.dropped_blocks(model, every)
+    blocks = [b for b in every if b not in gone]
     if not blocks and not gone:
         raise ConfigError(f"prune.drop_blocks={n}: the model ({family}) has no removable "
                           "residual block; only torchvision / timm / own models have them")
@@ -112,11 +113,11 @@ def drop_weakest_blocks(model: nn.Module, calib: Any, family: str, n: int) -> di
                           f"blocks left ({', '.join(blocks) or 'none'}"
                           + (f"; {', '.join(gone)} already removed" if gone else "") + ")")
     errors = pruning.block_drop_errors(model, calib, blocks)
-    dropped = sorted(blocks, key=lambda b: errors[b])[:n]
+    weakest = set(sorted(blocks, key=lambda b: errors[b])[:n])
+    dropped = [b for b in blocks if b in weakest]  # in the model's order
     console.print(f"depth: removing {n} of {len(blocks)} residual blocks: " + ", ".join(
-        f"{b} (output error {errors[b]:.3g})" for b in sorted(dropped, key=blocks.index)))
-    return {"model": pruning.drop_blocks(model, dropped), "dropped": sorted(dropped, key=blocks.index),
-            "errors": errors}
+        f"{b} (output error {errors[b]:.3g})" for b in dropped))
+    return {"model": pruning.drop_blocks(model, dropped), "dropped": dropped, "errors": errors}
 
 
 def run_prune(cfg: RunConfig, checkpoint: Path, out_dir: Path, *, finetune_epochs: int | None = None,

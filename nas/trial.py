@@ -181,14 +181,11 @@ def schedule_steps(tp: TrialParams, setup: SearchSetup) -> list[list[str]]:
     elif tp.order == "random":
         random.Random(tp.permutation_seed).shuffle(groups)
     steps: list[list[str]] = []
-    def gone(name: str) -> bool:  # inside a residual block the trial removed
-        return any(name.startswith(b + ".") for b in tp.dropped)
-
     for g in groups:
         layers: list[str] = []
-        for key in g.layers:
+        for key in g.layers:  # (layers inside the residual blocks the trial removed are gone)
             layers += [c for c in setup.key_consumers.get(key, [])
-                       if c not in layers and not gone(c)]
+                       if c not in layers and not pruning.inside_blocks(c, tp.dropped)]
         if layers:
             steps.append(layers)
     if tp.schedule == "one_shot":

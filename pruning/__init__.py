@@ -42,7 +42,13 @@ from .criteria import (
     WidthCriterion,
     l1_channel_ranking,
 )
-from .depth import block_drop_errors, drop_blocks, dropped_blocks, removable_blocks
+from .depth import (
+    block_drop_errors,
+    drop_blocks,
+    dropped_blocks,
+    inside_blocks,
+    removable_blocks,
+)
 from .engine import CalibCache, Pass
 from .inputs import InputMismatchError
 from .measure import (
@@ -95,6 +101,7 @@ __all__ = [
     "count_params",
     "entropic_regression",
     "fp32_mib",
+    "inside_blocks",
     "l1_channel_ranking",
     "layer_macs",
     "measure_latency",

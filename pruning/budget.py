@@ -443,9 +443,11 @@ def sparsify_to_budget(
     # 1. plan pass
     plans: list[PlannedUnit] = []
 
-    class _Plan(Entropic):  # the entropic selection, recording each unit's ranking and curve
+    planner: Criterion = GreedyPlan() if plan == "greedy" else Entropic()
+
+    class _Plan(Criterion):  # the planner's selection, recording each unit's ranking and curve
         def select(self, unit: CriterionUnit) -> Selection:
-            sel = GreedyPlan().select(unit) if plan == "greedy" else super().select(unit)
+            sel = planner.select(unit)
             _plan_units(unit, sel, plans)
             return sel
 

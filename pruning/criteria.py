@@ -301,9 +301,9 @@ def greedy_reconstruction(moments: Moments, k: int, *, ridge: float = 1e-8) -> T
     C, g = moments.num_channels, moments.group_size
     if not 1 <= k <= C:
         raise ValueError(f"greedy_reconstruction: k must be in [1, {C}], got {k}")
-    S = moments.S.clone()
-    R = moments.R.clone()
-    S = 0.5 * (S + S.T)
+    S = moments.S
+    S = 0.5 * (S + S.T)  # new tensors: the loop never writes into the moments
+    R = moments.R
     m = R.shape[0]
     delta = max(float(ridge), 1e-12) * max(float(torch.diagonal(S).mean()), 1e-30)
     eye = torch.eye(g, dtype=S.dtype, device=S.device)
@@ -380,7 +380,7 @@ def lasso_path_select(A: Tensor, b: Tensor, k: int, *, iters: int = 3000,
             lo, beta_lo = mid, beta
         else:
             hi, beta_hi = mid, beta
-    # the non-zeros at the smallest penalty within the budget, topped up from the larger path
+    # the non-zeros at the penalty found within the budget, topped up from the larger path
     def unit_max(v: Tensor) -> Tensor:
         return v.abs() / max(float(v.abs().max()), 1e-300)
 

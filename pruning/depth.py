@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from pruning.capture import batch_inputs, model_device, restore_modes, snapshot_modes
 
-__all__ = ["block_drop_errors", "drop_blocks", "dropped_blocks", "removable_blocks"]
+__all__ = ["block_drop_errors", "drop_blocks", "dropped_blocks", "inside_blocks", "removable_blocks"]
 
 _RTOL = 1e-5
 
@@ -115,6 +115,11 @@ def drop_blocks(model: nn.Module, names: Sequence[str], *, inplace: bool = False
             raise ValueError(f"drop_blocks: {name!r} is not a submodule of the model")
         setattr(parent, child, nn.Identity())
     return out
+
+
+def inside_blocks(name: str, blocks: Iterable[str]) -> bool:
+    """Whether module ``name`` is one of ``blocks`` or lies inside one (gone with it)."""
+    return any(name == b or name.startswith(b + ".") for b in blocks)
 
 
 def dropped_blocks(model: nn.Module, blocks: Iterable[str]) -> list[str]:

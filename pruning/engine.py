@@ -60,6 +60,11 @@ __all__ = ["CalibCache", "Pass", "run_given"]
 log = logging.getLogger("pruning.sparsify")
 
 
+# coupling -> the skip reason discover_consumers gives a consumer left alone only for it
+_COUPLED_SKIPS = {"residual": "residual-coupled input channels",
+                  "shared": "shared-coupled input channels"}
+
+
 @dataclass
 class CalibCache:
     """What one pass over a model and its calibration data leaves for the next pass over
@@ -197,25 +202,27 @@ class Pass:
 
     # -- units ------------------------------------------------------------------------
 
+    def _coupled_unit(self, consumer: Consumer) -> list[Consumer] | None:
+        """In coupled mode, the consumers sharing ``consumer``'s channels as one unit -
+        joined by a residual addition, or one producer read by several layers (a stem
+        feeding a block and its projection shortcut, Inception-style branches) - when each
+        is left alone only for that coupling; None otherwise."""
+        if self.config.residual != "coupled" or consumer.coupling not in _COUPLED_SKIPS:
+            return None
+        members = [self.by_name[n] for n in consumer.consumers if n in self.by_name]
+        if all(m.skip_reason in (None, *_COUPLED_SKIPS.values()) for m in members):
+            return sorted(members, key=lambda c: c.order)
+        return None
+
     def unit_of(self, consumer: Consumer) -> list[Consumer]:
         """The consumers processed together with ``consumer`` (itself unless coupled)."""
-        # coupled mode takes channels read by several consumers as one unit: joined by a
-        # residual addition, or one producer read by several layers (a stem feeding a block
-        # and its projection shortcut, Inception-style branches)
-        if self.config.residual == "coupled" and consumer.coupling in ("residual", "shared"):
-            members = [self.by_name[n] for n in consumer.consumers if n in self.by_name]
-            if all(m.skip_reason in (None, "residual-coupled input channels",
-                                     "shared-coupled input channels") for m in members):
-                return sorted(members, key=lambda c: c.order)
-        return [consumer]
+        return self._coupled_unit(consumer) or [consumer]
 
     def skip_reason(self, unit: list[Consumer]) -> str | None:
         head = unit[0]
-        coupled_alone = (self.config.residual == "coupled" and head.coupling in ("residual", "shared")
-                         and head.skip_reason == f"{head.coupling}-coupled input channels"
-                         and [n for n in head.consumers if n in self.by_name] == [head.name])
-        if len(unit) == 1 and head.skip_reason is not None and not coupled_alone:
-            # (a coupled set of one - a residual stream read only by the head - is a unit)
+        # (a coupled set of one - a residual stream read only by the head - is a unit too)
+        coupled = [c.name for c in self._coupled_unit(head) or []]
+        if len(unit) == 1 and head.skip_reason is not None and coupled != [head.name]:
             return head.skip_reason
         d = head.num_channels * sum(c.regression_group_size for c in unit)
         if d > self.config.max_features:

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from pruning.cost import WidthUnit
+from pruning.depth import inside_blocks
 
 from .spec import (
     ArchSpec,
@@ -236,10 +237,6 @@ def _groups(model: nn.Module, input_shape: tuple[int, int, int]) -> _Groups:
     return _Groups(widths, members, producers, frozenset(coupled), skipped)
 
 
-def _inside(name: str, blocks: Sequence[str]) -> bool:
-    return any(name == b or name.startswith(b + ".") for b in blocks)
-
-
 def _shrunk(source: ModelSource, groups: _Groups, widths: Mapping[str, int],
             input_shape: tuple[int, ...], num_classes: int,
             dropped: Sequence[str] = ()) -> nn.Module:
@@ -255,7 +252,7 @@ def _shrunk(source: ModelSource, groups: _Groups, widths: Mapping[str, int],
     from pruning.engine import run_given
 
     keep = {m: list(range(widths[key])) for key, ms in groups.members.items()
-            for m in ms if widths[key] < groups.widths[key] and not _inside(m, dropped)}
+            for m in ms if widths[key] < groups.widths[key] and not inside_blocks(m, dropped)}
     example = torch.zeros(1, *input_shape)
     return run_given(model, keep, None, _engine_config(), example, refit=False).model
 
@@ -376,7 +373,7 @@ def register_source(source: ModelSource, *, input_shape: tuple[int, int, int] | 
         for key, w in groups.widths.items():
             # a group is read off any producer that survives; a group wholly inside removed
             # blocks keeps its recorded width (it builds nothing)
-            alive = [p for p in groups.producers[key] if not _inside(p, gone)]
+            alive = [p for p in groups.producers[key] if not inside_blocks(p, gone)]
             out[key] = module_width(model, alive[0]) if alive else w
         return out
 
@@ -391,7 +388,7 @@ def register_source(source: ModelSource, *, input_shape: tuple[int, int, int] | 
                     f"{len(blocks)} removable blocks, {len(groups.skipped)} layers left alone)",
         blocks=tuple(blocks),
         block_keys={b: tuple(k for k, ps in groups.producers.items()
-                             if all(_inside(p, [b]) for p in ps)) for b in blocks},
+                             if all(inside_blocks(p, [b]) for p in ps)) for b in blocks},
     )
     register_family(fam)
     _SKIPPED[name] = dict(groups.skipped)
