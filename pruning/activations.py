@@ -188,7 +188,7 @@ class ReferenceOutputs:
                         check(name, y, b)
                         g = gens[name]
                         index: PatchIndex | None = None
-                        if y.ndim == 4:
+                        if isinstance(modules[name], nn.Conv2d):
                             index = sample_positions(
                                 y.shape[0], (y.shape[2], y.shape[3]),
                                 positions_per_image=positions_per_image, generator=g,
@@ -214,11 +214,11 @@ class ReferenceOutputs:
         for name, mod in modules.items():
             def hook(_m: nn.Module, _a: Any, out: Any, name: str = name) -> None:
                 y = out[0] if isinstance(out, tuple) else out
-                if y.ndim == 4:
+                if isinstance(_m, nn.Conv2d):
                     hw = y.shape[2] * y.shape[3]
                     per = hw if positions_per_image is None else min(hw, positions_per_image)
                     sizes.setdefault(name, per * y.shape[1] * y.element_size())
-                else:
+                else:  # a Linear: every token row is kept
                     sizes.setdefault(name, y[0].numel() * y.element_size())
             handles.append(mod.register_forward_hook(hook))
         try:
@@ -231,6 +231,24 @@ class ReferenceOutputs:
 
     def has(self, name: str) -> bool:
         return self.enabled and name in self.rows
+
+
+def _shape_holding(module: nn.Module) -> bool:
+    """Layers whose forward reads their own sizes (``normalized_shape``, ``num_features``):
+    traced through, a subclass defined outside torch (timm's ``LayerNorm2d``,
+    ``BatchNormAct2d``, ``Conv2dSame``) would bake its pre-surgery sizes into the graph."""
+    return isinstance(module, (nn.Conv2d, nn.Linear, nn.LayerNorm,
+                               nn.modules.batchnorm._BatchNorm))
+
+
+def _shape_reading_tracer() -> Any:
+    import torch.fx as fx
+
+    class Tracer(fx.Tracer):
+        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+            return _shape_holding(m) or super().is_leaf_module(m, qualname)
+
+    return Tracer()
 
 
 class PrunedActivations:
@@ -256,9 +274,8 @@ class PrunedActivations:
         self.resumed = 0  # consumer inputs computed from a cached activation (batch 0 count)
         self.enabled = False
         try:
-            import torch.fx as fx
 
-            self.graph = fx.symbolic_trace(model).graph
+            self.graph = _shape_reading_tracer().trace(model)
         except Exception as exc:  # noqa: BLE001 - any tracing failure means "no cache"
             log.info("sparsify: model not traceable by torch.fx (%s); per-layer forwards", exc)
             return
@@ -392,11 +409,14 @@ class PrunedActivations:
                 c = narrowed[node]
                 vals = self.cache[node]
                 dev = vals[0].device
-                if vals[0].ndim == 2 and features_per_channel[c] > 1:
+                # a Linear reads its last dimension (channels-last tokens or flattened
+                # features), a conv dimension 1
+                dim = -1 if isinstance(self._fetch(c), nn.Linear) else 1
+                if features_per_channel[c] > 1:
                     idx = feature_columns(keep.to(dev), features_per_channel[c])
                 else:
                     idx = keep.to(dev)
-                self.cache[node] = [v.index_select(1, idx) for v in vals]
+                self.cache[node] = [v.index_select(dim, idx) for v in vals]
             elif node in stale or node in narrowed:
                 del self.cache[node]
 

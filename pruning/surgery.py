@@ -128,9 +128,12 @@ class Consumer:
 def check_supported(model: nn.Module) -> None:
     """Raise :class:`UnsupportedLayerError` for any parametrised layer we cannot shrink.
 
-    Every module that owns parameters directly must be a ``Conv2d``, ``Linear`` or a
-    BatchNorm; anything else (``nn.LSTM``, ``LayerNorm``, ``GroupNorm``, ``PReLU``, a bare
-    ``nn.Parameter`` on a container ...) would silently keep its old shape.
+    Every module that owns parameters directly must be a ``Conv2d``, ``Linear``, a
+    BatchNorm, a ``LayerNorm`` over one (channel) dimension (ConvNeXt's, channels-last or
+    ``LayerNorm2d``), or hold bare per-channel parameters (one non-singleton dimension, such
+    as ConvNeXt's layer scale: the dependency graph prunes them with their channels).
+    Anything else (``nn.LSTM``, ``GroupNorm``, ``PReLU``, a LayerNorm over several
+    dimensions, a bare matrix ...) would silently keep its old shape.
     """
     for name, module in model.named_modules():
         own = [p for _, p in module.named_parameters(recurse=False)]
@@ -138,11 +141,32 @@ def check_supported(model: nn.Module) -> None:
             continue
         if isinstance(module, SUPPORTED_PARAMETRIC):
             continue
+        if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1:
+            continue
+        if not _torch_layer(module) and all(_per_channel(p) for p in own):
+            continue
         shown = name or "<root module>"
         raise UnsupportedLayerError(
             f"layer {shown!r} of type {type(module).__name__} has parameters but is not "
-            "Conv2d, Linear or BatchNorm; channel surgery cannot shrink it"
+            "Conv2d, Linear, BatchNorm, a LayerNorm over channels or a per-channel scale; "
+            "channel surgery cannot shrink it"
         )
+
+
+_CONTAINERS = (nn.Module, nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.ParameterList,
+               nn.ParameterDict)
+
+
+def _torch_layer(module: nn.Module) -> bool:
+    """Whether the module is (or derives from) one of torch's own layers (GroupNorm, PReLU,
+    LSTM ...), whose parameters have a layout of their own, rather than a container."""
+    return any(cls.__module__.startswith("torch.nn.modules") and cls not in _CONTAINERS
+               for cls in type(module).__mro__)
+
+
+def _per_channel(p: Tensor) -> bool:
+    """A bare parameter with exactly one dimension above 1 (a per-channel scale or shift)."""
+    return p.ndim >= 1 and sum(int(s) > 1 for s in p.shape) == 1
 
 
 def build_graph(model: nn.Module, example_inputs: Tensor | Sequence[Tensor]) -> tp.DependencyGraph:

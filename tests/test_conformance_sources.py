@@ -1,6 +1,7 @@
 """The conformance check of any model (nas.testing.check_source) on a few models of
 different kinds: residual (torchvision), depthwise + squeeze-excitation + hard-swish
-(torchvision MobileNetV3) and a refusal that names the layer. The whole
+(torchvision MobileNetV3), ConvNeXt's channel LayerNorms (timm) and a refusal with its
+reason. The whole
 list (python -m nas.testing) is in docs/conformance.md."""
 
 from __future__ import annotations
@@ -25,9 +26,15 @@ def test_model_thins_to_half_its_macs_exports_and_rebuilds(model: str, tmp_path:
     assert (tmp_path / "arch.json").is_file() and (tmp_path / "model.onnx").is_file()
 
 
-def test_a_model_the_engine_cannot_shrink_is_refused_with_its_layer(tmp_path: Path) -> None:
-    rep = check_source("torchvision", "convnext_tiny", tmp_path, input_shape=(3, 32, 32))
+def test_a_model_the_engine_cannot_trace_is_refused_with_the_reason(tmp_path: Path) -> None:
+    rep = check_source("torchvision", "shufflenet_v2_x0_5", tmp_path, input_shape=(3, 32, 32))
     assert rep.status == "refused"
-    assert rep.reason is not None and "LayerNorm2d" in rep.reason
+    assert rep.reason is not None and "cannot trace this model's channels" in rep.reason
     table = conformance_table([rep])
-    assert "refused" in table and "convnext_tiny" in table
+    assert "refused" in table and "shufflenet_v2_x0_5" in table
+
+
+def test_convnext_thins_through_its_channel_layernorms(tmp_path: Path) -> None:
+    rep = check_source("timm", "convnext_atto", tmp_path, input_shape=(3, 32, 32))
+    assert rep.status == "pass", rep.reason
+    assert rep.rebuild_max_diff == 0.0

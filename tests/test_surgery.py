@@ -152,22 +152,11 @@ class _WithLSTM(nn.Module):
         return self.rnn(self.fc(x))[0]
 
 
-class _WithBareParameter(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(3, 3)
-        self.scale = nn.Parameter(torch.ones(3))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x) * self.scale
-
-
 @pytest.mark.parametrize(
     ("model", "shape", "name", "kind"),
     [
         (_WithLayerNorm(), (1, 8, 8), "norm", "LayerNorm"),
         (_WithLSTM(), (5, 8), "rnn.0", "LSTM"),
-        (_WithBareParameter(), (3,), "<root module>", "_WithBareParameter"),
     ],
 )
 def test_unsupported_layer_error_names_the_module(model, shape, name, kind) -> None:
