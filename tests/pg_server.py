@@ -48,6 +48,7 @@ class PgServer:
     data_dir: Path
     bin_dir: Path
     prefix: list[str]
+    options: str = ""
 
     def url(self, db: str = "postgres") -> str:
         """The URL exactly as the README writes it (``postgresql://``: psycopg 3)."""
@@ -62,6 +63,23 @@ class PgServer:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    def restart(self, down_s: float = 0.0) -> None:
+        """``pg_ctl stop -m fast`` then ``start``: every open connection is dropped and, for
+        ``down_s`` seconds, new ones are refused (an administrator's restart, a failover);
+        the server comes back on the same port with the same options."""
+        import time
+
+        env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
+        # the server's output goes to the log file: a pipe would stay open in the new server
+        log = self.data_dir.parent / "server.log"
+        ctl = [*self.prefix, str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir)]
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        subprocess.run([*ctl, "-m", "fast", "-w", "-t", "60", "stop"], check=True,
+                       timeout=90, env=env, **quiet)
+        time.sleep(down_s)
+        subprocess.run([*ctl, "-l", str(log), "-o", self.options, "-w", "-t", "60", "start"],
+                       check=True, timeout=90, env=env, **quiet)
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +116,7 @@ def pg_server() -> Iterator[PgServer]:
         shutil.rmtree(root, ignore_errors=True)
         raise RuntimeError(f"PostgreSQL did not start: {text[-2000:]}")
     try:
-        yield PgServer(port, data, bin_dir, prefix)
+        yield PgServer(port, data, bin_dir, prefix, opts)
     finally:
         subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate",
                         "-w", "stop"], capture_output=True, timeout=60, env=env)

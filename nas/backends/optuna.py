@@ -226,6 +226,111 @@ def open_storage(
         return _rdb_storage(storage, kwargs)
 
 
+# How long a lost database connection is retried before the error reaches the search: long
+# enough for a server restart or a managed database's failover (typically 10-120 s).
+RECONNECT_TIMEOUT_S = 300.0
+
+# RDBStorage's own calls that open a session of their own; the session-taking helpers
+# (``..._without_commit``) are never retried on their own.
+_RETRIED_CALLS = (
+    "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
+    "get_study_id_from_name", "get_study_name_from_id", "get_study_directions",
+    "get_study_user_attrs", "get_study_system_attrs", "get_trial_user_attrs",
+    "get_trial_system_attrs", "get_all_studies", "create_new_trial", "_create_new_trial",
+    "set_trial_param", "_set_trial_param", "get_trial_param", "set_trial_intermediate_value",
+    "set_trial_user_attr", "set_trial_system_attr", "get_trial_id_from_study_id_trial_number",
+    "get_trial", "get_all_trials", "_get_trials", "get_best_trial", "_get_best_trial_id",
+    "record_heartbeat", "_get_stale_trial_ids",
+)
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a lost or refused database connection: the
+    server restarted, failed over or is briefly unreachable - not a bad query or bad data."""
+    from sqlalchemy import exc as sa_exc
+
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, (sa_exc.OperationalError, sa_exc.InterfaceError,
+                          sa_exc.DisconnectionError)):
+            return True
+        if isinstance(e, sa_exc.DBAPIError) and e.connection_invalidated:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+class ReconnectingRDBStorage(RDBStorage):
+    """An ``RDBStorage`` that survives a database restart: a call that fails because the
+    connection was lost is retried with backoff (0.25 s doubling to 10 s) for up to
+    ``RECONNECT_TIMEOUT_S``, on fresh connections (the pool pings before use), so a trial
+    that finished while the server was down is still recorded COMPLETE and nothing is
+    re-queued. A failure that is not a lost connection is raised at once. A result whose
+    commit went through but whose answer was lost is recognised instead of written twice.
+    """
+
+    def _retrying(self, name: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        import time
+
+        deadline = time.monotonic() + RECONNECT_TIMEOUT_S
+        delay = 0.25
+        lost = False
+        while True:
+            try:
+                if lost and name == "set_trial_state_values" and self._already_set(*args,
+                                                                                  **kwargs):
+                    return True
+                out = call(*args, **kwargs)
+                if lost:
+                    log.warning("study database reachable again; %s went through", name)
+                return out
+            except Exception as exc:
+                if not connection_lost(exc) or time.monotonic() + delay > deadline:
+                    raise
+                if not lost:
+                    from nas.storage import scrub
+
+                    log.warning("lost the connection to the study database (%s); retrying "
+                                "for up to %.0f s", scrub(" ".join(str(exc).split())[:160]),
+                                RECONNECT_TIMEOUT_S)
+                lost = True
+                self.engine.dispose()  # drop the dead pooled connections
+                time.sleep(delay)
+                delay = min(10.0, delay * 2)
+
+    def _already_set(self, trial_id: int, state: TrialState,
+                     values: Sequence[float] | None = None) -> bool:
+        """Whether an earlier attempt of ``set_trial_state_values`` was committed before the
+        connection dropped (the trial already holds that state and those values)."""
+        trial = RDBStorage.get_trial(self, trial_id)
+        if trial.state != state or not state.is_finished():
+            return False
+        return values is None or list(trial.values or []) == list(values)
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState,
+                               values: Sequence[float] | None = None) -> bool:
+        return self._retrying("set_trial_state_values", super().set_trial_state_values,
+                              trial_id, state, values)
+
+
+def _retried(name: str) -> Callable[..., Any]:
+    base = getattr(RDBStorage, name)
+
+    def method(self: ReconnectingRDBStorage, *args: Any, **kwargs: Any) -> Any:
+        return self._retrying(name, lambda *a, **k: base(self, *a, **k), *args, **kwargs)
+
+    method.__name__ = name
+    method.__doc__ = base.__doc__
+    return method
+
+
+for _name in _RETRIED_CALLS:
+    if hasattr(RDBStorage, _name):
+        setattr(ReconnectingRDBStorage, _name, _retried(_name))
+
+
 def _rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 6) -> RDBStorage:
     """``RDBStorage(url)``, retried when another process is creating the schema right now.
 
@@ -235,9 +340,15 @@ def _rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 6) -> RDBStor
     """
     import time
 
+    cls = RDBStorage
+    if not url.startswith("sqlite:"):  # a database server: it may restart under a search
+        cls = ReconnectingRDBStorage
+        engine = dict(kwargs.get("engine_kwargs") or {})
+        engine.setdefault("pool_pre_ping", True)
+        kwargs = {**kwargs, "engine_kwargs": engine}
     for attempt in range(attempts):
         try:
-            return RDBStorage(url, **kwargs)
+            return cls(url, **kwargs)
         except Exception as exc:  # noqa: BLE001 - only the schema race is retried
             text = str(exc)
             race = "already exists" in text or "pg_type_typname_nsp_index" in text \
