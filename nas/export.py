@@ -25,7 +25,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -322,7 +322,9 @@ def _root_cause(exc: BaseException) -> str:
 def export_trial(record: TrialRecord, out_dir: str | Path, *, load_model: LoadModelFn,
                  objectives: Sequence[Objective] | None = None, onnx: bool = True,
                  study_name: str | None = None,
-                 preprocessing: dict[str, Any] | None = None) -> ExportResult:
+                 preprocessing: dict[str, Any] | None = None,
+                 baselines: Sequence[Mapping[str, Any]] = (),
+                 verdict: Mapping[str, Any] | None = None) -> ExportResult:
     """Write ``arch.json``, ``weights.safetensors``, ``model.onnx`` and ``MODEL_CARD.md``.
 
     Args:
@@ -334,6 +336,11 @@ def export_trial(record: TrialRecord, out_dir: str | Path, *, load_model: LoadMo
         study_name: Named in the card.
         preprocessing: The input recipe (:func:`preprocessing_for`); recorded in
             ``arch.json`` (``meta.preprocessing``), the card and the ONNX metadata.
+        baselines: The search's reference models (the unpruned one, the uniform net of equal
+            MACs: ``label``, ``accuracy``, ``macs``, ``params``), shown in the card beside
+            this architecture.
+        verdict: The search's verdict on this trial (``nas.search.verdict``), quoted in the
+            card.
     """
     import dataclasses
 
@@ -366,7 +373,8 @@ def export_trial(record: TrialRecord, out_dir: str | Path, *, load_model: LoadMo
             res.onnx_error = str(exc)
     objectives = list(objectives or [Objective(k, "maximize" if "acc" in k else "minimize")
                                      for k in record.values])
-    res.card.write_text(model_card(record, spec, model, objectives, res, study_name=study_name))
+    res.card.write_text(model_card(record, spec, model, objectives, res, study_name=study_name,
+                                   baselines=baselines, verdict=verdict))
     return res
 
 
@@ -379,9 +387,34 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if abs(v) < 1000 else f"{v:,.0f}"
 
 
+def _baseline_lines(record: TrialRecord, n_params: int, baselines: Sequence[Mapping[str, Any]],
+                    verdict: Mapping[str, Any] | None) -> list[str]:
+    """The card's comparison: this architecture beside the unpruned model and the uniformly
+    thinned net of equal MACs, and the search's verdict (empty without baselines)."""
+    if not baselines and not verdict:
+        return []
+
+    def cell(v: Any) -> str:
+        return _fmt(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else "n/a"
+
+    acc = _first_number(record, ("acc_finetuned", "acc_ft", "accuracy_finetuned"))
+    out = ["", "## Against the baselines", "",
+           "| model | val accuracy | MACs | params |", "|---|---:|---:|---:|",
+           f"| this architecture (pruned + fine-tuned) | {cell(acc)} | "
+           f"{cell(record.attrs.get('macs'))} | {n_params:,} |"]
+    out += [f"| {b.get('label', '?')} | {cell(b.get('accuracy'))} | {cell(b.get('macs'))} | "
+            f"{cell(b.get('params'))} |" for b in baselines]
+    if verdict and verdict.get("text"):
+        n_val = verdict.get("n_val")
+        out += ["", f"**Verdict** (validation split{f', {n_val:,} images' if n_val else ''}; "
+                "differences of up to two images are a tie): " + str(verdict["text"])]
+    return out
+
+
 def model_card(record: TrialRecord, spec: ArchSpec, model: nn.Module,
                objectives: Sequence[Objective], res: ExportResult, *,
-               study_name: str | None = None) -> str:
+               study_name: str | None = None, baselines: Sequence[Mapping[str, Any]] = (),
+               verdict: Mapping[str, Any] | None = None) -> str:
     fam = get_family(spec.family)
     n_params = sum(p.numel() for p in model.parameters())
     lines = [
@@ -398,6 +431,7 @@ def model_card(record: TrialRecord, spec: ArchSpec, model: nn.Module,
     for o in objectives:
         v = record.values.get(o.name)
         lines.append(f"| {o.name} | {_fmt(v) if v is not None else 'n/a'} | {o.direction} |")
+    lines += _baseline_lines(record, n_params, baselines, verdict)
 
     pre = spec.meta.get("preprocessing")
     if isinstance(pre, dict):

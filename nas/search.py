@@ -540,7 +540,10 @@ def _finish(cfg: RunConfig, setup: SearchSetup, storage_url: str, study: str, ba
     paths = pareto_mod.write_results(records, objectives, run_dir, baselines=baselines,
                                      title=f"{study}: accuracy vs {cfg.search.cost}")
     pareto_mod.print_front(records, objectives, console=console)
-    exported = export_winner(cfg, storage_url, study, pick, run_dir / "export", records=records)
+    judged = verdict(picked, baselines, n_val=len(val_loader(load_data(cfg)).dataset),  # type: ignore[arg-type]
+                     pick=pick, base_macs=base["macs"])
+    exported = export_winner(cfg, storage_url, study, pick, run_dir / "export", records=records,
+                             baselines=baselines, verdict=judged)
     summary = {
         "study": study, "storage": redact(storage_url), "backend": backend,
         "trials": {s: sum(r.state == s for r in records)
@@ -549,8 +552,7 @@ def _finish(cfg: RunConfig, setup: SearchSetup, storage_url: str, study: str, ba
         "baselines": baselines, "export": exported,
         "seconds": time.perf_counter() - t0,
         "files": {k: str(v) for k, v in paths.items()},
-        "verdict": verdict(picked, baselines, n_val=len(val_loader(load_data(cfg)).dataset),  # type: ignore[arg-type]
-                           pick=pick, base_macs=base["macs"]),
+        "verdict": judged,
     }
     _atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
     tracker.log_summary(records, objectives, paths, baselines=baselines,
@@ -607,8 +609,11 @@ def verdict(rec: TrialRecord, baselines: list[dict[str, Any]], *, n_val: int, pi
 
 
 def export_winner(cfg: RunConfig, storage_url: str, study: str, pick: str, out_dir: Path, *,
-                  records: list[TrialRecord] | None = None) -> dict[str, Any]:
-    """Export the picked trial and compute its test accuracy (the only use of the test set)."""
+                  records: list[TrialRecord] | None = None,
+                  baselines: list[dict[str, Any]] | None = None,
+                  verdict: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Export the picked trial and compute its test accuracy (the only use of the test set);
+    the model card shows ``baselines`` and the ``verdict`` beside it."""
     from .export import export_trial
 
     records = records if records is not None else pareto_mod.load_records(storage_url, study)
@@ -627,7 +632,8 @@ def export_winner(cfg: RunConfig, storage_url: str, study: str, pick: str, out_d
     from .export import preprocessing_for
 
     export_trial(rec, out_dir, load_model=load_model, objectives=objectives, study_name=study,
-                 preprocessing=preprocessing_for(cfg.data))
+                 preprocessing=preprocessing_for(cfg.data), baselines=baselines or (),
+                 verdict=verdict)
     return {"dir": str(out_dir), "trial": rec.number, "pick": pick, "test_acc": test_acc,
             "values": rec.values, "widths": rec.attrs.get("widths")}
 
@@ -657,10 +663,27 @@ def export_from_storage(storage: str, study: str, pick: str, out_dir: Path, *,
 
     overrides = {"data.root": data_root} if data_root else None
     cfg = load_config(cfg_path, overrides)
-    out = export_winner(cfg, storage, study, pick, out_dir, records=records)
+    baselines, judged = _search_baselines(cfg_path.parent, _pick(
+        records, pareto_mod.load_objectives(storage, study), pick).number)
+    out = export_winner(cfg, storage, study, pick, out_dir, records=records,
+                        baselines=baselines, verdict=judged)
     console.print(f"[bold]exported[/] trial #{out['trial']} ({pick}) -> {out_dir}: "
                   f"test acc {out['test_acc']:.4f}")
     return out
+
+
+def _search_baselines(run_dir: Path,
+                      trial: int) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The baselines the search recorded in ``summary.json`` and its verdict when it judged
+    this very trial (a later ``export --pick`` of another trial gets the baselines only)."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return [], None
+    judged = summary.get("verdict")
+    if not isinstance(judged, dict) or judged.get("trial") != trial:
+        judged = None
+    return [b for b in summary.get("baselines") or [] if isinstance(b, dict)], judged
 
 
 def replot(storage: str, study: str, out_dir: Path | None) -> dict[str, Path]:

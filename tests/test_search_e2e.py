@@ -69,6 +69,12 @@ def test_search_end_to_end(tmp_path: Path, offline_wandb: None) -> None:
     model.load_state_dict(load_file(export / "weights.safetensors"))
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 4)
     assert summary["export"]["test_acc"] >= 0.0
+    # the card holds the baselines and the verdict beside the exported architecture
+    card = (export / "MODEL_CARD.md").read_text()
+    assert "## Against the baselines" in card
+    for b in summary["baselines"]:
+        assert f"| {b['label']} |" in card
+    assert summary["verdict"]["text"] in card
 
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) >= 4  # one per trial + the summary run
@@ -80,6 +86,13 @@ def test_search_end_to_end(tmp_path: Path, offline_wandb: None) -> None:
     assert main(["export", "--storage", storage, "--study", "e2e", "--pick", "max-acc",
                  "--out", str(tmp_path / "exp2")]) == 0
     assert search_spaces.ArchSpec.load(tmp_path / "exp2" / "arch.json").family == "small_cnn"
+    card2 = (tmp_path / "exp2" / "MODEL_CARD.md").read_text()  # baselines from summary.json
+    assert all(f"| {b['label']} |" in card2 for b in summary["baselines"])
+    number = int(card2.splitlines()[0].split(" - trial ")[1].split()[0])
+    if number == summary["verdict"]["trial"]:  # the verdict is quoted only for its own trial
+        assert summary["verdict"]["text"] in card2
+    else:
+        assert "**Verdict**" not in card2
 
     # train --arch retrains the exported architecture from scratch
     assert main(["train", "--config", str(cfg), "--arch", str(export / "arch.json"),
