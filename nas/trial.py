@@ -17,6 +17,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -257,6 +258,23 @@ def evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sear
         return _evaluate_candidate(params, ctx, setup=setup)
 
 
+_CALIB_CACHES: dict[tuple[str, tuple[str, ...]], pruning.CalibCache] = {}
+
+
+def calib_cache(pretrained: Path | str, dropped: Sequence[str] = ()) -> pruning.CalibCache:
+    """This process's calibration cache for the pre-trained model with ``dropped`` blocks
+    removed: kept across the trials a worker runs (the Optuna backend runs them all in one
+    process), so the calibration set is read and the unpruned network run over it once, not
+    once per trial. The few most recent variants are kept (a search that drops blocks sees
+    several models); the cache checks itself against the model it is used with."""
+    key = (str(pretrained), tuple(dropped))
+    cache = _CALIB_CACHES.pop(key, None) or pruning.CalibCache()
+    _CALIB_CACHES[key] = cache  # most recent last
+    while len(_CALIB_CACHES) > 3:
+        _CALIB_CACHES.pop(next(iter(_CALIB_CACHES)))
+    return cache
+
+
 def _evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: SearchSetup
                         ) -> TrialResult:
     cfg = setup.config
@@ -281,17 +299,25 @@ def _evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sea
     budget_report: dict[str, Any] | None = None
     ft_epochs_between = max(1, tp.finetune_epochs // max(len(steps), 1))
     exponent = {} if tp.cost_exponent is None else {"cost_exponent": tp.cost_exponent}
+    prune_s, cache_reused = 0.0, False
     for i, layers in enumerate(steps):
+        # every trial samples the same calibration positions (common random numbers: trials
+        # differ by their knobs only), so the first step reuses this worker's calibration
+        # batches and reference outputs (pruning.CalibCache, checked against the model)
         scfg = sparsify_config(cfg.prune, progress=setup.progress, layers=layers,
                                layer_overrides={k: settings[k] for k in layers if k in settings},
-                               seed=cfg.search.seed + ctx.number, **exponent)
+                               seed=cfg.search.seed, **exponent)
         budget = trial_budget(cfg.prune, setup.base_metrics) if i == len(steps) - 1 else {}
         if budget:
             budget.update(cfg.prune.selection_kwargs())
+        cache = calib_cache(setup.pretrained, tp.dropped) if i == 0 else None
+        t_prune = time.perf_counter()
         try:
-            result = pruning.sparsify(model, calib, scfg, **budget)
+            result = pruning.sparsify(model, calib, scfg, cache=cache, **budget)
         except pruning.BudgetError as exc:  # the layers this trial may prune cannot reach it
             raise RejectTrial(f"prune.{exc}") from None
+        prune_s += time.perf_counter() - t_prune
+        cache_reused |= bool(result.engine.get("calib_cache_reused"))
         if result.budget is not None:
             budget_report = result.budget
         model = result.model
@@ -314,6 +340,8 @@ def _evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sea
         "macs_ratio": macs_ratio,
         "param_sparsity": 1 - metrics["prunable_params"] / base["prunable_params"],
         "trial_dir": str(ctx.trial_dir),
+        "prune_seconds": prune_s,
+        "calib_cache_reused": cache_reused,
         "cost_exponent": cfg.prune.cost_exponent if tp.cost_exponent is None else tp.cost_exponent,
     }
     if metrics.get("latency") is not None:  # the conditions travel with the number

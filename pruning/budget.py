@@ -393,8 +393,13 @@ def sparsify_to_budget(
     objective: Objective = "relative",
     selection: Callable[[Mapping[str, int]], Criterion] | None = None,
     plan: Plan = "entropic",
+    cache: CalibCache | None = None,
 ) -> SparsifyResult:
     """The budgeted pass (see the module docstring); returns a SparsifyResult with ``budget``.
+
+    ``cache``: calibration batches and reference outputs kept from an earlier pass over the
+    same model and data (refilled when they are not), e.g. across the trials of a search;
+    the plan pass fills it and the final pass reads it either way.
 
     ``plan="greedy"`` ranks each unit's channels in the plan pass by greedy forward
     selection on the least-squares error (:class:`GreedyPlan`: no entropic solve, and the
@@ -455,9 +460,10 @@ def sparsify_to_budget(
              "channel rankings and error-vs-width curves; its widths are not the result)")
     t0 = time.perf_counter()
     plan_cfg = dataclasses.replace(config, recalibrate_bn=False)
-    cache = CalibCache()
+    cache = cache if cache is not None else CalibCache()
     plan_run = Pass(model, loader, plan_cfg, example).run(_Plan(), config.layers, cache=cache)
     plan_s = time.perf_counter() - t0
+    cache_reused = bool(plan_run.engine.get("calib_cache_reused"))  # from an earlier call
     del plan_run
 
     # 2. allocation, checked on the real thinned model
@@ -511,6 +517,7 @@ def sparsify_to_budget(
     result = run_given(model, keep, loader, config, example, refit=True, cache=cache,
                        select=selection)
     result.engine["reused_plan_caches"] = cache.filled
+    result.engine["calib_cache_reused"] = cache_reused
     final_s = time.perf_counter() - t0
     reached = _measure_metric(result.model, input_shape, target)
     within = abs(reached - goal) <= TOLERANCE * goal

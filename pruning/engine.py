@@ -74,10 +74,27 @@ class CalibCache:
 
     batches: list[Tensor] | None = None
     reference: ReferenceOutputs | None = None
+    key: tuple[Any, ...] | None = None  # the model and sampling it was filled for
 
     @property
     def filled(self) -> bool:
         return self.batches is not None and self.reference is not None
+
+    def clear(self) -> None:
+        self.batches = self.reference = self.key = None
+
+
+def calib_cache_key(model: nn.Module, config: SparsifyConfig) -> tuple[Any, ...]:
+    """What a :class:`CalibCache` depends on: the model's weights (every tensor's name,
+    shape and two checksums) and the settings that read and sample the calibration data. A
+    cache filled under another key is refilled, never read: the reference outputs of one
+    model are not another's, even one of the same architecture."""
+    with torch.no_grad():
+        weights = tuple((name, tuple(t.shape), float(t.double().sum()),
+                         float(t.double().abs().sum()))
+                        for name, t in model.state_dict().items() if t.is_floating_point())
+    return (weights, config.seed, config.calib_positions_per_image, config.heldout_fraction,
+            config.max_batches, str(config.device))
 
 
 @timed("measure")
@@ -318,6 +335,12 @@ class Pass:
     def _run(self, criterion: Criterion, layers: Sequence[str] | None, *, forward_order: bool,
              strict: bool, cache: CalibCache | None) -> SparsifyResult:
         config, data = self.config, self.data
+        key = calib_cache_key(self.reference, config) if cache is not None else None
+        if cache is not None and cache.filled and cache.key != key:
+            log.info("sparsify: the calibration cache was filled for another model or "
+                     "sampling; refilling it")
+            cache.clear()
+        reused = cache is not None and cache.filled
         if cache is not None and cache.filled:
             assert cache.batches is not None and cache.reference is not None
             data.preset = (cache.batches, cache.reference)
@@ -360,8 +383,10 @@ class Pass:
                                   device=self.device, max_batches=config.max_batches)
         after = _counts(self.pruned, input_shape)
         info = data.info()
+        if cache is not None:
+            info["calib_cache_reused"] = reused
         if cache is not None and data.batches is not None and data.ref_cache is not None:
-            cache.batches, cache.reference = data.batches, data.ref_cache
+            cache.batches, cache.reference, cache.key = data.batches, data.ref_cache, key
         return SparsifyResult(model=self.pruned, report=reports, before=before, after=after,
                               engine=info)
 

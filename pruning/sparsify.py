@@ -41,7 +41,7 @@ from pruning.budget import Plan, make_target, sparsify_to_budget
 from pruning.capture import first_batch, model_device
 from pruning.config import SparsifyConfig, SparsifyResult
 from pruning.criteria import Criterion, Entropic
-from pruning.engine import Pass, run_given
+from pruning.engine import CalibCache, Pass, run_given
 from pruning.inputs import check_input_fits, reiterable
 
 __all__ = ["prune_to_widths", "prune_with", "sparsify"]
@@ -62,6 +62,7 @@ def sparsify(
     latency_threads: int | None = None,
     selection: Callable[[Mapping[str, int]], Criterion] | None = None,
     plan: Plan = "entropic",
+    cache: CalibCache | None = None,
 ) -> SparsifyResult:
     """Prune a trained network layer by layer with sparse entropic regression.
 
@@ -91,6 +92,11 @@ def sparsify(
         plan: With a target only: how the plan pass ranks each layer's channels for the
             allocation: ``"entropic"`` (the regression's weights) or ``"greedy"`` (greedy
             forward selection on the least-squares error, :class:`pruning.budget.GreedyPlan`).
+        cache: A :class:`pruning.CalibCache` to keep the calibration batches and the
+            original network's outputs in, and to reuse them from on the next call with the
+            same model, data and sampling settings (a search's trials: one read of the data
+            and one reference pass for all of them). Filled for another model or other
+            settings, it is refilled, never read.
 
     Returns:
         SparsifyResult with the pruned copy, one LayerReport per consumer, and the parameter
@@ -122,8 +128,9 @@ def sparsify(
                          "target_macs, target_params or target_latency_ms with it")
     if target is not None:
         return sparsify_to_budget(model, calib_loader, config, target, example,
-                                  selection=selection, plan=plan)
-    return Pass(model, calib_loader, config, example).run(Entropic(), config.layers)
+                                  selection=selection, plan=plan, cache=cache)
+    return Pass(model, calib_loader, config, example).run(Entropic(), config.layers,
+                                                           cache=cache)
 
 
 def _example(model: nn.Module, calib_loader: Iterable | None, example_inputs: Tensor | None,
