@@ -59,11 +59,13 @@ class ModelSection(_Strict):
     every process, Ray workers included, resolves on first use. ``imports`` names modules
     to import first (a family registered by your own code)."""
 
-    family: str = ""
-    torchvision: str | None = None
-    timm: str | None = None
-    factory: str | None = None
+    family: str = ""  # a registered family (`entropic-nas families`)
+    torchvision: str | None = None  # a torchvision classifier by name, e.g. resnet18
+    timm: str | None = None  # a timm classifier by name, e.g. resnet26d
+    factory: str | None = None  # "my_pkg.nets:make_net": your own function returning an nn.Module
+    # keyword arguments of the torchvision / timm / factory call
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    # classes of the head (default: the dataset's)
     num_classes: int | None = Field(default=None, gt=0)
     arch: str | None = None  # path to an arch.json (ArchSpec); overrides the family default
     # Trained weights to start from instead of pre-training: a .safetensors state dict (or
@@ -126,27 +128,30 @@ class ModelSection(_Strict):
 
 
 class DataSection(_Strict):
+    # the dataset (docs/usage.md#data)
     name: Literal["mnist", "cifar10", "cifar10_jpeg", "imagefolder", "digits", "mnist5k",
                   "synthetic"]
-    root: str | None = None
+    root: str | None = None  # where the dataset lies (default: ./data)
+    # share of train held out for validation: every choice is made on it
     val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
-    batch_size: int = Field(default=128, gt=0)
-    eval_batch_size: int = Field(default=512, gt=0)
-    num_workers: int = Field(default=0, ge=0)
-    augment: bool = True
-    train_subset: int | None = Field(default=None, gt=0)
-    val_subset: int | None = Field(default=None, gt=0)
-    test_subset: int | None = Field(default=None, gt=0)
-    seed: int = 0
-    download: bool = True
+    batch_size: int = Field(default=128, gt=0)  # training batch size
+    eval_batch_size: int = Field(default=512, gt=0)  # evaluation batch size
+    num_workers: int = Field(default=0, ge=0)  # DataLoader worker processes
+    augment: bool = True  # random crop + flip while training (image datasets)
+    train_subset: int | None = Field(default=None, gt=0)  # use only this many training images
+    val_subset: int | None = Field(default=None, gt=0)  # use only this many validation images
+    test_subset: int | None = Field(default=None, gt=0)  # use only this many test images
+    seed: int = 0  # seed of the train/val split and the subsets
+    download: bool = True  # fetch torchvision datasets missing from root
     num_samples: int = Field(default=2000, gt=0)  # synthetic only
     input_shape: tuple[int, int, int] | None = None  # synthetic only
     num_classes: int | None = Field(default=None, gt=0)  # synthetic only
     # batch augmentation on uint8 tensors (cifar10, cifar10_jpeg): search_spaces.fast_data
     batch_augment: bool = False
-    translate: int = Field(default=2, ge=0)
+    translate: int = Field(default=2, ge=0)  # batch augmentation: random shift in pixels
+    # batch augmentation: horizontal flip rule
     flip: Literal["alternating", "random", "none"] = "alternating"
-    drop_last: bool = False
+    drop_last: bool = False  # drop the last incomplete training batch
     cache_dir: str | None = None  # cifar10_jpeg: where the decoded tensors are cached
 
 
@@ -154,65 +159,75 @@ class TrainSection(_Strict):
     # A named recipe (nas.train.RECIPES, e.g. "airbench") supplies every field this section
     # does not set; without one, the defaults below apply.
     recipe: Literal["airbench", "cifar_sgd"] | None = None
-    epochs: int = Field(default=10, ge=0)
-    lr: float = Field(default=0.05, gt=0)
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    weight_decay: float = Field(default=5e-4, ge=0)
-    nesterov: bool = False
+    epochs: int = Field(default=10, ge=0)  # epochs of pre-training
+    lr: float = Field(default=0.05, gt=0)  # peak learning rate (SGD)
+    momentum: float = Field(default=0.9, ge=0, lt=1)  # SGD momentum
+    weight_decay: float = Field(default=5e-4, ge=0)  # L2 weight decay
+    nesterov: bool = False  # Nesterov momentum
     schedule: Literal["cosine", "step", "triangle"] = "cosine"  # step without milestones = constant
+    # step schedule: epochs at which lr is multiplied by gamma
     step_milestones: list[int] = Field(default_factory=list)
-    gamma: float = Field(default=0.1, gt=0)
-    warmup_epochs: int = Field(default=0, ge=0)
-    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
-    amp: bool | None = None
-    channels_last: bool | None = None
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    gamma: float = Field(default=0.1, gt=0)  # step schedule: lr factor at each milestone
+    warmup_epochs: int = Field(default=0, ge=0)  # linear warm-up epochs
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)  # label smoothing of the cross-entropy
+    amp: bool | None = None  # mixed precision (bf16 where supported); null: on for CUDA
+    channels_last: bool | None = None  # NHWC memory format; null: on for CUDA
+    seed: int = 0  # seed of the initialisation and the data order
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available
+    # cut every epoch to this many steps
     max_steps_per_epoch: int | None = Field(default=None, gt=0)
     threads: int | None = Field(default=None, gt=0)  # torch threads; 1 per process when trials share a CPU
     lr_start_factor: float = Field(default=0.2, gt=0)  # triangle schedule
-    lr_peak_frac: float = Field(default=0.23, gt=0, lt=1)
-    lr_end_factor: float = Field(default=0.07, gt=0)
+    lr_peak_frac: float = Field(default=0.23, gt=0, lt=1)  # triangle schedule: where the peak lies
+    lr_end_factor: float = Field(default=0.07, gt=0)  # triangle schedule: final lr / peak lr
     bias_lr_scale: float = Field(default=1.0, gt=0)  # BatchNorm shifts' lr multiplier
     lookahead_every: int = Field(default=0, ge=0)  # 0: no lookahead averaging
-    lookahead_decay: float = Field(default=0.95, gt=0, lt=1)
+    lookahead_decay: float = Field(default=0.95, gt=0, lt=1)  # lookahead: averaging decay
     tta: Literal["none", "flip", "flip_translate"] = "none"  # final val/test evaluation
     data_init: bool = True  # data-dependent init (airbench_cifar's whitening) of fresh models
-    data_init_images: int = Field(default=5000, gt=0)
+    data_init_images: int = Field(default=5000, gt=0)  # images for the data-dependent init
 
 
 class PruneSection(_Strict):
     # The layer's regression settings (pruning.RegressionConfig: defaults, rules, meaning);
     # in a search, a group's sampled values replace them (search.space.*).
     eps_E: float = _R.eps_E
-    eps_L2: float = _R.eps_L2
-    tau: float = _R.tau
-    top_k: int | None = _R.top_k
-    min_channels: int = _R.min_channels
+    eps_L2: float = _R.eps_L2  # ridge weight: the sparsity knob (larger: sparser)
+    tau: float = _R.tau  # keep channel c if w_c >= tau / C
+    top_k: int | None = _R.top_k  # keep exactly the top_k channels of every layer (overrides tau)
+    min_channels: int = _R.min_channels  # no layer keeps fewer channels
+    # envelope (fast) or alternating (cross-checks)
     solver: Literal["envelope", "alternating"] = _R.solver
+    # lstsq: least-squares refit of the kept weights; shrunk: ablation
     refit: Literal["lstsq", "shrunk"] = _R.refit
-    calib_images: int = Field(default=1024, gt=0)
-    calib_batch_size: int = Field(default=256, gt=0)
+    calib_images: int = Field(default=1024, gt=0)  # calibration images (from train)
+    calib_batch_size: int = Field(default=256, gt=0)  # calibration batch size
+    # sampled output positions per image and layer
     calib_positions_per_image: int = Field(default=10, gt=0)
+    # X from the pruned-so-far net (default) or the original (ablation)
     target_source: Literal["pruned", "original"] = "pruned"
+    # inner: prune inside blocks; coupled: residual streams too, one w per stream
     residual: Literal["inner", "coupled"] = "inner"
-    recalibrate_bn: bool = True
+    recalibrate_bn: bool = True  # re-estimate BatchNorm statistics after the pass
     # engine speed (pruning.SparsifyConfig): activation caches and the moment products' dtype
     cache_activations: bool = True
+    # memory the activation caches may take (null: 40 % of free)
     cache_budget_mb: int | None = Field(default=None, gt=0)
+    # dtype of the per-batch moment products
     moments_dtype: Literal["float64", "float32"] = "float32"
     # cost-aware strengths (pruning.cost): eps_L2 of a layer x (channel cost / mean) ** exponent
     cost_exponent: float = 0.0
+    # the channel cost of the cost-aware strengths
     cost_currency: Literal["macs", "params", "latency"] = "macs"
     # budget targets (pruning.budget): a ratio of the original in (0, 1] or an absolute count
     # > 1; latency in ms per batch at latency_device / latency_batch_size / latency_threads.
     # At most one; eps_L2 then only ranks the channels and the widths meet the budget.
     target_macs: float | None = None
-    target_params: float | None = None
-    target_latency_ms: float | None = None
-    latency_device: str | None = None
-    latency_batch_size: int = 1
-    latency_threads: int | None = None
+    target_params: float | None = None  # budget in parameters (ratio or count)
+    target_latency_ms: float | None = None  # budget in ms per batch, timed as latency_* say
+    latency_device: str | None = None  # device of the latency budget (cpu, cuda)
+    latency_batch_size: int = 1  # batch size of the latency budget
+    latency_threads: int | None = None  # torch threads of the latency budget (null: current)
     # with a target: which selection picks each layer's channels at the allocated widths (the
     # allocation is the entropic plan's either way): the entropic ranking, or the papers'
     # greedy reconstruction (El Halabi et al. 2022) / LASSO (He et al. 2017), same refit
@@ -277,8 +292,8 @@ class PruneSection(_Strict):
 
 
 class FinetuneSection(TrainSection):
-    epochs: int = Field(default=1, ge=0)
-    lr: float = Field(default=0.01, gt=0)
+    epochs: int = Field(default=1, ge=0)  # epochs of fine-tuning after pruning
+    lr: float = Field(default=0.01, gt=0)  # peak learning rate of the fine-tune
 
 
 class RecoverySection(_Strict):
@@ -287,13 +302,13 @@ class RecoverySection(_Strict):
     net's logits) or ``finetune`` (``steps`` labelled steps); with ``guard`` the step is
     undone when it lowers validation accuracy. The prune job runs it before ``finetune``."""
 
-    mode: Literal["none", "bn", "distill", "finetune"] = "none"
-    steps: int = Field(default=0, ge=0)
-    lr: float = Field(default=0.01, gt=0)
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    weight_decay: float = Field(default=0.0, ge=0)
-    temperature: float = Field(default=1.0, gt=0)
-    guard: bool = True
+    mode: Literal["none", "bn", "distill", "finetune"] = "none"  # none, bn, distill or finetune
+    steps: int = Field(default=0, ge=0)  # gradient steps of distill / finetune
+    lr: float = Field(default=0.01, gt=0)  # learning rate of the steps
+    momentum: float = Field(default=0.9, ge=0, lt=1)  # SGD momentum of the steps
+    weight_decay: float = Field(default=0.0, ge=0)  # weight decay of the steps
+    temperature: float = Field(default=1.0, gt=0)  # distill: softmax temperature
+    guard: bool = True  # undo the step when it lowers val accuracy
 
     @model_validator(mode="after")
     def _steps_for_mode(self) -> RecoverySection:
@@ -325,7 +340,8 @@ def _default_schedules() -> list[Schedule]:
 
 
 class ScratchSection(_Strict):
-    enabled: bool = True
+    enabled: bool = True  # retrain each candidate from scratch
+    # E: same epochs; B: same compute (more epochs)
     variants: list[ScratchVariant] = Field(default_factory=_default_variants, min_length=1)
     max_epochs: int | None = Field(default=None, gt=0)  # cap for Scratch-B on tiny nets
 
@@ -351,19 +367,24 @@ class SpaceSection(_Strict):
     ``prune.eps_E``. The ranges' ends obey the layer setting's rules (prune.*).
     """
 
+    # one knob per family group, per layer, or one for all
     groups: Literal["family", "layer", "all"] = "family"
-    eps_L2: RangeF | None = None
-    eps_E: RangeF | None = None
+    eps_L2: RangeF | None = None  # range of eps_L2 (default: the family's)
+    eps_E: RangeF | None = None  # range of eps_E (default: fixed at prune.eps_E)
+    # how layers keep channels: tau and/or keep_ratio
     selection: list[Selection] = Field(default_factory=_default_selection, min_length=1)
-    tau: RangeF | None = None
-    keep_ratio: RangeF | None = None
+    tau: RangeF | None = None  # range of tau
+    keep_ratio: RangeF | None = None  # range of keep_ratio
+    # probability that a group is pruned in a trial
     prune_group_prob: float = Field(default=0.9, ge=0, le=1)
     # depth: each removable residual block (a torchvision/timm/own model's identity-shortcut
     # blocks) is removed in a trial with this probability; 0 keeps the depth fixed
     drop_block_prob: float = Field(default=0.0, ge=0, le=1)
+    # layer orders to choose from
     orders: list[LayerOrder] = Field(default_factory=_default_orders, min_length=1)
+    # one_shot and/or iterative (fine-tunes between groups)
     schedules: list[Schedule] = Field(default_factory=_default_schedules, min_length=1)
-    finetune_epochs: tuple[int, int] | None = None
+    finetune_epochs: tuple[int, int] | None = None  # [low, high] fine-tune epochs per trial
     # the cost-aware strengths' exponent (prune.cost_exponent) per trial, e.g. {low: 0, high: 1}
     cost_exponent: RangeF | None = None
 
@@ -387,11 +408,11 @@ class SpaceSection(_Strict):
 
 
 class SearchSection(_Strict):
-    backend: Literal["optuna", "ray"] = "optuna"
-    trials: int = Field(default=8, gt=0)
-    sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
-    seed: int = 0
-    study_name: str | None = None
+    backend: Literal["optuna", "ray"] = "optuna"  # optuna (one process) or ray (a cluster)
+    trials: int = Field(default=8, gt=0)  # finished trials the study should hold
+    sampler: Literal["nsga2", "tpe", "random"] = "nsga2"  # Optuna sampler
+    seed: int = 0  # sampler seed; also the calibration sample's
+    study_name: str | None = None  # default: the config's name
     # A database URL; keep its password in the environment (``${NAS_DB_PASSWORD}`` is
     # expanded where the storage is opened) or in libpq's PGPASSWORD / ~/.pgpass. A password
     # written here is never written back: every dump of the config shows it as ***.
@@ -406,23 +427,23 @@ class SearchSection(_Strict):
     # pruning, or after the `recovery:` step (a post-training search: set finetune.epochs: 0
     # and scratch.enabled: false, and a trial is a pass + a recovery + a validation pass)
     accuracy: Literal["finetuned", "scratch_e", "scratch_b", "pruned", "recovered"] = "finetuned"
-    cost: Literal["macs", "params", "latency"] = "macs"
-    max_macs: float | None = Field(default=None, gt=0)
+    cost: Literal["macs", "params", "latency"] = "macs"  # the cost objective beside accuracy
+    max_macs: float | None = Field(default=None, gt=0)  # reject trials above these MACs
     # feasibility bounds like max_macs: a trial above one is rejected (latency in ms per
     # batch, measured as search.cost=latency measures it: latency_* below)
     max_params: float | None = Field(default=None, gt=0)
-    max_latency_ms: float | None = Field(default=None, gt=0)
+    max_latency_ms: float | None = Field(default=None, gt=0)  # reject trials slower than this
     # where search latency (cost=latency, max_latency_ms) is timed: the deployment target's
     # device ("cpu", "cuda", "cuda:N"), batch size and torch threads (null: the process's)
     latency_device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:[0-9]+)?)$")
-    latency_batch_size: int = Field(default=1, gt=0)
-    latency_threads: int | None = Field(default=None, gt=0)
-    uniform_baseline: bool = True
+    latency_batch_size: int = Field(default=1, gt=0)  # batch size of search latency
+    latency_threads: int | None = Field(default=None, gt=0)  # torch threads of search latency
+    uniform_baseline: bool = True  # train the uniform net of equal MACs
     space: SpaceSection = Field(default_factory=SpaceSection)
     # Ray Tune only
     ray_address: str | None = None
-    cpus_per_trial: float = Field(default=1, gt=0)
-    gpus_per_trial: float = Field(default=0, ge=0)
+    cpus_per_trial: float = Field(default=1, gt=0)  # Ray: CPUs per trial
+    gpus_per_trial: float = Field(default=0, ge=0)  # Ray: GPUs per trial (fractions share one)
     # None: as many as the cluster's CPUs / GPUs allow with cpus_per_trial / gpus_per_trial
     max_concurrent_trials: int | None = Field(default=None, gt=0)
 
@@ -446,9 +467,9 @@ class SearchSection(_Strict):
 
 
 class WandbSection(_Strict):
-    enabled: bool = True
-    project: str = "entropic-nas"
-    entity: str | None = None
+    enabled: bool = True  # log to Weights & Biases (WANDB_MODE=offline works)
+    project: str = "entropic-nas"  # W&B project
+    entity: str | None = None  # W&B entity (team or user)
     # added to every run of the search, after the family, dataset and backend
     tags: list[str] = Field(default_factory=list)
 
