@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import json
+import logging
 import math
 import netrc
 import os
@@ -54,6 +55,8 @@ from nas.search_types import (
 )
 
 # the W&B run of the trial running in this thread / process (set by tracked_evaluate)
+log = logging.getLogger(__name__)
+
 _ACTIVE_RUN: contextvars.ContextVar[Any] = contextvars.ContextVar("nas_wandb_run",
                                                                   default=None)
 
@@ -142,21 +145,37 @@ def tracked_evaluate(params: dict[str, Any], ctx: TrialContext, *, evaluate: Eva
     """
     if not tracker.enabled:
         return evaluate(params, ctx)
-    run = tracker.start_trial(ctx.number, params, backend=ctx.backend)
-    token = _ACTIVE_RUN.set(run)
     try:
-        result = evaluate(params, ctx)
-    except RejectTrial as exc:
+        run = tracker.start_trial(ctx.number, params, backend=ctx.backend)
+        token = _ACTIVE_RUN.set(run)
+        try:
+            result = evaluate(params, ctx)
+        except RejectTrial as exc:
+            _ACTIVE_RUN.reset(token)
+            tracker.end_trial(run, state="PRUNED", reason=str(exc) or "rejected")
+            raise
+        except BaseException as exc:
+            _ACTIVE_RUN.reset(token)
+            tracker.end_trial(run, state="FAIL", reason=f"{type(exc).__name__}: {exc}"[:2000])
+            raise
         _ACTIVE_RUN.reset(token)
-        tracker.end_trial(run, state="PRUNED", reason=str(exc) or "rejected")
-        raise
-    except BaseException as exc:
-        _ACTIVE_RUN.reset(token)
-        tracker.end_trial(run, state="FAIL", reason=f"{type(exc).__name__}: {exc}"[:2000])
-        raise
-    _ACTIVE_RUN.reset(token)
-    tracker.end_trial(run, state="COMPLETE", result=result, trial_dir=ctx.trial_dir)
-    return result
+        tracker.end_trial(run, state="COMPLETE", result=result, trial_dir=ctx.trial_dir)
+        return result
+    finally:
+        if ctx.backend == "ray":
+            _teardown_service()
+
+
+def _teardown_service() -> None:
+    """Stop this process's W&B service while the process is alive. A Ray worker is ended
+    without running Python's exit hooks in order, and W&B's own hook then fails on a closed
+    socket: a 30-line ConnectionResetError traceback after every successful trial."""
+    import wandb
+
+    try:
+        wandb.teardown()
+    except Exception as exc:  # noqa: BLE001 - the trial's result stands either way
+        log.debug("wandb teardown: %s", exc)
 
 
 class Tracker:
