@@ -880,8 +880,38 @@ def _run_optuna(*, study_name: str, storage: str | BaseStorage | None,
         trials = study.get_trials(deepcopy=False)
         remaining = n_trials - counted_trials(trials, max_retry=max_retry)
         running = sum(t.state == TrialState.RUNNING for t in trials)
-        if remaining <= running:  # done, or the rest is running in other workers
+        if remaining <= 0:
             return study
+        if remaining <= running:  # the rest is running in other workers: wait for them,
+            # so that this worker's results (front, export, summary) hold every trial
+            _wait_for_others(study, me, local=local, max_retry=max_retry)
+            remaining = n_trials - counted_trials(study.get_trials(deepcopy=False),
+                                                  max_retry=max_retry)
+            if remaining <= 0:
+                return study
+            # a worker died on its trial: it was failed and re-queued; this worker runs it
+
+
+def _wait_for_others(study: optuna.Study, me: WorkerRegistration, *, local: bool,
+                     max_retry: int | None, poll_s: float = 2.0) -> None:
+    """Until no trial is RUNNING: other workers' trials end, or their workers are found dead
+    (:func:`recover_stale_trials`: the process gone on this host, no heartbeat elsewhere) and
+    the trials are failed and re-queued."""
+    import time
+
+    said = False
+    while True:
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not running:
+            return
+        if not said:
+            log.warning("waiting for %d trial(s) still running in other workers (%s) before "
+                        "writing the results", len(running),
+                        ", ".join(f"#{t.number}" for t in running))
+            said = True
+        recover_stale_trials(study, max_retry=max_retry,
+                             fail_unowned=local and not me.others_alive())
+        time.sleep(poll_s)
 
 
 def run_lock(run_dir: str | Path, name: str, *, timeout: float = -1) -> Any:
