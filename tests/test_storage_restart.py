@@ -5,6 +5,7 @@ left waiting."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -70,3 +71,35 @@ def test_a_restart_between_trials_while_the_heartbeat_runs(pg_server, tmp_path: 
                        sampler="random", heartbeat_interval=1, grace_period=30)
     t.join(90)
     assert [t.state for t in study.get_trials(deepcopy=False)] == [TrialState.COMPLETE] * 4
+
+
+def test_the_cli_search_survives_a_restart(pg_server, tmp_path: Path) -> None:
+    """The whole search (pre-training, trials, front, export) from the CLI, the server
+    restarted under its second trial: exit 0, every trial COMPLETE, nothing re-queued."""
+    from bad_input_helpers import config, write_config
+
+    from nas.cli import main
+    from nas.pareto import load_records
+
+    url = pg_server.createdb("restart_cli")
+    cfg = write_config(tmp_path / "c.yaml", config(**{"name": "rcli", "search.trials": 4}))
+    out = tmp_path / "run"
+    stop = threading.Event()
+
+    def restart_under_trial_1() -> None:
+        while not stop.is_set():
+            if (out / "trials" / "1").exists():
+                pg_server.restart(down_s=2.0)
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=restart_under_trial_1)
+    t.start()
+    try:
+        code = main(["search", "--config", str(cfg), "--out", str(out), "--storage", url])
+    finally:
+        stop.set()
+        t.join(120)
+    assert code == 0
+    assert [r.state for r in load_records(url, "rcli")] == ["COMPLETE"] * 4
+    assert json.loads((out / "summary.json").read_text())["trials"]["COMPLETE"] == 4
