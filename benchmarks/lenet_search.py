@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(CONFIG, overrides(args))
     run_dir = args.run_dir.resolve()
     storage = f"sqlite:///{run_dir / 'study.db'}"
-    population = max(4, min(50, args.trials // 4))  # nas.backends.optuna.make_sampler's default
+    population = max(4, min(50, args.trials // 4))  # nas.backends.base.make_sampler's default
     env = common.environment(torch.device("cpu"))
     common.console_print(f"[bold]{common.header(env)}[/]")
 

@@ -304,9 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    from nas.backends.optuna import DiskError, StudyExistsError, disk_error
+    from nas.backends.optuna import DiskError, disk_error
     from nas.checkpoint import CheckpointError
     from nas.config import ConfigError
+    from nas.study import StudyExistsError
     from nas.validate import InputError
     from search_spaces import SpecError
     from search_spaces.data import DatasetNotFoundError

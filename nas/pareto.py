@@ -138,7 +138,7 @@ def load_records(storage: Any, study_name: str) -> list[TrialRecord]:
     """
     study = _load_study(storage, study_name)
     names = [o.name for o in load_study_objectives(study)]
-    from nas.backends.optuna import trial_record
+    from nas.study import trial_record
 
     return [trial_record(t, names) for t in study.get_trials(deepcopy=False)]
 
@@ -149,7 +149,7 @@ def load_objectives(storage: Any, study_name: str) -> list[Objective]:
 
 
 def load_study_objectives(study: Any) -> list[Objective]:
-    from nas.backends.optuna import load_objectives as _load
+    from nas.study import load_objectives as _load
 
     return _load(study)
 
@@ -157,7 +157,7 @@ def load_study_objectives(study: Any) -> list[Objective]:
 def _load_study(storage: Any, study_name: str) -> Any:
     import optuna
 
-    from nas.backends.optuna import open_storage
+    from nas.study import open_storage
 
     run_dir = None
     if isinstance(storage, Path) or (isinstance(storage, str) and "://" not in storage
@@ -178,7 +178,7 @@ def load_front(storage: Any, study_name: str) -> list[TrialRecord]:
     (:func:`load_records` + :func:`front_records`; ``storage`` as there)."""
     study = _load_study(storage, study_name)
     objectives = load_study_objectives(study)
-    from nas.backends.optuna import trial_record
+    from nas.study import trial_record
 
     names = [o.name for o in objectives]
     records = [trial_record(t, names) for t in study.get_trials(deepcopy=False)]

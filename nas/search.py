@@ -37,11 +37,11 @@ from search_spaces import ArchSpec
 from search_spaces.space import Range, SearchSpace, default_space, sample_params
 
 from . import pareto as pareto_mod
-from .backends.optuna import run_lock
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import RunConfig, SpaceSection
 from .search_types import Objective, TrialRecord, TrialResult
 from .storage import redact
+from .study import run_lock
 from .train import TrainHooks, evaluate, hooked_accuracy, hooked_train, using_hooks
 from .trial import (
     SearchSetup,
@@ -359,7 +359,7 @@ class _Progress:
             return None
         try:
             if self._store is None:  # one connection pool for the whole search
-                from .backends.optuna import open_storage
+                from .study import open_storage
 
                 self._store = open_storage(self.storage)
             return pareto_mod.load_records(self._store, self.study)
@@ -497,24 +497,19 @@ def _run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None, trials: i
     evaluate_fn = partial(tracked_evaluate, evaluate=partial(evaluate_candidate, setup=setup),
                           tracker=tracker)
     prog = _Progress(n_trials, objectives, None, storage=storage_url, study=study)
-    with prog.progress:
-        if backend == "optuna":
-            from .backends.optuna import run_optuna
+    from .backends import SearchJob, make_backend
 
-            run_optuna(study_name=study, storage=storage_url, objectives=objectives,
-                       sample=sample, evaluate=evaluate_fn, n_trials=n_trials, run_dir=run_dir,
-                       sampler=cfg.search.sampler, seed=cfg.search.seed, resume=resume,
-                       on_trial_end=prog)
-        else:
-            from .backends.ray import run_ray
-
-            run_ray(study_name=study, storage=storage_url, objectives=objectives,
-                    sample=sample, evaluate=evaluate_fn, n_trials=n_trials, run_dir=run_dir,
+    job = SearchJob(study_name=study, storage=storage_url, objectives=objectives, sample=sample,
+                    evaluate=evaluate_fn, n_trials=n_trials, run_dir=run_dir,
                     sampler=cfg.search.sampler, seed=cfg.search.seed, resume=resume,
-                    on_trial_end=prog, ray_address=ray_address or cfg.search.ray_address,
-                    resources_per_trial={"cpu": cfg.search.cpus_per_trial,
-                                         "gpu": cfg.search.gpus_per_trial},
-                    max_concurrent_trials=cfg.search.max_concurrent_trials)
+                    on_trial_end=prog)
+    settings: dict[str, Any] = {} if backend == "optuna" else {
+        "ray_address": ray_address or cfg.search.ray_address,
+        "resources_per_trial": {"cpu": cfg.search.cpus_per_trial,
+                                "gpu": cfg.search.gpus_per_trial},
+        "max_concurrent_trials": cfg.search.max_concurrent_trials}
+    with prog.progress:
+        make_backend(backend, **settings).run(job)
     with run_lock(run_dir, "finish"):  # workers sharing the run dir write results one at a time
         return _finish(cfg, setup, storage_url, study, backend, pick, objectives, tracker, t0,
                        progress=progress)

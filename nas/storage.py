@@ -103,7 +103,7 @@ def check_storage(storage: str | None, run_dir: str | Path) -> str:
         StorageError: the storage cannot be opened or queried (driver missing, server down,
             bad credentials, no such database, malformed URL).
     """
-    from .backends.optuna import default_storage_url, open_storage
+    from .study import default_storage_url, open_storage
 
     if storage is None:  # the embedded default: a new SQLite file, created with the run dir
         return default_storage_url(run_dir)

@@ -223,7 +223,7 @@ def _study_names(url: str, *, flag: str) -> tuple[Any, list[str]]:
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
-    from .backends.optuna import open_storage
+    from .study import open_storage
 
     try:
         store = open_storage(url, must_exist=True)

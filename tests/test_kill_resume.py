@@ -22,8 +22,9 @@ import search_helpers as h
 from kill_helpers import REPO, trial_states, worker_script
 from optuna.trial import TrialState
 
-from nas.backends.optuna import counted_trials, needs_retry, retried_numbers, run_optuna
+from nas.backends.optuna import run_optuna
 from nas.pareto import load_records
+from nas.study import counted_trials, needs_retry, retried_numbers
 
 KILLS = max(4, int(os.environ.get("ENTROPIC_NAS_TEST_KILLS", "4")))  # 10 for the target
 

@@ -58,8 +58,8 @@ def test_a_password_in_the_url_is_written_nowhere(pg_server, tmp_path: Path,
 
 def test_a_password_from_the_environment(pg_server, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from nas.backends.optuna import open_storage
     from nas.storage import StorageError, check_storage
+    from nas.study import open_storage
 
     monkeypatch.setenv("NAS_DB_PASSWORD", SECRET)
     url = pg_server.createdb("pwenv").replace("postgres@", "postgres:${NAS_DB_PASSWORD}@")

@@ -15,8 +15,9 @@ import optuna
 import pytest
 import search_helpers as h
 
-from nas.backends.optuna import StudyExistsError, counted_trials, run_optuna
+from nas.backends.optuna import run_optuna
 from nas.pareto import load_records
+from nas.study import StudyExistsError, counted_trials
 from pruning.measure import count_macs
 
 

@@ -113,7 +113,7 @@ def test_two_concurrent_workers_share_one_postgres_study(pg_server, tmp_path: Pa
 
 OPEN = textwrap.dedent("""
     import sys, time
-    from nas.backends.optuna import open_storage
+    from nas.study import open_storage
     while time.time() < {start}:  # all processes hit the fresh database at the same moment
         time.sleep(0.005)
     open_storage({url!r}).get_all_studies()

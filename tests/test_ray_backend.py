@@ -17,8 +17,8 @@ import optuna
 import pytest
 import search_helpers as h
 
-from nas.backends.optuna import StudyExistsError
 from nas.pareto import load_records
+from nas.study import StudyExistsError
 from nas.tracking import Tracker
 
 pytestmark = pytest.mark.slow

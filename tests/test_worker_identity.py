@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from nas.backends.optuna import _worker_alive, this_worker
+from nas.study import _worker_alive, this_worker
 
 
 def test_the_record_has_a_start_time_and_a_reused_pid_is_dead() -> None:

@@ -16,7 +16,7 @@ could otherwise run code). Trials left RUNNING by a driver that died are failed 
 with their parameters; the sampler continues from the stored trials.
 
 Trial counting. ``n_trials`` is the total the study should hold, counted across resumes as for
-the Optuna backend (:func:`nas.backends.optuna.counted_trials`).
+the Optuna backend (:func:`nas.study.counted_trials`).
 
 Cluster. ``ray_address`` joins a running cluster. Concurrency defaults to what the cluster
 offers (its CPUs / GPUs divided by ``resources_per_trial``). Ray starts its workers at nice 15
@@ -48,6 +48,7 @@ import sys
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,19 +68,22 @@ from nas.search_types import (
     TrialRecord,
 )
 from nas.storage import StorageError
-
-from .optuna import (
-    RESERVED_ATTRS,
+from nas.study import (
     RequeueTrial,
-    check_result,
     counted_trials,
     create_or_load_study,
     describe_storage,
+    open_storage,
+    this_worker,
+)
+
+from .base import (
+    RESERVED_ATTRS,
+    SearchJob,
+    check_result,
     error_text,
     jsonable,
     make_sampler,
-    open_storage,
-    this_worker,
     write_error,
 )
 
@@ -540,3 +544,26 @@ def run_ray(
 
             ray.shutdown()
     return optuna.load_study(study_name=study_name, storage=store)
+
+
+@dataclass
+class RayBackend:
+    """The :class:`~nas.backends.base.Backend` that runs trials as Ray Tune trials
+    (:func:`run_ray`'s extra settings: the cluster, each trial's resources, concurrency)."""
+
+    ray_address: str | None = None
+    resources_per_trial: Mapping[str, float] | None = None
+    max_concurrent_trials: int | None = None
+    num_cpus: int | None = None
+    n_jobs: int | None = None
+    name: str = "ray"
+
+    def run(self, job: SearchJob) -> optuna.Study:
+        return run_ray(study_name=job.study_name, storage=job.storage,
+                       objectives=job.objectives, sample=job.sample, evaluate=job.evaluate,
+                       n_trials=job.n_trials, run_dir=job.run_dir, sampler=job.sampler,
+                       seed=job.seed, resume=job.resume, on_trial_end=job.on_trial_end,
+                       ray_address=self.ray_address,
+                       resources_per_trial=self.resources_per_trial,
+                       max_concurrent_trials=self.max_concurrent_trials, num_cpus=self.num_cpus,
+                       population_size=job.population_size, n_jobs=self.n_jobs)
