@@ -304,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    from rich.markup import escape
+
     from nas.backends.optuna import DiskError, disk_error
     from nas.checkpoint import CheckpointError
     from nas.config import ConfigError
@@ -327,7 +329,10 @@ def main(argv: list[str] | None = None) -> int:
             StudyExistsError) as exc:
         from nas.storage import scrub
 
-        console.print(f"[bold red]error:[/] {scrub(str(exc))}", highlight=False, soft_wrap=True)
+        # escaped: a message holds user text (paths, keys, "entropic-nas[ray]") that rich
+        # would read as markup and drop
+        console.print(f"[bold red]error:[/] {escape(scrub(str(exc)))}", highlight=False,
+                      soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         what = "terminated (SIGTERM)" if terminated else "interrupted"
@@ -341,11 +346,11 @@ def main(argv: list[str] | None = None) -> int:
             what = str(disk) if isinstance(disk, DiskError) else (
                 f"{disk.strerror or 'OS error'}"
                 + (f" while writing {disk.filename}" if disk.filename else ""))
-            console.print(f"[bold red]error:[/] {what}; finished trials are kept: free space "
+            console.print(f"[bold red]error:[/] {escape(what)}; finished trials are kept: free space "
                           f"and run it again (a search continues with --resume){where}",
                           highlight=False, soft_wrap=True)
             return 1
-        console.print(f"[bold red]error:[/] {_one_line(exc)}{where}", highlight=False,
+        console.print(f"[bold red]error:[/] {escape(_one_line(exc) + where)}", highlight=False,
                       soft_wrap=True)
         return 1
     finally:

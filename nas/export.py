@@ -360,7 +360,11 @@ def export_trial(record: TrialRecord, out_dir: str | Path, *, load_model: LoadMo
         spec = dataclasses.replace(spec, meta={**spec.meta, "source": source})
     res = ExportResult(out, spec.save(out / "arch.json"),
                        save_weights(model, out / "weights.safetensors", spec), out / "MODEL_CARD.md")
-    if onnx:
+    from nas.extras import hint, installed
+
+    if onnx and not installed("onnx"):
+        res.onnx_error = f"onnx is not installed ({hint('onnx')})"
+    elif onnx:
         try:
             res.onnx_exporter, verified = export_onnx(model, spec, out / "model.onnx")
             res.onnx = out / "model.onnx"
@@ -370,7 +374,7 @@ def export_trial(record: TrialRecord, out_dir: str | Path, *, load_model: LoadMo
                 res.notes.append("model.onnx passed onnx.checker but was not run (too big for "
                                  "onnx.reference; check it with onnxruntime)")
         except Exception as exc:  # noqa: BLE001 - the rest of the export stands without ONNX
-            res.onnx_error = str(exc)
+            res.onnx_error = f"ONNX export failed: {exc}"
     objectives = list(objectives or [Objective(k, "maximize" if "acc" in k else "minimize")
                                      for k in record.values])
     res.card.write_text(model_card(record, spec, model, objectives, res, study_name=study_name,
@@ -503,7 +507,7 @@ def model_card(record: TrialRecord, spec: ArchSpec, model: nn.Module,
                      "checked with `onnx.checker`" + ("" if res.notes else
                                                       " and against PyTorch's output"))
     else:
-        lines.append(f"- `model.onnx` - **not written**: ONNX export failed: {res.onnx_error}")
+        lines.append(f"- `model.onnx` - **not written**: {res.onnx_error}")
     lines += [
         *[f"- note: {n}" for n in res.notes],
         "", "## Use it", "",

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,8 +21,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from nas.extras import hint, installed
 from nas.jsonio import write_json
 from nas.search_types import Objective, TrialRecord
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "TrialRecord",
@@ -253,7 +257,11 @@ def write_results(
         "json": _write_json(records, objectives, mask, points, out / "pareto.json"),
     }
     paths["png"] = _write_png(records, objectives, mask, points, out / "pareto.png", title)
-    paths["html"] = _write_html(records, objectives, mask, points, out / "pareto.html", title)
+    if installed("plotly"):  # the [html] extra
+        paths["html"] = _write_html(records, objectives, mask, points, out / "pareto.html",
+                                    title)
+    else:
+        log.info("pareto.html not written: plotly is not installed (%s)", hint("plotly"))
     return paths
 
 

@@ -484,12 +484,12 @@ def _run_search(cfg: RunConfig, run_dir: Path, *, backend: str | None, trials: i
     storage_url = check_storage(storage or cfg.search.storage, run_dir)
     preflight_search(cfg, out=run_dir, storage_url=storage_url, study=study, backend=backend,
                      resume=resume, pick=pick, source=source, ray_address=ray_address)
+    enabled = wandb_on(cfg, wandb_enabled)
     setup = prepare(cfg, run_dir, progress=progress)
     if hooks is not None:
         setup.extra["hooks"] = hooks
     objectives = objectives_for(cfg)
     sample = partial(sample_params, space=setup.space)
-    enabled = cfg.wandb.enabled if wandb_enabled is None else wandb_enabled
     tags = list(dict.fromkeys([cfg.model.family, cfg.data.name, backend, *cfg.wandb.tags]))
     tracker = Tracker(enabled=enabled, project=cfg.wandb.project, entity=cfg.wandb.entity,
                       group=study_group(storage_url, study), run_dir=run_dir, tags=tags)
@@ -554,6 +554,25 @@ def _finish(cfg: RunConfig, setup: SearchSetup, storage_url: str, study: str, ba
                         export_dir=Path(exported["dir"]), pick=pick)
     _print_summary(summary, base, exported)
     return summary
+
+
+def wandb_on(cfg: RunConfig, flag: bool | None) -> bool:
+    """Whether the search logs to W&B: the flag, else the config. Without the [wandb] extra,
+    an explicit request (``--wandb``, ``wandb.enabled: true`` written in the config) stops
+    here (exit 2); the default turns itself off with one line."""
+    from .extras import hint, installed
+    from .validate import InputError
+
+    enabled = cfg.wandb.enabled if flag is None else flag
+    if not enabled or installed("wandb"):
+        return enabled
+    if flag or "enabled" in cfg.wandb.model_fields_set:
+        raise InputError(f"wandb.enabled: W&B logging needs wandb, which is not installed: "
+                         f"{hint('wandb')}, or set wandb.enabled: false (--no-wandb)")
+    from rich.markup import escape
+
+    console.print(escape(f"W&B off: wandb is not installed ({hint('wandb')})"))
+    return False
 
 
 def verdict(rec: TrialRecord, baselines: list[dict[str, Any]], *, n_val: int, pick: str,

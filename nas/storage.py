@@ -33,8 +33,7 @@ class StorageError(ConfigError):
 _DRIVER_HINTS = {
     "psycopg2": "pip install psycopg2-binary, or write the URL as postgresql:// (psycopg 3, "
                 "installed with entropic-nas)",
-    "psycopg": "pip install 'psycopg[binary]' (entropic-nas depends on it: reinstall with "
-               "make setup)",
+    "psycopg": "pip install 'entropic-nas[postgres]' (psycopg 3; make setup installs it)",
     "pymysql": "pip install pymysql",
     "MySQLdb": "pip install mysqlclient, or write the URL as mysql+pymysql://",
 }

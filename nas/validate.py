@@ -421,6 +421,14 @@ def preflight_prune(cfg: RunConfig, *, checkpoint: Path, out: Path, source: str)
                          f"({list(loaders.input_shape)})")
 
 
+def check_installed(module: str, *, what: str) -> None:
+    """An explicitly requested optional part (its extra not installed) stops here, exit 2."""
+    from .extras import hint, installed
+
+    if not installed(module):
+        raise InputError(f"{what} needs {module}, which is not installed: {hint(module)}")
+
+
 def check_ray_address(address: str | None, *, timeout_s: float = 10.0) -> None:
     """``--ray-address HOST:PORT`` (or ``ray://HOST:PORT``) must answer on TCP before the
     search pre-trains or creates its study; Ray itself retries for minutes. ``auto`` and
@@ -483,6 +491,7 @@ def preflight_search(cfg: RunConfig, *, out: Path, storage_url: str, study: str,
 
     check_config(cfg, source=source, search=True)
     if backend == "ray":
+        check_installed("ray", what="the ray backend (search.backend / --backend ray)")
         check_ray_address(ray_address)
     _preflight_study(cfg, out=out, storage_url=storage_url, study=study, backend=backend,
                      resume=resume, pick=pick)

