@@ -294,9 +294,15 @@ def _verified(source: ModelSource, groups: _Groups, shape: tuple[int, int, int],
             groups = without(bad, f"cutting it breaks a coupled layer ({str(e)[:120]})")
             continue
         except Exception as e:  # noqa: BLE001  (the engine's surgery cannot take this model)
-            raise SpecError(f"thinning this model's channel groups breaks it "
-                            f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); the "
-                            "pruning engine cannot take it") from e
+            # which groups break it? each one thinned alone; those are left whole (a residual
+            # over a slice of the channels, a split into fixed sizes), the rest stay knobs
+            bad = _breaking_groups(source, groups, shape, classes)
+            first = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+            if not bad or len(bad) == len(groups.widths):
+                raise SpecError(f"thinning this model's channel groups breaks it ({first}); "
+                                "the pruning engine cannot take it") from e
+            groups = without(bad, f"cutting it breaks the model's forward ({first})")
+            continue
         if tuple(out.shape) != (1, classes):
             raise SpecError(f"thinned, this model outputs {tuple(out.shape)}, not (1, {classes})")
         bad = [k for k in groups.widths if module_width(model, k) != half[k]]
@@ -305,6 +311,25 @@ def _verified(source: ModelSource, groups: _Groups, shape: tuple[int, int, int],
         groups = without(bad, "channels concatenated from several layers (width not readable)")
     raise SpecError(f"the channel groups of this model do not check out after thinning "
                     f"({rounds} rounds)")
+
+
+def _breaking_groups(source: ModelSource, groups: _Groups, shape: tuple[int, int, int],
+                     classes: int) -> list[str]:
+    """The groups that break the model when thinned to half on their own (the model does
+    not build or forward, or outputs another shape)."""
+    bad = []
+    for key, width in groups.widths.items():
+        widths = dict(groups.widths)
+        widths[key] = max(1, width // 2)
+        try:
+            model = _shrunk(source, groups, widths, shape, classes).eval()
+            with torch.no_grad():
+                ok = tuple(model(torch.zeros(1, *shape)).shape) == (1, classes)
+        except Exception:  # noqa: BLE001  (any failure: this group is not a free knob)
+            ok = False
+        if not ok:
+            bad.append(key)
+    return bad
 
 
 def _blocks(source: ModelSource, groups: _Groups, shape: tuple[int, int, int],

@@ -89,9 +89,15 @@ def test_a_factory_defined_in_a_script_is_local_to_its_process() -> None:
     assert ss.build(ss.default_spec(name, input_shape=(3, 4, 4))).__class__ is torch.nn.Sequential
 
 
+def group_norm_net(num_classes: int = 10) -> torch.nn.Module:
+    nn = torch.nn
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8), nn.ReLU(), nn.Conv2d(8, 8, 3),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+
+
 def test_what_the_engine_cannot_take_is_refused_with_the_layer_and_reason() -> None:
-    with pytest.raises(SpecError, match="LayerNorm2d"):  # ConvNeXt's channel LayerNorm
-        ss.family_for("torchvision", "convnext_tiny", input_shape=(3, 32, 32))
+    with pytest.raises(SpecError, match="'1' of type GroupNorm"):  # groups across channels
+        ss.family_for("factory", f"{__name__}:group_norm_net", input_shape=(3, 16, 16))
     with pytest.raises(SpecError, match="no model 'resnet9000'"):
         ss.family_for("torchvision", "resnet9000")
     with pytest.raises(SpecError, match="'module.path:callable'"):
