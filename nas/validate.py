@@ -157,13 +157,19 @@ def check_storage_url(url: str, *, flag: str = "--storage", must_exist: bool = F
     try:
         dialect = parsed.get_dialect()
     except NoSuchModuleError:
+        if parsed.drivername.split("+")[0] == "postgres":  # Heroku's / libpq's spelling
+            raise InputError(f"{flag} {url!r}: write postgresql://, not postgres:// "
+                             "(SQLAlchemy has no 'postgres' dialect)") from None
         raise InputError(f"{flag} {url!r}: unknown database kind {parsed.drivername!r} "
                          "(use sqlite, postgresql or mysql)") from None
     try:
         dialect.import_dbapi()
     except ImportError as exc:
+        extra = " - pip install 'entropic-nas[postgres]'" if (
+            parsed.get_backend_name() == "postgresql" and "psycopg2" not in parsed.drivername) \
+            else ""
         raise InputError(f"{flag} {url!r}: the database driver for {parsed.drivername!r} is "
-                         f"not installed ({exc})") from None
+                         f"not installed ({exc}{extra})") from None
     if parsed.get_backend_name() == "sqlite":
         db = sqlite_path(url)
         if db is not None:

@@ -77,6 +77,7 @@ BAD_URLS = [
     ("no-scheme", "study.db", "expected a database URL"),
     ("empty", " ", "empty"),
     ("unknown-dialect", "oracle2000://host/db", "unknown database kind"),
+    ("postgres-spelling", "postgres://u@localhost:5432/db", "write postgresql://"),
     ("garbage-url", "postgresql://us er@:not-a-port/db", "--storage"),
     ("journal-under-file", "journal:{tmp}/afile/j.log", "is a file"),
     ("port-not-a-number", "postgresql://u@localhost:abc/db", "--storage"),
