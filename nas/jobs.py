@@ -18,12 +18,12 @@ from search_spaces import ArchSpec
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ConfigError, RunConfig
-from .train import evaluate, plot_history, train
+from .plots import plot_history, plot_widths
+from .train import evaluate, train
 from .trial import (
     base_spec,
     load_data,
     measure_model,
-    plot_widths,
     sparsify_config,
     train_config,
     trial_budget,

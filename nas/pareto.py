@@ -17,12 +17,13 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from nas.extras import hint, installed
 from nas.jsonio import write_json
+from nas.plots import pareto_html, pareto_png
 from nas.search_types import Objective, TrialRecord
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,6 @@ __all__ = [
     "print_front",
     "write_results",
 ]
-
-_BASELINE_MARKERS = ("*", "D", "s", "^", "v", "P", "X", "h")
-_BASELINE_COLORS = ("tab:green", "tab:blue", "tab:purple", "tab:orange", "tab:brown", "tab:cyan")
 
 
 # -- non-dominated sorting -----------------------------------------------------------------------
@@ -256,9 +254,10 @@ def write_results(
         "csv": _write_csv(records, objectives, mask, out / "pareto.csv"),
         "json": _write_json(records, objectives, mask, points, out / "pareto.json"),
     }
-    paths["png"] = _write_png(records, objectives, mask, points, out / "pareto.png", title)
+    paths["png"] = pareto_png(records, objectives, mask, points, out / "pareto.png", title,
+                              knee=_knee_number(records, objectives))
     if installed("plotly"):  # the [html] extra
-        paths["html"] = _write_html(records, objectives, mask, points, out / "pareto.html",
+        paths["html"] = pareto_html(records, objectives, mask, points, out / "pareto.html",
                                     title)
     else:
         log.info("pareto.html not written: plotly is not installed (%s)", hint("plotly"))
@@ -312,170 +311,6 @@ def _write_json(records: Sequence[TrialRecord], objectives: Sequence[Objective],
         "baselines": baselines,
     }
     return write_json(path, data)
-
-
-def plot_axes(objectives: Sequence[Objective]) -> tuple[Objective, Objective]:
-    """(x, y) of the 2-D plot: y is ``accuracy`` (or the first maximised objective), x the next."""
-    if len(objectives) < 2:
-        raise ValueError("a Pareto plot needs at least two objectives")
-    by_name = {o.name: o for o in objectives}
-    y = by_name.get("accuracy") or next(
-        (o for o in objectives if o.direction == "maximize"), objectives[0])
-    macs = by_name.get("macs")
-    x = macs if macs is not None and macs is not y else next(o for o in objectives if o is not y)
-    return x, y
-
-
-def _front_line(xs: np.ndarray, ys: np.ndarray, x_obj: Objective
-                ) -> tuple[np.ndarray, np.ndarray, Literal["pre", "post"]]:
-    order = np.argsort(xs, kind="stable")
-    # best attainable y at a given x: carried right from a point when x is minimised
-    return xs[order], ys[order], "post" if x_obj.direction == "minimize" else "pre"
-
-
-def _log_x(xs: np.ndarray) -> bool:
-    xs = xs[np.isfinite(xs)]
-    return bool(xs.size and (xs > 0).all() and xs.max() / xs.min() > 20)
-
-
-def _write_png(records: Sequence[TrialRecord], objectives: Sequence[Objective], mask: np.ndarray,
-               baselines: list[dict[str, Any]], path: Path, title: str | None) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.8), dpi=120)
-    try:
-        if len(objectives) >= 2:
-            x_obj, y_obj = plot_axes(objectives)
-            done = [(r, m) for r, m in zip(records, mask, strict=True) if r.state == "COMPLETE"]
-            xs = np.array([r.values[x_obj.name] for r, _ in done], dtype=float)
-            ys = np.array([r.values[y_obj.name] for r, _ in done], dtype=float)
-            on = np.array([m for _, m in done], dtype=bool)
-            if (~on).any():
-                ax.scatter(xs[~on], ys[~on], s=18, c="0.6", alpha=0.7, label="trials")
-            if on.any():
-                fx, fy, where = _front_line(xs[on], ys[on], x_obj)
-                ax.step(fx, fy, where=where, color="tab:red", lw=1.2, alpha=0.8)
-                ax.scatter(fx, fy, s=30, c="tab:red", zorder=3, label="Pareto front")
-            knee = _knee_number(records, objectives)
-            if knee is not None:
-                kr = next(r for r in records if r.number == knee)
-                ax.annotate(f"knee (#{knee})", (kr.values[x_obj.name], kr.values[y_obj.name]),
-                            xytext=(8, -14), textcoords="offset points", fontsize=8)
-            all_x = [*xs.tolist()]
-            kinds: dict[str, str] = {}
-            for b in baselines:
-                if x_obj.name not in b or y_obj.name not in b:
-                    continue
-                kind = str(b.get("kind", b.get("label", "baseline")))
-                first = kind not in kinds
-                marker = kinds.setdefault(kind, _BASELINE_MARKERS[len(kinds) % len(_BASELINE_MARKERS)])
-                ax.scatter([b[x_obj.name]], [b[y_obj.name]], marker=marker, s=90, alpha=0.8,
-                           edgecolors="black", zorder=4, label=kind if first else None,
-                           c=_BASELINE_COLORS[list(kinds).index(kind) % len(_BASELINE_COLORS)])
-                if b.get("label") and b.get("label") != kind:
-                    ax.annotate(str(b["label"]), (b[x_obj.name], b[y_obj.name]),
-                                xytext=(6, 4), textcoords="offset points", fontsize=7)
-                all_x.append(float(b[x_obj.name]))
-            if _log_x(np.asarray(all_x, dtype=float)):
-                ax.set_xscale("log")
-            else:
-                from matplotlib.ticker import FuncFormatter
-
-                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_si(v)))
-            ax.set_xlabel(f"{x_obj.name} ({'lower' if x_obj.direction == 'minimize' else 'higher'} is better)")
-            ax.set_ylabel(f"{y_obj.name} ({'higher' if y_obj.direction == 'maximize' else 'lower'} is better)")
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=8, loc="best")
-        else:
-            complete = [r for r in records if r.state == "COMPLETE"]
-            ax.plot([r.number for r in complete],
-                    [r.values[objectives[0].name] for r in complete], "o")
-            ax.set_xlabel("trial")
-            ax.set_ylabel(objectives[0].name)
-        ax.grid(alpha=0.3)
-        ax.set_title(title or "Pareto front")
-        fig.tight_layout()
-        fig.savefig(path)
-    finally:
-        plt.close(fig)
-    return path
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
-def _hover(r: TrialRecord, objectives: Sequence[Objective]) -> str:
-    lines = [f"trial {r.number}"]
-    lines += [f"{o.name} = {_fmt(r.values.get(o.name))}" for o in objectives]
-    widths = record_widths(r)
-    if widths:
-        lines.append("widths: " + ", ".join(f"{k}={v}" for k, v in widths.items()))
-    elif r.params:
-        lines.append("params: " + ", ".join(f"{k}={_fmt(v)}" for k, v in r.params.items()))
-    # plotly hover text: wrap long lines
-    out = []
-    for line in lines:
-        while len(line) > 90:
-            cut = line.rfind(", ", 0, 90)
-            cut = 90 if cut < 0 else cut + 1
-            out.append(line[:cut])
-            line = "  " + line[cut:].lstrip()
-        out.append(line)
-    return "<br>".join(out)
-
-
-def _write_html(records: Sequence[TrialRecord], objectives: Sequence[Objective], mask: np.ndarray,
-                baselines: list[dict[str, Any]], path: Path, title: str | None) -> Path:
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    if len(objectives) >= 2:
-        x_obj, y_obj = plot_axes(objectives)
-        done = [(r, m) for r, m in zip(records, mask, strict=True) if r.state == "COMPLETE"]
-        for on_front, name, color in ((False, "trials", "#999999"), (True, "Pareto front", "#d62728")):
-            sel = [r for r, m in done if bool(m) == on_front]
-            if not sel:
-                continue
-            if on_front:
-                fx, fy, where = _front_line(
-                    np.array([r.values[x_obj.name] for r in sel]),
-                    np.array([r.values[y_obj.name] for r in sel]), x_obj)
-                fig.add_trace(go.Scatter(x=fx, y=fy, mode="lines", showlegend=False,
-                                         line={"shape": "hv" if where == "post" else "vh",
-                                               "color": color, "width": 1},
-                                         hoverinfo="skip"))
-            fig.add_trace(go.Scatter(
-                x=[r.values[x_obj.name] for r in sel], y=[r.values[y_obj.name] for r in sel],
-                mode="markers", name=name, marker={"color": color, "size": 9 if on_front else 7},
-                text=[_hover(r, objectives) for r in sel], hovertemplate="%{text}<extra></extra>",
-            ))
-        symbols = ("star", "diamond", "square", "triangle-up", "triangle-down", "cross", "x")
-        kinds: dict[str, list[dict[str, Any]]] = {}
-        for b in baselines:
-            if x_obj.name in b and y_obj.name in b:
-                kinds.setdefault(str(b.get("kind", b.get("label", "baseline"))), []).append(b)
-        for i, (kind, pts) in enumerate(kinds.items()):
-            fig.add_trace(go.Scatter(
-                x=[b[x_obj.name] for b in pts], y=[b[y_obj.name] for b in pts], mode="markers",
-                name=kind, marker={"symbol": symbols[i % len(symbols)], "size": 13,
-                                   "line": {"width": 1, "color": "black"}},
-                text=[f"{b.get('label', kind)}<br>{x_obj.name} = {_fmt(b[x_obj.name])}"
-                      f"<br>{y_obj.name} = {_fmt(b[y_obj.name])}" for b in pts],
-                hovertemplate="%{text}<extra></extra>",
-            ))
-        xs = [r.values[x_obj.name] for r, _ in done] + [b[x_obj.name] for p in kinds.values() for b in p]
-        fig.update_layout(xaxis_title=x_obj.name, yaxis_title=y_obj.name,
-                          xaxis_type="log" if _log_x(np.asarray(xs, dtype=float)) else "linear")
-    fig.update_layout(title=title or "Pareto front", template="plotly_white",
-                      hoverlabel={"align": "left"})
-    fig.write_html(str(path), include_plotlyjs=True, full_html=True)
-    return path
 
 
 # -- terminal ----------------------------------------------------------------------------------------

@@ -290,7 +290,8 @@ class Tracker:
             return None
         import wandb
 
-        from nas.pareto import pareto_mask, plot_axes, record_widths
+        from nas.pareto import pareto_mask, record_widths
+        from nas.plots import plot_axes
 
         mask = pareto_mask(records, objectives)
         params = sorted({k for r in records for k, v in r.params.items()

@@ -30,7 +30,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -505,35 +505,6 @@ def _tta_logits(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
     return 0.5 * logits + 0.5 * shifted
 
 
-def plot_history(history: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
-    """Save loss and accuracy curves (train and val per epoch) as a PNG; return the path."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    epochs = [r["epoch"] for r in history]
-    fig = Figure(figsize=(9, 3.6), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax_loss, ax_acc = fig.subplots(1, 2)
-    for split, style in (("train", "-o"), ("val", "-s")):
-        losses = [r.get(f"{split}_loss") for r in history]
-        accs = [r.get(f"{split}_acc") for r in history]
-        if any(v is not None for v in losses):
-            ax_loss.plot(epochs, [math.nan if v is None else v for v in losses], style,
-                         ms=3, label=split)
-        if any(v is not None for v in accs):
-            ax_acc.plot(epochs, [math.nan if v is None else 100 * v for v in accs], style,
-                        ms=3, label=split)
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.savefig(path, dpi=120)
-    return path
-
-
 # -- devices, seeds, threads --------------------------------------------------------------
 
 
@@ -845,7 +816,6 @@ __all__ = [
     "cpu_bf16_supported",
     "evaluate",
     "lr_at",
-    "plot_history",
     "resolve_device",
     "seed_everything",
     "train",

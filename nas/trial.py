@@ -397,6 +397,8 @@ def _evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sea
     attrs["seconds"] = time.perf_counter() - t0
     (ctx.trial_dir / "report.json").write_text(json.dumps(
         {"params": params, "attrs": attrs, "layers": reports}, indent=2, default=str))
+    from .plots import plot_widths
+
     plot_widths(spec, ctx.trial_dir / "widths.png")
     attrs["widths_plot"] = str(ctx.trial_dir / "widths.png")
     acc_key = {"finetuned": "acc_finetuned", "pruned": "acc_pruned", "recovered": "acc_recovered",
@@ -409,27 +411,3 @@ def _evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sea
                        attrs=attrs)
 
 
-def plot_widths(spec: ArchSpec, path: Path, *, title: str | None = None) -> Path:
-    """Bar plot of kept channels per layer against the family's original widths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fam = search_spaces.get_family(spec.family)
-    keys = list(fam.default_widths)
-    orig = [fam.default_widths[k] for k in keys]
-    kept = [spec.widths[k] for k in keys]
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(keys) + 2), 3.2))
-    xs = range(len(keys))
-    ax.bar(xs, orig, color="#d0d7de", label="original")
-    ax.bar(xs, kept, color="#2f81f7", label="kept")
-    ax.set_xticks(list(xs), keys, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("channels / features")
-    ax.set_title(title or f"{spec.family}: kept width per layer")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

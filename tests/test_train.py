@@ -12,12 +12,12 @@ from torch import nn
 
 import search_spaces as ss
 from nas.checkpoint import load_checkpoint
+from nas.plots import plot_history
 from nas.train import (
     NonFiniteLossError,
     TrainConfig,
     evaluate,
     lr_at,
-    plot_history,
     train,
 )
 from search_spaces.data import DataSpec, Loaders, get_loaders
