@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from pruning.regression import RegressionConfig, check_setting
+from search_spaces.space import Range
 
 _R = RegressionConfig  # the one place of a layer setting's defaults and rules
 
@@ -346,20 +347,6 @@ class ScratchSection(_Strict):
     max_epochs: int | None = Field(default=None, gt=0)  # cap for Scratch-B on tiny nets
 
 
-class RangeF(_Strict):
-    low: float
-    high: float
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _ordered(self) -> RangeF:
-        if self.low > self.high:
-            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
-        if self.log and self.low <= 0:
-            raise ValueError("a log range needs low > 0")
-        return self
-
-
 class SpaceSection(_Strict):
     """What the sampler picks per trial; ranges default to the family's (see search_spaces).
 
@@ -369,12 +356,12 @@ class SpaceSection(_Strict):
 
     # one knob per family group, per layer, or one for all
     groups: Literal["family", "layer", "all"] = "family"
-    eps_L2: RangeF | None = None  # range of eps_L2 (default: the family's)
-    eps_E: RangeF | None = None  # range of eps_E (default: fixed at prune.eps_E)
+    eps_L2: Range | None = None  # range of eps_L2 (default: the family's)
+    eps_E: Range | None = None  # range of eps_E (default: fixed at prune.eps_E)
     # how layers keep channels: tau and/or keep_ratio
     selection: list[Selection] = Field(default_factory=_default_selection, min_length=1)
-    tau: RangeF | None = None  # range of tau
-    keep_ratio: RangeF | None = None  # range of keep_ratio
+    tau: Range | None = None  # range of tau
+    keep_ratio: Range | None = None  # range of keep_ratio
     # probability that a group is pruned in a trial
     prune_group_prob: float = Field(default=0.9, ge=0, le=1)
     # depth: each removable residual block (a torchvision/timm/own model's identity-shortcut
@@ -386,18 +373,18 @@ class SpaceSection(_Strict):
     schedules: list[Schedule] = Field(default_factory=_default_schedules, min_length=1)
     finetune_epochs: tuple[int, int] | None = None  # [low, high] fine-tune epochs per trial
     # the cost-aware strengths' exponent (prune.cost_exponent) per trial, e.g. {low: 0, high: 1}
-    cost_exponent: RangeF | None = None
+    cost_exponent: Range | None = None
 
     @field_validator("cost_exponent")
     @classmethod
-    def _finite_exponent(cls, v: RangeF | None) -> RangeF | None:
+    def _finite_exponent(cls, v: Range | None) -> Range | None:
         if v is not None and not (math.isfinite(v.low) and math.isfinite(v.high)):
             raise ValueError("the exponent's range must be finite")
         return v
 
     @field_validator("eps_L2", "eps_E", "tau", "keep_ratio")
     @classmethod
-    def _ends_obey_the_setting_rule(cls, v: RangeF | None, info: ValidationInfo) -> RangeF | None:
+    def _ends_obey_the_setting_rule(cls, v: Range | None, info: ValidationInfo) -> Range | None:
         if v is not None:
             for end in ("low", "high"):
                 try:
@@ -497,7 +484,7 @@ class RunConfig(_Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-_SHAPES = {"RangeF": "a range mapping {low: X, high: Y} (optionally log: true)"}
+_SHAPES = {"Range": "a range mapping {low: X, high: Y} (optionally log: true)"}
 
 
 def _format_errors(exc: ValidationError, overridden: Mapping[str, Any] | None = None) -> str:
@@ -512,8 +499,8 @@ def _format_errors(exc: ValidationError, overridden: Mapping[str, Any] | None = 
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        elif err["type"] == "model_type":
-            # pydantic says "valid dictionary or instance of RangeF": say what to write
+        elif err["type"] in ("model_type", "dataclass_type"):
+            # pydantic says "valid dictionary or instance of Range": say what to write
             cls = (err.get("ctx") or {}).get("class_name", "")
             shape = _SHAPES.get(cls, "a mapping")
             msg = f"expected {shape}, got {type(err['input']).__name__} {err['input']!r}"

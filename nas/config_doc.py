@@ -61,7 +61,7 @@ def _annotation(cls: type, name: str) -> str:
         src_ann = getattr(klass, "__annotations__", {}).get(name)
         if src_ann is not None:
             text = src_ann if isinstance(src_ann, str) else getattr(src_ann, "__name__", str(src_ann))
-            text = text.replace("RangeF", "range").replace("Literal[", "one of [")
+            text = text.replace("Range", "range").replace("Literal[", "one of [")
             return text.replace("| None", "| null")
     return "?"
 

@@ -34,7 +34,7 @@ import search_spaces
 from pruning.cost import CostModel
 from pruning.measure import count_macs, count_params
 from search_spaces import ArchSpec
-from search_spaces.space import Range, SearchSpace, default_space, sample_params
+from search_spaces.space import SearchSpace, default_space, sample_params
 
 from . import pareto as pareto_mod
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -182,7 +182,7 @@ def search_space(cfg: RunConfig, residual_keys: list[str]) -> SearchSpace:
     for name in ("eps_L2", "eps_E", "tau", "keep_ratio", "cost_exponent"):
         r = getattr(sec, name)
         if r is not None:
-            changes[name] = Range(r.low, r.high, r.log)
+            changes[name] = r  # the config's own Range
     return replace(space, **changes)
 
 

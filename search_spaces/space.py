@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from .spec import LayerGroup, get_family
 
@@ -30,9 +30,20 @@ class Suggester(Protocol):
 
 @dataclass(frozen=True)
 class Range:
+    """A sampled interval ``[low, high]``, log-uniform with ``log``; in a config
+    ``{low: X, high: Y, log: true}`` (the config validates into this very type)."""
+
     low: float
     high: float
     log: bool = False
+    # read by pydantic where a config holds a range: no unknown keys, no NaN / inf ends
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid", "allow_inf_nan": False}
+
+    def __post_init__(self) -> None:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
 
 
 @dataclass(frozen=True)
