@@ -25,10 +25,15 @@ from pydantic import (
     model_validator,
 )
 
+from pruning.config import SparsifyConfig
 from pruning.regression import RegressionConfig, check_setting
 from search_spaces.space import Range
 
+from .train import TrainConfig
+
 _R = RegressionConfig  # the one place of a layer setting's defaults and rules
+_T = TrainConfig  # ... of a training run's
+_S = SparsifyConfig  # ... of the pass's engine settings
 
 
 class ConfigError(ValueError):
@@ -160,33 +165,33 @@ class TrainSection(_Strict):
     # A named recipe (nas.train.RECIPES, e.g. "airbench") supplies every field this section
     # does not set; without one, the defaults below apply.
     recipe: Literal["airbench", "cifar_sgd"] | None = None
-    epochs: int = Field(default=10, ge=0)  # epochs of pre-training
-    lr: float = Field(default=0.05, gt=0)  # peak learning rate (SGD)
-    momentum: float = Field(default=0.9, ge=0, lt=1)  # SGD momentum
-    weight_decay: float = Field(default=5e-4, ge=0)  # L2 weight decay
-    nesterov: bool = False  # Nesterov momentum
-    schedule: Literal["cosine", "step", "triangle"] = "cosine"  # step without milestones = constant
+    epochs: int = Field(default=_T.epochs, ge=0)  # epochs of pre-training
+    lr: float = Field(default=_T.lr, gt=0)  # peak learning rate (SGD)
+    momentum: float = Field(default=_T.momentum, ge=0, lt=1)  # SGD momentum
+    weight_decay: float = Field(default=_T.weight_decay, ge=0)  # L2 weight decay
+    nesterov: bool = _T.nesterov  # Nesterov momentum
+    schedule: Literal["cosine", "step", "triangle"] = _T.schedule  # step without milestones = constant
     # step schedule: epochs at which lr is multiplied by gamma
     step_milestones: list[int] = Field(default_factory=list)
-    gamma: float = Field(default=0.1, gt=0)  # step schedule: lr factor at each milestone
-    warmup_epochs: int = Field(default=0, ge=0)  # linear warm-up epochs
-    label_smoothing: float = Field(default=0.0, ge=0, lt=1)  # label smoothing of the cross-entropy
-    amp: bool | None = None  # mixed precision (bf16 where supported); null: on for CUDA
-    channels_last: bool | None = None  # NHWC memory format; null: on for CUDA
-    seed: int = 0  # seed of the initialisation and the data order
+    gamma: float = Field(default=_T.gamma, gt=0)  # step schedule: lr factor at each milestone
+    warmup_epochs: int = Field(default=_T.warmup_epochs, ge=0)  # linear warm-up epochs
+    label_smoothing: float = Field(default=_T.label_smoothing, ge=0, lt=1)  # label smoothing of the cross-entropy
+    amp: bool | None = _T.amp  # mixed precision (bf16 where supported); null: on for CUDA
+    channels_last: bool | None = _T.channels_last  # NHWC memory format; null: on for CUDA
+    seed: int = _T.seed  # seed of the initialisation and the data order
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available
     # cut every epoch to this many steps
-    max_steps_per_epoch: int | None = Field(default=None, gt=0)
-    threads: int | None = Field(default=None, gt=0)  # torch threads; 1 per process when trials share a CPU
-    lr_start_factor: float = Field(default=0.2, gt=0)  # triangle schedule
-    lr_peak_frac: float = Field(default=0.23, gt=0, lt=1)  # triangle schedule: where the peak lies
-    lr_end_factor: float = Field(default=0.07, gt=0)  # triangle schedule: final lr / peak lr
-    bias_lr_scale: float = Field(default=1.0, gt=0)  # BatchNorm shifts' lr multiplier
-    lookahead_every: int = Field(default=0, ge=0)  # 0: no lookahead averaging
-    lookahead_decay: float = Field(default=0.95, gt=0, lt=1)  # lookahead: averaging decay
-    tta: Literal["none", "flip", "flip_translate"] = "none"  # final val/test evaluation
-    data_init: bool = True  # data-dependent init (airbench_cifar's whitening) of fresh models
-    data_init_images: int = Field(default=5000, gt=0)  # images for the data-dependent init
+    max_steps_per_epoch: int | None = Field(default=_T.max_steps_per_epoch, gt=0)
+    threads: int | None = Field(default=_T.threads, gt=0)  # torch threads; 1 per process when trials share a CPU
+    lr_start_factor: float = Field(default=_T.lr_start_factor, gt=0)  # triangle schedule
+    lr_peak_frac: float = Field(default=_T.lr_peak_frac, gt=0, lt=1)  # triangle schedule: where the peak lies
+    lr_end_factor: float = Field(default=_T.lr_end_factor, gt=0)  # triangle schedule: final lr / peak lr
+    bias_lr_scale: float = Field(default=_T.bias_lr_scale, gt=0)  # BatchNorm shifts' lr multiplier
+    lookahead_every: int = Field(default=_T.lookahead_every, ge=0)  # 0: no lookahead averaging
+    lookahead_decay: float = Field(default=_T.lookahead_decay, gt=0, lt=1)  # lookahead: averaging decay
+    tta: Literal["none", "flip", "flip_translate"] = _T.tta  # final val/test evaluation
+    data_init: bool = _T.data_init  # data-dependent init (airbench_cifar's whitening) of fresh models
+    data_init_images: int = Field(default=_T.data_init_images, gt=0)  # images for the data-dependent init
 
 
 class PruneSection(_Strict):
@@ -206,20 +211,20 @@ class PruneSection(_Strict):
     # sampled output positions per image and layer
     calib_positions_per_image: int = Field(default=10, gt=0)
     # X from the pruned-so-far net (default) or the original (ablation)
-    target_source: Literal["pruned", "original"] = "pruned"
+    target_source: Literal["pruned", "original"] = _S.target_source
     # inner: prune inside blocks; coupled: residual streams too, one w per stream
-    residual: Literal["inner", "coupled"] = "inner"
-    recalibrate_bn: bool = True  # re-estimate BatchNorm statistics after the pass
+    residual: Literal["inner", "coupled"] = _S.residual
+    recalibrate_bn: bool = _S.recalibrate_bn  # re-estimate BatchNorm statistics after the pass
     # engine speed (pruning.SparsifyConfig): activation caches and the moment products' dtype
-    cache_activations: bool = True
+    cache_activations: bool = _S.cache_activations
     # memory the activation caches may take (null: 40 % of free)
     cache_budget_mb: int | None = Field(default=None, gt=0)
     # dtype of the per-batch moment products
-    moments_dtype: Literal["float64", "float32"] = "float32"
+    moments_dtype: Literal["float64", "float32"] = _S.moments_dtype
     # cost-aware strengths (pruning.cost): eps_L2 of a layer x (channel cost / mean) ** exponent
-    cost_exponent: float = 0.0
+    cost_exponent: float = _S.cost_exponent
     # the channel cost of the cost-aware strengths
-    cost_currency: Literal["macs", "params", "latency"] = "macs"
+    cost_currency: Literal["macs", "params", "latency"] = _S.cost_currency
     # budget targets (pruning.budget): a ratio of the original in (0, 1] or an absolute count
     # > 1; latency in ms per batch at latency_device / latency_batch_size / latency_threads.
     # At most one; eps_L2 then only ranks the channels and the widths meet the budget.

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -109,7 +109,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = False
-    schedule: str = "cosine"
+    schedule: Literal["cosine", "step", "triangle"] = "cosine"
     step_milestones: tuple[int, ...] = ()
     gamma: float = 0.1
     warmup_epochs: int = 0
@@ -127,7 +127,7 @@ class TrainConfig:
     bias_lr_scale: float = 1.0
     lookahead_every: int = 0
     lookahead_decay: float = 0.95
-    tta: str = "none"
+    tta: Literal["none", "flip", "flip_translate"] = "none"
     data_init: bool = True
     data_init_images: int = 5000
 
