@@ -38,7 +38,12 @@ The guard is off here (the step's raw effect is measured; the prune job keeps it
 
     python -m benchmarks.post_training --seeds 1 --ratios 0.33
     python -m benchmarks.post_training --seeds 1 --ratios 0.33 --arms entropic greedy lasso
+    python -m benchmarks.post_training --calib-sizes 256 1024 4096 --arms entropic greedy_plan
     python -m benchmarks.post_training --smoke
+
+``--calib-sizes N ...``: the calibration-set sweep instead (``post_training_calib.json``):
+each arm's pass with N calibration images, the accuracy right after it (BN recalibrated on
+the same images), the pass's seconds; nothing else changes.
 """
 
 from __future__ import annotations
@@ -99,8 +104,8 @@ class PostTraining:
             return self.exp.work / f"pruned_s{seed}_x{ratio:g}"
         return self.exp.work / f"pruned_{arm}_s{seed}_x{ratio:g}"
 
-    def calib(self) -> Any:
-        return self.loaders.calib(self.s["calib_images"], batch_size=256)
+    def calib(self, images: int | None = None) -> Any:
+        return self.loaders.calib(images or self.s["calib_images"], batch_size=256)
 
     def config(self) -> pruning.SparsifyConfig:
         return pruning.SparsifyConfig(regression=pruning.RegressionConfig(eps_E=-1e-3, eps_L2=0.03),
@@ -139,6 +144,24 @@ class PostTraining:
             for x in batches:
                 model(x)
         return time.perf_counter() - t0
+
+    def unit_calib(self, arm: str, seed: int, ratio: float, images: int) -> dict[str, Any]:
+        """The pass with ``images`` calibration images: accuracy right after it and seconds
+        (the pruned net is not kept)."""
+        if arm not in ("entropic", *SELECTIONS):
+            raise ValueError(f"--calib-sizes runs the engine's arms only, not {arm!r}")
+        base = self.base(seed)
+        t0 = time.perf_counter()
+        res = pruning.sparsify(base, self.calib(images), self.config(), target_macs=ratio,
+                               selection=SELECTIONS.get(arm),
+                               plan=PLANS.get(arm, "entropic"))  # type: ignore[arg-type]
+        seconds = time.perf_counter() - t0
+        pruned = res.model.eval()
+        full = pruning.count_macs(base, INPUT)
+        return {"arm": arm, "images": images, "pass_s": seconds,
+                "macs_ratio": pruning.count_macs(pruned, INPUT) / full,
+                "widths": search_spaces.spec_from_model(pruned).widths,
+                **accuracies(pruned, self.loaders)}
 
     def unit_pass(self, arm: str, seed: int, ratio: float) -> dict[str, Any]:
         base = self.base(seed)
@@ -212,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speed", action="store_true",
                    help="time each arm's pass alone (run it with nothing else on the cores): "
                         "rows in post_training_speed.json, the pruned nets not kept")
+    p.add_argument("--calib-sizes", type=int, nargs="+", default=None, metavar="N",
+                   help="the calibration-set sweep: each arm's pass with N images "
+                        "(post_training_calib.json)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the code path only")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
@@ -224,8 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work / ("smoke" if args.smoke else "full")
     results_dir = work if args.smoke else common.RESULTS
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    name = "post_training_speed" if args.speed else "post_training"
-    exp = Experiment(name, results_dir, s, work=work / ("speed" if args.speed else ""),
+    name = ("post_training_speed" if args.speed else
+            "post_training_calib" if args.calib_sizes else "post_training")
+    sub = "speed" if args.speed else "calib" if args.calib_sizes else ""
+    exp = Experiment(name, results_dir, s, work=work / sub,
                      must_match=("steps", "calib_images"), env=common.environment(dev))
     bench = PostTraining(exp, common.RESULTS / "cifar_fast_ckpt")
     units: list[Unit] = []
@@ -240,6 +268,20 @@ def main(argv: list[str] | None = None) -> int:
                         _timed_pass, bench, arm, seed, r)))
         exp.run(units, brief=lambda row: f"{row['pass_s']:.1f} s = "
                                          f"{row['pass_in_forwards']:.0f} forward passes")
+        return 0
+
+    if args.calib_sizes:
+        for seed in args.seeds:
+            for r in args.ratios:
+                for n in args.calib_sizes:
+                    for arm in [a for a in ARMS if a in args.arms]:
+                        units.append(Unit(f"calib/{arm}/s{seed}/x{r:g}/n{n}", functools.partial(
+                            lambda a, sd, rr, nn: {"seed": sd, "ratio": rr,
+                                                   **bench.unit_calib(a, sd, rr, nn)},
+                            arm, seed, r, n)))
+        exp.run(units, brief=lambda row: f"val {100 * row['val_acc']:.2f} %, test "
+                                         f"{100 * row['test_acc_tta']:.2f} % (TTA), "
+                                         f"{row['pass_s']:.0f} s")
         return 0
 
     def add(key: str, fn: Any, seed: int, ratio: float, **row: Any) -> None:

@@ -61,3 +61,18 @@ def test_the_speed_table_lists_each_arm_alone_fastest_first() -> None:
     text = render_speed({"post_training_speed.json": {"rows": rows, "env": {"torch_threads": 2}}})
     assert text.index("uniform widths") < text.index("entropic (budgeted pass)")
     assert "| 113.4 | 18.1 | 94.2 | 19.1 | 67.1 | 82.72 |" in text
+
+
+def test_the_calibration_table_gives_each_size_its_gap_to_the_largest() -> None:
+    from benchmarks.report.post_training import render_calib
+
+    def row(n: int, test: float) -> dict:
+        return {"arm": "entropic", "seed": 1, "ratio": 0.33, "images": n, "pass_s": n / 20,
+                "val_acc": test - 0.02, "test_acc_tta": test}
+
+    rows = {f"calib/entropic/s1/x0.33/n{n}": row(n, t)
+            for n, t in ((256, 0.8410), (4096, 0.8560), (1024, 0.8530))}
+    text = render_calib({"post_training_calib.json": {"rows": rows, "env": {}}})
+    lines = [ln for ln in text.splitlines() if ln.startswith("| entropic")]
+    assert [ln.split("|")[4].strip() for ln in lines] == ["256", "1,024", "4,096"]
+    assert "| -1.50 |" in lines[0] and "| -0.30 |" in lines[1] and "| – |" in lines[2]

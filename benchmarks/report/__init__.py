@@ -50,6 +50,7 @@ SECTIONS: dict[str, Callable[[dict[str, dict[str, Any]], Path], str]] = {
     "budget_hit": budget_hit.render,
     "post_training": post_training.render,
     "post_training_speed": post_training.render_speed,
+    "post_training_calib": post_training.render_calib,
 }
 
 CONVENTIONS = (

@@ -115,3 +115,35 @@ def render_speed(runs: dict[str, dict[str, Any]], figdir: Path | None = None) ->
         parts.append(md_table(["arm", "target", "pass s", "forward passes", "plan s", "final s",
                                "solve s", "val %"], table))
     return "\n".join(parts) + "\n"
+
+
+def render_calib(runs: dict[str, dict[str, Any]], figdir: Path | None = None) -> str:
+    """The calibration-set sweep (``--calib-sizes``): accuracy right after the pass and its
+    seconds at each number of calibration images, per arm; the gap to the largest set."""
+    parts = ["## Calibration-set size (fast family, right after the pass)\n",
+             "Source: `benchmarks/results/post_training_calib.json` (`python -m "
+             "benchmarks.post_training --calib-sizes 256 1024 4096`): the same pass with N "
+             "calibration images (BN recalibrated on them), no gradient step; the gap is to the "
+             "largest N of the same arm, seed and budget (target: within 1 pt at 256 of "
+             "4,096).\n"]
+    for name, data in sorted(runs.items()):
+        rows = list(data.get("rows", {}).values())
+        largest: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for r in rows:
+            key = (r["arm"], r["seed"], r["ratio"])
+            if key not in largest or r["images"] > largest[key]["images"]:
+                largest[key] = r
+        table = []
+        for r in sorted(rows, key=lambda r: (r["arm"], r["seed"], r["ratio"], r["images"])):
+            top = largest[(r["arm"], r["seed"], r["ratio"])]
+            gap = 100 * (r["test_acc_tta"] - top["test_acc_tta"])
+            table.append([ARM_LABELS.get(r["arm"], r["arm"]), str(r["seed"]),
+                          f"x{r['ratio']:g}", f"{r['images']:,}", _pct(r.get("val_acc")),
+                          _pct(r.get("test_acc_tta")),
+                          "–" if r is top else f"{gap:+.2f}", f"{r['pass_s']:.0f}"])
+        env = data.get("env", {})
+        parts.append(f"`{name}`: {env.get('torch_threads', '?')} torch threads, "
+                     f"{env.get('device', '?')}.\n")
+        parts.append(md_table(["arm", "seed", "target", "images", "val %", "test % (TTA)",
+                               "vs largest (pt)", "pass s"], table))
+    return "\n".join(parts) + "\n"
