@@ -90,6 +90,13 @@ def render(runs: dict[str, dict[str, Any]], figdir: Path | None = None) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _where(name: str, data: dict[str, Any]) -> str:
+    """The line naming a results file and the threads and device it was measured with."""
+    env = data.get("env", {})
+    return (f"`{name}`: {env.get('torch_threads', '?')} torch threads, "
+            f"{env.get('device', '?')}.\n")
+
+
 def render_speed(runs: dict[str, dict[str, Any]], figdir: Path | None = None) -> str:
     """Each arm's pass timed alone (``--speed``): seconds, forward passes, the budget's split."""
     parts = ["## Pass cost, each arm alone (fast family)\n",
@@ -109,9 +116,7 @@ def render_speed(runs: dict[str, dict[str, Any]], figdir: Path | None = None) ->
                           f"{b['final_pass']:.1f}" if "final_pass" in b else "–",
                           f"{ph['solve']:.1f}" if "solve" in ph else "–",
                           _pct(r.get("val_acc"))])
-        env = data.get("env", {})
-        parts.append(f"`{name}`: {env.get('torch_threads', '?')} torch threads, "
-                     f"{env.get('device', '?')}.\n")
+        parts.append(_where(name, data))
         parts.append(md_table(["arm", "target", "pass s", "forward passes", "plan s", "final s",
                                "solve s", "val %"], table))
     return "\n".join(parts) + "\n"
@@ -141,9 +146,7 @@ def render_calib(runs: dict[str, dict[str, Any]], figdir: Path | None = None) ->
                           f"x{r['ratio']:g}", f"{r['images']:,}", _pct(r.get("val_acc")),
                           _pct(r.get("test_acc_tta")),
                           "–" if r is top else f"{gap:+.2f}", f"{r['pass_s']:.0f}"])
-        env = data.get("env", {})
-        parts.append(f"`{name}`: {env.get('torch_threads', '?')} torch threads, "
-                     f"{env.get('device', '?')}.\n")
+        parts.append(_where(name, data))
         parts.append(md_table(["arm", "seed", "target", "images", "val %", "test % (TTA)",
                                "vs largest (pt)", "pass s"], table))
     return "\n".join(parts) + "\n"
