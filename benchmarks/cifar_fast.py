@@ -1,4 +1,4 @@
-"""CIFAR-10 (JPEG copy) head-to-head on the fast-training family ``airbench_cifar`` (issue 9).
+"""CIFAR-10 (JPEG copy) head-to-head on the fast-training family ``airbench_cifar``.
 
 On a base trained with the fast recipe to the field's accuracy, at MACs x0.5 and x0.33:
 

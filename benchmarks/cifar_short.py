@@ -1,8 +1,7 @@
 #!/usr/bin/env python
 """VGG-16 / ResNet-18 on CIFAR-10 (JPEG copy): one operating point end to end, SHORT CPU protocol.
 
-Experiment 2 of the "reproduce the paper" issue (docs: /work/shared/docs/entropic-method.md,
-sections 4-6), under a declared short CPU protocol: a fixed subset of the training images,
+The paper's second experiment under a declared short CPU protocol: a fixed subset of the training images,
 a few epochs, one seed. It is NOT the paper's 160-epoch full-data protocol (that one is for
 a GPU) and its accuracies must not be compared with the paper's; the size / MAC / memory /
 latency numbers of the found architecture, and the comparisons between the arms below

@@ -1,8 +1,7 @@
 #!/usr/bin/env python
 """LeNet-5 / MNIST: entropic sparsification vs L1 / random selection vs scratch training.
 
-Benchmark 1 of the "pruning engine" issue and experiments 1 and 3 of "reproduce the paper"
-(docs: /work/shared/docs/entropic-method.md, sections 5 and 6).
+The pruning engine's first benchmark, and the paper's LeNet-5 experiments.
 
 Per seed:
 
@@ -92,7 +91,7 @@ PROTOCOL: dict[str, Any] = {
     "metric": "test accuracy in % (10,000 images); val accuracy recorded, never used to select",
     "conventions": "sparsity = removed conv+linear weights incl. biases / original count; "
                    "MACs of conv+linear per image (FLOPs = 2 x MACs); memory = fp32 state "
-                   "dict in MiB (docs/entropic-method.md section 5)",
+                   "dict in MiB",
 }
 
 

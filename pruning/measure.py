@@ -1,6 +1,6 @@
 """Model size and cost: parameters, MACs, fp32 memory, latency, sparsity.
 
-Conventions (docs/entropic-method.md section 5; say which one you report, every time):
+Conventions (say which one you report, every time):
 
 - **MACs** are multiply-accumulates of Conv and Linear layers for one input image
   (batch 1); biases, BN, activations and pooling are not counted. **FLOPs = 2 x MACs.**

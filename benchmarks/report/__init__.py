@@ -54,7 +54,7 @@ SECTIONS: dict[str, Callable[[dict[str, dict[str, Any]], Path], str]] = {
 }
 
 CONVENTIONS = (
-    "Conventions (docs/entropic-method.md §5): **sparsity** = removed weights of conv + "
+    "Conventions: **sparsity** = removed weights of conv + "
     "linear layers (biases included) / original count; **MACs** of conv + linear layers "
     "per image, **FLOPs = 2 × MACs**; **memory** = fp32 size of the state dict in MiB; "
     "**latency** = median batch time at the stated batch size, device and thread count, "

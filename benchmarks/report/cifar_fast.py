@@ -27,7 +27,7 @@ ARM_ORDER = ("entropic", "entropic_budget", "tp_magnitude", "tp_taylor", "unifor
              "entropic_budget_lowlr", "tp_magnitude_lowlr", "tp_taylor_lowlr",
              "entropic_budget_long", "scratch_e", "scratch_b")
 LOWLR = ("tp_magnitude_lowlr", "tp_taylor_lowlr")  # compared with entropic_budget_lowlr
-TARGET_PT = 0.3  # issue 9: entropic >= 0.3 pt above the best Torch-Pruning criterion and uniform
+TARGET_PT = 0.3  # the target: entropic >= 0.3 pt above the best Torch-Pruning criterion and uniform
 
 
 def _pm(vals: list[float], scale: float = 100.0, digits: int = 2) -> str:

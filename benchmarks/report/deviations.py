@@ -3,7 +3,7 @@
 DEVIATIONS = """## Deviations from the paper (and from the method spec)
 
 Only the paper's abstract is public; the method is rebuilt from it, its predecessor SPARTAn
-and `docs/entropic-method.md` (the project's spec). Every table above differs from the paper
+and the project's method spec. Every table above differs from the paper
 in these ways:
 
 - **Protocol (CIFAR).** The paper's CIFAR-10 baselines are fully trained on a GPU (the

@@ -294,7 +294,7 @@ def _targets(L: Lenet, targets: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         return "\n".join(out), checks
     proto = targets.get("prototype", {})
     if proto.get("points"):
-        out.append(f"**Prototype reference (docs/entropic-method.md §6, 1 seed, base "
+        out.append(f"**Prototype reference (the method spec's prototype run, 1 seed, base "
                    f"{proto.get('base_acc')} %)** vs this run (mean ± std over seeds):\n")
         rows = []
         for tp in proto["points"]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from benchmarks.report.fmt import md_table
 
-TARGET_MIN = 40.0  # issue 9: the base in <= 40 min wall on this 2-core CPU
+TARGET_MIN = 40.0  # the target: the base in <= 40 min wall on this 2-core CPU
 
 
 def render(runs: dict[str, dict[str, Any]], figdir: Path | None = None) -> str:
@@ -18,7 +18,7 @@ def render(runs: dict[str, dict[str, Any]], figdir: Path | None = None) -> str:
            "per setting, one setting after the other in one process on an otherwise idle "
            "machine. 's / epoch' is the steady rate (epochs after the first); the 24-epoch "
            f"base = init + final validation + first epoch + 23 steady epochs + the TTA test "
-           f"pass. Target (issue 9): <= {TARGET_MIN:.0f} min.\n"]
+           f"pass. Target: <= {TARGET_MIN:.0f} min.\n"]
     for name, d in sorted(runs.items()):
         env, rows = d.get("environment", {}), d.get("rows", [])
         ref = next((r for r in rows if r["setting"] == "bf16_t2"), None)

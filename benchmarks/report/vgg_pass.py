@@ -15,7 +15,7 @@ def render(runs: dict[str, dict[str, Any]], figdir: Path | None = None) -> str:
            "Every consumer layer of VGG-16-CIFAR (13 regressions, d up to 4,608 features), "
            "5,000 CIFAR-10 (JPEG copy) calibration images × 10 sampled positions, eps_L2 = "
            "0.03, untrained network with BN statistics calibrated on the images (the cost does "
-           "not depend on the weights; the widths do). Targets (issue 3): < 300 s on this CPU, "
+           "not depend on the weights; the widths do). Targets: < 300 s on this CPU, "
            "< 20 s on a GPU (no GPU was lent to these sessions). Seconds, wall clock.\n"]
     runs = {n: d for n, d in runs.items() if d.get("summary", {}).get("total_s") is not None}
     rows = []
