@@ -107,9 +107,9 @@ class PostTraining:
     def calib(self, images: int | None = None) -> Any:
         return self.loaders.calib(images or self.s["calib_images"], batch_size=256)
 
-    def config(self) -> pruning.SparsifyConfig:
+    def config(self, positions: int = 10) -> pruning.SparsifyConfig:
         return pruning.SparsifyConfig(regression=pruning.RegressionConfig(eps_E=-1e-3, eps_L2=0.03),
-                                      calib_positions_per_image=10, progress=False, seed=0)
+                                      calib_positions_per_image=positions, progress=False, seed=0)
 
     def target_macs(self, seed: int, ratio: float) -> int:
         """The MACs the entropic arm reached: every other arm is pruned to it."""
@@ -145,20 +145,22 @@ class PostTraining:
                 model(x)
         return time.perf_counter() - t0
 
-    def unit_calib(self, arm: str, seed: int, ratio: float, images: int) -> dict[str, Any]:
-        """The pass with ``images`` calibration images: accuracy right after it and seconds
-        (the pruned net is not kept)."""
+    def unit_calib(self, arm: str, seed: int, ratio: float, images: int,
+                   positions: int = 10) -> dict[str, Any]:
+        """The pass with ``images`` calibration images (``positions`` sampled output
+        positions per image and layer): accuracy right after it and seconds (the pruned net
+        is not kept)."""
         if arm not in ("entropic", *SELECTIONS):
             raise ValueError(f"--calib-sizes runs the engine's arms only, not {arm!r}")
         base = self.base(seed)
         t0 = time.perf_counter()
-        res = pruning.sparsify(base, self.calib(images), self.config(), target_macs=ratio,
-                               selection=SELECTIONS.get(arm),
+        res = pruning.sparsify(base, self.calib(images), self.config(positions),
+                               target_macs=ratio, selection=SELECTIONS.get(arm),
                                plan=PLANS.get(arm, "entropic"))  # type: ignore[arg-type]
         seconds = time.perf_counter() - t0
         pruned = res.model.eval()
         full = pruning.count_macs(base, INPUT)
-        return {"arm": arm, "images": images, "pass_s": seconds,
+        return {"arm": arm, "images": images, "positions": positions, "pass_s": seconds,
                 "macs_ratio": pruning.count_macs(pruned, INPUT) / full,
                 "widths": search_spaces.spec_from_model(pruned).widths,
                 **accuracies(pruned, self.loaders)}
@@ -238,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calib-sizes", type=int, nargs="+", default=None, metavar="N",
                    help="the calibration-set sweep: each arm's pass with N images "
                         "(post_training_calib.json)")
+    p.add_argument("--positions", type=int, default=10,
+                   help="with --calib-sizes: sampled output positions per image and layer")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the code path only")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
@@ -275,10 +279,13 @@ def main(argv: list[str] | None = None) -> int:
             for r in args.ratios:
                 for n in args.calib_sizes:
                     for arm in [a for a in ARMS if a in args.arms]:
-                        units.append(Unit(f"calib/{arm}/s{seed}/x{r:g}/n{n}", functools.partial(
-                            lambda a, sd, rr, nn: {"seed": sd, "ratio": rr,
-                                                   **bench.unit_calib(a, sd, rr, nn)},
-                            arm, seed, r, n)))
+                        pos = args.positions
+                        key = f"calib/{arm}/s{seed}/x{r:g}/n{n}" + (f"/p{pos}" if pos != 10
+                                                                     else "")
+                        units.append(Unit(key, functools.partial(
+                            lambda a, sd, rr, nn, pp: {"seed": sd, "ratio": rr,
+                                                       **bench.unit_calib(a, sd, rr, nn, pp)},
+                            arm, seed, r, n, pos)))
         exp.run(units, brief=lambda row: f"val {100 * row['val_acc']:.2f} %, test "
                                          f"{100 * row['test_acc_tta']:.2f} % (TTA), "
                                          f"{row['pass_s']:.0f} s")

@@ -75,4 +75,5 @@ def test_the_calibration_table_gives_each_size_its_gap_to_the_largest() -> None:
     text = render_calib({"post_training_calib.json": {"rows": rows, "env": {}}})
     lines = [ln for ln in text.splitlines() if ln.startswith("| entropic")]
     assert [ln.split("|")[4].strip() for ln in lines] == ["256", "1,024", "4,096"]
+    assert all(ln.split("|")[5].strip() == "10" for ln in lines)
     assert "| -1.50 |" in lines[0] and "| -0.30 |" in lines[1] and "| – |" in lines[2]

@@ -136,17 +136,21 @@ def render_calib(runs: dict[str, dict[str, Any]], figdir: Path | None = None) ->
         largest: dict[tuple[Any, ...], dict[str, Any]] = {}
         for r in rows:
             key = (r["arm"], r["seed"], r["ratio"])
-            if key not in largest or r["images"] > largest[key]["images"]:
+            if r.get("positions", 10) == 10 and (key not in largest
+                                                 or r["images"] > largest[key]["images"]):
                 largest[key] = r
         table = []
-        for r in sorted(rows, key=lambda r: (r["arm"], r["seed"], r["ratio"], r["images"])):
-            top = largest[(r["arm"], r["seed"], r["ratio"])]
+        for r in sorted(rows, key=lambda r: (r["arm"], r["seed"], r["ratio"], r["images"],
+                                             r.get("positions", 10))):
+            top = largest.get((r["arm"], r["seed"], r["ratio"]), r)
             gap = 100 * (r["test_acc_tta"] - top["test_acc_tta"])
             table.append([ARM_LABELS.get(r["arm"], r["arm"]), str(r["seed"]),
-                          f"x{r['ratio']:g}", f"{r['images']:,}", _pct(r.get("val_acc")),
+                          f"x{r['ratio']:g}", f"{r['images']:,}",
+                          str(r.get("positions", 10)), _pct(r.get("val_acc")),
                           _pct(r.get("test_acc_tta")),
                           "–" if r is top else f"{gap:+.2f}", f"{r['pass_s']:.0f}"])
         parts.append(_where(name, data))
-        parts.append(md_table(["arm", "seed", "target", "images", "val %", "test % (TTA)",
+        parts.append(md_table(["arm", "seed", "target", "images", "positions", "val %",
+                               "test % (TTA)",
                                "vs largest (pt)", "pass s"], table))
     return "\n".join(parts) + "\n"
