@@ -33,6 +33,7 @@ search is killed and resumed.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import socket
@@ -184,8 +185,14 @@ def open_storage(
 
 
 # How long a lost database connection is retried before the error reaches the search: long
-# enough for a server restart or a managed database's failover (typically 10-120 s).
-RECONNECT_TIMEOUT_S = 300.0
+# enough for a server restart or a quick failover, and (with the last backoff step) below the
+# heartbeat's default grace period (2 x 60 s), so that no other worker fails a trial whose
+# worker is only waiting for the database.
+RECONNECT_TIMEOUT_S = 90.0
+
+# SQLSTATEs of a lost connection: class 08 (connection exception) and the server shutting
+# down (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now)
+_LOST_STATES = ("08", "57P01", "57P02", "57P03")
 
 
 # RDBStorage's own calls that open a session of their own; the session-taking helpers
@@ -209,14 +216,19 @@ def connection_lost(exc: BaseException) -> bool:
 
     seen: set[int] = set()
     e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
+    while e is not None and id(e) not in seen:  # the exception and what it was raised from
         seen.add(id(e))
-        if isinstance(e, (sa_exc.OperationalError, sa_exc.InterfaceError,
-                          sa_exc.DisconnectionError)):
+        if isinstance(e, sa_exc.DisconnectionError):
             return True
-        if isinstance(e, sa_exc.DBAPIError) and e.connection_invalidated:
-            return True
-        e = e.__cause__ or e.__context__
+        if isinstance(e, sa_exc.DBAPIError):
+            if e.connection_invalidated or isinstance(e, sa_exc.InterfaceError):
+                return True
+            if isinstance(e, sa_exc.OperationalError):
+                # a refused or dropped connection has no SQLSTATE (client side) or a
+                # connection one; a deadlock, timeout, full disk or bad password has its own
+                state = getattr(e.orig, "sqlstate", None) or getattr(e.orig, "pgcode", None)
+                return state is None or str(state).startswith(_LOST_STATES)
+        e = e.__cause__
     return False
 
 
@@ -506,11 +518,15 @@ class WorkerRegistration:
 
 
 def recover_stale_trials(study: optuna.Study, *, max_retry: int | None = None,
-                         fail_unowned: bool = False) -> list[int]:
+                         fail_unowned: bool = False,
+                         unowned_after_s: float | None = None) -> list[int]:
     """Fail RUNNING trials whose worker process on this host is gone, and re-queue them.
 
     ``fail_unowned``: also fail RUNNING trials that never recorded a worker (killed right
     after their creation); only safe when no other worker is alive on the study.
+    ``unowned_after_s``: fail those once they have been RUNNING that long (a trial records its
+    worker as it starts, so one that has not after minutes never will: a worker killed in
+    that instant, or a creation repeated after a lost database answer).
 
     Then run Optuna's heartbeat check (RDB storages) for trials of other hosts, and queue a
     retry for every retryable FAIL that has none (:func:`requeue_missing`: a kill between
@@ -526,7 +542,10 @@ def recover_stale_trials(study: optuna.Study, *, max_retry: int | None = None,
         if t.state != TrialState.RUNNING:
             continue
         worker = t.user_attrs.get("worker")
-        if worker is None and fail_unowned:
+        age = (None if t.datetime_start is None else
+               (datetime.datetime.now() - t.datetime_start).total_seconds())
+        stale_unowned = unowned_after_s is not None and age is not None and age > unowned_after_s
+        if worker is None and (fail_unowned or stale_unowned):
             reason = "the worker process died as the trial started (killed?)"
         elif not isinstance(worker, dict) or worker.get("host") != host or _worker_alive(worker):
             continue

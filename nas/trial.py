@@ -16,8 +16,8 @@ import dataclasses
 import json
 import math
 import random
+import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -258,21 +258,29 @@ def evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sear
         return _evaluate_candidate(params, ctx, setup=setup)
 
 
-_CALIB_CACHES: dict[tuple[str, tuple[str, ...]], pruning.CalibCache] = {}
+_CALIB_CACHE: dict[tuple[Any, ...], pruning.CalibCache] = {}
+_CALIB_LOCK = threading.Lock()
 
 
-def calib_cache(pretrained: Path | str, dropped: Sequence[str] = ()) -> pruning.CalibCache:
-    """This process's calibration cache for the pre-trained model with ``dropped`` blocks
-    removed: kept across the trials a worker runs (the Optuna backend runs them all in one
-    process), so the calibration set is read and the unpruned network run over it once, not
-    once per trial. The few most recent variants are kept (a search that drops blocks sees
-    several models); the cache checks itself against the model it is used with."""
-    key = (str(pretrained), tuple(dropped))
-    cache = _CALIB_CACHES.pop(key, None) or pruning.CalibCache()
-    _CALIB_CACHES[key] = cache  # most recent last
-    while len(_CALIB_CACHES) > 3:
-        _CALIB_CACHES.pop(next(iter(_CALIB_CACHES)))
-    return cache
+def calib_cache(key: tuple[Any, ...]) -> pruning.CalibCache | None:
+    """This process's calibration cache for ``key`` (the pre-trained model, its dropped
+    blocks, the calibration settings): kept across the trials a worker runs (the Optuna
+    backend runs them all in one process), so the calibration set is read and the unpruned
+    network run over it once, not once per trial. One cache at a time (its tensors may sit on
+    the GPU through the trial's fine-tune); None while another thread of this process uses
+    it (``n_jobs`` > 1: that trial runs without). The cache also checks itself against the
+    model and data it is used with."""
+    if not _CALIB_LOCK.acquire(blocking=False):
+        return None
+    if key not in _CALIB_CACHE:
+        _CALIB_CACHE.clear()
+        _CALIB_CACHE[key] = pruning.CalibCache()
+    return _CALIB_CACHE[key]
+
+
+def release_calib_cache() -> None:
+    if _CALIB_LOCK.locked():
+        _CALIB_LOCK.release()
 
 
 def _evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: SearchSetup
@@ -310,12 +318,17 @@ def _evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sea
         budget = trial_budget(cfg.prune, setup.base_metrics) if i == len(steps) - 1 else {}
         if budget:
             budget.update(cfg.prune.selection_kwargs())
-        cache = calib_cache(setup.pretrained, tp.dropped) if i == 0 else None
+        cache_key = (str(setup.pretrained), tuple(tp.dropped), cfg.prune.calib_images,
+                     cfg.prune.calib_batch_size, cfg.data.model_dump_json())
+        cache = calib_cache(cache_key) if i == 0 else None
         t_prune = time.perf_counter()
         try:
             result = pruning.sparsify(model, calib, scfg, cache=cache, **budget)
         except pruning.BudgetError as exc:  # the layers this trial may prune cannot reach it
             raise RejectTrial(f"prune.{exc}") from None
+        finally:
+            if cache is not None:
+                release_calib_cache()
         prune_s += time.perf_counter() - t_prune
         cache_reused |= bool(result.engine.get("calib_cache_reused"))
         if result.budget is not None:

@@ -210,6 +210,7 @@ class Collector:
         self.out_index = out_index
         self.planned: list[tuple[str, int]] = []
         self.preset: tuple[list[Tensor], ReferenceOutputs] | None = None
+        self.preset_used = False  # the preset's batches and reference outputs were read
         self.loader_passes = 0
         self._caches_ready = False
         self.batches: list[Tensor] | None = None
@@ -238,6 +239,7 @@ class Collector:
         if self.preset is not None and all(self.preset[1].has(n) for n, _ in self.planned
                                            if n in self.by_name):
             self.batches, self.ref_cache = self.preset
+            self.preset_used = True
             budget -= sum(_nbytes_of(b) for b in self.batches)
             budget -= sum(r.y.numel() * r.y.element_size()
                           for rows in self.ref_cache.rows.values() for r in rows)

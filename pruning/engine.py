@@ -84,17 +84,24 @@ class CalibCache:
         self.batches = self.reference = self.key = None
 
 
-def calib_cache_key(model: nn.Module, config: SparsifyConfig) -> tuple[Any, ...]:
+def calib_cache_key(model: nn.Module, config: SparsifyConfig,
+                    example: Tensor | None = None) -> tuple[Any, ...]:
     """What a :class:`CalibCache` depends on: the model's weights (every tensor's name,
-    shape and two checksums) and the settings that read and sample the calibration data. A
-    cache filled under another key is refilled, never read: the reference outputs of one
-    model are not another's, even one of the same architecture."""
+    shape and two checksums), the calibration data (the first image's shape and checksums)
+    and the settings that read and sample them. A cache filled under another key is
+    refilled, never read: the reference outputs of one model are not another's, even one of
+    the same architecture."""
+
+    def sums(t: Tensor) -> tuple[Any, ...]:
+        d = t.detach().double()
+        return (tuple(t.shape), float(d.sum()), float(d.abs().sum()))
+
     with torch.no_grad():
-        weights = tuple((name, tuple(t.shape), float(t.double().sum()),
-                         float(t.double().abs().sum()))
-                        for name, t in model.state_dict().items() if t.is_floating_point())
-    return (weights, config.seed, config.calib_positions_per_image, config.heldout_fraction,
-            config.max_batches, str(config.device))
+        weights = tuple((name, *sums(t)) for name, t in model.state_dict().items()
+                        if t.is_floating_point())
+        data = None if example is None else sums(example)
+    return (weights, data, config.seed, config.calib_positions_per_image,
+            config.heldout_fraction, config.max_batches, str(config.device))
 
 
 @timed("measure")
@@ -335,12 +342,12 @@ class Pass:
     def _run(self, criterion: Criterion, layers: Sequence[str] | None, *, forward_order: bool,
              strict: bool, cache: CalibCache | None) -> SparsifyResult:
         config, data = self.config, self.data
-        key = calib_cache_key(self.reference, config) if cache is not None else None
+        key = (calib_cache_key(self.reference, config, self.example) if cache is not None
+               else None)
         if cache is not None and cache.filled and cache.key != key:
             log.info("sparsify: the calibration cache was filled for another model or "
                      "sampling; refilling it")
             cache.clear()
-        reused = cache is not None and cache.filled
         if cache is not None and cache.filled:
             assert cache.batches is not None and cache.reference is not None
             data.preset = (cache.batches, cache.reference)
@@ -383,8 +390,8 @@ class Pass:
                                   device=self.device, max_batches=config.max_batches)
         after = _counts(self.pruned, input_shape)
         info = data.info()
-        if cache is not None:
-            info["calib_cache_reused"] = reused
+        if cache is not None:  # the cache's batches and reference outputs were read
+            info["calib_cache_reused"] = data.preset_used
         if cache is not None and data.batches is not None and data.ref_cache is not None:
             cache.batches, cache.reference, cache.key = data.batches, data.ref_cache, key
         return SparsifyResult(model=self.pruned, report=reports, before=before, after=after,

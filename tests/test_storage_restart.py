@@ -103,3 +103,32 @@ def test_the_cli_search_survives_a_restart(pg_server, tmp_path: Path) -> None:
     assert code == 0
     assert [r.state for r in load_records(url, "rcli")] == ["COMPLETE"] * 4
     assert json.loads((out / "summary.json").read_text())["trials"]["COMPLETE"] == 4
+
+
+class _DbError(Exception):
+    def __init__(self, sqlstate: str | None) -> None:
+        super().__init__(f"sqlstate {sqlstate}")
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(("sqlstate", "retried"), [
+    (None, True),       # connection refused: no SQLSTATE (client side)
+    ("08006", True),    # connection failure
+    ("57P01", True),    # admin shutdown (pg_ctl stop -m fast)
+    ("40P01", False),   # deadlock: not a lost connection
+    ("57014", False),   # statement timeout
+    ("53100", False),   # disk full
+    ("28P01", False),   # bad password
+])
+def test_only_a_lost_connection_is_retried(sqlstate: str | None, retried: bool) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from nas.study import connection_lost
+
+    err = OperationalError("SELECT 1", {}, _DbError(sqlstate))
+    assert connection_lost(err) is retried
+    try:  # as Optuna raises it: a StorageInternalError from the SQLAlchemy error
+        raise optuna.exceptions.StorageInternalError("commit failed") from err
+    except optuna.exceptions.StorageInternalError as wrapped:
+        assert connection_lost(wrapped) is retried
+    assert not connection_lost(ValueError("bad data"))

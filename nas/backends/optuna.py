@@ -304,22 +304,27 @@ def _run_optuna(*, study_name: str, storage: str | BaseStorage | None,
 def _wait_for_others(study: optuna.Study, me: WorkerRegistration, *, local: bool,
                      max_retry: int | None, poll_s: float = 2.0) -> None:
     """Until no trial is RUNNING: other workers' trials end, or their workers are found dead
-    (:func:`recover_stale_trials`: the process gone on this host, no heartbeat elsewhere) and
-    the trials are failed and re-queued."""
+    (:func:`recover_stale_trials`: the process gone on this host, no heartbeat elsewhere, no
+    worker recorded after 5 minutes) and the trials are failed and re-queued. The repair runs
+    under the run directory's study lock (as at start-up), once more after the wait; a line
+    every 10 minutes says what is still awaited."""
     import time
 
-    said = False
+    run_dir = me.folder.parent
+    said = 0.0
     while True:
+        with run_lock(run_dir, "study"):
+            recover_stale_trials(study, max_retry=max_retry,
+                                 fail_unowned=local and not me.others_alive(),
+                                 unowned_after_s=300.0)
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if not running:
             return
-        if not said:
+        if time.monotonic() - said > 600.0:
             log.warning("waiting for %d trial(s) still running in other workers (%s) before "
                         "writing the results", len(running),
                         ", ".join(f"#{t.number}" for t in running))
-            said = True
-        recover_stale_trials(study, max_retry=max_retry,
-                             fail_unowned=local and not me.others_alive())
+            said = time.monotonic()
         time.sleep(poll_s)
 
 
