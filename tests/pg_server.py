@@ -74,12 +74,12 @@ class PgServer:
         # the server's output goes to the log file: a pipe would stay open in the new server
         log = self.data_dir.parent / "server.log"
         ctl = [*self.prefix, str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir)]
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        quiet = subprocess.DEVNULL
         subprocess.run([*ctl, "-m", "fast", "-w", "-t", "60", "stop"], check=True,
-                       timeout=90, env=env, **quiet)
+                       timeout=90, env=env, stdout=quiet, stderr=quiet)
         time.sleep(down_s)
         subprocess.run([*ctl, "-l", str(log), "-o", self.options, "-w", "-t", "60", "start"],
-                       check=True, timeout=90, env=env, **quiet)
+                       check=True, timeout=90, env=env, stdout=quiet, stderr=quiet)
 
 
 @pytest.fixture(scope="session")

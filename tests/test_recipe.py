@@ -50,7 +50,7 @@ def test_recipe_values_and_unknown_name() -> None:
     with pytest.raises(ValueError, match="train.recipe"):
         TrainConfig.from_recipe("nope")
     with pytest.raises(ValueError, match="train.tta"):
-        TrainConfig(tta="rotate")
+        TrainConfig(tta="rotate")  # type: ignore[arg-type]
 
 
 def test_triangle_schedule() -> None:

@@ -21,7 +21,7 @@ from nas.search_types import Objective, TrialResult
 pytestmark = pytest.mark.slow
 
 
-def _sample(trial: optuna.Trial) -> dict[str, float]:
+def _sample(trial: optuna.trial.BaseTrial) -> dict[str, float]:
     return {"x": trial.suggest_float("x", -1.0, 1.0)}
 
 
@@ -63,8 +63,12 @@ def test_a_restart_between_trials_while_the_heartbeat_runs(pg_server, tmp_path: 
             time.sleep(4.0)  # the restart happens now, under the heartbeat's writes
         return TrialResult({"loss": params["x"] ** 2}, {})
 
-    t = threading.Thread(target=lambda: (started.wait(60), time.sleep(1.0),
-                                         pg_server.restart()))
+    def restart_while_idle() -> None:
+        started.wait(60)
+        time.sleep(1.0)
+        pg_server.restart()
+
+    t = threading.Thread(target=restart_while_idle)
     t.start()
     study = run_optuna(study_name="s", storage=url, objectives=[Objective("loss", "minimize")],
                        sample=_sample, evaluate=evaluate, n_trials=4, run_dir=tmp_path,
