@@ -60,9 +60,9 @@ def _wait_for_line(proc: subprocess.Popen[str], text: str, timeout: float = 120)
 
 def test_the_first_finisher_waits_for_the_others_trial(tmp_path: Path) -> None:
     storage = f"journal:{tmp_path / 'journal.log'}"
-    slow = _start(tmp_path, storage, seed=0, long_s=6.0)
+    slow = _start(tmp_path, storage, seed=0, long_s=20.0)  # long enough on a loaded machine
     _wait_for_line(slow, "long trial started")  # it holds trial 0
-    fast = _start(tmp_path, storage, seed=1, long_s=6.0)  # runs trial 1, then must wait
+    fast = _start(tmp_path, storage, seed=1, long_s=20.0)  # runs trial 1, then must wait
     out_fast = fast.communicate(timeout=300)[0]
     out_slow = slow.communicate(timeout=300)[0]
     assert fast.returncode == 0 and slow.returncode == 0, out_fast + out_slow

@@ -311,7 +311,7 @@ def _wait_for_others(study: optuna.Study, me: WorkerRegistration, *, local: bool
     import time
 
     run_dir = me.folder.parent
-    said = 0.0
+    said: float | None = None  # when the last line was logged
     while True:
         with run_lock(run_dir, "study"):
             recover_stale_trials(study, max_retry=max_retry,
@@ -320,7 +320,7 @@ def _wait_for_others(study: optuna.Study, me: WorkerRegistration, *, local: bool
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if not running:
             return
-        if time.monotonic() - said > 600.0:
+        if said is None or time.monotonic() - said > 600.0:
             log.warning("waiting for %d trial(s) still running in other workers (%s) before "
                         "writing the results", len(running),
                         ", ".join(f"#{t.number}" for t in running))
