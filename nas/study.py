@@ -241,7 +241,10 @@ class ReconnectingRDBStorage(RDBStorage):
     commit went through but whose answer was lost is recognised instead of written twice.
     """
 
-    def _retrying(self, name: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _retrying(self, name: str, call: Callable[..., Any], *args: Any,
+                  _done: Callable[[], bool] | None = None, **kwargs: Any) -> Any:
+        """``call(*args, **kwargs)``, retried while the connection is lost; on a retry,
+        ``_done()`` true means the lost attempt was committed (its answer is ``True``)."""
         import time
 
         deadline = time.monotonic() + RECONNECT_TIMEOUT_S
@@ -249,8 +252,7 @@ class ReconnectingRDBStorage(RDBStorage):
         lost = False
         while True:
             try:
-                if lost and name == "set_trial_state_values" and self._already_set(*args,
-                                                                                  **kwargs):
+                if lost and _done is not None and _done():
                     return True
                 out = call(*args, **kwargs)
                 if lost:
@@ -282,7 +284,8 @@ class ReconnectingRDBStorage(RDBStorage):
     def set_trial_state_values(self, trial_id: int, state: TrialState,
                                values: Sequence[float] | None = None) -> bool:
         return self._retrying("set_trial_state_values", super().set_trial_state_values,
-                              trial_id, state, values)
+                              trial_id, state, values,
+                              _done=lambda: self._already_set(trial_id, state, values))
 
 
 def _retried(name: str) -> Callable[..., Any]:

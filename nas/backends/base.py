@@ -14,7 +14,7 @@ import json
 import math
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -56,6 +56,11 @@ class SearchJob:
     resume: bool = False
     on_trial_end: TrialEndFn | None = None
     population_size: int | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        """The job as the engines' keyword arguments (``run_optuna(**job.kwargs(), ...)``);
+        the values themselves, not copies."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 class Backend(Protocol):

@@ -340,10 +340,6 @@ class OptunaBackend:
     name: str = "optuna"
 
     def run(self, job: SearchJob) -> optuna.Study:
-        return run_optuna(study_name=job.study_name, storage=job.storage,
-                          objectives=job.objectives, sample=job.sample, evaluate=job.evaluate,
-                          n_trials=job.n_trials, run_dir=job.run_dir, sampler=job.sampler,
-                          seed=job.seed, resume=job.resume, n_jobs=self.n_jobs,
-                          on_trial_end=job.on_trial_end, population_size=job.population_size,
+        return run_optuna(**job.kwargs(), n_jobs=self.n_jobs,
                           heartbeat_interval=self.heartbeat_interval,
                           grace_period=self.grace_period, max_retry=self.max_retry)

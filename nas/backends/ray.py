@@ -559,11 +559,7 @@ class RayBackend:
     name: str = "ray"
 
     def run(self, job: SearchJob) -> optuna.Study:
-        return run_ray(study_name=job.study_name, storage=job.storage,
-                       objectives=job.objectives, sample=job.sample, evaluate=job.evaluate,
-                       n_trials=job.n_trials, run_dir=job.run_dir, sampler=job.sampler,
-                       seed=job.seed, resume=job.resume, on_trial_end=job.on_trial_end,
-                       ray_address=self.ray_address,
+        return run_ray(**job.kwargs(), ray_address=self.ray_address,
                        resources_per_trial=self.resources_per_trial,
                        max_concurrent_trials=self.max_concurrent_trials, num_cpus=self.num_cpus,
-                       population_size=job.population_size, n_jobs=self.n_jobs)
+                       n_jobs=self.n_jobs)
