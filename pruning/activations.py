@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from pruning.moments import feature_columns
 from pruning.patches import PatchIndex, gather_outputs, sample_positions
 from pruning.phases import timed
+from pruning.surgery import SUPPORTED_PARAMETRIC
 
 __all__ = [
     "CalibrationBatches",
@@ -234,11 +235,11 @@ class ReferenceOutputs:
 
 
 def _shape_holding(module: nn.Module) -> bool:
-    """Layers whose forward reads their own sizes (``normalized_shape``, ``num_features``):
+    """The layers surgery shrinks, whose forward reads their own sizes (``normalized_shape``,
+    ``num_features``):
     traced through, a subclass defined outside torch (timm's ``LayerNorm2d``,
     ``BatchNormAct2d``, ``Conv2dSame``) would bake its pre-surgery sizes into the graph."""
-    return isinstance(module, (nn.Conv2d, nn.Linear, nn.LayerNorm,
-                               nn.modules.batchnorm._BatchNorm))
+    return isinstance(module, (*SUPPORTED_PARAMETRIC, nn.LayerNorm))
 
 
 def _shape_reading_tracer() -> Any:
@@ -274,7 +275,6 @@ class PrunedActivations:
         self.resumed = 0  # consumer inputs computed from a cached activation (batch 0 count)
         self.enabled = False
         try:
-
             self.graph = _shape_reading_tracer().trace(model)
         except Exception as exc:  # noqa: BLE001 - any tracing failure means "no cache"
             log.info("sparsify: model not traceable by torch.fx (%s); per-layer forwards", exc)

@@ -120,8 +120,8 @@ class ModelSource:
             try:
                 import timm
             except ImportError:
-                raise SpecError("model.timm: timm is not installed (pip install 'entropic-nas[timm]')"
-                               ) from None
+                raise SpecError("model.timm: timm is not installed "
+                                "(pip install 'entropic-nas[timm]')") from None
             if not timm.is_model(self.name):
                 raise SpecError(f"model.timm: no model {self.name!r} in timm {timm.__version__} "
                                 "(timm.list_models() lists them)")
@@ -258,6 +258,21 @@ def _shrunk(source: ModelSource, groups: _Groups, widths: Mapping[str, int],
     return run_given(model, keep, None, _engine_config(), example, refit=False).model
 
 
+def _probe(source: ModelSource, groups: _Groups, widths: Mapping[str, int],
+           shape: tuple[int, int, int], classes: int,
+           dropped: Sequence[str] = ()) -> tuple[nn.Module, torch.Tensor]:
+    """A fresh instance cut to ``widths`` (and without the ``dropped`` blocks) and its
+    output on one zero image: how every registration check builds and runs a thinned
+    model (whatever breaks raises)."""
+    model = _shrunk(source, groups, widths, shape, classes, dropped).eval()
+    with torch.no_grad():
+        return model, model(torch.zeros(1, *shape))
+
+
+def _halved(widths: Mapping[str, int]) -> dict[str, int]:
+    return {k: max(1, w // 2) for k, w in widths.items()}
+
+
 def _verified(source: ModelSource, groups: _Groups, shape: tuple[int, int, int],
               classes: int) -> _Groups:
     """Check the groups on a model thinned to half of every group: it must build, forward
@@ -280,11 +295,9 @@ def _verified(source: ModelSource, groups: _Groups, shape: tuple[int, int, int],
     for _ in range(rounds):
         if not groups.widths:
             return groups
-        half = {k: max(1, w // 2) for k, w in groups.widths.items()}
+        half = _halved(groups.widths)
         try:
-            model = _shrunk(source, groups, half, shape, classes).eval()
-            with torch.no_grad():
-                out = model(torch.zeros(1, *shape))
+            model, out = _probe(source, groups, half, shape, classes)
         except SurgeryError as e:  # names the layer: leave its group alone and try again
             layer = str(e).split(":", 1)[0]
             bad = [k for k, ms in groups.members.items()
@@ -318,13 +331,10 @@ def _breaking_groups(source: ModelSource, groups: _Groups, shape: tuple[int, int
     """The groups that break the model when thinned to half on their own (the model does
     not build or forward, or outputs another shape)."""
     bad = []
-    for key, width in groups.widths.items():
-        widths = dict(groups.widths)
-        widths[key] = max(1, width // 2)
+    for key in groups.widths:
+        widths = {**groups.widths, **_halved({key: groups.widths[key]})}
         try:
-            model = _shrunk(source, groups, widths, shape, classes).eval()
-            with torch.no_grad():
-                ok = tuple(model(torch.zeros(1, *shape)).shape) == (1, classes)
+            ok = tuple(_probe(source, groups, widths, shape, classes)[1].shape) == (1, classes)
         except Exception:  # noqa: BLE001  (any failure: this group is not a free knob)
             ok = False
         if not ok:
@@ -344,11 +354,8 @@ def _blocks(source: ModelSource, groups: _Groups, shape: tuple[int, int, int],
     blocks = removable_blocks(probe, torch.randn(2, *shape, generator=gen))
     if not blocks:
         return []
-    half = {k: max(1, w // 2) for k, w in groups.widths.items()}
     try:
-        model = _shrunk(source, groups, half, shape, classes, blocks).eval()
-        with torch.no_grad():
-            out = model(torch.zeros(1, *shape))
+        _, out = _probe(source, groups, _halved(groups.widths), shape, classes, blocks)
         if tuple(out.shape) != (1, classes):
             raise ValueError(f"outputs {tuple(out.shape)}")
     except Exception as e:  # noqa: BLE001  (depth is optional: a model keeps its blocks)
