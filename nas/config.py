@@ -29,11 +29,13 @@ from pruning.config import SparsifyConfig
 from pruning.regression import RegressionConfig, check_setting
 from search_spaces.space import Range
 
+from .recovery import RecoveryConfig
 from .train import TrainConfig
 
 _R = RegressionConfig  # the one place of a layer setting's defaults and rules
 _T = TrainConfig  # ... of a training run's
 _S = SparsifyConfig  # ... of the pass's engine settings
+_V = RecoveryConfig  # ... of the recovery step after pruning
 
 
 class ConfigError(ValueError):
@@ -308,13 +310,13 @@ class RecoverySection(_Strict):
     net's logits) or ``finetune`` (``steps`` labelled steps); with ``guard`` the step is
     undone when it lowers validation accuracy. The prune job runs it before ``finetune``."""
 
-    mode: Literal["none", "bn", "distill", "finetune"] = "none"  # none, bn, distill or finetune
-    steps: int = Field(default=0, ge=0)  # gradient steps of distill / finetune
-    lr: float = Field(default=0.01, gt=0)  # learning rate of the steps
-    momentum: float = Field(default=0.9, ge=0, lt=1)  # SGD momentum of the steps
-    weight_decay: float = Field(default=0.0, ge=0)  # weight decay of the steps
-    temperature: float = Field(default=1.0, gt=0)  # distill: softmax temperature
-    guard: bool = True  # undo the step when it lowers val accuracy
+    mode: Literal["none", "bn", "distill", "finetune"] = _V.mode  # none, bn, distill or finetune
+    steps: int = Field(default=_V.steps, ge=0)  # gradient steps of distill / finetune
+    lr: float = Field(default=_V.lr, gt=0)  # learning rate of the steps
+    momentum: float = Field(default=_V.momentum, ge=0, lt=1)  # SGD momentum of the steps
+    weight_decay: float = Field(default=_V.weight_decay, ge=0)  # weight decay of the steps
+    temperature: float = Field(default=_V.temperature, gt=0)  # distill: softmax temperature
+    guard: bool = _V.guard  # undo the step when it lowers val accuracy
 
     @model_validator(mode="after")
     def _steps_for_mode(self) -> RecoverySection:

@@ -25,7 +25,7 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -38,14 +38,15 @@ from pruning.capture import batch_inputs
 
 __all__ = ["MODES", "RecoveryConfig", "recover"]
 
-MODES = ("none", "bn", "distill", "finetune")
+Mode = Literal["none", "bn", "distill", "finetune"]
+MODES: tuple[Mode, ...] = ("none", "bn", "distill", "finetune")
 
 
 @dataclass(frozen=True)
 class RecoveryConfig:
     """One recovery step (see the module docstring)."""
 
-    mode: str = "none"
+    mode: Mode = "none"
     steps: int = 0
     lr: float = 0.01
     momentum: float = 0.9

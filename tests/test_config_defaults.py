@@ -1,13 +1,15 @@
 """A config section and the engine type it becomes share their fields and defaults: the
 train / finetune sections are TrainConfig's fields (less what only code sets), the prune
-section's engine and layer settings are SparsifyConfig's and RegressionConfig's, so a default
+section's engine and layer settings are SparsifyConfig's and RegressionConfig's, the
+recovery section is RecoveryConfig, so a default
 changed in the engine is the YAML's default too and no field is lost between them."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from nas.config import FinetuneSection, PruneSection, TrainSection
+from nas.config import FinetuneSection, PruneSection, RecoverySection, TrainSection
+from nas.recovery import RecoveryConfig
 from nas.train import TrainConfig
 from nas.trial import sparsify_config, train_config
 from pruning.config import SparsifyConfig
@@ -41,3 +43,9 @@ def test_prune_section_defaults_are_the_engines() -> None:
             continue
         assert getattr(cfg, f.name) == getattr(engine, f.name), f.name
     assert PruneSection().setting() == RegressionConfig()
+
+
+def test_recovery_section_is_recovery_config() -> None:
+    fields = {f.name for f in dataclasses.fields(RecoveryConfig)}
+    assert set(RecoverySection.model_fields) == fields - {"bn_batches"}  # bn_batches: code only
+    assert RecoveryConfig(**RecoverySection().model_dump()) == RecoveryConfig()

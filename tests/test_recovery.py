@@ -72,7 +72,7 @@ def test_bad_settings_are_named() -> None:
     with pytest.raises(ValueError, match="recovery.steps"):
         RecoveryConfig("distill", steps=0)
     with pytest.raises(ValueError, match="recovery.mode"):
-        RecoveryConfig("magic")
+        RecoveryConfig("magic")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="recovery.steps"):
         RecoverySection(mode="finetune")
 
