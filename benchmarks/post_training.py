@@ -145,18 +145,24 @@ class PostTraining:
                 model(x)
         return time.perf_counter() - t0
 
+    def engine_pass(self, arm: str, base: torch.nn.Module, ratio: float, *,
+                    images: int | None = None, positions: int = 10) -> pruning.SparsifyResult:
+        """An engine arm's budgeted pass: the allocation of ``plan``, the channels of its
+        ``selection``, the same refit (``images`` calibration images, default the run's)."""
+        if arm not in ("entropic", *SELECTIONS):
+            raise ValueError(f"{arm!r} is not one of the engine's arms")
+        return pruning.sparsify(base, self.calib(images), self.config(positions),
+                                target_macs=ratio, selection=SELECTIONS.get(arm),
+                                plan=PLANS.get(arm, "entropic"))  # type: ignore[arg-type]
+
     def unit_calib(self, arm: str, seed: int, ratio: float, images: int,
                    positions: int = 10) -> dict[str, Any]:
         """The pass with ``images`` calibration images (``positions`` sampled output
         positions per image and layer): accuracy right after it and seconds (the pruned net
         is not kept)."""
-        if arm not in ("entropic", *SELECTIONS):
-            raise ValueError(f"--calib-sizes runs the engine's arms only, not {arm!r}")
         base = self.base(seed)
         t0 = time.perf_counter()
-        res = pruning.sparsify(base, self.calib(images), self.config(positions),
-                               target_macs=ratio, selection=SELECTIONS.get(arm),
-                               plan=PLANS.get(arm, "entropic"))  # type: ignore[arg-type]
+        res = self.engine_pass(arm, base, ratio, images=images, positions=positions)
         seconds = time.perf_counter() - t0
         pruned = res.model.eval()
         full = pruning.count_macs(base, INPUT)
@@ -172,9 +178,7 @@ class PostTraining:
         if arm in ("entropic", *SELECTIONS):
             timer = common.PhaseTimer(torch.device("cpu"))
             with phases.listen(timer):
-                res = pruning.sparsify(base, self.calib(), self.config(), target_macs=ratio,
-                                       selection=SELECTIONS.get(arm),
-                                       plan=PLANS.get(arm, "entropic"))  # type: ignore[arg-type]
+                res = self.engine_pass(arm, base, ratio)
             pruned = res.model
             assert res.budget is not None
             extra["budget_seconds"] = res.budget["seconds"]
@@ -274,25 +278,23 @@ def main(argv: list[str] | None = None) -> int:
                                          f"{row['pass_in_forwards']:.0f} forward passes")
         return 0
 
+    def add(key: str, fn: Any, seed: int, ratio: float, **row: Any) -> None:
+        units.append(Unit(key, lambda: {**row, "seed": seed, "ratio": ratio, **fn()}))
+
     if args.calib_sizes:
+        pos = args.positions
         for seed in args.seeds:
             for r in args.ratios:
                 for n in args.calib_sizes:
                     for arm in [a for a in ARMS if a in args.arms]:
-                        pos = args.positions
                         key = f"calib/{arm}/s{seed}/x{r:g}/n{n}" + (f"/p{pos}" if pos != 10
                                                                      else "")
-                        units.append(Unit(key, functools.partial(
-                            lambda a, sd, rr, nn, pp: {"seed": sd, "ratio": rr,
-                                                       **bench.unit_calib(a, sd, rr, nn, pp)},
-                            arm, seed, r, n, pos)))
+                        add(key, functools.partial(bench.unit_calib, arm, seed, r, n, pos),
+                            seed, r)
         exp.run(units, brief=lambda row: f"val {100 * row['val_acc']:.2f} %, test "
                                          f"{100 * row['test_acc_tta']:.2f} % (TTA), "
                                          f"{row['pass_s']:.0f} s")
         return 0
-
-    def add(key: str, fn: Any, seed: int, ratio: float, **row: Any) -> None:
-        units.append(Unit(key, lambda: {**row, "seed": seed, "ratio": ratio, **fn()}))
 
     arms = [a for a in ARMS if a in args.arms]  # entropic first: the others need its MACs
     plan = [(m, 0.0) for m in args.modes if m == "bn"]

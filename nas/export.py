@@ -391,6 +391,10 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if abs(v) < 1000 else f"{v:,.0f}"
 
 
+# where a trial records its pruned + fine-tuned accuracy (older records used the others)
+_FINETUNED = ("acc_finetuned", "acc_ft", "accuracy_finetuned")
+
+
 def _baseline_lines(record: TrialRecord, n_params: int, baselines: Sequence[Mapping[str, Any]],
                     verdict: Mapping[str, Any] | None) -> list[str]:
     """The card's comparison: this architecture beside the unpruned model and the uniformly
@@ -401,7 +405,7 @@ def _baseline_lines(record: TrialRecord, n_params: int, baselines: Sequence[Mapp
     def cell(v: Any) -> str:
         return _fmt(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else "n/a"
 
-    acc = _first_number(record, ("acc_finetuned", "acc_ft", "accuracy_finetuned"))
+    acc = _first_number(record, _FINETUNED)
     out = ["", "## Against the baselines", "",
            "| model | val accuracy | MACs | params |", "|---|---:|---:|---:|",
            f"| this architecture (pruned + fine-tuned) | {cell(acc)} | "
@@ -471,10 +475,10 @@ def model_card(record: TrialRecord, spec: ArchSpec, model: nn.Module,
         lines.append(f"| {key} | {w} | {default} | {100.0 * w / default:.0f} % |")
     lines.append(f"| **all** | **{tot}** | **{tot_def}** | **{100.0 * tot / max(tot_def, 1):.0f} %** |")
 
-    ft = _first_number(record, ("acc_finetuned", "acc_ft", "accuracy_finetuned"))
+    ft = _first_number(record, _FINETUNED)
     rows = [(label, _first_number(record, keys)) for label, keys in (
         ("pruned, before fine-tuning (val)", ("acc_pruned",)),
-        ("pruned + fine-tuned (val)", ("acc_finetuned", "acc_ft", "accuracy_finetuned")),
+        ("pruned + fine-tuned (val)", _FINETUNED),
         ("pruned + fine-tuned (test)", ("test_acc_finetuned",)),
         ("same architecture from scratch (val)", ("acc_scratch", "accuracy_scratch")),
         ("from scratch, same epochs - Scratch-E (val)", ("acc_scratch_e",)),

@@ -671,14 +671,13 @@ def export_from_storage(storage: str, study: str, pick: str, out_dir: Path, *,
         from .validate import InputError
 
         raise InputError(f"--study {study!r} in {storage}: no completed trial to export")
-    _pick(records, pareto_mod.load_objectives(storage, study), pick)  # before any work
+    picked = _pick(records, pareto_mod.load_objectives(storage, study), pick)  # before any work
     cfg_path = Path(done[0].attrs["trial_dir"]).parents[1] / "config.yaml"
     from .config import load_config
 
     overrides = {"data.root": data_root} if data_root else None
     cfg = load_config(cfg_path, overrides)
-    baselines, judged = _search_baselines(cfg_path.parent, _pick(
-        records, pareto_mod.load_objectives(storage, study), pick).number)
+    baselines, judged = _search_baselines(cfg_path.parent, picked.number)
     out = export_winner(cfg, storage, study, pick, out_dir, records=records,
                         baselines=baselines, verdict=judged)
     console.print(f"[bold]exported[/] trial #{out['trial']} ({pick}) -> {out_dir}: "

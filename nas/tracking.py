@@ -54,9 +54,9 @@ from nas.search_types import (
     TrialResult,
 )
 
-# the W&B run of the trial running in this thread / process (set by tracked_evaluate)
 log = logging.getLogger(__name__)
 
+# the W&B run of the trial running in this thread / process (set by tracked_evaluate)
 _ACTIVE_RUN: contextvars.ContextVar[Any] = contextvars.ContextVar("nas_wandb_run",
                                                                   default=None)
 

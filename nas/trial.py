@@ -279,8 +279,8 @@ def calib_cache(key: tuple[Any, ...]) -> pruning.CalibCache | None:
 
 
 def release_calib_cache() -> None:
-    if _CALIB_LOCK.locked():
-        _CALIB_LOCK.release()
+    """Hand back the cache :func:`calib_cache` lent (called by the thread that got it)."""
+    _CALIB_LOCK.release()
 
 
 def _evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: SearchSetup
@@ -308,6 +308,8 @@ def _evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sea
     ft_epochs_between = max(1, tp.finetune_epochs // max(len(steps), 1))
     exponent = {} if tp.cost_exponent is None else {"cost_exponent": tp.cost_exponent}
     prune_s, cache_reused = 0.0, False
+    cache_key = (str(setup.pretrained), tuple(tp.dropped), cfg.prune.calib_images,
+                 cfg.prune.calib_batch_size, cfg.data.model_dump_json())
     for i, layers in enumerate(steps):
         # every trial samples the same calibration positions (common random numbers: trials
         # differ by their knobs only), so the first step reuses this worker's calibration
@@ -318,8 +320,6 @@ def _evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sea
         budget = trial_budget(cfg.prune, setup.base_metrics) if i == len(steps) - 1 else {}
         if budget:
             budget.update(cfg.prune.selection_kwargs())
-        cache_key = (str(setup.pretrained), tuple(tp.dropped), cfg.prune.calib_images,
-                     cfg.prune.calib_batch_size, cfg.data.model_dump_json())
         cache = calib_cache(cache_key) if i == 0 else None
         t_prune = time.perf_counter()
         try:
