@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import logging
 import sys
 import time
@@ -107,9 +108,13 @@ class PostTraining:
     def calib(self, images: int | None = None) -> Any:
         return self.loaders.calib(images or self.s["calib_images"], batch_size=256)
 
-    def config(self, positions: int = 10) -> pruning.SparsifyConfig:
+    def config(self, positions: int = 10, rows_per_feature: float | None = None,
+               heldout_ridge: bool = False) -> pruning.SparsifyConfig:
         return pruning.SparsifyConfig(regression=pruning.RegressionConfig(eps_E=-1e-3, eps_L2=0.03),
-                                      calib_positions_per_image=positions, progress=False, seed=0)
+                                      calib_positions_per_image=positions,
+                                      calib_rows_per_feature=rows_per_feature,
+                                      refit_ridge_from_heldout=heldout_ridge,
+                                      progress=False, seed=0)
 
     def target_macs(self, seed: int, ratio: float) -> int:
         """The MACs the entropic arm reached: every other arm is pruned to it."""
@@ -146,27 +151,37 @@ class PostTraining:
         return time.perf_counter() - t0
 
     def engine_pass(self, arm: str, base: torch.nn.Module, ratio: float, *,
-                    images: int | None = None, positions: int = 10) -> pruning.SparsifyResult:
+                    images: int | None = None, positions: int = 10,
+                    rows_per_feature: float | None = None,
+                    heldout_ridge: bool = False) -> pruning.SparsifyResult:
         """An engine arm's budgeted pass: the allocation of ``plan``, the channels of its
         ``selection``, the same refit (``images`` calibration images, default the run's)."""
         if arm not in ("entropic", *SELECTIONS):
             raise ValueError(f"{arm!r} is not one of the engine's arms")
-        return pruning.sparsify(base, self.calib(images), self.config(positions),
+        return pruning.sparsify(base, self.calib(images),
+                                self.config(positions, rows_per_feature, heldout_ridge),
                                 target_macs=ratio, selection=SELECTIONS.get(arm),
                                 plan=PLANS.get(arm, "entropic"))  # type: ignore[arg-type]
 
     def unit_calib(self, arm: str, seed: int, ratio: float, images: int,
-                   positions: int = 10) -> dict[str, Any]:
+                   positions: int = 10, rows_per_feature: float | None = None,
+                   heldout_ridge: bool = False) -> dict[str, Any]:
         """The pass with ``images`` calibration images (``positions`` sampled output
-        positions per image and layer): accuracy right after it and seconds (the pruned net
-        is not kept)."""
+        positions per image and layer, raised to ``rows_per_feature`` rows per regression
+        feature where given; each layer's refit ridge chosen on its held-out rows with
+        ``heldout_ridge``): accuracy right after it and seconds (the pruned net is not
+        kept)."""
         base = self.base(seed)
         t0 = time.perf_counter()
-        res = self.engine_pass(arm, base, ratio, images=images, positions=positions)
+        res = self.engine_pass(arm, base, ratio, images=images, positions=positions,
+                               rows_per_feature=rows_per_feature, heldout_ridge=heldout_ridge)
         seconds = time.perf_counter() - t0
         pruned = res.model.eval()
         full = pruning.count_macs(base, INPUT)
-        return {"arm": arm, "images": images, "positions": positions, "pass_s": seconds,
+        return {"arm": arm, "images": images, "positions": positions,
+                "rows_per_feature": rows_per_feature, "heldout_ridge": heldout_ridge,
+                "ridges": [r.refit_ridge for r in res.report if r.skipped_reason is None],
+                "pass_s": seconds,
                 "macs_ratio": pruning.count_macs(pruned, INPUT) / full,
                 "widths": search_spaces.spec_from_model(pruned).widths,
                 **accuracies(pruned, self.loaders)}
@@ -246,6 +261,12 @@ def main(argv: list[str] | None = None) -> int:
                         "(post_training_calib.json)")
     p.add_argument("--positions", type=int, default=10,
                    help="with --calib-sizes: sampled output positions per image and layer")
+    p.add_argument("--rows-per-feature", type=float, nargs="+", default=[None], metavar="K",
+                   help="with --calib-sizes: raise each conv layer's positions to K regression "
+                        "rows per feature (prune.calib_rows_per_feature); one row per K")
+    p.add_argument("--heldout-ridge", action="store_true",
+                   help="with --calib-sizes: each layer's refit ridge chosen on its held-out "
+                        "rows (prune.refit_ridge_from_heldout)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the code path only")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
@@ -285,12 +306,14 @@ def main(argv: list[str] | None = None) -> int:
         pos = args.positions
         for seed in args.seeds:
             for r in args.ratios:
-                for n in args.calib_sizes:
-                    for arm in [a for a in ARMS if a in args.arms]:
-                        key = f"calib/{arm}/s{seed}/x{r:g}/n{n}" + (f"/p{pos}" if pos != 10
-                                                                     else "")
-                        add(key, functools.partial(bench.unit_calib, arm, seed, r, n, pos),
-                            seed, r)
+                for n, k, arm in itertools.product(
+                        args.calib_sizes, args.rows_per_feature,
+                        [a for a in ARMS if a in args.arms]):
+                    key = (f"calib/{arm}/s{seed}/x{r:g}/n{n}" + (f"/p{pos}" if pos != 10 else "")
+                           + (f"/r{k:g}" if k is not None else "")
+                           + ("/hr" if args.heldout_ridge else ""))
+                    add(key, functools.partial(bench.unit_calib, arm, seed, r, n, pos, k,
+                                               args.heldout_ridge), seed, r)
         exp.run(units, brief=lambda row: f"val {100 * row['val_acc']:.2f} %, test "
                                          f"{100 * row['test_acc_tta']:.2f} % (TTA), "
                                          f"{row['pass_s']:.0f} s")

@@ -212,6 +212,11 @@ class PruneSection(_Strict):
     calib_batch_size: int = Field(default=256, gt=0)  # calibration batch size
     # sampled output positions per image and layer
     calib_positions_per_image: int = Field(default=10, gt=0)
+    # more positions where a conv layer needs them: at least this many regression rows per
+    # feature (C_in*kh*kw) over the calibration set; calib_positions_per_image is the floor
+    calib_rows_per_feature: float | None = Field(default=_S.calib_rows_per_feature, gt=0)
+    # choose each layer's refit ridge on its held-out rows instead of the fixed one
+    refit_ridge_from_heldout: bool = _S.refit_ridge_from_heldout
     # X from the pruned-so-far net (default) or the original (ablation)
     target_source: Literal["pruned", "original"] = _S.target_source
     # inner: prune inside blocks; coupled: residual streams too, one w per stream

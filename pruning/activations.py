@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from pruning.moments import feature_columns
-from pruning.patches import PatchIndex, gather_outputs, sample_positions
+from pruning.patches import PatchIndex, gather_outputs, positions_for, sample_positions
 from pruning.phases import timed
 from pruning.surgery import SUPPORTED_PARAMETRIC
 
@@ -126,6 +126,8 @@ class ReferenceOutputs:
         modules: Consumer name -> module of ``reference``.
         batches: The cached calibration inputs.
         positions_per_image: Output positions per image for conv consumers (None: all).
+        rows_per_feature: Raise a conv consumer's positions to give this many regression
+            rows per feature (:func:`pruning.patches.positions_for`; None: no rule).
         heldout_fraction: Share of samples held out.
         seed: Base seed.
         stream: Consumer name -> stream id (its unit's position in the schedule); ``modules``
@@ -142,6 +144,7 @@ class ReferenceOutputs:
         batches: Sequence[Tensor],
         *,
         positions_per_image: int | None,
+        rows_per_feature: float | None = None,
         heldout_fraction: float,
         seed: int,
         stream: dict[str, int],
@@ -154,8 +157,13 @@ class ReferenceOutputs:
             return
         dev = batches[0].device
         n_images = sum(int(x.shape[0]) for x in batches)
-        if self._estimate(reference, modules, batches[0][:1], positions_per_image,
-                          n_images) > budget:
+
+        def per_image(mod: nn.Module, hw: tuple[int, int]) -> int | None:
+            assert isinstance(mod, nn.Conv2d)
+            return positions_for(mod, hw, n_images, floor=positions_per_image,
+                                 rows_per_feature=rows_per_feature)
+
+        if self._estimate(reference, modules, batches[0][:1], per_image, n_images) > budget:
             self.enabled = False
             return
         by_stream: dict[int, torch.Generator] = {}
@@ -192,7 +200,8 @@ class ReferenceOutputs:
                         if isinstance(modules[name], nn.Conv2d):
                             index = sample_positions(
                                 y.shape[0], (y.shape[2], y.shape[3]),
-                                positions_per_image=positions_per_image, generator=g,
+                                positions_per_image=per_image(
+                                    modules[name], (y.shape[2], y.shape[3])), generator=g,
                                 device=y.device)
                             rows = gather_outputs(y, index)
                         else:
@@ -209,7 +218,8 @@ class ReferenceOutputs:
 
     @staticmethod
     def _estimate(reference: nn.Module, modules: dict[str, nn.Module], probe: Tensor,
-                  positions_per_image: int | None, n_images: int) -> int:
+                  per_image: Callable[[nn.Module, tuple[int, int]], int | None],
+                  n_images: int) -> int:
         sizes: dict[str, int] = {}
         handles = []
         for name, mod in modules.items():
@@ -217,7 +227,8 @@ class ReferenceOutputs:
                 y = out[0] if isinstance(out, tuple) else out
                 if isinstance(_m, nn.Conv2d):
                     hw = y.shape[2] * y.shape[3]
-                    per = hw if positions_per_image is None else min(hw, positions_per_image)
+                    p = per_image(_m, (y.shape[2], y.shape[3]))
+                    per = hw if p is None else min(hw, p)
                     sizes.setdefault(name, per * y.shape[1] * y.element_size())
                 else:  # a Linear: every token row is kept
                     sizes.setdefault(name, y[0].numel() * y.element_size())

@@ -28,7 +28,7 @@ from pruning.activations import (
 )
 from pruning.measure import model_device
 from pruning.moments import Moments, feature_columns
-from pruning.patches import conv_patches, gather_outputs
+from pruning.patches import conv_patches, gather_outputs, positions_for
 from pruning.phases import timed
 from pruning.surgery import Consumer
 
@@ -212,6 +212,7 @@ class Collector:
         self.preset: tuple[list[Tensor], ReferenceOutputs] | None = None
         self.preset_used = False  # the preset's batches and reference outputs were read
         self.loader_passes = 0
+        self._images: int | None = None
         self._caches_ready = False
         self.batches: list[Tensor] | None = None
         self.ref_cache: ReferenceOutputs | None = None
@@ -259,6 +260,7 @@ class Collector:
         self.ref_cache = ReferenceOutputs(
             self.reference, {n: self.ref_modules[n] for n in names}, self.batches,
             positions_per_image=cfg.calib_positions_per_image,
+            rows_per_feature=cfg.calib_rows_per_feature,
             heldout_fraction=cfg.heldout_fraction, seed=cfg.seed, stream=stream, budget=budget,
             check=lambda name, y, b: check_finite(y, name, "reference outputs", b))
         if self.ref_cache.enabled:
@@ -274,6 +276,18 @@ class Collector:
         dtype = torch.float32 if self.config.moments_dtype == "float32" else torch.float64
         return Moments(c.num_channels, c.regression_group_size, c.num_outputs,
                        device=self.device, product_dtype=dtype)
+
+    def _n_images(self) -> int:
+        """Calibration images in the pass (read once more from the loader when the
+        batches are not cached and the positions rule needs the count)."""
+        if self._images is None:
+            if self.config.calib_rows_per_feature is None:
+                return 0  # the count is not read
+            if self.batches is not None:
+                self._images = sum(int(x.shape[0]) for x in self.batches)
+            else:
+                self._images = sum(int(x.shape[0]) for x in self._inputs())
+        return self._images
 
     def _inputs(self) -> Iterable[Tensor]:
         if self.batches is not None:
@@ -300,6 +314,7 @@ class Collector:
         train = [self._moments(c) for c in unit]
         held = [self._moments(c) for c in unit]
         assert self.loader is not None
+        n_images = self._n_images()
         for b, x in enumerate(self._inputs()):
             xs = capture(x_source, x, x_mods, want="input")
             ys = capture(self.reference, x, y_mods, want="output")
@@ -311,9 +326,12 @@ class Collector:
                 if x_source is self.reference:
                     A = self._select_inputs(A, c)
                 if isinstance(c.module, nn.Conv2d):
-                    X, index = conv_patches(
-                        A, c.module, positions_per_image=cfg.calib_positions_per_image,
-                        generator=gen)
+                    ref_conv = y_mods[j]
+                    assert isinstance(ref_conv, nn.Conv2d)
+                    per = positions_for(ref_conv, (Yfull.shape[2], Yfull.shape[3]), n_images,
+                                        floor=cfg.calib_positions_per_image,
+                                        rows_per_feature=cfg.calib_rows_per_feature)
+                    X, index = conv_patches(A, c.module, positions_per_image=per, generator=gen)
                     Y = gather_outputs(Yfull, index).index_select(1, out_idx)
                 else:
                     X = A.reshape(-1, A.shape[-1])

@@ -40,8 +40,19 @@ class SparsifyConfig:
             fields that differ from ``regression``).
         calib_positions_per_image: Output positions sampled per image for conv layers
             (None: all positions). Linear layers use every sample.
+        calib_rows_per_feature: Sample more positions where a conv layer needs them: at
+            least this many regression rows per feature d = C_in/groups*kh*kw over the
+            whole calibration set (capped at every position; ``calib_positions_per_image``
+            is then the floor). None: the same count for every layer. Few images with many
+            features (late layers) otherwise give fewer rows than unknowns
+            (docs/findings.md, calibration size).
         heldout_fraction: Share of samples kept out of the fit for the held-out relative
             reconstruction error.
+        refit_ridge_from_heldout: Choose each layer's refit ridge on its held-out rows
+            (:func:`pruning.regression.refit_on_heldout`, the smallest of
+            ``REFIT_RIDGES`` within 0.1 % of the best held-out error) instead of
+            ``regression.refit_ridge``. Needs ``heldout_fraction > 0``; layers that take
+            the "shrunk" refit are left as they are.
         target_source: ``"pruned"`` (default): X from the pruned-so-far network, Y from the
             original one. ``"original"``: both from the original network (ablation).
         residual: ``"inner"`` (default): consumers whose input channels are coupled through
@@ -88,7 +99,9 @@ class SparsifyConfig:
     regression: RegressionConfig = field(default_factory=RegressionConfig)
     layer_overrides: dict[str, RegressionConfig | dict[str, Any]] = field(default_factory=dict)
     calib_positions_per_image: int | None = 10
+    calib_rows_per_feature: float | None = None
     heldout_fraction: float = 0.1
+    refit_ridge_from_heldout: bool = False
     target_source: Literal["pruned", "original"] = "pruned"
     residual: Literal["inner", "coupled"] = "inner"
     min_channels: int | None = None
@@ -123,6 +136,12 @@ class SparsifyConfig:
             raise ValueError(f"SparsifyConfig.heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
         if self.calib_positions_per_image is not None and self.calib_positions_per_image < 1:
             raise ValueError("SparsifyConfig.calib_positions_per_image must be >= 1 or None")
+        if self.refit_ridge_from_heldout and self.heldout_fraction <= 0:
+            raise ValueError("SparsifyConfig.refit_ridge_from_heldout needs heldout_fraction > 0")
+        if self.calib_rows_per_feature is not None and not (
+                math.isfinite(self.calib_rows_per_feature) and self.calib_rows_per_feature > 0):
+            raise ValueError("SparsifyConfig.calib_rows_per_feature must be > 0 or None, "
+                             f"got {self.calib_rows_per_feature}")
         if self.min_channels is not None and self.min_channels != self.regression.min_channels:
             self.regression = _replace(self.regression, "SparsifyConfig.min_channels",
                                        min_channels=self.min_channels)
@@ -188,6 +207,7 @@ class LayerReport:
         converged: Whether the solver met its tolerance.
         samples: Fitting samples T (held-out excluded).
         features: Regression features d = C * k.
+        refit_ridge: The relative ridge of the refit (nan: no refit ran).
         intercept: Where the refitted intercept went (``bias``, ``bn:<name>``, ...).
     """
 
@@ -208,6 +228,7 @@ class LayerReport:
     converged: bool = True
     samples: int = 0
     features: int = 0
+    refit_ridge: float = math.nan
     intercept: str = ""
 
     def summary(self) -> str:

@@ -46,7 +46,7 @@ from pruning.criteria import Criterion, GivenChannels, SameWidths, Selection, Un
 from pruning.measure import count_macs, count_params, prunable_params
 from pruning.moments import Moments
 from pruning.phases import timed
-from pruning.regression import RegressionConfig, reconstruction_error
+from pruning.regression import RegressionConfig, reconstruction_error, refit_on_heldout
 from pruning.surgery import (
     Consumer,
     build_graph,
@@ -101,7 +101,7 @@ def calib_cache_key(model: nn.Module, config: SparsifyConfig,
                         if t.is_floating_point())
         data = None if example is None else sums(example)
     return (weights, data, config.seed, config.calib_positions_per_image,
-            config.heldout_fraction, config.max_batches, str(config.device))
+            config.calib_rows_per_feature, config.heldout_fraction, config.max_batches, str(config.device))
 
 
 @timed("measure")
@@ -424,7 +424,18 @@ class Pass:
         train = held = None
         if criterion.needs_data(unit) and not no_data:
             train, held = self.data.collect(unit, unit_id)
-        sel = criterion.select(self.unit_input(unit, train))
+        given = self.unit_input(unit, train)
+        sel = criterion.select(given)
+        ridges = [given.setting.refit_ridge] * len(unit) if sel.params is not None else []
+        if (self.config.refit_ridge_from_heldout and sel.params is not None
+                and train is not None and held is not None and given.setting.refit == "lstsq"
+                and all(h.n > 0 for h in held)):
+            params = []
+            for j in range(len(unit)):
+                weight, bias, ridges[j] = refit_on_heldout(
+                    train[j], held[j], sel.keep.to(train[j].mu_x.device))
+                params.append((weight, bias))
+            sel = dataclasses.replace(sel, params=params)
         where = self.apply(unit, sel)
         keep = sel.keep.detach().to("cpu", torch.long)
         w_sorted = ([] if sel.w is None
@@ -445,6 +456,7 @@ class Pass:
                 seconds=time.perf_counter() - t0, coupled_with=[n for n in names if n != c.name],
                 converged=sel.converged, samples=train[j].n if train is not None else 0,
                 features=total * c.regression_group_size, intercept=where[j],
+                refit_ridge=ridges[j] if ridges else math.nan,
             ))
         return reports
 

@@ -9,6 +9,7 @@ so an engine can gather a layer's reference outputs first and the matching patch
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +18,8 @@ from torch import Tensor, nn
 
 from pruning.phases import timed
 
-__all__ = ["PatchIndex", "conv_patches", "gather_outputs", "linear_inputs", "sample_positions"]
+__all__ = ["PatchIndex", "conv_patches", "gather_outputs", "linear_inputs", "positions_for",
+           "sample_positions"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,27 @@ def _pad_for(conv: nn.Conv2d) -> tuple[int, int, int, int]:
         return (tw // 2, tw - tw // 2, th // 2, th - th // 2)
     ph, pw = _pair(conv.padding)
     return (pw, pw, ph, ph)
+
+
+def positions_for(conv: nn.Conv2d, out_hw: tuple[int, int], num_images: int, *,
+                  floor: int | None, rows_per_feature: float | None) -> int | None:
+    """Output positions per image to sample for one convolution.
+
+    ``floor`` positions per image (None: all); with ``rows_per_feature`` at least enough
+    that the layer's regression has ``rows_per_feature * d`` rows over ``num_images``
+    images, d = in_channels / groups * kh * kw being its features per output. Capped at every
+    position (returned as None). Read the sizes from the original network's layer, so
+    that every path of a pass draws the same count.
+    """
+    if floor is None:
+        return None
+    n_pos = int(out_hw[0]) * int(out_hw[1])
+    per = floor
+    if rows_per_feature is not None:
+        kh, kw = conv.kernel_size
+        d = conv.in_channels // conv.groups * kh * kw
+        per = max(per, math.ceil(rows_per_feature * d / max(int(num_images), 1)))
+    return None if per >= n_pos else per
 
 
 def sample_positions(

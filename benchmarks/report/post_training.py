@@ -122,6 +122,17 @@ def render_speed(runs: dict[str, dict[str, Any]], figdir: Path | None = None) ->
     return "\n".join(parts) + "\n"
 
 
+def _sampling(row: dict[str, Any]) -> str:
+    """Positions per image (raised to k rows per feature where the rule was on) and, where
+    chosen on held-out rows, the refit's ridge."""
+    text = str(row.get("positions", 10))
+    if row.get("rows_per_feature") is not None:
+        text += f", >= {row['rows_per_feature']:g} rows/feature"
+    if row.get("heldout_ridge"):
+        text += ", ridge on held-out"
+    return text
+
+
 def render_calib(runs: dict[str, dict[str, Any]], figdir: Path | None = None) -> str:
     """The calibration-set sweep (``--calib-sizes``): accuracy right after the pass and its
     seconds at each number of calibration images, per arm; the gap to the largest set."""
@@ -136,21 +147,21 @@ def render_calib(runs: dict[str, dict[str, Any]], figdir: Path | None = None) ->
         largest: dict[tuple[Any, ...], dict[str, Any]] = {}
         for r in rows:
             key = (r["arm"], r["seed"], r["ratio"])
-            if r.get("positions", 10) == 10 and (key not in largest
-                                                 or r["images"] > largest[key]["images"]):
+            if _sampling(r) == "10" and (key not in largest
+                                         or r["images"] > largest[key]["images"]):
                 largest[key] = r
         table = []
         for r in sorted(rows, key=lambda r: (r["arm"], r["seed"], r["ratio"], r["images"],
-                                             r.get("positions", 10))):
+                                             _sampling(r))):
             top = largest.get((r["arm"], r["seed"], r["ratio"]), r)
             gap = 100 * (r["test_acc_tta"] - top["test_acc_tta"])
             table.append([ARM_LABELS.get(r["arm"], r["arm"]), str(r["seed"]),
                           f"x{r['ratio']:g}", f"{r['images']:,}",
-                          str(r.get("positions", 10)), _pct(r.get("val_acc")),
+                          _sampling(r), _pct(r.get("val_acc")),
                           _pct(r.get("test_acc_tta")),
                           "–" if r is top else f"{gap:+.2f}", f"{r['pass_s']:.0f}"])
         parts.append(_where(name, data))
-        parts.append(md_table(["arm", "seed", "target", "images", "positions", "val %",
+        parts.append(md_table(["arm", "seed", "target", "images", "sampling, refit", "val %",
                                "test % (TTA)",
                                "vs largest (pt)", "pass s"], table))
     return "\n".join(parts) + "\n"
