@@ -316,7 +316,6 @@ def part_params(data: dict[str, Any], path: Path, settings: dict[str, Any],
     import search_spaces
     from benchmarks.tp_baseline import tp_prune_to
     from nas.search import uniform_spec_at
-    from pruning.budget import make_target
 
     done, w, base_prunable = _lenet_context(data, settings)
     full = search_spaces.default_spec("lenet5")
@@ -348,7 +347,7 @@ def part_params(data: dict[str, Any], path: Path, settings: dict[str, Any],
             plain = next(r for r in data["rows"] if r["key"] == key("entropic_budget"))
             if key("entropic_budget_output") not in done:
                 put(_output_variant(key("entropic_budget_output"), seed, ratio, plain, w,
-                                    base_prunable, settings, make_target(target_params=ratio)))
+                                    base_prunable, settings, pruning.Budget(pruning.Params(), ratio)))
             target = plain["params"]
             for crit in ("magnitude", "taylor"):
                 if key(f"tp_{crit}") in done:
@@ -477,7 +476,7 @@ ALLOC_VARIANTS: dict[str, dict[str, Any]] = {
 def part_alloc(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds: list[int],
                variants: list[str]) -> None:
     import pruning
-    from pruning.budget import make_target, sparsify_to_budget
+    from pruning.budget import sparsify_to_budget
 
     done, w, base_prunable = _lenet_context(data, settings)
     for seed in seeds:
@@ -493,7 +492,7 @@ def part_alloc(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds
                                              cost_exponent=spec.get("cost_exponent", 0.0))
                 t0 = time.perf_counter()
                 example = next(iter(w["calib"]))[0][:1]
-                res = sparsify_to_budget(base, w["calib"], cfg, make_target(target_macs=ratio),
+                res = sparsify_to_budget(base, w["calib"], cfg, pruning.Budget(pruning.MACs(), ratio),
                                          example, objective=spec.get("objective", "relative"))
                 secs = time.perf_counter() - t0
                 extra = dict(seconds_prune=secs, budget_note=res.budget["note"],
@@ -503,7 +502,7 @@ def part_alloc(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds
                     # the plan pass (hence the rankings) is the plain one: same widths means
                     # the same network as the plain budgeted pass, not fine-tuned again
                     plain = sparsify_to_budget(base, w["calib"], cfg,
-                                               make_target(target_macs=ratio), example)
+                                               pruning.Budget(pruning.MACs(), ratio), example)
                     extra["plain_widths"] = plain.budget["widths"]
                     extra["identical_to_plain"] = plain.budget["widths"] == res.budget["widths"]
                 if extra.get("identical_to_plain"):

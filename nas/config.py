@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+import pruning
 from pruning.config import SparsifyConfig
 from pruning.regression import RegressionConfig, check_setting
 from search_spaces.space import Range
@@ -232,15 +233,12 @@ class PruneSection(_Strict):
     cost_exponent: float = _S.cost_exponent
     # the channel cost of the cost-aware strengths
     cost_currency: Literal["macs", "params", "latency"] = _S.cost_currency
-    # budget targets (pruning.budget): a ratio of the original in (0, 1] or an absolute count
-    # > 1; latency in ms per batch at latency_device / latency_batch_size / latency_threads.
-    # At most one; eps_L2 then only ranks the channels and the widths meet the budget.
+    # budget targets (pruning.Budget): a ratio of the original in (0, 1] or an absolute count
+    # > 1; latency in ms per batch, timed as the latency section says. At most one; eps_L2
+    # then only ranks the channels and the widths meet the budget.
     target_macs: float | None = None
     target_params: float | None = None  # budget in parameters (ratio or count)
-    target_latency_ms: float | None = None  # budget in ms per batch, timed as latency_* say
-    latency_device: str | None = None  # device of the latency budget (cpu, cuda)
-    latency_batch_size: int = 1  # batch size of the latency budget
-    latency_threads: int | None = None  # torch threads of the latency budget (null: current)
+    target_latency_ms: float | None = None  # budget in ms per batch (see latency:)
     # with a target: which selection picks each layer's channels at the allocated widths (the
     # allocation is the entropic plan's either way): the entropic ranking, or the papers'
     # greedy reconstruction (El Halabi et al. 2022) / LASSO (He et al. 2017), same refit
@@ -259,11 +257,14 @@ class PruneSection(_Strict):
         check_setting(str(info.field_name), v)
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        return _moved_latency_keys(data, "prune")
+
     @model_validator(mode="after")
     def _one_budget(self) -> PruneSection:
-        from pruning.budget import make_target
-
-        make_target(**self.budget_kwargs(), prefix="prune.")
+        self.budget(pruning.Latency())
         for name, value in (("selection", self.selection), ("plan", self.plan)):
             if value != "entropic" and not self.has_budget:
                 raise ValueError(f"prune.{name}={value!r} acts on a budget's allocation: set "
@@ -280,13 +281,12 @@ class PruneSection(_Strict):
                                 top_k=self.top_k, min_channels=self.min_channels,
                                 solver=self.solver, refit=self.refit)
 
-    def budget_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of ``pruning.sparsify`` that carry the budget."""
-        return {"target_macs": self.target_macs, "target_params": self.target_params,
-                "target_latency_ms": self.target_latency_ms,
-                "latency_device": self.latency_device,
-                "latency_batch_size": self.latency_batch_size,
-                "latency_threads": self.latency_threads}
+    def budget(self, latency: pruning.Latency) -> pruning.Budget | None:
+        """The run's one budget (None: no target); a latency target is timed as
+        ``latency`` (the run's latency section, :meth:`RunConfig.latency`) says."""
+        return pruning.Budget.from_targets(
+            target_macs=self.target_macs, target_params=self.target_params,
+            target_latency_ms=self.target_latency_ms, latency=latency, prefix="prune.")
 
     def selection_kwargs(self) -> dict[str, Any]:
         """``pruning.sparsify``'s ``selection`` and ``plan`` arguments (empty: entropic)."""
@@ -429,14 +429,9 @@ class SearchSection(_Strict):
     cost: Literal["macs", "params", "latency"] = "macs"  # the cost objective beside accuracy
     max_macs: float | None = Field(default=None, gt=0)  # reject trials above these MACs
     # feasibility bounds like max_macs: a trial above one is rejected (latency in ms per
-    # batch, measured as search.cost=latency measures it: latency_* below)
+    # batch, timed as the latency section says)
     max_params: float | None = Field(default=None, gt=0)
     max_latency_ms: float | None = Field(default=None, gt=0)  # reject trials slower than this
-    # where search latency (cost=latency, max_latency_ms) is timed: the deployment target's
-    # device ("cpu", "cuda", "cuda:N"), batch size and torch threads (null: the process's)
-    latency_device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:[0-9]+)?)$")
-    latency_batch_size: int = Field(default=1, gt=0)  # batch size of search latency
-    latency_threads: int | None = Field(default=None, gt=0)  # torch threads of search latency
     uniform_baseline: bool = True  # train the uniform net of equal MACs
     space: SpaceSection = Field(default_factory=SpaceSection)
     # Ray Tune only
@@ -451,18 +446,10 @@ class SearchSection(_Strict):
         """Whether the search measures latency (its cost, or a bound on it)."""
         return self.cost == "latency" or self.max_latency_ms is not None
 
-    def latency_kwargs(self) -> dict[str, Any]:
-        """``pruning.measure`` arguments of the search's latency measurements.
-
-        Unset threads under Ray are the trial's CPUs (a Ray trial runs with
-        ``torch.set_num_threads(cpus_per_trial)``), so the unpruned base and the uniform net,
-        timed in the driver, are timed as the trials are.
-        """
-        threads = self.latency_threads
-        if threads is None and self.backend == "ray":
-            threads = max(1, int(self.cpus_per_trial))
-        return {"device": self.latency_device, "batch_size": self.latency_batch_size,
-                "threads": threads}
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        return _moved_latency_keys(data, "search")
 
 
 class WandbSection(_Strict):
@@ -471,6 +458,29 @@ class WandbSection(_Strict):
     entity: str | None = None  # W&B entity (team or user)
     # added to every run of the search, after the family, dataset and backend
     tags: list[str] = Field(default_factory=list)
+
+
+class LatencySection(_Strict):
+    # where every latency of a run is timed - a latency budget (prune.target_latency_ms), the
+    # search's latency cost and bound (search.cost: latency, max_latency_ms): the deployment
+    # target's device ("cpu", "cuda", "cuda:N"), batch size and torch threads (null: the
+    # process's; under Ray, a trial's CPUs)
+    device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:[0-9]+)?)$")
+    batch_size: int = Field(default=1, gt=0)  # batch size latency is timed at
+    threads: int | None = Field(default=None, gt=0)  # torch threads latency is timed with
+
+
+def _moved_latency_keys(data: Any, section: str) -> Any:
+    """A config from before the one latency section: say where each key went."""
+    if isinstance(data, dict):
+        old = [k for k in ("latency_device", "latency_batch_size", "latency_threads")
+               if k in data]
+        if old:
+            new = ", ".join(f"latency.{k.removeprefix('latency_')}" for k in old)
+            raise ValueError(f"{', '.join(f'{section}.{k}' for k in old)} moved to the "
+                             f"latency section: write {new} (one place for every latency "
+                             "of a run)")
+    return data
 
 
 class RunConfig(_Strict):
@@ -484,6 +494,24 @@ class RunConfig(_Strict):
     scratch: ScratchSection = Field(default_factory=ScratchSection)
     search: SearchSection = Field(default_factory=SearchSection)
     wandb: WandbSection = Field(default_factory=WandbSection)
+    latency: LatencySection = Field(default_factory=LatencySection)
+
+    def latency_kwargs(self) -> dict[str, Any]:
+        """``pruning.measure`` arguments of every latency this run times.
+
+        Unset threads under Ray are the trial's CPUs (a Ray trial runs with
+        ``torch.set_num_threads(cpus_per_trial)``), so the unpruned base and the uniform net,
+        timed in the driver, are timed as the trials are.
+        """
+        threads = self.latency.threads
+        if threads is None and self.search.backend == "ray":
+            threads = max(1, int(self.search.cpus_per_trial))
+        return {"device": self.latency.device, "batch_size": self.latency.batch_size,
+                "threads": threads}
+
+    def budget(self) -> pruning.Budget | None:
+        """The run's budget (``prune.target_*``), a latency timed as :meth:`latency_kwargs`."""
+        return self.prune.budget(pruning.Latency(**self.latency_kwargs()))
 
     @model_validator(mode="after")
     def _recovered_needs_a_recovery(self) -> RunConfig:

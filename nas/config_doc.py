@@ -28,7 +28,8 @@ SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("model", C.ModelSection), ("data", C.DataSection), ("train", C.TrainSection),
     ("prune", C.PruneSection), ("finetune", C.FinetuneSection),
     ("recovery", C.RecoverySection), ("scratch", C.ScratchSection),
-    ("search", C.SearchSection), ("search.space", C.SpaceSection), ("wandb", C.WandbSection),
+    ("search", C.SearchSection), ("search.space", C.SpaceSection), ("latency", C.LatencySection),
+    ("wandb", C.WandbSection),
 )
 
 _BOUNDS = ((at.Gt, "gt", ">"), (at.Ge, "ge", ">="), (at.Lt, "lt", "<"), (at.Le, "le", "<="),

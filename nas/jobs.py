@@ -146,14 +146,15 @@ def run_prune(cfg: RunConfig, checkpoint: Path, out_dir: Path, *, finetune_epoch
     depth = drop_weakest_blocks(model, calib, ckpt.spec.family, cfg.prune.drop_blocks)
     try:
         # a target's ratio is of the model as given, removed blocks included
-        budget = (trial_budget(cfg.prune, measure_model(model, tuple(loaders.input_shape),
-                                                        latency=False))
-                  if depth["dropped"] else cfg.prune.budget_kwargs())
+        budget = (trial_budget(cfg, measure_model(model, tuple(loaders.input_shape),
+                                                  latency=False))
+                  if depth["dropped"] else cfg.budget())
         result = pruning.sparsify(depth["model"], calib,
                                   sparsify_config(cfg.prune, progress=progress),
-                                  **budget, **cfg.prune.selection_kwargs())
+                                  budget=budget,
+                                  **(cfg.prune.selection_kwargs() if budget is not None else {}))
     except pruning.BudgetError as exc:  # unreachable budget: raised before any data pass
-        raise ConfigError(f"{cfg.name}: prune.{exc}") from None
+        raise ConfigError(f"{cfg.name}: {exc}") from None
     sparsify_s = time.perf_counter() - t0
     pruned = result.model
     spec = search_spaces.spec_from_model(pruned)

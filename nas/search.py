@@ -197,7 +197,7 @@ def prepare(cfg: RunConfig, run_dir: Path, *, progress: bool = True) -> SearchSe
     model = ckpt.model
     shape = tuple(loaders.input_shape)
     metrics = measure_model(model, shape, latency=cfg.search.cost == "latency",
-                            **cfg.search.latency_kwargs())
+                            **cfg.latency_kwargs())
     metrics["val_acc"] = hooked_accuracy(model, val, device=next(model.parameters()).device)
     key_consumers = consumer_map(model, shape)
     assert ckpt.spec is not None
@@ -292,7 +292,7 @@ def _uniform_baseline(cfg: RunConfig, setup: SearchSetup, target_macs: float, *,
     done = json.loads(cache.read_text()) if cache.exists() else {}
     tag = f"uniform@{int(target_macs)}"
     if cfg.search.cost == "latency":  # a latency measured elsewhere is not this search's
-        lat = cfg.search.latency_kwargs()
+        lat = cfg.latency_kwargs()
         tag += f"/latency@{lat['device']},b{lat['batch_size']},t{lat['threads']}"
     if tag in done:
         return done[tag]
@@ -306,7 +306,7 @@ def _uniform_baseline(cfg: RunConfig, setup: SearchSetup, target_macs: float, *,
     model, res = hooked_train(model, loaders, train_config(cfg.train, progress=progress,
                                                            seed=cfg.train.seed + 7))
     m = measure_model(model, tuple(loaders.input_shape), latency=cfg.search.cost == "latency",
-                      **cfg.search.latency_kwargs())
+                      **cfg.latency_kwargs())
     out = {"label": f"uniform x{factor:.2f} (scratch)", "accuracy": res.val_acc,
            cfg.search.cost: m["latency"]["median_ms"] if cfg.search.cost == "latency"
            else m[cfg.search.cost], "macs": m["macs"], "params": m["params"],

@@ -88,23 +88,21 @@ def sparsify_config(prune: PruneSection, *, progress: bool = True, **changes: An
     return pruning.SparsifyConfig(**values)
 
 
-def trial_budget(prune: PruneSection, base: dict[str, Any]) -> dict[str, Any]:
-    """``pruning.sparsify`` budget arguments for a trial's last pruning step.
+def trial_budget(cfg: RunConfig, base: dict[str, Any]) -> pruning.Budget | None:
+    """The budget of a trial's last pruning step (None: no ``prune.target_*``).
 
     Target-driven search: with a ``prune.target_*`` every trial prunes to the budget and
     the search explores how it is spent (eps only ranks channels; the groups and schedule
-    decide which layers may give). Ratios are turned into absolute counts of the
-    pre-trained model (``base``), so that an iterative schedule's last step, which starts
-    from an already pruned model, still aims at the original budget.
+    decide which layers may give). A ratio is turned into an absolute amount of the
+    pre-trained model (``base``, keyed by the currency's name), so that an iterative
+    schedule's last step, which starts from an already pruned model, still aims at the
+    original budget.
     """
-    if not prune.has_budget:
-        return {}
-    kw = prune.budget_kwargs()
-    for name, metric in (("target_macs", "macs"), ("target_params", "params")):
-        v = kw[name]
-        if v is not None and v <= 1.0:
-            kw[name] = float(round(v * float(base[metric])))
-    return kw
+    budget = cfg.budget()
+    if budget is None or not budget.currency.ratio_allowed or budget.value > 1.0:
+        return budget
+    amount = float(round(budget.value * float(base[budget.currency.name])))
+    return pruning.Budget(budget.currency, amount, budget.field_name)
 
 
 @lru_cache(maxsize=4)
@@ -171,7 +169,7 @@ def _cost(metrics: dict[str, Any], cost: str) -> float:
 def measure_model(model: nn.Module, input_shape: tuple[int, ...], *, latency: bool,
                   **latency_kwargs: Any) -> dict:
     """Params, MACs, ... and, with ``latency``, latency at ``latency_kwargs`` (device,
-    batch_size, threads: ``SearchSection.latency_kwargs()`` in a search)."""
+    batch_size, threads: ``RunConfig.latency_kwargs()`` in a search)."""
     m = measure(model, tuple(input_shape), latency=latency, **latency_kwargs)
     return m.to_dict()
 
@@ -319,15 +317,14 @@ def _evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sea
         scfg = sparsify_config(cfg.prune, progress=setup.progress, layers=layers,
                                layer_overrides={k: settings[k] for k in layers if k in settings},
                                seed=cfg.search.seed, **exponent)
-        budget = trial_budget(cfg.prune, setup.base_metrics) if i == len(steps) - 1 else {}
-        if budget:
-            budget.update(cfg.prune.selection_kwargs())
+        budget = trial_budget(cfg, setup.base_metrics) if i == len(steps) - 1 else None
+        choice = cfg.prune.selection_kwargs() if budget is not None else {}
         cache = calib_cache(cache_key) if i == 0 else None
         t_prune = time.perf_counter()
         try:
-            result = pruning.sparsify(model, calib, scfg, cache=cache, **budget)
+            result = pruning.sparsify(model, calib, scfg, cache=cache, budget=budget, **choice)
         except pruning.BudgetError as exc:  # the layers this trial may prune cannot reach it
-            raise RejectTrial(f"prune.{exc}") from None
+            raise RejectTrial(str(exc)) from None
         finally:
             if cache is not None:
                 release_calib_cache()
@@ -342,7 +339,7 @@ def _evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sea
                 cfg.finetune, progress=setup.progress, epochs=ft_epochs_between))
     spec = search_spaces.spec_from_model(model)
     metrics = measure_model(model, input_shape, latency=cfg.search.times_latency,
-                            **cfg.search.latency_kwargs())
+                            **cfg.latency_kwargs())
     base = setup.base_metrics
     macs_ratio = metrics["macs"] / base["macs"]
     attrs: dict[str, Any] = {

@@ -318,10 +318,8 @@ def check_config(cfg: RunConfig, *, source: str = "config", search: bool = False
             load_state_dict_file(cfg.model.weights, field=f"{source}: model.weights")
         except CheckpointError as e:
             raise InputError(str(e)) from None
-    if search and cfg.search.times_latency:
-        _check_search_latency(cfg, source)
-    if cfg.prune.target_latency_ms is not None and cfg.prune.latency_device:
-        _check_cuda(cfg.prune.latency_device, f"{source}: prune.latency_device")
+    if (search and cfg.search.times_latency) or cfg.prune.target_latency_ms is not None:
+        _check_latency(cfg, source, search)
 
 
 def _check_cuda(device: str, field: str) -> None:
@@ -336,27 +334,18 @@ def _check_cuda(device: str, field: str) -> None:
                          f"({torch.cuda.device_count()} visible)")
 
 
-def _check_search_latency(cfg: RunConfig, source: str) -> None:
-    s = cfg.search
-    _check_cuda(s.latency_device, f"{source}: search.latency_device")
-    if s.backend == "ray" and s.latency_device.startswith("cuda"):
+def _check_latency(cfg: RunConfig, source: str, search: bool) -> None:
+    """The latency section's device exists here (and, in a Ray search, is one a trial owns)."""
+    device, s = cfg.latency.device, cfg.search
+    _check_cuda(device, f"{source}: latency.device")
+    if search and s.backend == "ray" and device.startswith("cuda"):
         if s.gpus_per_trial <= 0:
-            raise InputError(f"{source}: search.latency_device {s.latency_device!r} with the ray "
-                             "backend needs search.gpus_per_trial > 0 (trials sharing an "
-                             "unreserved GPU time each other)")
-        if s.latency_device.partition(":")[2] not in ("", "0"):
-            raise InputError(f"{source}: search.latency_device {s.latency_device!r}: a Ray trial "
-                             "sees only the GPU it was given; use 'cuda'")
-    p = cfg.prune
-    if p.target_latency_ms is not None:
-        pruned_at = (p.latency_device, p.latency_batch_size, p.latency_threads)
-        ranked_at = (s.latency_device, s.latency_batch_size, s.latency_threads)
-        if pruned_at != ranked_at:
-            raise InputError(
-                f"{source}: prune.latency_device / latency_batch_size / latency_threads "
-                f"{list(pruned_at)} differ from search.latency_device / latency_batch_size / "
-                f"latency_threads {list(ranked_at)}: trials would be pruned to a budget timed "
-                "in one place and ranked by a latency timed in another; set them alike")
+            raise InputError(f"{source}: latency.device {device!r} with the ray backend needs "
+                             "search.gpus_per_trial > 0 (trials sharing an unreserved GPU "
+                             "time each other)")
+        if device.partition(":")[2] not in ("", "0"):
+            raise InputError(f"{source}: latency.device {device!r}: a Ray trial sees only the "
+                             "GPU it was given; use 'cuda'")
 
 
 def check_latency_resume(cfg: RunConfig, trials: list[Any], *, study: str) -> None:
@@ -366,7 +355,7 @@ def check_latency_resume(cfg: RunConfig, trials: list[Any], *, study: str) -> No
                 if isinstance(t.user_attrs.get("latency"), dict)), None)
     if had is None:  # nothing timed yet
         return
-    mine = cfg.search.latency_kwargs()
+    mine = cfg.latency_kwargs()
     if mine["threads"] is None:  # unset: whatever this process runs with
         import torch
 
@@ -375,11 +364,11 @@ def check_latency_resume(cfg: RunConfig, trials: list[Any], *, study: str) -> No
     if not same_device or had.get("batch_size") != mine["batch_size"] \
             or had.get("threads") != mine["threads"]:
         raise InputError(
-            f"search.latency_*: study {study!r} timed its trials at batch "
+            f"latency: study {study!r} timed its trials at batch "
             f"{had.get('batch_size')} on {had.get('device')} with {had.get('threads')} threads; "
             f"this config times at batch {mine['batch_size']} on {mine['device']} with "
-            f"{mine['threads']} threads; set search.latency_device / latency_batch_size / "
-            "latency_threads as the study had them, or use another study name")
+            f"{mine['threads']} threads; set latency.device / batch_size / threads as the "
+            "study had them, or use another study name")
 
 
 def _loaders(cfg: RunConfig) -> Any:

@@ -17,14 +17,14 @@ Submodules: ``config`` (SparsifyConfig, reports), ``capture`` (data collection),
 ``patches`` (sampled conv patches), ``moments`` (streaming statistics), ``regression`` (the
 solver), ``criteria`` (channel selection), ``stacking`` (coupled moments), ``surgery``
 (channel removal on Torch-Pruning's dependency graph), ``bn`` (BatchNorm recalibration),
-``engine`` (the layer-by-layer pass, :class:`Pass`), ``sparsify`` (its entry points), ``budget`` / ``cost`` (budget targets, cost-aware
-strengths), ``measure`` (params / MACs / memory / latency).
+``engine`` (the layer-by-layer pass, :class:`Pass`), ``sparsify`` (its entry points),
+``currency`` (:class:`Budget` and what it is counted in: :class:`MACs`, :class:`Params`,
+:class:`Latency`), ``budget`` / ``cost`` (the budgeted pass, cost-aware strengths), ``measure`` (params / MACs / memory / latency).
 """
 
 from __future__ import annotations
 
 from .bn import recalibrate_batchnorm
-from .budget import BudgetError
 from .capture import NonFiniteActivationError
 from .config import LayerReport, SparsifyConfig, SparsifyResult
 from .cost import CostModel, WidthUnit
@@ -42,6 +42,7 @@ from .criteria import (
     WidthCriterion,
     l1_channel_ranking,
 )
+from .currency import Budget, BudgetError, Currency, Latency, MACs, Params
 from .depth import (
     block_drop_errors,
     drop_blocks,
@@ -67,7 +68,12 @@ from .sparsify import prune_to_widths, prune_with, sparsify
 from .surgery import SurgeryError, UnsupportedLayerError
 
 __all__ = [
+    "Budget",
     "BudgetError",
+    "Currency",
+    "Latency",
+    "MACs",
+    "Params",
     "CalibCache",
     "CostModel",
     "Criterion",

@@ -46,14 +46,14 @@ from pruning.config import SparsifyConfig, SparsifyResult
 from pruning.cost import CostModel, WidthUnit
 from pruning.criteria import Criterion, Entropic, Selection, greedy_reconstruction, unit_moments
 from pruning.criteria import Unit as CriterionUnit
+from pruning.currency import Budget, BudgetError
 from pruning.engine import CalibCache, Pass, run_given
 from pruning.moments import Moments, feature_columns
 from pruning.regression import cholesky_psd
 
-__all__ = ["BudgetError", "BudgetTarget", "GreedyPlan", "PlannedUnit", "TOLERANCE", "allocate", "error_curve",
-           "make_target", "output_sensitivity", "sparsify_to_budget"]
+__all__ = ["Budget", "BudgetError", "GreedyPlan", "PlannedUnit", "TOLERANCE", "allocate",
+           "error_curve", "output_sensitivity", "sparsify_to_budget"]
 
-Metric = Literal["macs", "params", "latency_ms"]
 # What the allocation minimises: the sum of per-layer relative output errors ("relative"),
 # or the same errors weighted by how much each layer's output error moves the network's
 # output ("output", :func:`output_sensitivity`).
@@ -83,76 +83,6 @@ log = logging.getLogger(__name__)
 TOLERANCE = 0.02
 _ROUNDS = 6
 _RIDGE = 1e-6
-
-
-class BudgetError(ValueError):
-    """A budget target is malformed or cannot be reached; the message names the field."""
-
-
-@dataclass(frozen=True)
-class BudgetTarget:
-    """One budget: ``metric`` at ``value`` (a ratio in (0, 1] or an absolute count > 1;
-    latency always in ms, measured at ``device`` / ``batch_size`` / ``threads``)."""
-
-    metric: Metric
-    value: float
-    field_name: str
-    device: str | None = None
-    batch_size: int = 1
-    threads: int | None = None
-
-    def absolute(self, full: float) -> float:
-        if self.metric == "latency_ms" or self.value > 1.0:
-            return float(self.value)
-        return float(self.value) * full
-
-
-def make_target(
-    *,
-    target_macs: float | None = None,
-    target_params: float | None = None,
-    target_latency_ms: float | None = None,
-    latency_device: str | None = None,
-    latency_batch_size: int = 1,
-    latency_threads: int | None = None,
-    prefix: str = "",
-) -> BudgetTarget | None:
-    """Validate the budget arguments (before any work); None when no target is set.
-
-    Raises:
-        BudgetError: naming the field (``prefix`` + name), for two targets at once, a
-            non-finite or non-positive value, or a latency target without a device.
-    """
-    given = {k: v for k, v in (("target_macs", target_macs), ("target_params", target_params),
-                               ("target_latency_ms", target_latency_ms)) if v is not None}
-    if len(given) > 1:
-        names = ", ".join(prefix + k for k in given)
-        raise BudgetError(f"{names}: set one budget target at a time")
-    if latency_batch_size < 1:
-        raise BudgetError(f"{prefix}latency_batch_size must be >= 1, got {latency_batch_size}")
-    if latency_threads is not None and latency_threads < 1:
-        raise BudgetError(f"{prefix}latency_threads must be >= 1, got {latency_threads}")
-    if not given:
-        return None
-    name, raw = next(iter(given.items()))
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise BudgetError(f"{prefix}{name} must be a number, got {raw!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise BudgetError(f"{prefix}{name} must be a finite number > 0 (a ratio in (0, 1] or "
-                          f"an absolute count > 1), got {raw!r}")
-    metric: Metric = {"target_macs": "macs", "target_params": "params",
-                      "target_latency_ms": "latency_ms"}[name]  # type: ignore[assignment]
-    if metric == "latency_ms" and not latency_device:
-        raise BudgetError(f"{prefix}target_latency_ms needs {prefix}latency_device (the device "
-                          "the latency is measured on, e.g. 'cpu' or 'cuda')")
-    if metric != "latency_ms" and value > 1.0 and value != int(value):
-        raise BudgetError(f"{prefix}{name}={raw!r}: above 1 it is an absolute count and must "
-                          "be a whole number")
-    return BudgetTarget(metric=metric, value=value, field_name=prefix + name,
-                        device=latency_device if metric == "latency_ms" else None,
-                        batch_size=latency_batch_size, threads=latency_threads)
 
 
 # ---------------------------------------------------------------------- curves
@@ -334,18 +264,6 @@ def _keep_sets(units: list[PlannedUnit], widths: list[int]) -> dict[str, list[in
     return out
 
 
-def _measure_metric(model: nn.Module, input_shape: tuple[int, ...], target: BudgetTarget) -> float:
-    from pruning.measure import count_macs, count_params, measure_latency
-
-    if target.metric == "macs":
-        return float(count_macs(model, input_shape))
-    if target.metric == "params":
-        return float(count_params(model))
-    lat = measure_latency(model, input_shape, batch_size=target.batch_size,
-                          device=target.device or "cpu", threads=target.threads)
-    return float(lat["median_ms"])
-
-
 @contextlib.contextmanager
 def _quiet_engine() -> Iterator[None]:
     """Hide the engine's per-layer INFO lines ("kept 1/64 ... 0 it") while a candidate is
@@ -387,7 +305,7 @@ def sparsify_to_budget(
     model: nn.Module,
     loader: Iterable[Any],
     config: SparsifyConfig,
-    target: BudgetTarget,
+    budget: Budget,
     example: Tensor,
     *,
     objective: Objective = "relative",
@@ -417,8 +335,9 @@ def sparsify_to_budget(
         raise BudgetError(f"budget plan must be one of {PLANS}, got {plan!r}")
     t_start = time.perf_counter()
     input_shape = tuple(example.shape[1:])
-    full = _measure_metric(model, input_shape, target)
-    goal = target.absolute(full)
+    currency = budget.currency
+    full = budget.measure(model, input_shape)
+    goal = budget.absolute(full)
 
     # Reachability, before any data pass: every prunable unit at its minimum width.
     with Pass(model, None, config, example) as p:
@@ -428,20 +347,19 @@ def sparsify_to_budget(
                                    ranking=list(range(u[0].num_channels)))
                        for u in p.prunable_units(config.layers)]
     if not floor_plans:
-        raise BudgetError(f"{target.field_name}: the model has no prunable layer "
+        raise BudgetError(f"{budget.field_name}: the model has no prunable layer "
                           f"(consumers {config.layers or 'all'}), so no budget can be met")
     floor_model = _thinned(model, _keep_sets(floor_plans, [p.min_width for p in floor_plans]),
                            example, config)
-    floor = _measure_metric(floor_model, input_shape, target)
+    floor = budget.measure(floor_model, input_shape)
     del floor_model
     log.info("budget: reachability check: every prunable layer at min_channels gives %.6g "
              "(%.4g of the original); the target is %.6g (%.4g)", floor, floor / full, goal,
              goal / full)
     if floor > goal * (1 + TOLERANCE):
-        unit = "ms" if target.metric == "latency_ms" else target.metric
         raise BudgetError(
-            f"{target.field_name}={target.value:g} is unreachable: the target is {goal:.6g} "
-            f"{unit} ({goal / full:.4g} of the original {full:.6g}), but with every prunable "
+            f"{budget.field_name}={budget.value:g} is unreachable: the target is {goal:.6g} "
+            f"{currency.unit} ({goal / full:.4g} of the original {full:.6g}), but with every prunable "
             f"layer at min_channels the model still has {floor:.6g} ({floor / full:.4g}); "
             "raise the target or lower min_channels")
 
@@ -471,17 +389,17 @@ def sparsify_to_budget(
     if objective == "output":
         for planned, s in zip(plans, output_sensitivity(model, loader, plans), strict=True):
             planned.weight = s
-    cost = CostModel(model, input_shape, plans,
-                     "params" if target.metric == "params" else "macs")
+    cost = CostModel(model, input_shape, plans, currency.steps_in)
     model_full = cost.full()
-    # the cost model covers the prunable part; the rest (BN, fixed layers) is an offset
-    proxy_goal = model_full * goal / full if target.metric == "latency_ms" else goal - (full - model_full)
+    # the cost model covers the prunable part; the rest (BN, fixed layers) is an offset of
+    # an additive currency, a scale of another (latency)
+    proxy_goal = goal - (full - model_full) if currency.additive else model_full * goal / full
     best: tuple[float, list[int], float] | None = None
     rounds: list[dict[str, Any]] = []
     for _ in range(_ROUNDS):
         widths, step = allocate(plans, cost, proxy_goal)
-        reached = _measure_metric(_thinned(model, _keep_sets(plans, widths), example, config),
-                                  input_shape, target)
+        reached = budget.measure(_thinned(model, _keep_sets(plans, widths), example, config),
+                                 input_shape)
         rounds.append({"model_goal": proxy_goal, "reached": reached, "widths": widths,
                        "modelled": cost.cost(widths)})
         log.info("budget: allocation round %d: widths %s, %.6g (%.4g of the original)",
@@ -519,14 +437,15 @@ def sparsify_to_budget(
     result.engine["reused_plan_caches"] = cache.filled
     result.engine["calib_cache_reused"] = cache_reused
     final_s = time.perf_counter() - t0
-    reached = _measure_metric(result.model, input_shape, target)
+    reached = budget.measure(result.model, input_shape)
     within = abs(reached - goal) <= TOLERANCE * goal
     # the step is in the cost model's currency (MACs for a latency target)
+    steps = "MACs" if currency.steps_in == "macs" else "params"
     step_ratio = step / model_full if model_full else math.nan
     result.budget = {
-        "metric": target.metric,
-        "field": target.field_name,
-        "target": target.value,
+        "metric": currency.name,
+        "field": budget.field_name,
+        "target": budget.value,
         "target_value": goal,
         "target_ratio": goal / full if full else math.nan,
         "original": full,
@@ -538,10 +457,9 @@ def sparsify_to_budget(
         "granularity_step_ratio": step_ratio,
         "note": ("within 2 % of the target" if within else
                  f"nearest the channel granularity allows (smallest step {step_ratio:.3%} of "
-                 f"the original {'MACs' if target.metric == 'latency_ms' else target.metric}; "
+                 f"the original {steps}; "
                  f"reached {reached / full:.4g} for a target of {goal / full:.4g})"
-                 + (" or the latency measurement's noise" if target.metric == "latency_ms"
-                    else "")),
+                 + ("" if currency.additive else " or the measurement's noise")),
         "widths": {p.name: k for p, k in zip(plans, widths, strict=True)},
         "predicted_error": {p.name: p.error[k] for p, k in zip(plans, widths, strict=True)},
         "objective": objective,
@@ -554,7 +472,7 @@ def sparsify_to_budget(
         "seconds": {"plan_pass": plan_s, "allocation": alloc_s, "final_pass": final_s,
                     "total": time.perf_counter() - t_start},
     }
-    if target.metric == "latency_ms":
-        result.budget.update(device=target.device, batch_size=target.batch_size,
-                             threads=target.threads, reached_at_plan=reached_plan)
+    if not currency.additive:
+        result.budget.update(reached_at_plan=reached_plan)
+    result.budget.update(currency.describe())
     return result

@@ -37,10 +37,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from pruning.budget import Plan, make_target, sparsify_to_budget
+from pruning.budget import Plan, sparsify_to_budget
 from pruning.capture import first_batch, model_device
 from pruning.config import SparsifyConfig, SparsifyResult
 from pruning.criteria import Criterion, Entropic
+from pruning.currency import Budget, BudgetError
 from pruning.engine import CalibCache, Pass, run_given
 from pruning.inputs import check_input_fits, reiterable
 
@@ -54,12 +55,9 @@ def sparsify(
     calib_loader: Iterable,
     config: SparsifyConfig | None = None,
     *,
+    budget: Budget | None = None,
     target_macs: float | None = None,
     target_params: float | None = None,
-    target_latency_ms: float | None = None,
-    latency_device: str | None = None,
-    latency_batch_size: int = 1,
-    latency_threads: int | None = None,
     selection: Callable[[Mapping[str, int]], Criterion] | None = None,
     plan: Plan = "entropic",
     cache: CalibCache | None = None,
@@ -75,16 +73,15 @@ def sparsify(
             generator is read once into a list (its first ``max_batches`` items), so no
             batch is lost to the trace.
         config: Settings; defaults to ``SparsifyConfig()``.
-        target_macs: Budget: MACs per input sample (conv + linear), a ratio of the original
-            in (0, 1] or an absolute count > 1. The widths are then allocated across layers
-            from per-layer error-vs-width curves (:mod:`pruning.budget`); ``eps_L2`` only
-            ranks the channels. At most one target.
-        target_params: Budget in parameters (all of them, BN included), ratio or count.
-        target_latency_ms: Budget in ms per batch of ``latency_batch_size`` on
-            ``latency_device`` (required) with ``latency_threads`` torch threads.
-        latency_device: Device for the latency target, e.g. ``"cpu"``, ``"cuda"``.
-        latency_batch_size: Batch size the latency is measured at.
-        latency_threads: Torch threads for the latency measurement (None: current).
+        budget: A :class:`pruning.Budget` (a currency - ``MACs()``, ``Params()``,
+            ``Latency(device, batch_size, threads)`` or one of your own - and a value: a
+            ratio of the original in (0, 1] or an absolute amount). The widths are then
+            allocated across layers from per-layer error-vs-width curves
+            (:mod:`pruning.budget`); ``eps_L2`` only ranks the channels. At most one budget.
+        target_macs: Shorthand for ``budget=Budget(MACs(), target_macs)``: MACs per input
+            sample (conv + linear).
+        target_params: Shorthand for ``budget=Budget(Params(), target_params)``: all
+            parameters, BN included.
         selection: With a target only: the criterion class (or factory from ``{consumer:
             width}``) that chooses each layer's channels at the allocated widths in the final
             pass, e.g. ``pruning.GreedyReconstruction`` or ``pruning.LassoSelection`` (the
@@ -110,22 +107,22 @@ def sparsify(
         InputMismatchError: The batches do not fit the model (a ValueError naming the
             first layer whose input channels / features are wrong, and the batch shape).
         ValueError: Unknown layer names in ``config.layers`` / ``layer_overrides``.
-        BudgetError: A malformed target (<= 0, two at once, latency without a device) or
-            one that cannot be reached with every layer at ``min_channels``; raised before
+        BudgetError: A malformed budget (<= 0, two at once) or one that cannot be reached with every layer at ``min_channels``; raised before
             any data pass, naming the argument.
 
     Reference: Barisin & Horenko, arXiv:2404.04734 (Neural Computation 2025).
     """
     config = config or SparsifyConfig()
-    target = make_target(target_macs=target_macs, target_params=target_params,
-                         target_latency_ms=target_latency_ms, latency_device=latency_device,
-                         latency_batch_size=latency_batch_size, latency_threads=latency_threads)
+    shorthand = Budget.from_targets(target_macs=target_macs, target_params=target_params)
+    if budget is not None and shorthand is not None:
+        raise BudgetError(f"sparsify: budget= and {shorthand.field_name}= both given; set one")
+    target = budget if budget is not None else shorthand
     calib_loader = reiterable(calib_loader, config.max_batches)
     example = first_batch(calib_loader)[:1]
     check_input_fits(model, example.to(model_device(model)))
     if (selection is not None or plan != "entropic") and target is None:
         raise ValueError("sparsify: selection= / plan= act on a budget's allocation; give "
-                         "target_macs, target_params or target_latency_ms with it")
+                         "a budget (budget=, target_macs or target_params) with it")
     if target is not None:
         return sparsify_to_budget(model, calib_loader, config, target, example,
                                   selection=selection, plan=plan, cache=cache)

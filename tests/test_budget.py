@@ -15,7 +15,7 @@ import pruning
 import search_spaces
 from nas.checkpoint import save_checkpoint
 from nas.cli import main
-from nas.config import PruneSection
+from nas.config import PruneSection, RunConfig
 from pruning import BudgetError, RegressionConfig, SparsifyConfig
 from pruning.budget import TOLERANCE
 
@@ -105,7 +105,7 @@ def test_allocation_spends_the_macs_budget_where_macs_are(net: nn.Module) -> Non
     ({"target_params": -3}, "target_params"),
     ({"target_macs": float("nan")}, "target_macs"),
     ({"target_macs": 0.5, "target_params": 0.5}, "target_macs, target_params"),
-    ({"target_latency_ms": 2.0}, "target_latency_ms needs latency_device"),
+    ({"budget": pruning.Budget(pruning.MACs(), 0.5), "target_macs": 0.5}, "both given"),
     ({"target_macs": 1234.5}, "whole number"),
 ])
 def test_bad_targets_fail_before_any_data(net: nn.Module, kw: dict[str, Any], field: str) -> None:
@@ -126,8 +126,9 @@ def test_the_config_section_validates_targets() -> None:
     assert PruneSection(target_macs=0.5).has_budget
     with pytest.raises(ValueError, match=r"prune.target_macs must be a finite number > 0"):
         PruneSection(target_macs=0)
-    with pytest.raises(ValueError, match=r"prune.target_latency_ms needs prune.latency_device"):
-        PruneSection(target_latency_ms=3.0)
+    assert PruneSection(target_latency_ms=3.0).has_budget  # timed as the latency section says
+    with pytest.raises(ValueError, match=r"prune.target_params=12.5: above 1 .* whole number"):
+        PruneSection(target_params=12.5)
     with pytest.raises(ValueError, match="one budget target at a time"):
         PruneSection(target_macs=0.5, target_params=0.5)
 
@@ -169,7 +170,7 @@ def test_cli_prune_to_a_budget_records_target_and_reached(cli_run: tuple[Path, P
     assert re.search(r"target_macs=0\.5: macs x0\.\d{4} of the original \(target x0\.5000\), "
                      r"within 2 % of the target", said), said
     report_txt = (out / "report.txt").read_text()
-    assert "budgeted pass (target_macs=0.5)" in " ".join(report_txt.split())
+    assert "budgeted pass (prune.target_macs=0.5)" in " ".join(report_txt.split())
     assert "nan" not in report_txt
     summary = json.loads((out / "report.json").read_text())["summary"]
     assert summary["budget"]["target_ratio"] == pytest.approx(0.5)
@@ -177,7 +178,7 @@ def test_cli_prune_to_a_budget_records_target_and_reached(cli_run: tuple[Path, P
     assert abs(summary["macs_ratio"] - 0.5) <= max(0.01, summary["budget"]["granularity_step_ratio"])
 
 
-@pytest.mark.parametrize("setting", ["prune.target_macs=0", "prune.target_latency_ms=5",
+@pytest.mark.parametrize("setting", ["prune.target_macs=0", "prune.target_latency_ms=-5",
                                      "prune.target_macs=1e-9"])
 def test_cli_bad_budget_exits_2(cli_run: tuple[Path, Path], tmp_path: Path, setting: str,
                                 capsys: pytest.CaptureFixture[str]) -> None:
@@ -192,8 +193,8 @@ def test_a_latency_target_is_measured_on_its_device(net: nn.Module) -> None:
     # Timing is noisy on a shared CPU (a 2-conv net's latency floor is ~0.76 of its full
     # time): a target above the full time is always reachable; check what is recorded.
     full = pruning.measure_latency(net, (3, 8, 8), batch_size=4, threads=1)["median_ms"]
-    res = pruning.sparsify(net, _data(), _cfg(), target_latency_ms=1.2 * full,
-                           latency_device="cpu", latency_batch_size=4, latency_threads=1)
+    res = pruning.sparsify(net, _data(), _cfg(), budget=pruning.Budget(
+        pruning.Latency("cpu", batch_size=4, threads=1), 1.2 * full))
     b = res.budget
     assert b is not None and b["metric"] == "latency_ms"
     assert (b["device"], b["batch_size"], b["threads"]) == ("cpu", 4, 1)
@@ -207,10 +208,17 @@ def test_search_trials_get_absolute_budgets_and_bounds_are_validated() -> None:
     from nas.trial import trial_budget
 
     base = {"macs": 1000, "params": 400}
-    assert trial_budget(PruneSection(), base) == {}
-    kw = trial_budget(PruneSection(target_macs=0.25), base)
-    assert kw["target_macs"] == 250.0 and kw["target_params"] is None
-    assert trial_budget(PruneSection(target_params=123), base)["target_params"] == 123
+
+    def run(**prune: Any) -> RunConfig:
+        return RunConfig.model_validate({"name": "b", "model": {"family": "small_cnn"},
+                                         "data": {"name": "synthetic"}, "prune": prune})
+
+    assert trial_budget(run(), base) is None
+    budget = trial_budget(run(target_macs=0.25), base)
+    assert budget is not None and budget.value == 250.0 and budget.currency == pruning.MACs()
+    assert budget.field_name == "prune.target_macs"
+    budget = trial_budget(run(target_params=123), base)
+    assert budget is not None and budget.value == 123 and budget.currency == pruning.Params()
     assert SearchSection(max_params=1e4, max_latency_ms=2.0).max_params == 1e4
     with pytest.raises(ValueError, match="max_params"):
         SearchSection(max_params=0)

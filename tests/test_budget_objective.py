@@ -9,12 +9,10 @@ import torch
 from torch import nn
 
 import pruning
-from pruning import BudgetError, RegressionConfig, SparsifyConfig
+from pruning import Budget, BudgetError, MACs, RegressionConfig, SparsifyConfig
 from pruning.budget import (
     TOLERANCE,
-    BudgetTarget,
     PlannedUnit,
-    make_target,
     output_sensitivity,
     sparsify_to_budget,
 )
@@ -55,10 +53,8 @@ def _plan(name: str) -> PlannedUnit:
     return PlannedUnit(name=name, members=(name,), producers=(), channels=1)
 
 
-def _target(ratio: float) -> BudgetTarget:
-    target = make_target(target_macs=ratio)
-    assert target is not None
-    return target
+def _target(ratio: float) -> Budget:
+    return Budget(MACs(), ratio, "target_macs")
 
 
 def _cfg() -> SparsifyConfig:

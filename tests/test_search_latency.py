@@ -1,6 +1,7 @@
-"""Search latency (search.cost=latency, search.max_latency_ms) is timed where the user deploys:
-``search.latency_device`` / ``latency_batch_size`` / ``latency_threads``; the conditions are
-recorded with every trial's number, and a bad or absent device is refused naming the field."""
+"""Every latency of a run (search.cost=latency, search.max_latency_ms, a latency budget) is
+timed where the user deploys, as the one ``latency:`` section says (device, batch_size,
+threads); the conditions are recorded with every trial's number, a bad or absent device is
+refused naming the field, and the keys of the two old places name the new one."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 from bad_input_helpers import assert_refused, config, run_cli, write_config
 
+import pruning
 from nas.config import ConfigError, config_from_dict
 from nas.search import prepare
 from nas.search_types import TrialContext
@@ -31,8 +33,8 @@ def _trial_attrs(tmp_path: Path, **changes: Any) -> tuple[dict[str, Any], dict[s
 def test_latency_is_timed_at_the_configured_batch_and_threads(tmp_path: Path) -> None:
     threads = torch.get_num_threads()
     base, attrs = _trial_attrs(tmp_path, **{"search.cost": "latency",
-                                            "search.latency_batch_size": 16,
-                                            "search.latency_threads": 1})
+                                            "latency.batch_size": 16,
+                                            "latency.threads": 1})
     assert base["latency"]["batch_size"] == 16 and base["latency"]["threads"] == 1
     lat = attrs["latency"]
     assert (lat["batch_size"], lat["threads"], lat["device"]) == (16, 1, "cpu")
@@ -42,7 +44,7 @@ def test_latency_is_timed_at_the_configured_batch_and_threads(tmp_path: Path) ->
 
 def test_max_latency_uses_the_same_conditions(tmp_path: Path) -> None:
     _, attrs = _trial_attrs(tmp_path, **{"search.max_latency_ms": 1e6,
-                                         "search.latency_batch_size": 4})
+                                         "latency.batch_size": 4})
     assert attrs["latency"]["batch_size"] == 4
 
 
@@ -52,40 +54,40 @@ def test_without_latency_nothing_is_timed(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("field,value,rule", [
-    ("latency_device", "gpu", "pattern"),
-    ("latency_batch_size", 0, "greater than 0"),
-    ("latency_threads", 0, "greater than 0"),
+    ("device", "gpu", "pattern"),
+    ("batch_size", 0, "greater than 0"),
+    ("threads", 0, "greater than 0"),
 ])
 def test_bad_latency_fields_name_the_field(field: str, value: Any, rule: str) -> None:
     with pytest.raises(ConfigError) as info:
-        config_from_dict(config(**{f"search.{field}": value}), source="c.yaml")
-    assert f"search.{field}" in str(info.value) and rule in str(info.value)
+        config_from_dict(config(**{f"latency.{field}": value}), source="c.yaml")
+    assert f"latency.{field}" in str(info.value) and rule in str(info.value)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a node without CUDA")
 def test_a_cuda_latency_device_on_a_node_without_one_fails_before_work(
         tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    cfg = config_from_dict(config(**{"search.cost": "latency", "search.latency_device": "cuda"}),
+    cfg = config_from_dict(config(**{"search.cost": "latency", "latency.device": "cuda"}),
                            source="c.yaml")
-    with pytest.raises(InputError, match=r"search\.latency_device 'cuda': no such CUDA device"):
+    with pytest.raises(InputError, match=r"latency\.device 'cuda': no such CUDA device"):
         check_config(cfg, source="c.yaml", search=True)
     # not timed: the device is never used, so the config is fine
-    check_config(config_from_dict(config(**{"search.latency_device": "cuda"}), source="c.yaml"),
+    check_config(config_from_dict(config(**{"latency.device": "cuda"}), source="c.yaml"),
                  source="c.yaml", search=True)
     path = write_config(tmp_path / "c.yaml", config(**{"search.cost": "latency",
-                                                       "search.latency_device": "cuda:0"}))
+                                                       "latency.device": "cuda:0"}))
     code, text = run_cli(["search", "--config", path, "--out", tmp_path / "out"], capfd)
-    assert_refused(code, text, "search.latency_device")
+    assert_refused(code, text, "latency.device")
     assert not (tmp_path / "out").exists()
 
 
 def test_ray_trials_and_the_driver_time_with_the_same_threads() -> None:
     cfg = config_from_dict(config(**{"search.backend": "ray", "search.cpus_per_trial": 2,
                                      "search.cost": "latency"}), source="c.yaml")
-    assert cfg.search.latency_kwargs()["threads"] == 2  # what a Ray trial sets
-    cfg = config_from_dict(config(**{"search.backend": "ray", "search.latency_threads": 3}),
+    assert cfg.latency_kwargs()["threads"] == 2  # what a Ray trial sets
+    cfg = config_from_dict(config(**{"search.backend": "ray", "latency.threads": 3}),
                            source="c.yaml")
-    assert cfg.search.latency_kwargs()["threads"] == 3
+    assert cfg.latency_kwargs()["threads"] == 3
 
 
 def _pretend_one_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -95,10 +97,10 @@ def _pretend_one_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("changes,names", [
-    ({"search.latency_device": "cuda:1"}, ("search.latency_device 'cuda:1'", "1 visible")),
-    ({"search.backend": "ray", "search.latency_device": "cuda"},
+    ({"latency.device": "cuda:1"}, ("latency.device 'cuda:1'", "1 visible")),
+    ({"search.backend": "ray", "latency.device": "cuda"},
      ("search.gpus_per_trial > 0",)),
-    ({"search.backend": "ray", "search.gpus_per_trial": 1, "search.latency_device": "cuda:0",
+    ({"search.backend": "ray", "search.gpus_per_trial": 1, "latency.device": "cuda:0",
       "search.cpus_per_trial": 1}, ()),  # accepted
 ])
 def test_cuda_latency_rules(monkeypatch: pytest.MonkeyPatch, changes: dict[str, Any],
@@ -114,28 +116,41 @@ def test_cuda_latency_rules(monkeypatch: pytest.MonkeyPatch, changes: dict[str, 
         assert name in str(info.value)
 
 
-def test_a_latency_budget_and_a_latency_ranking_must_be_timed_alike() -> None:
-    base = {"search.cost": "latency", "prune.target_latency_ms": 1.0,
-            "prune.latency_device": "cpu"}
-    cfg = config_from_dict(config(**{**base, "prune.latency_batch_size": 8}), source="c.yaml")
-    with pytest.raises(InputError, match=r"prune\.latency_device .* differ from search\.latency"):
-        check_config(cfg, source="c.yaml", search=True)
-    check_config(config_from_dict(config(**base), source="c.yaml"), source="c.yaml", search=True)
+def test_a_latency_budget_is_timed_as_the_ranking_is() -> None:
+    from nas.trial import trial_budget
+
+    cfg = config_from_dict(config(**{"search.cost": "latency", "prune.target_latency_ms": 1.5,
+                                     "latency.batch_size": 8, "latency.threads": 1}),
+                           source="c.yaml")
+    budget = trial_budget(cfg, {"macs": 1000, "params": 100})
+    assert budget is not None and budget.value == 1.5  # ms: never a ratio
+    assert budget.currency == pruning.Latency("cpu", 8, 1)
+    assert cfg.latency_kwargs() == {"device": "cpu", "batch_size": 8, "threads": 1}
+
+
+@pytest.mark.parametrize("key", ["prune.latency_device", "search.latency_batch_size",
+                                 "search.latency_threads"])
+def test_the_old_latency_keys_name_the_new_section(key: str) -> None:
+    value = "cpu" if key.endswith("device") else 2
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(config(**{key: value}), source="c.yaml")
+    new = "latency." + key.split(".latency_")[1]
+    assert key in str(info.value) and new in str(info.value)
 
 
 def test_resuming_with_other_latency_conditions_is_refused(
         tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    first = {"search.cost": "latency", "search.latency_batch_size": 2,
-             "search.latency_threads": 1}
+    first = {"search.cost": "latency", "latency.batch_size": 2,
+             "latency.threads": 1}
     path = write_config(tmp_path / "c.yaml", config(**first))
     out = tmp_path / "out"
     code, text = run_cli(["search", "--config", path, "--out", out, "--no-wandb"], capfd)
     assert code == 0, text
-    path = write_config(tmp_path / "c.yaml", config(**{**first, "search.latency_batch_size": 4,
+    path = write_config(tmp_path / "c.yaml", config(**{**first, "latency.batch_size": 4,
                                                        "search.trials": 2}))
     code, text = run_cli(["search", "--config", path, "--out", out, "--no-wandb", "--resume"],
                          capfd)
-    assert_refused(code, text, "search.latency_", "batch 2", "batch 4")
+    assert_refused(code, text, "latency.device / batch_size / threads", "batch 2", "batch 4")
     path = write_config(tmp_path / "c.yaml", config(**{**first, "search.trials": 2}))
     code, text = run_cli(["search", "--config", path, "--out", out, "--no-wandb", "--resume"],
                          capfd)
