@@ -15,7 +15,6 @@ benchmarks.vgg_pass --quick``); nothing patches the import path. The package may
 ``train_speed``        the fast family's base: s / epoch per setting (bf16, threads, layout)
 ``cifar_paper``        VGG-16 / ResNet-18 bases at real accuracy (on nas.experiment)
 ``post_training``      pass + recovery (bn / distill / finetune) without retraining
-``cifar_short``        VGG-16 / ResNet-18 on CIFAR-10, short CPU protocol (superseded)
 ``solver_cost``        one layer solve vs feature count d and sample count T
 ``vgg_pass``           one whole VGG-16 sparsify pass, timed phase by phase
 ``latency``            original vs pruned latency (VGG-16 / ResNet-18)

@@ -1,7 +1,7 @@
 """Render ``benchmarks/results/*.json`` into docs/results.md (+ docs/results_headline.md, figures).
 
 Every number in the report comes from those JSON files; nothing is typed in by hand. One
-module per benchmark with a dedicated section (``lenet_mnist``, ``cifar_short``,
+module per benchmark with a dedicated section (``lenet_mnist``,
 ``vgg_pass``); any other result JSON is rendered by :mod:`.generic` (``tables`` entries as
 they are, lists of records as tables, scalars as key/value lists). Quick smoke runs (a
 ``"quick": true`` file or a ``*_quick.json`` name) are left out when a full run of the same
@@ -30,7 +30,6 @@ from typing import Any
 from benchmarks.report import (
     budget_hit,
     cifar_fast,
-    cifar_short,
     post_training,
     train_speed,
     vgg_pass,
@@ -45,7 +44,6 @@ from benchmarks.report.lenet_mnist import render_lenet
 SECTIONS: dict[str, Callable[[dict[str, dict[str, Any]], Path], str]] = {
     "cifar_fast": cifar_fast.render,
     "train_speed": train_speed.render,
-    "cifar_short": cifar_short.render,
     "vgg_pass": vgg_pass.render,
     "budget_hit": budget_hit.render,
     "post_training": post_training.render,
