@@ -128,8 +128,8 @@ def part_hit(data: dict[str, Any], path: Path, settings: dict[str, Any]) -> None
 
     done = {r["key"] for r in data["rows"]}
     lm.task_pretrain(settings, 0)
-    lenet = lm._load_base(settings, 0)
-    calib_l = lm._ctx(settings)["calib"]
+    lenet = lm.load_base(settings, 0)
+    calib_l = lm.context(settings)["calib"]
     qs, _, calib_q = _quickstart()
     cases = [
         ("lenet5", lenet, calib_l, pruning.SparsifyConfig(progress=False)),
@@ -205,7 +205,7 @@ def part_acc(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds: 
     done, w, base_prunable = _lenet_context(data, settings)
     for seed in seeds:
         lm.task_pretrain(settings, seed)
-        base = lm._load_base(settings, seed)
+        base = lm.load_base(settings, seed)
         for ratio in (0.5, 0.3):
             key = f"acc/s{seed}/entropic_budget/macs{ratio}"
             if key not in done and "entropic" in arms:
@@ -254,7 +254,7 @@ def _lenet_context(data: dict[str, Any], settings: dict[str, Any]) -> tuple[set[
 
     done = {r["key"] for r in data["rows"]}
     base = search_spaces.build(search_spaces.default_spec("lenet5"))
-    return done, lm._ctx(settings), pruning.prunable_params(base)
+    return done, lm.context(settings), pruning.prunable_params(base)
 
 
 def _pruned_row(key: str, kind: str, seed: int, ratio: float, model: torch.nn.Module,
@@ -262,13 +262,13 @@ def _pruned_row(key: str, kind: str, seed: int, ratio: float, model: torch.nn.Mo
     """Metrics, accuracy right after pruning and after 5 fine-tune epochs."""
     import pruning
 
-    w = lm._ctx(settings)
+    w = lm.context(settings)
     row = {"key": key, "kind": kind, "seed": seed, "target": ratio, **extra}
-    row.update(lm._metrics(model, base_prunable))
+    row.update(lm.pruned_metrics(model, base_prunable))
     row["macs_ratio"] = row["macs"] / pruning.count_macs(
-        lm._load_base(settings, seed), (1, 28, 28))
-    row["acc_pruned"], _ = lm._eval(model, w["loaders"])
-    row.update(lm._finetunes(copy.deepcopy(model), settings | {"finetune_epochs": [5]}, seed))
+        lm.load_base(settings, seed), (1, 28, 28))
+    row["acc_pruned"], _ = lm.val_test_accuracy(model, w["loaders"])
+    row.update(lm.finetunes(copy.deepcopy(model), settings | {"finetune_epochs": [5]}, seed))
     return row
 
 
@@ -293,7 +293,7 @@ def part_tp(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds: l
                 key = f"acc/s{seed}/tp_{crit}/macs{ratio}"
                 if key in done:
                     continue
-                model = lm._load_base(settings, seed)
+                model = lm.load_base(settings, seed)
                 tp_row = tp_prune_to(model, (1, 28, 28), crit, target, w["calib"],
                                           ignored=[model.fc3], steps=TP_STEPS, tol=TP_TOL)
                 row = _pruned_row(key, f"tp_{crit}", seed, ratio, model, base_prunable, settings,
@@ -336,7 +336,7 @@ def part_params(data: dict[str, Any], path: Path, settings: dict[str, Any],
                 return f"params/s{seed}/{kind}/params{ratio}"
 
             if key("entropic_budget") not in done:
-                base = lm._load_base(settings, seed)
+                base = lm.load_base(settings, seed)
                 t0 = time.perf_counter()
                 res = pruning.sparsify(base, w["calib"], pruning.SparsifyConfig(progress=False),
                                        target_params=ratio)
@@ -352,7 +352,7 @@ def part_params(data: dict[str, Any], path: Path, settings: dict[str, Any],
             for crit in ("magnitude", "taylor"):
                 if key(f"tp_{crit}") in done:
                     continue
-                model = lm._load_base(settings, seed)
+                model = lm.load_base(settings, seed)
                 tp_row = tp_prune_to(model, (1, 28, 28), crit, target, w["calib"],
                                      ignored=[model.fc3], steps=TP_STEPS, tol=TP_TOL,
                                      metric="params")
@@ -376,7 +376,7 @@ def _identical_row(key: str, kind: str, seed: int, ratio: float, model: Any, bas
     reads its final accuracy off the plain pass's row)."""
     row = {"key": key, "kind": kind, "seed": seed, "target": ratio, **extra,
            "identical_to_plain": True}
-    row.update(lm._metrics(model, base_prunable))
+    row.update(lm.pruned_metrics(model, base_prunable))
     row["macs_ratio"] = macs_ratio
     row["acc_pruned"] = acc_pruned
     return row
@@ -392,7 +392,7 @@ def _output_variant(key: str, seed: int, ratio: float, plain: dict[str, Any], w:
     import search_spaces
     from pruning.budget import sparsify_to_budget
 
-    base = lm._load_base(settings, seed)
+    base = lm.load_base(settings, seed)
     example = next(iter(w["calib"]))[0][:1]
     t0 = time.perf_counter()
     res = sparsify_to_budget(base, w["calib"], pruning.SparsifyConfig(progress=False), target,
@@ -449,7 +449,7 @@ def part_params_diag(data: dict[str, Any], path: Path, settings: dict[str, Any],
                 print(f"{key}: skipped, {tp_key} has not run yet (run --parts params first)",
                       flush=True)
                 continue
-            base = lm._load_base(settings, seed)
+            base = lm.load_base(settings, seed)
             t0 = time.perf_counter()
             res = pruning.prune_with(base, EntropicAtWidths(tp_row["widths"]), w["calib"],
                                      config=pruning.SparsifyConfig(progress=False))
@@ -481,7 +481,7 @@ def part_alloc(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds
     done, w, base_prunable = _lenet_context(data, settings)
     for seed in seeds:
         lm.task_pretrain(settings, seed)
-        base = lm._load_base(settings, seed)
+        base = lm.load_base(settings, seed)
         for ratio in (0.5, 0.3):
             for kind in variants:
                 key = f"acc/s{seed}/{kind}/macs{ratio}"
@@ -508,7 +508,7 @@ def part_alloc(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds
                 if extra.get("identical_to_plain"):
                     row = _identical_row(key, kind, seed, ratio, res.model, base_prunable, extra,
                                          res.after["macs"] / res.before["macs"],
-                                         lm._eval(res.model, w["loaders"])[0])
+                                         lm.val_test_accuracy(res.model, w["loaders"])[0])
                 else:
                     row = _pruned_row(key, kind, seed, ratio, res.model, base_prunable, settings,
                                       **extra)
@@ -570,7 +570,7 @@ def part_cost(data: dict[str, Any], path: Path, settings: dict[str, Any]) -> Non
 
     done, w, base_prunable = _lenet_context(data, settings)
     lm.task_pretrain(settings, 0)
-    base = lm._load_base(settings, 0)
+    base = lm.load_base(settings, 0)
     for expo in (0.0, 0.5, 1.0):
         for eps in (0.03, 0.3):
             key = f"cost/s0/exp{expo}/L{eps}"
@@ -581,10 +581,10 @@ def part_cost(data: dict[str, Any], path: Path, settings: dict[str, Any]) -> Non
             res = pruning.sparsify(base, w["calib"], cfg)
             row = {"key": key, "kind": "cost_exponent", "seed": 0, "exponent": expo,
                    "eps_L2": eps}
-            row.update(lm._metrics(res.model, base_prunable))
+            row.update(lm.pruned_metrics(res.model, base_prunable))
             row["macs_ratio"] = res.after["macs"] / res.before["macs"]
-            row["acc_pruned"], _ = lm._eval(res.model, w["loaders"])
-            row.update(lm._finetunes(res.model, settings | {"finetune_epochs": [1]}, 0))
+            row["acc_pruned"], _ = lm.val_test_accuracy(res.model, w["loaders"])
+            row.update(lm.finetunes(res.model, settings | {"finetune_epochs": [1]}, 0))
             data["rows"].append(row)
             _save(data, path)
             print(key, row["widths"], f"macs {row['macs_ratio']:.3f}", row["acc_pruned"],
@@ -618,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     data["env"] = lm.env_header(1, 1)
     data.setdefault("rows", [])
     data.setdefault("runs", []).append({"argv": sys.argv[1:] if argv is None else argv,
-                                        "started": lm._now(),
+                                        "started": lm.now(),
                                         "load_average": [round(v, 2) for v in os.getloadavg()]})
     if "hit" in args.parts:
         part_hit(data, args.out, settings)

@@ -64,7 +64,7 @@ _CALIB: dict[int, Any] = {}
 
 
 def calib_loader(n: int):
-    ctx = LM._ctx(_settings())
+    ctx = LM.context(_settings())
     if n not in _CALIB:
         _CALIB[n] = ctx["loaders"].calib(n, 256)
     return _CALIB[n]
@@ -75,8 +75,8 @@ def prune_eval(seed: int, *, eps_E: float, eps_L2: float, calib: int = 2048,
                finetune: bool = False) -> dict[str, Any]:
     import pruning
 
-    ctx = LM._ctx(_settings())
-    base = LM._load_base(_settings(), seed)
+    ctx = LM.context(_settings())
+    base = LM.load_base(_settings(), seed)
     base_prunable = pruning.prunable_params(base)
     rc = pruning.RegressionConfig(eps_E=eps_E, eps_L2=eps_L2, **(reg or {}))
     sc = pruning.SparsifyConfig(regression=rc, progress=False, seed=seed, **(cfg or {}))
@@ -84,8 +84,8 @@ def prune_eval(seed: int, *, eps_E: float, eps_L2: float, calib: int = 2048,
     res = pruning.sparsify(base, calib_loader(calib), sc)
     secs = time.perf_counter() - t0
     row: dict[str, Any] = {"seed": seed, "eps_E": eps_E, "eps_L2": eps_L2, "calib": calib}
-    row.update(LM._metrics(res.model, base_prunable))
-    row["acc_pruned"], row["val_pruned"] = LM._eval(res.model, ctx["loaders"])
+    row.update(LM.pruned_metrics(res.model, base_prunable))
+    row["acc_pruned"], row["val_pruned"] = LM.val_test_accuracy(res.model, ctx["loaders"])
     row["seconds_prune"] = secs
     row["gap_flags"] = [r.layer for r in res.report if r.gap_flag]
     row["not_converged"] = [r.layer for r in res.report if not r.converged]
@@ -95,7 +95,7 @@ def prune_eval(seed: int, *, eps_E: float, eps_L2: float, calib: int = 2048,
     row["samples"] = {r.layer: r.samples for r in res.report}
     row["min_gap"] = min((r.gap for r in res.report if r.kept < r.total), default=math.inf)
     if finetune:
-        row.update(LM._finetunes(res.model, _settings(), seed))
+        row.update(LM.finetunes(res.model, _settings(), seed))
     return row
 
 
@@ -120,7 +120,7 @@ CONSUMERS = {"conv1": "conv2", "conv2": "fc1", "fc1": "fc2", "fc2": "fc3"}
 
 def channel_stats(seed: int, n_images: int = 8192) -> dict[str, dict[str, list[float]]]:
     """Per producer channel: fraction of non-zero activations and std of the consumer input."""
-    base = LM._load_base(_settings(), seed)
+    base = LM.load_base(_settings(), seed)
     feats = {"conv2": 1, "fc1": 25, "fc2": 1, "fc3": 1}
     acc: dict[str, list[torch.Tensor]] = {c: [] for c in feats}
     hooks = []
@@ -173,7 +173,7 @@ def _dead_in_l1(seed: int, widths: dict[str, int], rows: dict[str, Any]) -> int 
     d = rows.get(f"dead/s{seed}")
     if d is None:
         return "?"
-    base = LM._load_base(_settings(), seed)
+    base = LM.load_base(_settings(), seed)
     n = 0
     for key, cname in CONSUMERS.items():
         rank = pruning.l1_channel_ranking(base, cname, example_inputs=torch.zeros(1, 1, 28, 28))
@@ -186,14 +186,14 @@ def l1_refit_at(seed: int, widths: dict[str, int]) -> dict[str, Any]:
     """L1 (producer filter norm) selection + the same lstsq refit at the given widths."""
     import pruning
 
-    ctx = LM._ctx(_settings())
-    base = LM._load_base(_settings(), seed)
-    keep = LM._selection(base, widths, "l1", seed)
+    ctx = LM.context(_settings())
+    base = LM.load_base(_settings(), seed)
+    keep = LM.selection_at_widths(base, widths, "l1", seed)
     res = pruning.prune_to_widths(base, keep, calib_loader(2048), refit=True,
                                   config=pruning.SparsifyConfig(progress=False, seed=seed))
     row: dict[str, Any] = {"seed": seed}
-    row.update(LM._metrics(res.model, pruning.prunable_params(base)))
-    row["acc_pruned"], row["val_pruned"] = LM._eval(res.model, ctx["loaders"])
+    row.update(LM.pruned_metrics(res.model, pruning.prunable_params(base)))
+    row["acc_pruned"], row["val_pruned"] = LM.val_test_accuracy(res.model, ctx["loaders"])
     return row
 
 
@@ -201,8 +201,8 @@ def act_select(seed: int, widths: dict[str, int], eps_L2: float) -> dict[str, An
     """Keep the channels with the largest activation std at the given widths, lstsq refit."""
     import pruning
 
-    ctx = LM._ctx(_settings())
-    base = LM._load_base(_settings(), seed)
+    ctx = LM.context(_settings())
+    base = LM.load_base(_settings(), seed)
     stats = channel_stats(seed)
     keep = {}
     for key, cname in CONSUMERS.items():
@@ -213,14 +213,14 @@ def act_select(seed: int, widths: dict[str, int], eps_L2: float) -> dict[str, An
     res = pruning.prune_to_widths(base, keep, calib_loader(2048), refit=True,
                                   config=pruning.SparsifyConfig(progress=False, seed=seed))
     row: dict[str, Any] = {"seed": seed, "eps_L2": eps_L2, "eps_E": -1e-3}
-    row.update(LM._metrics(res.model, pruning.prunable_params(base)))
-    row["acc_pruned"], row["val_pruned"] = LM._eval(res.model, ctx["loaders"])
+    row.update(LM.pruned_metrics(res.model, pruning.prunable_params(base)))
+    row["acc_pruned"], row["val_pruned"] = LM.val_test_accuracy(res.model, ctx["loaders"])
     return row
 
 
 def base_acc(seed: int) -> float:
-    ctx = LM._ctx(_settings())
-    return LM._eval(LM._load_base(_settings(), seed), ctx["loaders"])[0]
+    ctx = LM.context(_settings())
+    return LM.val_test_accuracy(LM.load_base(_settings(), seed), ctx["loaders"])[0]
 
 
 def w(r: dict[str, Any]) -> str:
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     data["env"] = LM.env_header(1, 1)
     data["command"] = ".venv/bin/python -m benchmarks.lenet_diagnostics " + " ".join(
         sys.argv[1:] if argv is None else argv)
-    seeds = [s for s in args.seeds if LM._ckpt_exists(_settings(), s)]
+    seeds = [s for s in args.seeds if LM.base_exists(_settings(), s)]
     t_start = time.perf_counter()
 
     def run(key: str, fn, *a, **kw) -> dict[str, Any]:

@@ -98,7 +98,7 @@ PROTOCOL: dict[str, Any] = {
 # ------------------------------------------------------------------ small helpers
 
 
-def _now() -> str:
+def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -167,7 +167,7 @@ def _worker_init(threads: int) -> None:
         torch.set_num_interop_threads(1)
 
 
-def _ctx(settings: dict[str, Any]) -> dict[str, Any]:
+def context(settings: dict[str, Any]) -> dict[str, Any]:
     """Loaders etc., loaded once per worker process."""
     if "loaders" not in _W:
         from search_spaces.data import DataSpec, get_loaders
@@ -189,7 +189,7 @@ def _train_cfg(settings: dict[str, Any], *, epochs: int, lr: float, seed: int):
                        max_steps_per_epoch=settings.get("max_steps_per_epoch"))
 
 
-def _metrics(model: torch.nn.Module, base_prunable: int) -> dict[str, Any]:
+def pruned_metrics(model: torch.nn.Module, base_prunable: int) -> dict[str, Any]:
     from pruning.measure import measure, sparsity
     from search_spaces import spec_from_model
 
@@ -205,7 +205,7 @@ def _metrics(model: torch.nn.Module, base_prunable: int) -> dict[str, Any]:
     }
 
 
-def _eval(model: torch.nn.Module, loaders: Any) -> tuple[float, float]:
+def val_test_accuracy(model: torch.nn.Module, loaders: Any) -> tuple[float, float]:
     from nas.train import evaluate
 
     _, test_acc = evaluate(model, loaders.test, device="cpu")
@@ -213,10 +213,10 @@ def _eval(model: torch.nn.Module, loaders: Any) -> tuple[float, float]:
     return 100.0 * test_acc, 100.0 * val_acc
 
 
-def _finetunes(model: torch.nn.Module, settings: dict[str, Any], seed: int) -> dict[str, Any]:
+def finetunes(model: torch.nn.Module, settings: dict[str, Any], seed: int) -> dict[str, Any]:
     from nas.train import train
 
-    w = _ctx(settings)
+    w = context(settings)
     out: dict[str, Any] = {}
     for ep in settings["finetune_epochs"]:
         m = copy.deepcopy(model)
@@ -224,14 +224,14 @@ def _finetunes(model: torch.nn.Module, settings: dict[str, Any], seed: int) -> d
         train(m, w["loaders"], _train_cfg(settings, epochs=ep, lr=settings["finetune_lr"],
                                           seed=seed))
         secs = time.perf_counter() - t0
-        test, val = _eval(m, w["loaders"])
+        test, val = val_test_accuracy(m, w["loaders"])
         out[f"acc_ft{ep}"] = test
         out[f"val_ft{ep}"] = val
         out[f"seconds_ft{ep}"] = secs
     return out
 
 
-def _load_base(settings: dict[str, Any], seed: int) -> torch.nn.Module:
+def load_base(settings: dict[str, Any], seed: int) -> torch.nn.Module:
     from nas.checkpoint import load_checkpoint
 
     return load_checkpoint(_ckpt_path(settings, seed)).model.eval()
@@ -242,7 +242,7 @@ def _ckpt_path(settings: dict[str, Any], seed: int) -> Path:
     return Path(settings["cache_dir"]) / f"lenet5_mnist_{tag}_seed{seed}"
 
 
-def _ckpt_exists(settings: dict[str, Any], seed: int) -> bool:
+def base_exists(settings: dict[str, Any], seed: int) -> bool:
     from nas.checkpoint import checkpoint_paths
 
     weights, sidecar, _ = checkpoint_paths(_ckpt_path(settings, seed))
@@ -255,12 +255,12 @@ def task_pretrain(settings: dict[str, Any], seed: int) -> dict[str, Any]:
     from nas.train import train
     from pruning.measure import measure
 
-    w = _ctx(settings)
+    w = context(settings)
     path = _ckpt_path(settings, seed)
     cached = False
     t0 = time.perf_counter()
     seconds_train = None
-    if _ckpt_exists(settings, seed):
+    if base_exists(settings, seed):
         try:
             ck = load_checkpoint(path)
             model = ck.model
@@ -279,7 +279,7 @@ def task_pretrain(settings: dict[str, Any], seed: int) -> dict[str, Any]:
         save_checkpoint(path, model, spec, config=cfg,
                         metrics={"val_acc": res.val_acc, "seconds_train": seconds_train,
                                  "history": res.history})
-    test, val = _eval(model, w["loaders"])
+    test, val = val_test_accuracy(model, w["loaders"])
     m = measure(model, (1, 28, 28))
     return {
         "kind": "pretrain", "seed": seed, "acc": test, "val_acc": val,
@@ -295,8 +295,8 @@ def task_entropic(settings: dict[str, Any], seed: int, eps_E: float, eps_L2: flo
                   ) -> dict[str, Any]:
     import pruning
 
-    w = _ctx(settings)
-    base = _load_base(settings, seed)
+    w = context(settings)
+    base = load_base(settings, seed)
     base_prunable = pruning.prunable_params(base)
     cfg = pruning.SparsifyConfig(
         regression=pruning.RegressionConfig(eps_E=eps_E, eps_L2=eps_L2),
@@ -307,13 +307,13 @@ def task_entropic(settings: dict[str, Any], seed: int, eps_E: float, eps_L2: flo
     t_prune = time.perf_counter() - t0
     model = res.model
     row: dict[str, Any] = {"kind": "entropic", "seed": seed, "eps_E": eps_E, "eps_L2": eps_L2}
-    row.update(_metrics(model, base_prunable))
-    row["acc_pruned"], row["val_pruned"] = _eval(model, w["loaders"])
+    row.update(pruned_metrics(model, base_prunable))
+    row["acc_pruned"], row["val_pruned"] = val_test_accuracy(model, w["loaders"])
     row["seconds_prune"] = t_prune
     row["layers"] = [_layer_info(r) for r in res.report]
     row["gap_flags"] = [r.layer for r in res.report if r.gap_flag]
     # keep indices in the original numbering of each consumer's inputs (diagnostics)
-    row.update(_finetunes(model, settings, seed))
+    row.update(finetunes(model, settings, seed))
     return row
 
 
@@ -331,7 +331,7 @@ def _layer_info(r: Any) -> dict[str, Any]:
 CONSUMER_OF = {"conv1": "conv2", "conv2": "fc1", "fc1": "fc2", "fc2": "fc3"}
 
 
-def _selection(base: torch.nn.Module, widths: dict[str, int], how: str, seed: int
+def selection_at_widths(base: torch.nn.Module, widths: dict[str, int], how: str, seed: int
                ) -> dict[str, list[int]]:
     import pruning
     from search_spaces import get_family
@@ -357,11 +357,11 @@ def task_baseline(settings: dict[str, Any], seed: int, widths: dict[str, int], h
     import pruning
     from search_spaces import spec_from_model
 
-    w = _ctx(settings)
-    base = _load_base(settings, seed)
+    w = context(settings)
+    base = load_base(settings, seed)
     base_prunable = pruning.prunable_params(base)
     t0 = time.perf_counter()
-    keep = _selection(base, widths, how, seed)
+    keep = selection_at_widths(base, widths, how, seed)
     if keep:
         res = pruning.prune_to_widths(base, keep, w["calib"], refit=refit,
                                       config=pruning.SparsifyConfig(progress=False, seed=seed))
@@ -374,10 +374,10 @@ def task_baseline(settings: dict[str, Any], seed: int, widths: dict[str, int], h
         raise RuntimeError(f"baseline {how}: widths {got} != requested {widths}")
     row: dict[str, Any] = {"kind": f"{how}_refit" if refit else how, "seed": seed,
                            "selection": how, "refit": refit, "keep": keep}
-    row.update(_metrics(model, base_prunable))
-    row["acc_pruned"], row["val_pruned"] = _eval(model, w["loaders"])
+    row.update(pruned_metrics(model, base_prunable))
+    row["acc_pruned"], row["val_pruned"] = val_test_accuracy(model, w["loaders"])
     row["seconds_prune"] = t_prune
-    row.update(_finetunes(model, settings, seed))
+    row.update(finetunes(model, settings, seed))
     return row
 
 
@@ -387,7 +387,7 @@ def task_scratch(settings: dict[str, Any], seed: int, widths: dict[str, int], va
     import search_spaces
     from nas.train import train
 
-    w = _ctx(settings)
+    w = context(settings)
     full_spec = search_spaces.default_spec("lenet5")
     base_prunable = pruning.prunable_params(search_spaces.build(full_spec))
     base_macs = pruning.count_macs(search_spaces.build(full_spec), (1, 28, 28))
@@ -415,8 +415,8 @@ def task_scratch(settings: dict[str, Any], seed: int, widths: dict[str, int], va
     row: dict[str, Any] = {"kind": kind, "seed": seed, "epochs": epochs,
                            "uncapped_epochs": (math.ceil(base_ep * base_macs / macs)
                                                if variant == "B" else epochs)}
-    row.update(_metrics(model, base_prunable))
-    row["acc"], row["val_acc"] = _eval(model, w["loaders"])
+    row.update(pruned_metrics(model, base_prunable))
+    row["acc"], row["val_acc"] = val_test_accuracy(model, w["loaders"])
     row["seconds_train"] = secs
     row.update(extra)
     return row
@@ -460,7 +460,7 @@ def run_task(settings: dict[str, Any], task: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(kind)
     row["key"] = task["key"]
     row["seconds_total"] = time.perf_counter() - t0
-    row["finished"] = _now()
+    row["finished"] = now()
     row["worker_pid"] = os.getpid()
     return clean(row)
 
@@ -526,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         data = json.loads(out.read_text())
     rows: list[dict[str, Any]] = data.get("rows", [])
     done = {r["key"]: r for r in rows}
-    run_info = {"started": _now(), "argv": sys.argv[1:] if argv is None else argv,
+    run_info = {"started": now(), "argv": sys.argv[1:] if argv is None else argv,
                 "command": " ".join([".venv/bin/python", "-m", "benchmarks.lenet_mnist",
                                      *(sys.argv[1:] if argv is None else argv)]),
                 "seeds": seeds, "eps_E": eps_E, "eps_L2": eps_L2,
@@ -597,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for s in seeds:
         key = task_key("pretrain", s)
-        if key in done and _ckpt_exists(settings, s):
+        if key in done and base_exists(settings, s):
             entropic_tasks(s)
         else:
             done.pop(key, None)
@@ -613,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
         def _stop(signum: int, _frame: Any) -> None:  # kill our own workers, keep the JSON
             for proc in list(getattr(pool, "_processes", {}).values()):
                 proc.terminate()
-            print(f"[{_now()}] stopped by signal {signum}; rerun to continue", flush=True)
+            print(f"[{now()}] stopped by signal {signum}; rerun to continue", flush=True)
             os._exit(128 + signum)
 
         signal.signal(signal.SIGTERM, _stop)
@@ -623,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
                 pending.sort(key=lambda p: p[0])
                 _, task = pending.pop(0)
                 running[pool.submit(run_task, settings, task)] = task
-                print(f"[{_now()}] start {task['key']}", flush=True)
+                print(f"[{now()}] start {task['key']}", flush=True)
             finished, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
             for fut in finished:
                 task = running.pop(fut)
@@ -632,19 +632,19 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as exc:  # noqa: BLE001
                     msg = f"{task['key']}: {type(exc).__name__}: {exc}"
                     failures.append(msg)
-                    print(f"[{_now()}] FAILED {msg}\n{traceback.format_exc()}", flush=True)
+                    print(f"[{now()}] FAILED {msg}\n{traceback.format_exc()}", flush=True)
                     continue
                 rows.append(row)
                 done[row["key"]] = row
                 save()
-                print(f"[{_now()}] done  {row['key']} ({row['seconds_total']:.1f} s) "
+                print(f"[{now()}] done  {row['key']} ({row['seconds_total']:.1f} s) "
                       f"{_brief(row)}", flush=True)
                 if row["kind"] == "pretrain":
                     entropic_tasks(row["seed"])
                 elif row["kind"] == "entropic":
                     widths_tasks(row["seed"], row["widths"], row["eps_E"])
     data["runs"][-1]["failures"] = failures
-    data["runs"][-1]["finished"] = _now()
+    data["runs"][-1]["finished"] = now()
     data["notes"] = auto_notes(rows)
     save()
     print(f"wrote {out} ({len(rows)} rows, {len(failures)} failures)")
