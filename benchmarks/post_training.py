@@ -105,8 +105,8 @@ class PostTraining:
             return self.exp.work / f"pruned_s{seed}_x{ratio:g}"
         return self.exp.work / f"pruned_{arm}_s{seed}_x{ratio:g}"
 
-    def calib(self, images: int | None = None) -> Any:
-        return self.loaders.calib(images or self.s["calib_images"], batch_size=256)
+    def calib(self, images: int | None = None, flip: bool = False) -> Any:
+        return self.loaders.calib(images or self.s["calib_images"], batch_size=256, flip=flip)
 
     def config(self, positions: int = 10, rows_per_feature: float | None = None,
                heldout_ridge: bool = False) -> pruning.SparsifyConfig:
@@ -153,33 +153,35 @@ class PostTraining:
     def engine_pass(self, arm: str, base: torch.nn.Module, ratio: float, *,
                     images: int | None = None, positions: int = 10,
                     rows_per_feature: float | None = None,
-                    heldout_ridge: bool = False) -> pruning.SparsifyResult:
+                    heldout_ridge: bool = False, flip: bool = False) -> pruning.SparsifyResult:
         """An engine arm's budgeted pass: the allocation of ``plan``, the channels of its
         ``selection``, the same refit (``images`` calibration images, default the run's)."""
         if arm not in ("entropic", *SELECTIONS):
             raise ValueError(f"{arm!r} is not one of the engine's arms")
-        return pruning.sparsify(base, self.calib(images),
+        return pruning.sparsify(base, self.calib(images, flip),
                                 self.config(positions, rows_per_feature, heldout_ridge),
                                 target_macs=ratio, selection=SELECTIONS.get(arm),
                                 plan=PLANS.get(arm, "entropic"))  # type: ignore[arg-type]
 
     def unit_calib(self, arm: str, seed: int, ratio: float, images: int,
                    positions: int = 10, rows_per_feature: float | None = None,
-                   heldout_ridge: bool = False) -> dict[str, Any]:
+                   heldout_ridge: bool = False, flip: bool = False) -> dict[str, Any]:
         """The pass with ``images`` calibration images (``positions`` sampled output
         positions per image and layer, raised to ``rows_per_feature`` rows per regression
         feature where given; each layer's refit ridge chosen on its held-out rows with
-        ``heldout_ridge``): accuracy right after it and seconds (the pruned net is not
-        kept)."""
+        ``heldout_ridge``; each batch followed by its mirror image with ``flip``): accuracy
+        right after it and seconds (the pruned net is not kept)."""
         base = self.base(seed)
         t0 = time.perf_counter()
         res = self.engine_pass(arm, base, ratio, images=images, positions=positions,
-                               rows_per_feature=rows_per_feature, heldout_ridge=heldout_ridge)
+                               rows_per_feature=rows_per_feature, heldout_ridge=heldout_ridge,
+                               flip=flip)
         seconds = time.perf_counter() - t0
         pruned = res.model.eval()
         full = pruning.count_macs(base, INPUT)
         return {"arm": arm, "images": images, "positions": positions,
                 "rows_per_feature": rows_per_feature, "heldout_ridge": heldout_ridge,
+                "flip": flip,
                 "ridges": [r.refit_ridge for r in res.report if r.skipped_reason is None],
                 "pass_s": seconds,
                 "macs_ratio": pruning.count_macs(pruned, INPUT) / full,
@@ -267,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heldout-ridge", action="store_true",
                    help="with --calib-sizes: each layer's refit ridge chosen on its held-out "
                         "rows (prune.refit_ridge_from_heldout)")
+    p.add_argument("--calib-flip", action="store_true",
+                   help="with --calib-sizes: each calibration batch followed by its mirror "
+                        "image (prune.calib_flip)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the code path only")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
@@ -311,9 +316,10 @@ def main(argv: list[str] | None = None) -> int:
                         [a for a in ARMS if a in args.arms]):
                     key = (f"calib/{arm}/s{seed}/x{r:g}/n{n}" + (f"/p{pos}" if pos != 10 else "")
                            + (f"/r{k:g}" if k is not None else "")
-                           + ("/hr" if args.heldout_ridge else ""))
+                           + ("/hr" if args.heldout_ridge else "")
+                           + ("/flip" if args.calib_flip else ""))
                     add(key, functools.partial(bench.unit_calib, arm, seed, r, n, pos, k,
-                                               args.heldout_ridge), seed, r)
+                                               args.heldout_ridge, args.calib_flip), seed, r)
         exp.run(units, brief=lambda row: f"val {100 * row['val_acc']:.2f} %, test "
                                          f"{100 * row['test_acc_tta']:.2f} % (TTA), "
                                          f"{row['pass_s']:.0f} s")

@@ -211,6 +211,9 @@ class PruneSection(_Strict):
     refit: Literal["lstsq", "shrunk"] = _R.refit
     calib_images: int = Field(default=1024, gt=0)  # calibration images (from train)
     calib_batch_size: int = Field(default=256, gt=0)  # calibration batch size
+    # also regress on each calibration image's mirror image: twice the rows from the same
+    # images, no labels (for mirror-symmetric data such as natural images; not digits)
+    calib_flip: bool = False
     # sampled output positions per image and layer
     calib_positions_per_image: int = Field(default=10, gt=0)
     # more positions where a conv layer needs them: at least this many regression rows per

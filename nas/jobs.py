@@ -141,7 +141,7 @@ def run_prune(cfg: RunConfig, checkpoint: Path, out_dir: Path, *, finetune_epoch
     device = next(model.parameters()).device
     acc_before = evaluate(model, loaders.val or loaders.test, device=device)[1]
     calib = loaders.calib(min(cfg.prune.calib_images, len(loaders.train.dataset)),  # type: ignore[arg-type]
-                          cfg.prune.calib_batch_size)
+                          cfg.prune.calib_batch_size, flip=cfg.prune.calib_flip)
     t0 = time.perf_counter()
     depth = drop_weakest_blocks(model, calib, ckpt.spec.family, cfg.prune.drop_blocks)
     try:

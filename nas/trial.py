@@ -300,7 +300,7 @@ def _evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sea
         model = pruning.drop_blocks(model, tp.dropped)  # net stays the recovery's teacher)
     input_shape = tuple(loaders.input_shape)
     calib = loaders.calib(min(cfg.prune.calib_images, len(loaders.train.dataset)),  # type: ignore[arg-type]
-                          cfg.prune.calib_batch_size)
+                          cfg.prune.calib_batch_size, flip=cfg.prune.calib_flip)
     settings = layer_settings(tp, setup)
     steps = schedule_steps(tp, setup)
     reports: list[dict[str, Any]] = []
@@ -309,7 +309,7 @@ def _evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sea
     exponent = {} if tp.cost_exponent is None else {"cost_exponent": tp.cost_exponent}
     prune_s, cache_reused = 0.0, False
     cache_key = (str(setup.pretrained), tuple(tp.dropped), cfg.prune.calib_images,
-                 cfg.prune.calib_batch_size, cfg.data.model_dump_json())
+                 cfg.prune.calib_batch_size, cfg.prune.calib_flip, cfg.data.model_dump_json())
     for i, layers in enumerate(steps):
         # every trial samples the same calibration positions (common random numbers: trials
         # differ by their knobs only), so the first step reuses this worker's calibration

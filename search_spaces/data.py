@@ -176,6 +176,30 @@ class DataSpec:
         return Path(self.root if self.root is not None else DEFAULT_ROOT).expanduser()
 
 
+class MirroredBatches:
+    """Each batch of ``loader`` followed by its horizontal mirror image (same targets).
+
+    Twice the regression rows from the same calibration images, without labels: a pass
+    whose late layers have fewer rows than features (few images, small feature maps) fits
+    them on more. For data whose content is mirror-symmetric, as natural images are; not
+    for digits or text.
+    """
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return 2 * len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in self.loader:
+            yield batch
+            if isinstance(batch, (tuple, list)):
+                yield (batch[0].flip(-1), *batch[1:])
+            else:
+                yield batch.flip(-1)
+
+
 class Loaders:
     """The loaders of one dataset and what a model needs to know about it.
 
@@ -214,12 +238,18 @@ class Loaders:
         # The training split without augmentation, same order as `train.dataset`.
         self._train_eval = train_eval
 
-    def calib(self, n_images: int, batch_size: int | None = None) -> DataLoader:
+    def calib(self, n_images: int, batch_size: int | None = None, *,
+              flip: bool = False) -> Any:
         """A loader of ``n_images`` fixed training images, unaugmented, in a fixed order.
 
         The images are the first ``n_images`` of the (seeded) training split, so the same
         spec always gives the same calibration set. They never come from val or test.
+        ``flip``: each batch is followed by its mirror image (:class:`MirroredBatches`).
         """
+        loader = self._calib(n_images, batch_size)
+        return MirroredBatches(loader) if flip else loader
+
+    def _calib(self, n_images: int, batch_size: int | None) -> DataLoader:
         n_train = len(self._train_eval)  # type: ignore[arg-type]
         if n_images <= 0 or n_images > n_train:
             raise ValueError(

@@ -128,6 +128,8 @@ def _sampling(row: dict[str, Any]) -> str:
     text = str(row.get("positions", 10))
     if row.get("rows_per_feature") is not None:
         text += f", >= {row['rows_per_feature']:g} rows/feature"
+    if row.get("flip"):
+        text += ", + mirror images"
     if row.get("heldout_ridge"):
         text += ", ridge on held-out"
     return text
