@@ -70,7 +70,8 @@ class RecoveryConfig:
 
 def recover(student: nn.Module, teacher: nn.Module | None, loader: Iterable[Any],
             config: RecoveryConfig, *, val_loader: Iterable[Any] | None = None,
-            device: str | torch.device | None = None) -> dict[str, Any]:
+            device: str | torch.device | None = None,
+            val_acc_before: float | None = None) -> dict[str, Any]:
     """Run one recovery step on ``student`` in place; returns what happened.
 
     Args:
@@ -81,6 +82,8 @@ def recover(student: nn.Module, teacher: nn.Module | None, loader: Iterable[Any]
         config: The step.
         val_loader: For the guard: the validation split.
         device: Where to run (default: the student's).
+        val_acc_before: The student's accuracy on ``val_loader`` when the caller has just
+            measured it (the guard then does not evaluate it again).
 
     Returns:
         ``{"mode", "steps", "lr", "val_acc_before", "val_acc_after", "kept", "seconds"}``
@@ -98,7 +101,8 @@ def recover(student: nn.Module, teacher: nn.Module | None, loader: Iterable[Any]
     snapshot = copy.deepcopy(student.state_dict()) if config.guard else None
     if guard:
         assert val_loader is not None
-        info["val_acc_before"] = evaluate(student, val_loader, device=dev)[1]
+        info["val_acc_before"] = (val_acc_before if val_acc_before is not None
+                                  else evaluate(student, val_loader, device=dev)[1])
     if config.mode == "bn":
         recalibrate_batchnorm(student, (batch_inputs(b) for b in loader), device=dev,
                               max_batches=config.bn_batches)

@@ -859,6 +859,11 @@ def using_hooks(hooks: TrainHooks | None) -> Any:
         _HOOKS = before
 
 
+def has_evaluate_hook() -> bool:
+    """Whether a user's ``evaluate_fn`` replaces :func:`evaluate` in :func:`hooked_accuracy`."""
+    return _HOOKS.evaluate_fn is not None
+
+
 def hooked_accuracy(model: nn.Module, loader: Any, **kwargs: Any) -> float:
     """Validation accuracy: the user's ``evaluate_fn`` when installed, else :func:`evaluate`."""
     if _HOOKS.evaluate_fn is not None:

@@ -39,7 +39,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ConfigError, PruneSection, RunConfig, TrainSection, import_user_modules
 from .search_types import RejectTrial, TrialContext, TrialResult
 from .tracking import epoch_logger
-from .train import TrainConfig, hooked_accuracy, hooked_train, using_hooks
+from .train import TrainConfig, has_evaluate_hook, hooked_accuracy, hooked_train, using_hooks
 
 
 # -- config -> typed arguments ---------------------------------------------------------------
@@ -381,12 +381,19 @@ def _evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sea
     if cfg.recovery.mode != "none":  # the post-training step (guarded on val), before any FT
         from .recovery import RecoveryConfig, recover
 
+        plain = not has_evaluate_hook()  # then acc_pruned is the guard's plain val accuracy
         rec = recover(model, ckpt.model, loaders.train,
                       RecoveryConfig(**cfg.recovery.model_dump()), val_loader=val_loader(loaders),
-                      device=device)
+                      device=device, val_acc_before=attrs["acc_pruned"] if plain else None)
         attrs["recovery"] = {k: rec[k] for k in ("mode", "steps", "lr", "kept", "seconds")}
-        # through the evaluate hook like every recorded accuracy (the guard's own use plain)
-        attrs["acc_recovered"] = hooked_accuracy(model, val_loader(loaders), device=device)
+        # through the evaluate hook like every recorded accuracy (the guard's own use plain);
+        # without a hook the guard's two evaluations are those accuracies
+        guarded = rec["val_acc_before"] is not None and rec["val_acc_after"] is not None
+        if plain and guarded:
+            attrs["acc_recovered"] = (rec["val_acc_after"] if rec["kept"] == "recovered"
+                                      else rec["val_acc_before"])
+        else:
+            attrs["acc_recovered"] = hooked_accuracy(model, val_loader(loaders), device=device)
     ft_epochs = tp.finetune_epochs if tp.schedule == "one_shot" else ft_epochs_between
     model, ft = hooked_train(model, loaders, train_config(cfg.finetune, progress=setup.progress,
                                                           epochs=ft_epochs),

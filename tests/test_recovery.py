@@ -104,3 +104,24 @@ def test_the_prune_job_runs_the_configured_recovery(tmp_path) -> None:  # type: 
     rec = summary["recovery"]
     assert rec["mode"] == "distill" and rec["steps"] == 6 and len(rec["losses"]) >= 1
     assert summary["val_acc_recovered"] >= summary["val_acc_pruned"]  # the guard
+
+
+def test_a_measured_accuracy_before_is_not_measured_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    import nas.recovery
+
+    torch.manual_seed(0)
+    teacher, student, train, val = _setup()
+    before = evaluate(student, val)[1]
+    calls = []
+    real = nas.recovery.evaluate
+
+    def counted(*args, **kwargs):  # the real evaluation, counted
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(nas.recovery, "evaluate", counted)
+    info = recover(student, teacher, train, RecoveryConfig("bn"), val_loader=val,
+                   val_acc_before=before)
+    assert info["val_acc_before"] == before and len(calls) == 1  # the after-evaluation only
+    assert info["val_acc_after"] == pytest.approx(evaluate(student, val)[1]) or \
+        info["kept"] == "before"
