@@ -286,7 +286,7 @@ class PruneSection(_Strict):
 
     def budget(self, latency: pruning.Latency) -> pruning.Budget | None:
         """The run's one budget (None: no target); a latency target is timed as
-        ``latency`` (the run's latency section, :meth:`RunConfig.latency`) says."""
+        ``latency`` (from the run's ``latency:`` section, :meth:`RunConfig.budget`) says."""
         return pruning.Budget.from_targets(
             target_macs=self.target_macs, target_params=self.target_params,
             target_latency_ms=self.target_latency_ms, latency=latency, prefix="prune.")
@@ -467,10 +467,60 @@ class LatencySection(_Strict):
     # where every latency of a run is timed - a latency budget (prune.target_latency_ms), the
     # search's latency cost and bound (search.cost: latency, max_latency_ms): the deployment
     # target's device ("cpu", "cuda", "cuda:N"), batch size and torch threads (null: the
-    # process's; under Ray, a trial's CPUs)
+    # process's; under Ray, a trial's CPUs). prune.cost_currency: latency is apart: it times
+    # single layers on the model's device at batch 1 to rank channel costs
     device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:[0-9]+)?)$")
     batch_size: int = Field(default=1, gt=0)  # batch size latency is timed at
     threads: int | None = Field(default=None, gt=0)  # torch threads latency is timed with
+
+
+_OLD_LATENCY = {"latency_device": "device", "latency_batch_size": "batch_size",
+                "latency_threads": "threads"}
+# what configs written before the one latency section hold when nothing was set
+_OLD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "prune": {"latency_device": None, "latency_batch_size": 1, "latency_threads": None},
+    "search": {"latency_device": "cpu", "latency_batch_size": 1, "latency_threads": None}}
+
+
+def migrate_config_dict(raw: Any) -> Any:
+    """A config dict from before the one ``latency:`` section, in today's layout.
+
+    ``prune.latency_*`` and ``search.latency_*`` (every ``config.yaml`` a run wrote held them)
+    move to ``latency.*``: values at their old defaults are dropped, set ones move; two set
+    values that disagree (the budget timed one way, the ranking another) are refused, naming
+    both. Anything else passes unchanged.
+    """
+    if not isinstance(raw, dict):
+        return raw
+    out = dict(raw)
+    moved: dict[str, tuple[str, Any]] = {}
+    for section in ("prune", "search"):
+        sec = out.get(section)
+        if not isinstance(sec, dict) or not any(k in sec for k in _OLD_LATENCY):
+            continue
+        sec = dict(sec)
+        for old, new in _OLD_LATENCY.items():
+            if old not in sec:
+                continue
+            value = sec.pop(old)
+            if value == _OLD_DEFAULTS[section][old]:
+                continue
+            prev = moved.get(new)
+            if prev is not None and prev[1] != value:
+                raise ValueError(
+                    f"{prev[0]}={prev[1]!r} and {section}.{old}={value!r}: both are now "
+                    f"latency.{new} (one place times every latency of a run); set it once")
+            moved[new] = (f"{section}.{old}", value)
+        out[section] = sec
+    if moved:
+        lat = dict(out.get("latency") or {})
+        for new, (old, value) in moved.items():
+            if new in lat and lat[new] != value:
+                raise ValueError(f"{old}={value!r} and latency.{new}={lat[new]!r} disagree; "
+                                 f"{old} is now latency.{new}: set it there only")
+            lat[new] = value
+        out["latency"] = lat
+    return out
 
 
 def _moved_latency_keys(data: Any, section: str) -> Any:
@@ -499,22 +549,28 @@ class RunConfig(_Strict):
     wandb: WandbSection = Field(default_factory=WandbSection)
     latency: LatencySection = Field(default_factory=LatencySection)
 
-    def latency_kwargs(self) -> dict[str, Any]:
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        return migrate_config_dict(data)
+
+    def latency_kwargs(self, *, search: bool = True) -> dict[str, Any]:
         """``pruning.measure`` arguments of every latency this run times.
 
-        Unset threads under Ray are the trial's CPUs (a Ray trial runs with
+        In a search, unset threads under Ray are the trial's CPUs (a Ray trial runs with
         ``torch.set_num_threads(cpus_per_trial)``), so the unpruned base and the uniform net,
-        timed in the driver, are timed as the trials are.
+        timed in the driver, are timed as the trials are; outside one (``search=False``:
+        ``entropic-nas prune``) they are the process's.
         """
         threads = self.latency.threads
-        if threads is None and self.search.backend == "ray":
+        if threads is None and search and self.search.backend == "ray":
             threads = max(1, int(self.search.cpus_per_trial))
         return {"device": self.latency.device, "batch_size": self.latency.batch_size,
                 "threads": threads}
 
-    def budget(self) -> pruning.Budget | None:
+    def budget(self, *, search: bool = True) -> pruning.Budget | None:
         """The run's budget (``prune.target_*``), a latency timed as :meth:`latency_kwargs`."""
-        return self.prune.budget(pruning.Latency(**self.latency_kwargs()))
+        return self.prune.budget(pruning.Latency(**self.latency_kwargs(search=search)))
 
     @model_validator(mode="after")
     def _recovered_needs_a_recovery(self) -> RunConfig:

@@ -147,8 +147,8 @@ def run_prune(cfg: RunConfig, checkpoint: Path, out_dir: Path, *, finetune_epoch
     try:
         # a target's ratio is of the model as given, removed blocks included
         budget = (trial_budget(cfg, measure_model(model, tuple(loaders.input_shape),
-                                                  latency=False))
-                  if depth["dropped"] else cfg.budget())
+                                                  latency=False), search=False)
+                  if depth["dropped"] else cfg.budget(search=False))
         result = pruning.sparsify(depth["model"], calib,
                                   sparsify_config(cfg.prune, progress=progress),
                                   budget=budget,

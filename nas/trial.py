@@ -88,7 +88,8 @@ def sparsify_config(prune: PruneSection, *, progress: bool = True, **changes: An
     return pruning.SparsifyConfig(**values)
 
 
-def trial_budget(cfg: RunConfig, base: dict[str, Any]) -> pruning.Budget | None:
+def trial_budget(cfg: RunConfig, base: dict[str, Any], *,
+                 search: bool = True) -> pruning.Budget | None:
     """The budget of a trial's last pruning step (None: no ``prune.target_*``).
 
     Target-driven search: with a ``prune.target_*`` every trial prunes to the budget and
@@ -96,12 +97,13 @@ def trial_budget(cfg: RunConfig, base: dict[str, Any]) -> pruning.Budget | None:
     decide which layers may give). A ratio is turned into an absolute amount of the
     pre-trained model (``base``, keyed by the currency's name), so that an iterative
     schedule's last step, which starts from an already pruned model, still aims at the
-    original budget.
+    original budget (at least 2: an amount of 1 would read as the whole model). ``search``:
+    as :meth:`RunConfig.latency_kwargs` (False for ``entropic-nas prune``).
     """
-    budget = cfg.budget()
+    budget = cfg.budget(search=search)
     if budget is None or not budget.currency.ratio_allowed or budget.value > 1.0:
         return budget
-    amount = float(round(budget.value * float(base[budget.currency.name])))
+    amount = max(2.0, float(round(budget.value * float(base[budget.currency.name]))))
     return pruning.Budget(budget.currency, amount, budget.field_name)
 
 
@@ -317,11 +319,11 @@ def _evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sea
         scfg = sparsify_config(cfg.prune, progress=setup.progress, layers=layers,
                                layer_overrides={k: settings[k] for k in layers if k in settings},
                                seed=cfg.search.seed, **exponent)
-        budget = trial_budget(cfg, setup.base_metrics) if i == len(steps) - 1 else None
-        choice = cfg.prune.selection_kwargs() if budget is not None else {}
         cache = calib_cache(cache_key) if i == 0 else None
         t_prune = time.perf_counter()
         try:
+            budget = trial_budget(cfg, setup.base_metrics) if i == len(steps) - 1 else None
+            choice = cfg.prune.selection_kwargs() if budget is not None else {}
             result = pruning.sparsify(model, calib, scfg, cache=cache, budget=budget, **choice)
         except pruning.BudgetError as exc:  # the layers this trial may prune cannot reach it
             raise RejectTrial(str(exc)) from None

@@ -11,6 +11,7 @@ after the config is parsed (``nas.config.load_config``) and before pre-training.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import sqlite3
@@ -450,7 +451,7 @@ def check_ray_address(address: str | None, *, timeout_s: float = 10.0) -> None:
 # these fields is another experiment (search.trials, the backend, W&B and storage may change
 # on a resume).
 RUN_IDENTITY = ("name", "model", "data", "train", "prune", "finetune", "recovery", "scratch",
-                "search.space", "search.cost", "search.accuracy", "search.study_name")
+                "search.space", "search.cost", "search.accuracy", "search.study_name", "latency")
 
 
 def check_run_identity(cfg: RunConfig, out: Path) -> None:
@@ -466,6 +467,15 @@ def check_run_identity(cfg: RunConfig, out: Path) -> None:
                          "--out") from None
     if not isinstance(old, dict):  # not a config this program wrote: nothing to compare
         return
+    from .config import LatencySection, migrate_config_dict
+
+    # a run written before the one latency section holds its keys in the old places; one
+    # that cannot be migrated is compared as written (it differs)
+    with contextlib.suppress(ValueError):
+        old = migrate_config_dict(old)
+    lat = old.get("latency", {})  # unset fields (the whole section, before it existed): defaults
+    if isinstance(lat, dict):
+        old = {**old, "latency": {**LatencySection().model_dump(mode="json"), **lat}}
     new = cfg.model_dump(mode="json")
 
     def at(d: Any, dotted: str) -> Any:

@@ -13,6 +13,7 @@ layer, and saving / restoring the train/eval modes of a model.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
@@ -281,12 +282,15 @@ class Collector:
         """Calibration images in the pass (read once more from the loader when the
         batches are not cached and the positions rule needs the count)."""
         if self._images is None:
-            if self.config.calib_rows_per_feature is None:
-                return 0  # the count is not read
+            cfg = self.config
+            if cfg.calib_rows_per_feature is None or cfg.calib_positions_per_image is None:
+                return 0  # the rule is off, or every position is taken: the count is not read
             if self.batches is not None:
                 self._images = sum(int(x.shape[0]) for x in self.batches)
-            else:
-                self._images = sum(int(x.shape[0]) for x in self._inputs())
+            else:  # counted on the host, nothing moved to the device
+                assert self.loader is not None
+                self._images = sum(int(batch_inputs(b).shape[0]) for b in
+                                   itertools.islice(self.loader, cfg.max_batches))
         return self._images
 
     def _inputs(self) -> Iterable[Tensor]:

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["CostModel", "WidthUnit", "channel_costs", "layer_latency_drops",
            "strength_factors"]
 
-Currency = Literal["macs", "params", "latency"]
+WidthCurrency = Literal["macs", "params", "latency"]  # what a channel of a width costs
 
 
 @dataclass
@@ -70,7 +70,7 @@ class CostModel:
     """
 
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...],
-                 units: Sequence[WidthUnit], currency: Currency = "macs") -> None:
+                 units: Sequence[WidthUnit], currency: WidthCurrency = "macs") -> None:
         from pruning.measure import layer_macs
 
         self.C = [u.channels for u in units]
@@ -220,7 +220,7 @@ def layer_latency_drops(model: nn.Module, input_shape: tuple[int, ...], *,
 
 
 def channel_costs(model: nn.Module, input_shape: tuple[int, ...], units: Sequence[Sequence[Consumer]], *,
-                  currency: Currency, device: str | torch.device | None = None,
+                  currency: WidthCurrency, device: str | torch.device | None = None,
                   batch_size: int = 1, threads: int | None = None) -> dict[str, float]:
     """Cost of one input channel of every unit (keyed by its head consumer), full widths.
 

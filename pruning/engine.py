@@ -46,7 +46,12 @@ from pruning.criteria import Criterion, GivenChannels, SameWidths, Selection, Un
 from pruning.measure import count_macs, count_params, prunable_params
 from pruning.moments import Moments
 from pruning.phases import timed
-from pruning.regression import RegressionConfig, reconstruction_error, refit_on_heldout
+from pruning.regression import (
+    RegressionConfig,
+    effective_ridge,
+    reconstruction_error,
+    refit_on_heldout,
+)
 from pruning.surgery import (
     Consumer,
     build_graph,
@@ -426,10 +431,12 @@ class Pass:
             train, held = self.data.collect(unit, unit_id)
         given = self.unit_input(unit, train)
         sel = criterion.select(given)
-        ridges = [given.setting.refit_ridge] * len(unit) if sel.params is not None else []
-        if (self.config.refit_ridge_from_heldout and sel.params is not None
-                and train is not None and held is not None and given.setting.refit == "lstsq"
-                and all(h.n > 0 for h in held)):
+        lstsq = sel.params is not None and given.setting.refit == "lstsq"
+        ridges = ([effective_ridge(train[j], int(sel.keep.numel()) * c.regression_group_size,
+                                   given.setting.refit_ridge) for j, c in enumerate(unit)]
+                  if lstsq and train is not None else [])
+        if (self.config.refit_ridge_from_heldout and lstsq and train is not None
+                and held is not None and all(h.n > 0 for h in held)):
             params = []
             for j in range(len(unit)):
                 weight, bias, ridges[j] = refit_on_heldout(

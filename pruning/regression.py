@@ -773,7 +773,7 @@ def refit(moments: Moments, keep: Tensor, *, ridge: float) -> tuple[Tensor, Tens
     keep = torch.as_tensor(keep, dtype=torch.long, device=moments.mu_x.device).reshape(-1)
     cols = feature_columns(keep, k)
     dk = int(cols.numel())
-    if moments.n < dk:
+    if effective_ridge(moments, dk, ridge) != ridge:
         warnings.warn(
             f"refit: T={moments.n} samples < {dk} features; adding ridge "
             f"{_UNDERDETERMINED_RIDGE:g} (relative) to stay finite",
@@ -794,6 +794,12 @@ def refit(moments: Moments, keep: Tensor, *, ridge: float) -> tuple[Tensor, Tens
     return weight, bias
 
 
+def effective_ridge(moments: Moments, features: int, ridge: float) -> float:
+    """The relative ridge :func:`refit` uses for ``features`` kept features: ``ridge``, raised
+    to a floor when there are fewer samples than features (so the solve stays finite)."""
+    return max(ridge, _UNDERDETERMINED_RIDGE) if moments.n < features else ridge
+
+
 def refit_on_heldout(train: Moments, held: Moments, keep: Tensor,
                      ridges: Sequence[float] = REFIT_RIDGES) -> tuple[Tensor, Tensor, float]:
     """The least-squares refit whose ridge gives the smallest error on held-out rows.
@@ -809,15 +815,21 @@ def refit_on_heldout(train: Moments, held: Moments, keep: Tensor,
     """
     if held.n == 0:
         raise ValueError("refit_on_heldout: no held-out rows (heldout_fraction is 0)")
+    features = int(torch.as_tensor(keep).numel()) * train.group_size
+    # the ridges refit really uses (a floor when T < d): each tried once, reported as used
+    tried = sorted({effective_ridge(train, features, r) for r in ridges})
     fits: list[tuple[float, Tensor, Tensor, float]] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # T < d: refit raises its own ridge
-        for ridge in sorted(ridges):
+        for ridge in tried:
             weight, bias = refit(train, keep, ridge=ridge)
             err = reconstruction_error(held, keep, weight, bias)
             fits.append((err, weight, bias, ridge))
-    low = min(f[0] for f in fits)
-    best = next(f for f in fits if f[0] <= low * 1.001 + 1e-12)
+    finite = [f for f in fits if math.isfinite(f[0])]
+    if not finite:  # nothing to choose on: the smallest ridge, as a fixed refit would
+        return fits[0][1], fits[0][2], fits[0][3]
+    low = min(f[0] for f in finite)
+    best = next(f for f in finite if f[0] <= low * 1.001 + 1e-12)
     return best[1], best[2], best[3]
 
 

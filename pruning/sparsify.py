@@ -113,6 +113,10 @@ def sparsify(
     Reference: Barisin & Horenko, arXiv:2404.04734 (Neural Computation 2025).
     """
     config = config or SparsifyConfig()
+    if budget is not None and not isinstance(budget, Budget):
+        raise TypeError(f"sparsify: budget= takes a pruning.Budget (e.g. Budget(MACs(), 0.5) or "
+                        f"Budget(Latency('cpu'), 4.0)), got {type(budget).__name__}; "
+                        "target_macs= / target_params= take a number")
     shorthand = Budget.from_targets(target_macs=target_macs, target_params=target_params)
     if budget is not None and shorthand is not None:
         raise BudgetError(f"sparsify: budget= and {shorthand.field_name}= both given; set one")

@@ -193,11 +193,15 @@ class MirroredBatches:
 
     def __iter__(self) -> Iterator[Any]:
         for batch in self.loader:
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            if not (isinstance(x, torch.Tensor) and x.dim() == 4):
+                raise ValueError("calib_flip: mirror images need image batches (N, C, H, W), "
+                                 f"got {type(x).__name__} {tuple(getattr(x, 'shape', ()))}")
             yield batch
             if isinstance(batch, (tuple, list)):
-                yield (batch[0].flip(-1), *batch[1:])
+                yield (x.flip(-1), *batch[1:])
             else:
-                yield batch.flip(-1)
+                yield x.flip(-1)
 
 
 class Loaders:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 
+import pytest
 import torch
 
 import pruning
@@ -49,3 +50,10 @@ def test_the_pass_fits_on_twice_the_rows() -> None:
     assert done
     assert all(b.samples == 2 * a.samples for a, b in done)
     assert PruneSection(calib_flip=True).calib_flip and not PruneSection().calib_flip
+
+
+def test_only_image_batches_are_mirrored() -> None:
+    from search_spaces.data import MirroredBatches
+
+    with pytest.raises(ValueError, match=r"calib_flip: mirror images need image batches"):
+        list(MirroredBatches([(torch.zeros(4, 10), torch.zeros(4))]))

@@ -78,3 +78,5 @@ def test_a_currency_of_ones_own_is_budgeted_like_the_built_in_ones() -> None:
     assert abs(reached / full - 0.4) <= max(TOLERANCE * 0.4, b["granularity_step_ratio"])
     with pytest.raises(BudgetError, match="conv budget=0.001 is unreachable"):
         pruning.sparsify(net, data, cfg, budget=Budget(ConvWeights(), 0.001, "conv budget"))
+    with pytest.raises(TypeError, match=r"budget= takes a pruning.Budget"):
+        pruning.sparsify(net, data, cfg, budget=0.5)  # type: ignore[arg-type]

@@ -52,6 +52,9 @@ def test_ill_posed_noisy_problem_takes_a_larger_ridge_that_generalises() -> None
     train, held = _moments(X, Y, C, g), _moments(Xh, Yh, C, g)
     weight, bias, ridge = refit_on_heldout(train, held, keep)
     assert ridge > 1e-3  # beyond the floor refit adds itself when T < d
+    # below that floor every ridge is the floor: tried (and reported) once, as used
+    _, _, small = refit_on_heldout(train, held, keep, ridges=(1e-8, 1e-6))
+    assert small == 1e-3
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         w0, b0 = refit(train, keep, ridge=1e-6)
@@ -82,7 +85,14 @@ def test_sparsify_chooses_and_reports_the_ridge_per_layer() -> None:
     assert done and all(r.refit_ridge in REFIT_RIDGES for r in done)
     assert any(r.refit_ridge > min(REFIT_RIDGES) for r in done), "no layer chose: void test"
     fixed = [r for r in runs[False].report if r.skipped_reason is None]
-    assert all(r.refit_ridge == pruning.RegressionConfig().refit_ridge for r in fixed)
+    # the ridge refit used: the configured one, or its floor where T < d
+    def kept_features(r: pruning.LayerReport) -> int:
+        return r.kept * (r.features // r.total)
+
+    assert all(r.refit_ridge == (pruning.RegressionConfig().refit_ridge
+                                 if r.samples >= kept_features(r) else 1e-3) for r in fixed)
+    assert any(r.samples < kept_features(r) for r in fixed)
+    assert any(r.samples >= kept_features(r) for r in fixed)
     # the first layer sees the same rows and keeps the same channels in both runs: the
     # chosen ridge cannot do worse on its held-out rows than the fixed one
     assert done[0].kept_indices == fixed[0].kept_indices

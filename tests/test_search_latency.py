@@ -128,14 +128,62 @@ def test_a_latency_budget_is_timed_as_the_ranking_is() -> None:
     assert cfg.latency_kwargs() == {"device": "cpu", "batch_size": 8, "threads": 1}
 
 
-@pytest.mark.parametrize("key", ["prune.latency_device", "search.latency_batch_size",
-                                 "search.latency_threads"])
-def test_the_old_latency_keys_name_the_new_section(key: str) -> None:
-    value = "cpu" if key.endswith("device") else 2
+def _as_written_before(cfg: Any, **old: Any) -> dict[str, Any]:
+    """``cfg`` dumped as a run wrote its config.yaml before the latency section: every old
+    key present (at its default unless given), no latency section."""
+    raw = cfg.model_dump(mode="json")
+    raw.pop("latency")
+    raw["prune"].update({"latency_device": None, "latency_batch_size": 1, "latency_threads": None})
+    raw["search"].update({"latency_device": "cpu", "latency_batch_size": 1,
+                          "latency_threads": None})
+    for key, value in old.items():
+        section, name = key.split(".")
+        raw[section][name] = value
+    return raw
+
+
+def test_configs_from_before_the_latency_section_still_load(tmp_path: Path) -> None:
+    from nas.config import load_config, migrate_config_dict
+    from nas.validate import check_run_identity
+
+    today = config_from_dict(config(), source="c.yaml")
+    # the old keys at their defaults are dropped: the same run as today's config
+    old = _as_written_before(today)
+    assert "latency" not in migrate_config_dict(old)
+    write_config(tmp_path / "config.yaml", old)
+    loaded = load_config(tmp_path / "config.yaml")
+    assert loaded.latency_kwargs() == today.latency_kwargs()
+    check_run_identity(today, tmp_path)  # an old run directory resumes
+    # set ones move to the latency section; a run that timed otherwise is another run
+    old = _as_written_before(today, **{"prune.latency_batch_size": 8,
+                                       "search.latency_threads": 1})
+    assert migrate_config_dict(old)["latency"] == {"batch_size": 8, "threads": 1}
+    write_config(tmp_path / "config.yaml", old)
+    moved = load_config(tmp_path / "config.yaml")
+    assert (moved.latency.batch_size, moved.latency.threads) == (8, 1)
+    check_run_identity(moved, tmp_path)
+    with pytest.raises(InputError, match="differs in latency"):
+        check_run_identity(today, tmp_path)
+
+
+@pytest.mark.parametrize("changes", [
+    {"prune.latency_batch_size": 8, "search.latency_batch_size": 4},
+    {"search.latency_threads": 2, "latency.threads": 3},
+])
+def test_old_latency_keys_that_disagree_are_refused_naming_both(changes: dict[str, Any]) -> None:
     with pytest.raises(ConfigError) as info:
-        config_from_dict(config(**{key: value}), source="c.yaml")
-    new = "latency." + key.split(".latency_")[1]
-    assert key in str(info.value) and new in str(info.value)
+        config_from_dict(config(**changes), source="c.yaml")
+    for key in changes:
+        assert key in str(info.value)
+
+
+def test_the_prune_job_times_a_latency_budget_with_its_own_threads() -> None:
+    cfg = config_from_dict(config(**{"search.backend": "ray", "search.cpus_per_trial": 2,
+                                     "prune.target_latency_ms": 1.0}), source="c.yaml")
+    search_budget, prune_budget = cfg.budget(), cfg.budget(search=False)
+    assert search_budget is not None and prune_budget is not None
+    assert search_budget.currency == pruning.Latency("cpu", 1, 2)  # a Ray trial's CPUs
+    assert prune_budget.currency == pruning.Latency("cpu", 1, None)  # the process's
 
 
 def test_resuming_with_other_latency_conditions_is_refused(
