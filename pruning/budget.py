@@ -47,7 +47,7 @@ from pruning.cost import CostModel, WidthUnit
 from pruning.criteria import Criterion, Entropic, Selection, greedy_reconstruction, unit_moments
 from pruning.criteria import Unit as CriterionUnit
 from pruning.currency import Budget, BudgetError
-from pruning.engine import CalibCache, Pass, run_given
+from pruning.engine import CalibCache, Pass, calib_cache_key, run_given
 from pruning.moments import Moments, feature_columns
 from pruning.regression import cholesky_psd
 
@@ -341,11 +341,13 @@ def sparsify_to_budget(
 
     # Reachability, before any data pass: every prunable unit at its minimum width.
     with Pass(model, None, config, example) as p:
+        units = p.prunable_units(config.layers)
         floor_plans = [PlannedUnit(name=u[0].name, members=tuple(c.name for c in u),
                                    producers=tuple(u[0].producers), channels=u[0].num_channels,
                                    min_width=int(p.regression_config(u).min_channels),
                                    ranking=list(range(u[0].num_channels)))
-                       for u in p.prunable_units(config.layers)]
+                       for u in units]
+        ridges = [float(p.regression_config(u).refit_ridge) for u in units]
     if not floor_plans:
         raise BudgetError(f"{budget.field_name}: the model has no prunable layer "
                           f"(consumers {config.layers or 'all'}), so no budget can be met")
@@ -374,15 +376,40 @@ def sparsify_to_budget(
             _plan_units(unit, sel, plans)
             return sel
 
-    log.info("budget: plan pass (the entropic pass at the configured strengths, for the "
-             "channel rankings and error-vs-width curves; its widths are not the result)")
     t0 = time.perf_counter()
     plan_cfg = dataclasses.replace(config, recalibrate_bn=False)
     cache = cache if cache is not None else CalibCache()
-    plan_run = Pass(model, loader, plan_cfg, example).run(_Plan(), config.layers, cache=cache)
+    # The greedy plan keeps every channel, so each unit is ranked on the unpruned network's
+    # inputs whatever else the call prunes: a unit planned by an earlier call on the same
+    # model, data and sampling (cache.key) is reused, not planned again.
+    data_key = calib_cache_key(model, config, example)
+    stored = (cache.plans if plan == "greedy" and cache.filled and cache.key == data_key
+              else {})
+    reused = [stored.get(("greedy", f.name, f.members, r)) for f, r in zip(floor_plans, ridges,
+                                                                           strict=True)]
+    got = [u for u in reused if u is not None]
+    plan_reused = bool(got) and len(got) == len(floor_plans)
+    if plan_reused:
+        log.info("budget: plan pass reused (the greedy plan of every unit, from an earlier "
+                 "call on the same model and data)")
+        plans.extend(dataclasses.replace(u, min_width=f.min_width)
+                     for u, f in zip(got, floor_plans, strict=True))
+        cache_reused = True
+    else:
+        log.info("budget: plan pass (the %s pass at the configured strengths, for the "
+                 "channel rankings and error-vs-width curves; its widths are not the result)",
+                 plan)
+        plan_run = Pass(model, loader, plan_cfg, example).run(_Plan(), config.layers,
+                                                               cache=cache)
+        cache_reused = bool(plan_run.engine.get("calib_cache_reused"))  # from an earlier call
+        del plan_run
+        if plan == "greedy" and cache.key == data_key:
+            by_name = dict(zip((f.name for f in floor_plans), ridges, strict=True))
+            for u in plans:
+                if u.name in by_name:
+                    cache.plans[("greedy", u.name, u.members, by_name[u.name])] = \
+                        dataclasses.replace(u)
     plan_s = time.perf_counter() - t0
-    cache_reused = bool(plan_run.engine.get("calib_cache_reused"))  # from an earlier call
-    del plan_run
 
     # 2. allocation, checked on the real thinned model
     t0 = time.perf_counter()
@@ -466,6 +493,7 @@ def sparsify_to_budget(
         "plan": plan,
         "selection": "entropic" if selection is None else getattr(selection, "__name__", repr(selection)),
         "sensitivity": {p.name: p.weight for p in plans} if objective == "output" else None,
+        "plan_reused": plan_reused,
         "rounds": len(rounds),
         "round_log": [{"modelled_goal": r["model_goal"], "modelled": r["modelled"],
                        "measured": r["reached"]} for r in rounds],

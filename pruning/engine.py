@@ -25,7 +25,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -75,11 +75,14 @@ class CalibCache:
     """What one pass over a model and its calibration data leaves for the next pass over
     the same model and data: the batches as read, and the original network's outputs at the
     sampled positions. ``Pass.run(..., cache=c)`` fills an empty one and reads a filled one
-    (the budget's plan pass fills it, its final pass reads it)."""
+    (the budget's plan pass fills it, its final pass reads it). ``plans`` holds what a plan
+    pass learnt that does not depend on the call (:mod:`pruning.budget`'s greedy plan: each
+    unit's ranking and error curve on the unpruned network), valid under ``key``."""
 
     batches: list[Tensor] | None = None
     reference: ReferenceOutputs | None = None
     key: tuple[Any, ...] | None = None  # the model and sampling it was filled for
+    plans: dict[Any, Any] = field(default_factory=dict)
 
     @property
     def filled(self) -> bool:
@@ -87,6 +90,7 @@ class CalibCache:
 
     def clear(self) -> None:
         self.batches = self.reference = self.key = None
+        self.plans.clear()
 
 
 def calib_cache_key(model: nn.Module, config: SparsifyConfig,
