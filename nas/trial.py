@@ -365,7 +365,7 @@ def _evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sea
     if budget_report is not None:
         attrs["budget"] = {k: budget_report[k] for k in
                            ("metric", "target", "target_ratio", "reached", "reached_ratio",
-                            "within_tolerance")}
+                            "within_tolerance", "plan_reused") if k in budget_report}
     if cfg.search.max_macs is not None and metrics["macs"] > cfg.search.max_macs:
         raise RejectTrial(f"macs {metrics['macs']:.4g} > search.max_macs {cfg.search.max_macs:.4g}")
     if cfg.search.max_params is not None and metrics["params"] > cfg.search.max_params:

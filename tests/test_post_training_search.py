@@ -32,6 +32,19 @@ def test_each_trial_is_scored_after_its_recovery(tmp_path: Path) -> None:
             assert rec.attrs["acc_recovered"] == pytest.approx(rec.attrs["acc_pruned"])
 
 
+def test_a_greedy_plan_is_planned_once_per_worker(tmp_path: Path) -> None:
+    cfg = nas.RunConfig.model_validate(config(**{
+        "name": "ptg", "search.accuracy": "pruned", "search.trials": 3,
+        "prune.target_macs": 0.5, "prune.plan": "greedy", "finetune.epochs": 0,
+        "scratch.enabled": False}))
+    summary = nas.run_search(cfg, tmp_path / "run", progress=False)
+    assert summary["trials"]["COMPLETE"] == 3
+    records = sorted(load_records(f"sqlite:///{tmp_path / 'run' / 'study.db'}", "ptg"),
+                     key=lambda r: r.number)
+    reused = [r.attrs["budget"]["plan_reused"] for r in records]
+    assert reused[0] is False and all(reused[1:]), reused
+
+
 def test_the_objective_needs_a_recovery_step() -> None:
     with pytest.raises(ConfigError, match="recovery.mode"):
         config_from_dict(config(**{"search.accuracy": "recovered"}))
