@@ -70,6 +70,11 @@ class SearchSpace:
     # depth: the family's removable residual blocks, each removed with this probability
     blocks: tuple[str, ...] = ()
     drop_block_prob: float = 0.0
+    # which regression settings a trial samples per group: "strengths" (eps_L2, eps_E),
+    # "widths" (tau or keep_ratio); () where none changes a trial's result (a budget with
+    # the greedy plan), so the sampler spends no dimension on them (the trial uses the
+    # run's prune.* values).
+    settings: tuple[str, ...] = ("strengths", "widths")
 
 
 # The sampled knobs of a group that are regression settings (pruning.RegressionConfig fields).
@@ -142,12 +147,15 @@ def sample_params(trial: Suggester, space: SearchSpace) -> dict[str, Any]:
             draw = trial.suggest_float(p + "prune_draw", 0.0, 1.0)
             params[p + "prune_draw"] = draw
             params[p + "prune"] = draw < space.prune_group_prob
-        params[p + "eps_L2"] = trial.suggest_float(
-            p + "eps_L2", space.eps_L2.low, space.eps_L2.high, log=space.eps_L2.log
-        )
-        if space.eps_E is not None:
-            params[p + "eps_E"] = trial.suggest_float(p + "eps_E", space.eps_E.low,
-                                                      space.eps_E.high)
+        if "strengths" in space.settings:
+            params[p + "eps_L2"] = trial.suggest_float(
+                p + "eps_L2", space.eps_L2.low, space.eps_L2.high, log=space.eps_L2.log
+            )
+            if space.eps_E is not None:
+                params[p + "eps_E"] = trial.suggest_float(p + "eps_E", space.eps_E.low,
+                                                          space.eps_E.high)
+        if "widths" not in space.settings:
+            continue
         sel = space.selection[0]
         if len(space.selection) > 1:
             sel = trial.suggest_categorical(p + "selection", list(space.selection))
@@ -192,7 +200,7 @@ def decode_params(params: dict[str, Any], space: SearchSpace) -> TrialParams:
     )
     for g in space.groups:
         p = f"{g.name}."
-        if p + "eps_L2" not in params:
+        if "strengths" in space.settings and p + "eps_L2" not in params:
             raise KeyError(f"trial params lack {p}eps_L2 (space and params disagree)")
         knobs = [k for k in SETTING_KNOBS if k != "eps_E" or space.eps_E is not None]
         out.groups[g.name] = GroupParams(

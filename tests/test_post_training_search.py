@@ -43,6 +43,9 @@ def test_a_greedy_plan_is_planned_once_per_worker(tmp_path: Path) -> None:
                      key=lambda r: r.number)
     reused = [r.attrs["budget"]["plan_reused"] for r in records]
     assert reused[0] is False and all(reused[1:]), reused
+    # no regression setting changes such a trial: none is sampled
+    assert all(not any(k.endswith(("eps_L2", "eps_E", "tau", "keep_ratio")) for k in r.params)
+               for r in records)
 
 
 def test_the_objective_needs_a_recovery_step() -> None:
