@@ -18,7 +18,9 @@ The checks, in the order a search uses them:
 - :func:`check_criterion`: a criterion (:data:`CRITERIA`: ``entropic`` = ``pruning.sparsify``,
   ``given_channels`` = ``pruning.prune_to_widths`` with refit, ``l1`` = the L1 ranking of
   ``pruning.l1_channel_ranking`` then ``prune_to_widths`` without refit, ``l1_magnitude`` =
-  ``pruning.prune_with`` and the ``pruning.L1Magnitude`` criterion object) leaves the input
+  ``pruning.prune_with`` and the ``pruning.L1Magnitude`` criterion object; ``greedy``,
+  ``lasso`` = a budgeted pass choosing with ``pruning.GreedyReconstruction`` /
+  ``pruning.LassoSelection``, ``greedy_plan`` = the greedy plan) leaves the input
   model untouched, reports a consistent keep set per layer, does not grow params or MACs,
   and its pruned model forwards and rebuilds from its own spec with identical outputs;
 - :func:`check_export`: ``nas.export.export_trial`` writes arch.json + weights + ONNX, the
@@ -159,6 +161,17 @@ def _l1_magnitude(model: nn.Module, calib: Sequence[Tensor]) -> pruning.Sparsify
                               config=_config())
 
 
+def _budgeted(**choice: Any) -> Prune:
+    """A budgeted pass with the papers' selections or the greedy plan (the same allocation
+    and refit, only the choice of channels or the ranking differs), to the MACs of the model
+    with every prunable consumer at half its inputs (reachable on every family)."""
+    def prune(model: nn.Module, calib: Sequence[Tensor]) -> pruning.SparsifyResult:
+        half = _given_channels(model, calib).model
+        target = pruning.count_macs(half, tuple(calib[0].shape[1:]))
+        return pruning.sparsify(model, calib, _config(), target_macs=float(target), **choice)
+    return prune
+
+
 def _in_channels(model: nn.Module, name: str) -> int:
     mod = model.get_submodule(name)
     if isinstance(mod, nn.Conv2d):
@@ -173,6 +186,12 @@ CRITERIA: dict[str, Criterion] = {
     "given_channels": Criterion("given_channels", _given_channels, prunes=True),
     "l1": Criterion("l1", _l1, prunes=True),
     "l1_magnitude": Criterion("l1_magnitude", _l1_magnitude, prunes=True),
+    "greedy": Criterion("greedy", _budgeted(selection=pruning.GreedyReconstruction),
+                        prunes=True),
+    "lasso": Criterion("lasso", _budgeted(selection=pruning.LassoSelection), prunes=True),
+    "greedy_plan": Criterion("greedy_plan", _budgeted(plan="greedy",
+                                                      selection=pruning.GreedyReconstruction),
+                             prunes=True),
 }
 
 
