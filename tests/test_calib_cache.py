@@ -1,7 +1,9 @@
 """The calibration cache across passes (a search's trials): the second pass over the same
 model and data reads no batch and runs no reference pass, and prunes exactly as a pass
 without the cache; a cache filled for another model or other sampling is refilled, never
-read; a search's trials after the first reuse their worker's cache."""
+read; a search's trials after the first reuse their worker's cache. The greedy plan, which
+ranks every unit on the unpruned inputs, is kept in the cache too and reused by the next
+budgeted call (an entropic plan, which depends on the call's strengths, never is)."""
 
 from __future__ import annotations
 
@@ -92,3 +94,43 @@ def test_a_searchs_trials_reuse_their_workers_cache(tmp_path: Path) -> None:
                   key=lambda r: r.number)
     assert [r.attrs["calib_cache_reused"] for r in recs] == [False, True, True]
     assert all(r.attrs["prune_seconds"] > 0 for r in recs)
+
+
+# ---------------------------------------------------------------- the greedy plan, reused
+
+
+def _run(model: nn.Module, cache: pruning.CalibCache, ratio: float, plan: str = "greedy",
+         layers: list[str] | None = None) -> pruning.SparsifyResult:
+    cfg = _cfg(layers=layers)
+    return pruning.sparsify(model, _data(), cfg, target_macs=ratio, plan=plan,  # type: ignore[arg-type]
+                            cache=cache)
+
+
+def test_the_second_call_reuses_the_greedy_plan_and_prunes_as_a_fresh_one() -> None:
+    net, cache = _net(), pruning.CalibCache()
+    first = _run(net, cache, 0.5)
+    assert first.budget is not None and not first.budget["plan_reused"]
+    assert cache.plans  # what the plan learnt, kept
+    again = _run(net, cache, 0.5)
+    assert again.budget is not None and again.budget["plan_reused"]
+    assert again.budget["widths"] == first.budget["widths"]
+    x = torch.randn(4, 3, 10, 10)
+    with torch.no_grad():
+        torch.testing.assert_close(again.model(x), first.model(x))
+    # another budget and fewer layers: the same plan serves, the budget is still met
+    other = _run(net, cache, 0.35, layers=["3", "6"])
+    assert other.budget is not None and other.budget["plan_reused"]
+    assert set(other.budget["widths"]) == {"3", "6"}
+    assert other.budget["within_tolerance"] or other.budget["reached_ratio"] <= 0.4
+
+
+def test_an_entropic_plan_and_another_model_are_never_reused() -> None:
+    net, cache = _net(), pruning.CalibCache()
+    _run(net, cache, 0.5, plan="entropic")
+    assert not cache.plans
+    second = _run(net, cache, 0.5, plan="entropic")
+    assert second.budget is not None and not second.budget["plan_reused"]
+    _run(net, cache, 0.5)  # greedy: learnt now
+    assert cache.plans
+    other = _run(_net(seed=1), cache, 0.5)  # another model: refilled, planned again
+    assert other.budget is not None and not other.budget["plan_reused"]
