@@ -387,20 +387,21 @@ def sparsify_to_budget(
               else {})
     reused = [stored.get(("greedy", f.name, f.members, r)) for f, r in zip(floor_plans, ridges,
                                                                            strict=True)]
-    got = [u for u in reused if u is not None]
-    plan_reused = bool(got) and len(got) == len(floor_plans)
+    missing = [f for f, u in zip(floor_plans, reused, strict=True) if u is None]
+    plan_reused = not missing
+    units_reused = len(floor_plans) - len(missing)
     if plan_reused:
         log.info("budget: plan pass reused (the greedy plan of every unit, from an earlier "
                  "call on the same model and data)")
-        plans.extend(dataclasses.replace(u, min_width=f.min_width)
-                     for u, f in zip(got, floor_plans, strict=True))
         cache_reused = True
     else:
         log.info("budget: plan pass (the %s pass at the configured strengths, for the "
-                 "channel rankings and error-vs-width curves; its widths are not the result)",
-                 plan)
-        plan_run = Pass(model, loader, plan_cfg, example).run(_Plan(), config.layers,
-                                                               cache=cache)
+                 "channel rankings and error-vs-width curves; its widths are not the result)%s",
+                 plan, f"; {units_reused} units' greedy plans reused" if units_reused else "")
+        # only the units not planned yet (the greedy plan of one does not depend on another)
+        layers = ([m for f in missing for m in f.members] if units_reused
+                  else config.layers)
+        plan_run = Pass(model, loader, plan_cfg, example).run(_Plan(), layers, cache=cache)
         cache_reused = bool(plan_run.engine.get("calib_cache_reused"))  # from an earlier call
         del plan_run
         if plan == "greedy" and cache.key == data_key:
@@ -409,6 +410,9 @@ def sparsify_to_budget(
                 if u.name in by_name:
                     cache.plans[("greedy", u.name, u.members, by_name[u.name])] = \
                         dataclasses.replace(u)
+    by_unit = {u.name: u for u in plans}
+    plans = [dataclasses.replace(u, min_width=f.min_width) if u is not None else by_unit[f.name]
+             for f, u in zip(floor_plans, reused, strict=True)]
     plan_s = time.perf_counter() - t0
 
     # 2. allocation, checked on the real thinned model
@@ -494,6 +498,7 @@ def sparsify_to_budget(
         "selection": "entropic" if selection is None else getattr(selection, "__name__", repr(selection)),
         "sensitivity": {p.name: p.weight for p in plans} if objective == "output" else None,
         "plan_reused": plan_reused,
+        "plan_units_reused": units_reused,
         "rounds": len(rounds),
         "round_log": [{"modelled_goal": r["model_goal"], "modelled": r["modelled"],
                        "measured": r["reached"]} for r in rounds],

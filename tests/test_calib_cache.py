@@ -124,6 +124,19 @@ def test_the_second_call_reuses_the_greedy_plan_and_prunes_as_a_fresh_one() -> N
     assert other.budget["within_tolerance"] or other.budget["reached_ratio"] <= 0.4
 
 
+def test_units_not_planned_yet_are_planned_alone() -> None:
+    net, cache = _net(), pruning.CalibCache()
+    first = _run(net, cache, 0.6, layers=["3"])  # plans one unit
+    assert first.budget is not None and first.budget["plan_units_reused"] == 0
+    both = _run(net, cache, 0.5, layers=["3", "6"])  # reuses it, plans the other
+    assert both.budget is not None and not both.budget["plan_reused"]
+    assert both.budget["plan_units_reused"] == 1
+    assert set(both.budget["widths"]) == {"3", "6"}
+    assert both.budget["within_tolerance"] or both.budget["reached_ratio"] <= 0.55
+    again = _run(net, cache, 0.5, layers=["3", "6"])
+    assert again.budget is not None and again.budget["plan_reused"]
+
+
 def test_an_entropic_plan_and_another_model_are_never_reused() -> None:
     net, cache = _net(), pruning.CalibCache()
     _run(net, cache, 0.5, plan="entropic")
