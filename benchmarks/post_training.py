@@ -41,6 +41,11 @@ The guard is off here (the step's raw effect is measured; the prune job keeps it
     python -m benchmarks.post_training --calib-sizes 256 1024 4096 --arms entropic greedy_plan
     python -m benchmarks.post_training --smoke
 
+``--equal-compute``: equal total compute instead (``post_training_equal.json``): each arm's
+pass and then as many distill / finetune steps as leave its total seconds (pass + steps, all
+timed in the same unit) equal to the entropic pass plus ``--steps`` of its steps; a faster
+pass buys more steps. Each arm at the lr the main grid picked on val.
+
 ``--calib-sizes N ...``: the calibration-set sweep instead (``post_training_calib.json``):
 each arm's pass with N calibration images, the accuracy right after it (BN recalibrated on
 the same images), the pass's seconds; nothing else changes.
@@ -49,11 +54,13 @@ the same images), the pass's seconds; nothing else changes.
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import itertools
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +199,20 @@ class PostTraining:
         base = self.base(seed)
         extra: dict[str, Any] = {"forward_s": self.forward_seconds(base)}
         t0 = time.perf_counter()
+        pruned = self.prune(arm, base, seed, ratio, extra)
+        seconds = time.perf_counter() - t0
+        extra["pass_in_forwards"] = seconds / extra["forward_s"]
+        pruned = pruned.eval()
+        spec = search_spaces.spec_from_model(pruned)
+        save_checkpoint(self.pruned_path(arm, seed, ratio), pruned, spec)
+        full = pruning.count_macs(self.base(seed), INPUT)
+        return {"pass_s": seconds, "macs_ratio": pruning.count_macs(pruned, INPUT) / full,
+                "widths": spec.widths, **extra, **accuracies(pruned, self.loaders)}
+
+    def prune(self, arm: str, base: torch.nn.Module, seed: int, ratio: float,
+              extra: dict[str, Any]) -> torch.nn.Module:
+        """The arm's pruning of ``base`` to the budget (what its pass seconds time); what
+        else it reports goes into ``extra``."""
         if arm in ("entropic", *SELECTIONS):
             timer = common.PhaseTimer(torch.device("cpu"))
             with phases.listen(timer):
@@ -210,14 +231,44 @@ class PostTraining:
                                      steps=self.s["tp_steps"], tol=MACS_TOL / 2))
         else:
             raise ValueError(f"unknown arm {arm!r}; arms are {ARMS}")
-        seconds = time.perf_counter() - t0
-        extra["pass_in_forwards"] = seconds / extra["forward_s"]
-        pruned = pruned.eval()
-        spec = search_spaces.spec_from_model(pruned)
-        save_checkpoint(self.pruned_path(arm, seed, ratio), pruned, spec)
-        full = pruning.count_macs(self.base(seed), INPUT)
-        return {"pass_s": seconds, "macs_ratio": pruning.count_macs(pruned, INPUT) / full,
-                "widths": spec.widths, **extra, **accuracies(pruned, self.loaders)}
+        return pruned
+
+    def step_seconds(self, pruned: torch.nn.Module, teacher: torch.nn.Module | None,
+                     mode: str, lr: float, n: int = 3) -> float:
+        """Seconds per recovery step of ``mode`` on ``pruned`` (a copy; ``n`` timed steps
+        after one warm-up step), measured in the unit that then spends them."""
+        probe = copy.deepcopy(pruned)
+        recover(probe, teacher, self.loaders.train, RecoveryConfig(mode, steps=1, lr=lr,
+                                                                   guard=False))
+        t0 = time.perf_counter()
+        recover(probe, teacher, self.loaders.train, RecoveryConfig(mode, steps=n, lr=lr,
+                                                                   guard=False))
+        return (time.perf_counter() - t0) / n
+
+    def unit_equal(self, arm: str, mode: str, seed: int, ratio: float, lr: float,
+                   budget_s: Callable[[float], float]) -> dict[str, Any]:
+        """Equal total compute: the arm's pass and then as many ``mode`` steps as the budget
+        leaves (``budget_s(step_s)``: the entropic pass plus ``--steps`` of its steps, as
+        measured in its own unit), every second timed in this unit."""
+        base = self.base(seed)  # (Torch-Pruning's arms prune it in place)
+        full = pruning.count_macs(base, INPUT)
+        teacher = self.base(seed) if mode == "distill" else None
+        t0 = time.perf_counter()
+        pruned = self.prune(arm, base, seed, ratio, {}).float()
+        pass_s = time.perf_counter() - t0
+        step_s = self.step_seconds(pruned, teacher, mode, lr)
+        budget = budget_s(step_s) if arm != "entropic" else pass_s + self.s["steps"] * step_s
+        steps = max(0, int((budget - pass_s) // step_s))
+        t0 = time.perf_counter()
+        if steps:
+            recover(pruned, teacher, self.loaders.train,
+                    RecoveryConfig(mode, steps=steps, lr=lr, guard=False))  # type: ignore[arg-type]
+        recover_s = time.perf_counter() - t0
+        return {"arm": arm, "mode": mode, "lr": lr, "pass_s": pass_s, "step_s": step_s,
+                "budget_s": budget, "steps": steps, "recover_s": recover_s,
+                "total_s": pass_s + recover_s,
+                "macs_ratio": pruning.count_macs(pruned, INPUT) / full,
+                **accuracies(pruned.eval(), self.loaders)}
 
     def unit_recover(self, arm: str, mode: str, seed: int, ratio: float,
                      lr: float) -> dict[str, Any]:
@@ -228,6 +279,27 @@ class PostTraining:
                        RecoveryConfig(mode, steps=steps, lr=lr, guard=False))
         return {"recovery": info, "recover_s": info["seconds"],
                 **accuracies(pruned.eval(), self.loaders)}
+
+
+def _picked_lr(res: Any, arm: str, mode: str, seed: int, ratio: float) -> float | None:
+    """The learning rate the main grid picked on val for this arm and mode (None: not run)."""
+    from benchmarks.report.post_training import arm_of, pick
+
+    rows = [r for r in res.rows.values() if r.get("kind") == mode and r.get("seed") == seed
+            and r.get("ratio") == ratio and arm_of(r) == arm]
+    best = pick(rows)
+    return None if best is None else float(best["lr"])
+
+
+def _equal_budget(exp: Experiment, seed: int, ratio: float, mode: str) -> Callable[[float], float]:
+    """The entropic arm's pass plus its recovery steps, from its own equal-compute row."""
+    def budget(step_s: float) -> float:
+        row = exp.res.get(f"equal/entropic/{mode}/s{seed}/x{ratio:g}")
+        if not row:
+            raise SystemExit(f"equal/entropic/{mode}/s{seed}/x{ratio:g} has not run: it sets "
+                             "the compute every other arm gets")
+        return float(row["budget_s"])
+    return budget
 
 
 def _target_from(res: Any, bench: PostTraining, seed: int, ratio: float) -> int:
@@ -272,6 +344,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calib-flip", action="store_true",
                    help="with --calib-sizes: each calibration batch followed by its mirror "
                         "image (prune.calib_flip)")
+    p.add_argument("--equal-compute", action="store_true",
+                   help="each arm's pass, then as many distill / finetune steps as leave its "
+                        "total seconds equal to the entropic pass + --steps steps, all timed in "
+                        "one unit (post_training_equal.json); each arm at the lr the main "
+                        "grid picked on val")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the code path only")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
@@ -285,8 +362,10 @@ def main(argv: list[str] | None = None) -> int:
     results_dir = work if args.smoke else common.RESULTS
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = ("post_training_speed" if args.speed else
-            "post_training_calib" if args.calib_sizes else "post_training")
-    sub = "speed" if args.speed else "calib" if args.calib_sizes else ""
+            "post_training_calib" if args.calib_sizes else
+            "post_training_equal" if args.equal_compute else "post_training")
+    sub = ("speed" if args.speed else "calib" if args.calib_sizes else
+           "equal" if args.equal_compute else "")
     exp = Experiment(name, results_dir, s, work=work / sub,
                      must_match=("steps", "calib_images"), env=common.environment(dev))
     bench = PostTraining(exp, common.RESULTS / "cifar_fast_ckpt")
@@ -306,6 +385,23 @@ def main(argv: list[str] | None = None) -> int:
 
     def add(key: str, fn: Any, seed: int, ratio: float, **row: Any) -> None:
         units.append(Unit(key, lambda: {**row, "seed": seed, "ratio": ratio, **fn()}))
+
+    if args.equal_compute:  # entropic first in each cell: it sets the budget
+        main_res = Experiment("post_training", results_dir, s, work=work).res
+        bench.target_macs = functools.partial(  # type: ignore[method-assign]
+            _target_from, main_res, bench)  # the peers' MACs: the main grid's entropic pass
+        for seed, r, mode in itertools.product(args.seeds, args.ratios,
+                                               [m for m in args.modes if m != "bn"]):
+            for arm in [a for a in ARMS if a in args.arms]:
+                lr = _picked_lr(main_res, arm, mode, seed, r)
+                add(f"equal/{arm}/{mode}/s{seed}/x{r:g}",
+                    functools.partial(bench.unit_equal, arm, mode, seed, r, lr or 0.01,
+                                      _equal_budget(exp, seed, r, mode)),
+                    seed, r, lr_source="picked on val" if lr else "default 0.01")
+        exp.run(units, brief=lambda row: f"{row['steps']} steps, {row['total_s']:.0f} s, val "
+                                         f"{100 * row['val_acc']:.2f} %, test "
+                                         f"{100 * row['test_acc_tta']:.2f} % (TTA)")
+        return 0
 
     if args.calib_sizes:
         pos = args.positions
