@@ -49,6 +49,7 @@ SECTIONS: dict[str, Callable[[dict[str, dict[str, Any]], Path], str]] = {
     "post_training": post_training.render,
     "post_training_speed": post_training.render_speed,
     "post_training_calib": post_training.render_calib,
+    "post_training_equal": post_training.render_equal,
 }
 
 CONVENTIONS = (

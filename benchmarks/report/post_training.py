@@ -167,3 +167,27 @@ def render_calib(runs: dict[str, dict[str, Any]], figdir: Path | None = None) ->
                                "test % (TTA)",
                                "vs largest (pt)", "pass s"], table))
     return "\n".join(parts) + "\n"
+
+
+def render_equal(runs: dict[str, dict[str, Any]], figdir: Path | None = None) -> str:
+    """Equal total compute (``--equal-compute``): each arm's pass plus the recovery steps its
+    seconds leave, against the entropic pass plus its steps."""
+    parts = ["## Equal total compute (fast family)\n",
+             "Source: `benchmarks/results/post_training_equal.json` (`python -m "
+             "benchmarks.post_training --equal-compute`): each arm prunes to the entropic "
+             "pass's MACs, then takes as many recovery steps (at the lr the main grid picked "
+             "on val) as leave its pass + steps equal to the entropic pass plus its steps, every "
+             "second timed in the same unit; a faster pass buys more steps.\n"]
+    for name, data in sorted(runs.items()):
+        rows = sorted(data.get("rows", {}).values(),
+                      key=lambda r: (r["seed"], -r["ratio"], r["mode"],
+                                     list(ARM_LABELS).index(r["arm"])
+                                     if r["arm"] in ARM_LABELS else 99))
+        table = [[f"s{r['seed']}", f"x{r['ratio']:g}", r["mode"],
+                  ARM_LABELS.get(r["arm"], r["arm"]), f"{r['lr']:g} ({r.get('lr_source', '?')})",
+                  f"{r['pass_s']:.0f}", str(r["steps"]), f"{r['total_s']:.0f}",
+                  _pct(r.get("val_acc")), _pct(r.get("test_acc_tta"))] for r in rows]
+        parts.append(_where(name, data))
+        parts.append(md_table(["base", "target", "recovery", "arm", "lr", "pass s", "steps",
+                               "total s", "val %", "test % (TTA)"], table))
+    return "\n".join(parts) + "\n"
