@@ -115,13 +115,10 @@ class PostTraining:
     def calib(self, images: int | None = None, flip: bool = False) -> Any:
         return self.loaders.calib(images or self.s["calib_images"], batch_size=256, flip=flip)
 
-    def config(self, positions: int = 10, rows_per_feature: float | None = None,
-               heldout_ridge: bool = False) -> pruning.SparsifyConfig:
+    def config(self, **changes: Any) -> pruning.SparsifyConfig:
+        """The run's pass settings (``changes``: SparsifyConfig fields a sweep varies)."""
         return pruning.SparsifyConfig(regression=pruning.RegressionConfig(eps_E=-1e-3, eps_L2=0.03),
-                                      calib_positions_per_image=positions,
-                                      calib_rows_per_feature=rows_per_feature,
-                                      refit_ridge_from_heldout=heldout_ridge,
-                                      progress=False, seed=0)
+                                      progress=False, seed=0, **changes)
 
     def target_macs(self, seed: int, ratio: float) -> int:
         """The MACs the entropic arm reached: every other arm is pruned to it."""
@@ -158,15 +155,14 @@ class PostTraining:
         return time.perf_counter() - t0
 
     def engine_pass(self, arm: str, base: torch.nn.Module, ratio: float, *,
-                    images: int | None = None, positions: int = 10,
-                    rows_per_feature: float | None = None,
-                    heldout_ridge: bool = False, flip: bool = False) -> pruning.SparsifyResult:
+                    images: int | None = None, flip: bool = False,
+                    **changes: Any) -> pruning.SparsifyResult:
         """An engine arm's budgeted pass: the allocation of ``plan``, the channels of its
-        ``selection``, the same refit (``images`` calibration images, default the run's)."""
+        ``selection``, the same refit (``images`` calibration images, default the run's;
+        ``changes`` to the pass settings)."""
         if arm not in ("entropic", *SELECTIONS):
             raise ValueError(f"{arm!r} is not one of the engine's arms")
-        return pruning.sparsify(base, self.calib(images, flip),
-                                self.config(positions, rows_per_feature, heldout_ridge),
+        return pruning.sparsify(base, self.calib(images, flip), self.config(**changes),
                                 target_macs=ratio, selection=SELECTIONS.get(arm),
                                 plan=PLANS.get(arm, "entropic"))  # type: ignore[arg-type]
 
@@ -180,9 +176,10 @@ class PostTraining:
         right after it and seconds (the pruned net is not kept)."""
         base = self.base(seed)
         t0 = time.perf_counter()
-        res = self.engine_pass(arm, base, ratio, images=images, positions=positions,
-                               rows_per_feature=rows_per_feature, heldout_ridge=heldout_ridge,
-                               flip=flip)
+        res = self.engine_pass(arm, base, ratio, images=images, flip=flip,
+                               calib_positions_per_image=positions,
+                               calib_rows_per_feature=rows_per_feature,
+                               refit_ridge_from_heldout=heldout_ridge)
         seconds = time.perf_counter() - t0
         pruned = res.model.eval()
         full = pruning.count_macs(base, INPUT)

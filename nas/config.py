@@ -260,11 +260,6 @@ class PruneSection(_Strict):
         check_setting(str(info.field_name), v)
         return v
 
-    @model_validator(mode="before")
-    @classmethod
-    def _moved(cls, data: Any) -> Any:
-        return _moved_latency_keys(data, "prune")
-
     @model_validator(mode="after")
     def _one_budget(self) -> PruneSection:
         self.budget(pruning.Latency())
@@ -449,11 +444,6 @@ class SearchSection(_Strict):
         """Whether the search measures latency (its cost, or a bound on it)."""
         return self.cost == "latency" or self.max_latency_ms is not None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _moved(cls, data: Any) -> Any:
-        return _moved_latency_keys(data, "search")
-
 
 class WandbSection(_Strict):
     enabled: bool = True  # log to Weights & Biases (WANDB_MODE=offline works)
@@ -521,19 +511,6 @@ def migrate_config_dict(raw: Any) -> Any:
             lat[new] = value
         out["latency"] = lat
     return out
-
-
-def _moved_latency_keys(data: Any, section: str) -> Any:
-    """A config from before the one latency section: say where each key went."""
-    if isinstance(data, dict):
-        old = [k for k in ("latency_device", "latency_batch_size", "latency_threads")
-               if k in data]
-        if old:
-            new = ", ".join(f"latency.{k.removeprefix('latency_')}" for k in old)
-            raise ValueError(f"{', '.join(f'{section}.{k}' for k in old)} moved to the "
-                             f"latency section: write {new} (one place for every latency "
-                             "of a run)")
-    return data
 
 
 class RunConfig(_Strict):

@@ -22,6 +22,7 @@ from .plots import plot_history, plot_widths
 from .train import evaluate, train
 from .trial import (
     base_spec,
+    calib_loader,
     load_data,
     measure_model,
     sparsify_config,
@@ -140,8 +141,7 @@ def run_prune(cfg: RunConfig, checkpoint: Path, out_dir: Path, *, finetune_epoch
     model = ckpt.model
     device = next(model.parameters()).device
     acc_before = evaluate(model, loaders.val or loaders.test, device=device)[1]
-    calib = loaders.calib(min(cfg.prune.calib_images, len(loaders.train.dataset)),  # type: ignore[arg-type]
-                          cfg.prune.calib_batch_size, flip=cfg.prune.calib_flip)
+    calib = calib_loader(cfg, loaders)
     t0 = time.perf_counter()
     depth = drop_weakest_blocks(model, calib, ckpt.spec.family, cfg.prune.drop_blocks)
     try:
@@ -151,8 +151,7 @@ def run_prune(cfg: RunConfig, checkpoint: Path, out_dir: Path, *, finetune_epoch
                   if depth["dropped"] else cfg.budget(search=False))
         result = pruning.sparsify(depth["model"], calib,
                                   sparsify_config(cfg.prune, progress=progress),
-                                  budget=budget,
-                                  **(cfg.prune.selection_kwargs() if budget is not None else {}))
+                                  budget=budget, **cfg.prune.selection_kwargs())
     except pruning.BudgetError as exc:  # unreachable budget: raised before any data pass
         raise ConfigError(f"{cfg.name}: {exc}") from None
     sparsify_s = time.perf_counter() - t0

@@ -112,6 +112,12 @@ def _loaders_cached(spec_json: str) -> Loaders:
     return get_loaders(DataSpec(**json.loads(spec_json)))
 
 
+def calib_loader(cfg: RunConfig, loaders: Loaders) -> Any:
+    """The pass's calibration images as ``prune.*`` asks (count, batch size, mirror images)."""
+    return loaders.calib(min(cfg.prune.calib_images, len(loaders.train.dataset)),  # type: ignore[arg-type]
+                         cfg.prune.calib_batch_size, flip=cfg.prune.calib_flip)
+
+
 def load_data(cfg: RunConfig) -> Loaders:
     """The run's loaders (cached per process: trials in one worker share them)."""
     return _loaders_cached(json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True))
@@ -301,8 +307,7 @@ def _evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sea
     if tp.dropped:  # depth first: the pass then thins what is left (a copy: the unpruned
         model = pruning.drop_blocks(model, tp.dropped)  # net stays the recovery's teacher)
     input_shape = tuple(loaders.input_shape)
-    calib = loaders.calib(min(cfg.prune.calib_images, len(loaders.train.dataset)),  # type: ignore[arg-type]
-                          cfg.prune.calib_batch_size, flip=cfg.prune.calib_flip)
+    calib = calib_loader(cfg, loaders)
     settings = layer_settings(tp, setup)
     steps = schedule_steps(tp, setup)
     reports: list[dict[str, Any]] = []

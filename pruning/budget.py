@@ -382,9 +382,9 @@ def sparsify_to_budget(
     # The greedy plan keeps every channel, so each unit is ranked on the unpruned network's
     # inputs whatever else the call prunes: a unit planned by an earlier call on the same
     # model, data and sampling (cache.key) is reused, not planned again.
-    data_key = calib_cache_key(model, config, example)
-    stored = (cache.plans if plan == "greedy" and cache.filled and cache.key == data_key
-              else {})
+    data_key = calib_cache_key(model, config, example) if plan == "greedy" else None
+    stored = cache.plans if data_key is not None and cache.filled and cache.key == data_key \
+        else {}
     reused = [stored.get(("greedy", f.name, f.members, r)) for f, r in zip(floor_plans, ridges,
                                                                            strict=True)]
     missing = [f for f, u in zip(floor_plans, reused, strict=True) if u is None]
@@ -404,7 +404,7 @@ def sparsify_to_budget(
         plan_run = Pass(model, loader, plan_cfg, example).run(_Plan(), layers, cache=cache)
         cache_reused = bool(plan_run.engine.get("calib_cache_reused"))  # from an earlier call
         del plan_run
-        if plan == "greedy" and cache.key == data_key:
+        if data_key is not None and cache.key == data_key:
             by_name = dict(zip((f.name for f in floor_plans), ridges, strict=True))
             for u in plans:
                 if u.name in by_name:

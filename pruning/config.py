@@ -44,9 +44,9 @@ class SparsifyConfig:
             least this many regression rows per feature d = C_in/groups*kh*kw over the
             whole calibration set, held-out rows included (capped at every position;
             ``calib_positions_per_image`` is then the floor; mirrored or otherwise
-            augmented calibration images count as images). None: the same count for every layer. Few images with many
-            features (late layers) otherwise give fewer rows than unknowns
-            (docs/findings.md, calibration size).
+            augmented calibration images count as images). None: the same count for every
+            layer. Few images with many features (late layers) otherwise give fewer rows
+            than unknowns (docs/findings.md, calibration size).
         heldout_fraction: Share of samples kept out of the fit for the held-out relative
             reconstruction error.
         refit_ridge_from_heldout: Choose each layer's refit ridge on its held-out rows

@@ -773,14 +773,15 @@ def refit(moments: Moments, keep: Tensor, *, ridge: float) -> tuple[Tensor, Tens
     keep = torch.as_tensor(keep, dtype=torch.long, device=moments.mu_x.device).reshape(-1)
     cols = feature_columns(keep, k)
     dk = int(cols.numel())
-    if effective_ridge(moments, dk, ridge) != ridge:
+    used = effective_ridge(moments, dk, ridge)
+    if used != ridge:
         warnings.warn(
             f"refit: T={moments.n} samples < {dk} features; adding ridge "
             f"{_UNDERDETERMINED_RIDGE:g} (relative) to stay finite",
             RuntimeWarning,
             stacklevel=3,  # the caller, past the phases.timed wrapper
         )
-        ridge = max(ridge, _UNDERDETERMINED_RIDGE)
+        ridge = used
     S = moments.S[cols][:, cols]
     S = 0.5 * (S + S.T)
     R = moments.R[:, cols]

@@ -107,8 +107,9 @@ def sparsify(
         InputMismatchError: The batches do not fit the model (a ValueError naming the
             first layer whose input channels / features are wrong, and the batch shape).
         ValueError: Unknown layer names in ``config.layers`` / ``layer_overrides``.
-        BudgetError: A malformed budget (<= 0, two at once) or one that cannot be reached with every layer at ``min_channels``; raised before
-            any data pass, naming the argument.
+        BudgetError: A malformed budget (<= 0, two at once) or one that cannot be reached
+            with every layer at ``min_channels``; raised before any data pass, naming the
+            argument.
 
     Reference: Barisin & Horenko, arXiv:2404.04734 (Neural Computation 2025).
     """
