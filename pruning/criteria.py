@@ -118,6 +118,17 @@ class Criterion(ABC):
         """
         return True
 
+    def keep_before_data(self, unit: Sequence[Consumer]) -> Tensor | None:
+        """The unit's kept channels when they are known before its data is read, else None.
+
+        When a criterion knows them (given channels), the pass cuts the other channels
+        first and then collects the moments of the kept ones only: the same least-squares
+        refit (the moments of a subset of the features are the sub-block of the full
+        moments) at a fraction of the cost, since the products grow with the square of the
+        features; :meth:`select` is not asked for such a unit.
+        """
+        return None
+
     @abstractmethod
     def select(self, unit: Unit) -> Selection:
         """The kept channels of ``unit`` and, optionally, each consumer's new parameters."""
@@ -165,19 +176,32 @@ class GivenChannels(Criterion):
     def needs_data(self, unit: Sequence[Consumer]) -> bool:
         return self.refit
 
-    def select(self, unit: Unit) -> Selection:
+    def _given(self, consumers: Sequence[Consumer]) -> Tensor | None:
+        """The unit's keep set (sorted), None when no member is named; checks it."""
         given = {c.name: torch.sort(torch.unique(self.keep[c.name])).values
-                 for c in unit.consumers if c.name in self.keep}
-        n_ch = unit.num_channels
+                 for c in consumers if c.name in self.keep}
         if not given:
-            return Selection(keep=torch.arange(n_ch), params=_refit_all(unit, torch.arange(n_ch)))
+            return None
+        n_ch = int(consumers[0].num_channels)
         k = next(iter(given.values()))
         if any(not torch.equal(k, other) for other in given.values()):
             raise ValueError(f"prune_to_widths: coupled layers {sorted(given)} share their input "
                              "channels but got different keep sets")
         if k.numel() == 0 or int(k.min()) < 0 or int(k.max()) >= n_ch:
-            raise ValueError(f"prune_to_widths: keep for {unit.consumers[0].name!r} must be "
+            raise ValueError(f"prune_to_widths: keep for {consumers[0].name!r} must be "
                              f"non-empty indices in [0, {n_ch})")
+        return k
+
+    def keep_before_data(self, unit: Sequence[Consumer]) -> Tensor | None:
+        if not self.refit:
+            return None  # no data is read: nothing to save
+        k = self._given(unit)
+        return k if k is not None and k.numel() < unit[0].num_channels else None
+
+    def select(self, unit: Unit) -> Selection:
+        k = self._given(unit.consumers)
+        if k is None:
+            k = torch.arange(unit.num_channels)
         return Selection(keep=k, params=_refit_all(unit, k))
 
 
@@ -487,6 +511,9 @@ class SameWidths(GivenChannels):
                  by: Callable[[Mapping[str, int]], Criterion]) -> None:
         super().__init__(keep, refit=True)
         self.inner = by({n: int(v.numel()) for n, v in self.keep.items()})
+
+    def keep_before_data(self, unit: Sequence[Consumer]) -> Tensor | None:
+        return None  # the channels are chosen on the unit's moments
 
     def select(self, unit: Unit) -> Selection:
         if unit.moments is None or not any(c.name in self.keep for c in unit.consumers):

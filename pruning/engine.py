@@ -430,11 +430,21 @@ class Pass:
                                 total=total, kept_indices=list(range(total)),
                                 skipped_reason=reason, seconds=time.perf_counter() - t0)
                     for c in unit]
+        reads_data = criterion.needs_data(unit) and not no_data
+        # Channels known before the data (given channels): cut first, then collect the kept
+        # channels' moments only (the refit is the same, the products far cheaper). Not for
+        # a unit that reads its own outputs (they are cut with its inputs).
+        early = (criterion.keep_before_data(unit)
+                 if reads_data and not any(c.name in head.producers for c in unit) else None)
+        if early is not None:
+            early = early.detach().to("cpu", torch.long)
+            self.apply(unit, Selection(keep=early, params=None))
         train = held = None
-        if criterion.needs_data(unit) and not no_data:
+        if reads_data:
             train, held = self.data.collect(unit, unit_id)
         given = self.unit_input(unit, train)
-        sel = criterion.select(given)
+        # after an early cut every remaining channel stays, refitted on its own moments
+        sel = GivenChannels({}).select(given) if early is not None else criterion.select(given)
         lstsq = sel.params is not None and given.setting.refit == "lstsq"
         ridges = ([effective_ridge(train[j], int(sel.keep.numel()) * c.regression_group_size,
                                    given.setting.refit_ridge) for j, c in enumerate(unit)]
@@ -448,7 +458,8 @@ class Pass:
                 params.append((weight, bias))
             sel = dataclasses.replace(sel, params=params)
         where = self.apply(unit, sel)
-        keep = sel.keep.detach().to("cpu", torch.long)
+        keep = sel.keep.detach().to("cpu", torch.long)  # in the moments' numbering
+        kept = early if early is not None else keep  # in the unit's numbering before the pass
         w_sorted = ([] if sel.w is None
                     else sorted((float(v) for v in sel.w.detach().cpu()), reverse=True))
         reports = []
@@ -460,8 +471,8 @@ class Pass:
                 if held[j].n > 0:
                     err_ho = reconstruction_error(held[j], keep, weight, bias)
             reports.append(LayerReport(
-                layer=c.name, producer=", ".join(c.producers), kept=int(keep.numel()),
-                total=total, kept_indices=[int(i) for i in keep], sorted_w=w_sorted,
+                layer=c.name, producer=", ".join(c.producers), kept=int(kept.numel()),
+                total=total, kept_indices=[int(i) for i in kept], sorted_w=w_sorted,
                 gap=sel.gap, gap_flag=bool(sel.gap < GAP_FLAG_THRESHOLD),
                 rel_error_train=err_tr, rel_error_heldout=err_ho, iterations=sel.iterations,
                 seconds=time.perf_counter() - t0, coupled_with=[n for n in names if n != c.name],

@@ -191,14 +191,15 @@ def test_cli_bad_budget_exits_2(cli_run: tuple[Path, Path], tmp_path: Path, sett
 
 def test_a_latency_target_is_measured_on_its_device(net: nn.Module) -> None:
     # Timing is noisy on a shared CPU (a 2-conv net's latency floor is ~0.76 of its full
-    # time): a target above the full time is always reachable; check what is recorded.
+    # time, but a loaded machine measured the floor at 1.56x the full time once): a target
+    # of 5x the full time is reachable through any such noise; check what is recorded.
     full = pruning.measure_latency(net, (3, 8, 8), batch_size=4, threads=1)["median_ms"]
     res = pruning.sparsify(net, _data(), _cfg(), budget=pruning.Budget(
-        pruning.Latency("cpu", batch_size=4, threads=1), 1.2 * full))
+        pruning.Latency("cpu", batch_size=4, threads=1), 5.0 * full))
     b = res.budget
     assert b is not None and b["metric"] == "latency_ms"
     assert (b["device"], b["batch_size"], b["threads"]) == ("cpu", 4, 1)
-    assert b["target_value"] == pytest.approx(1.2 * full)
+    assert b["target_value"] == pytest.approx(5.0 * full)
     assert 1 <= b["rounds"] <= 6 and len(b["round_log"]) == b["rounds"]
     assert b["reached"] > 0
 

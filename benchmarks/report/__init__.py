@@ -133,7 +133,7 @@ def update_readme(readme: Path, loaded: dict[str, Any]) -> list[str]:
     names of the blocks replaced. A block whose results file is missing is left as it is."""
     from benchmarks.report.cifar_fast import summary_markdown
 
-    renderers = {"summary": summary_markdown}
+    renderers = {"summary": lambda d: summary_markdown(d, min_seeds=2)}
     text = readme.read_text()
     done = []
     for name, (fname, kind) in README_BLOCKS.items():

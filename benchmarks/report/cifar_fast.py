@@ -197,10 +197,11 @@ SUMMARY_ARMS = (  # the README's table: the arms fine-tuned as the config does, 
 )
 
 
-def summary_markdown(data: dict[str, Any]) -> str:
-    """The README's table: per point, each arm's seeds, MACs, params, accuracy right after
-    pruning and final (mean ± std over seeds), and the paired verdict against the entropic
-    arm fine-tuned as the config does."""
+def summary_markdown(data: dict[str, Any], *, min_seeds: int = 1) -> str:
+    """Per point, each arm's seeds, MACs, params, accuracy right after pruning and final
+    (mean ± std over seeds), and the paired verdict against the entropic arm fine-tuned as
+    the config does. ``min_seeds=2`` leaves out the one-seed arms (the README's headline;
+    docs/results.md has them all)."""
     rows = list(data.get("rows", {}).values())
     bases = [r for r in rows if r["kind"] == "base"]
     out = ["| arm | seeds | MACs | params | right after pruning | final | entropic (lr x0.2) vs this arm |",
@@ -217,7 +218,7 @@ def summary_markdown(data: dict[str, Any]) -> str:
         out.append(f"| **x{ratio:g} MACs** | | | | | | |")
         for kind, label in SUMMARY_ARMS:
             rs = [r for r in at if r["kind"] == kind]
-            if not rs:
+            if not rs or len(rs) < min_seeds:
                 continue
             after = [r["after_prune"]["test_acc_tta"] for r in rs if "after_prune" in r]
             out.append(f"| {label} | {len(rs)} | x{mean_std([r['macs_ratio'] for r in rs])[0]:.3f} | "
