@@ -325,32 +325,41 @@ def greedy_reconstruction(moments: Moments, k: int, *, ridge: float = 1e-8) -> T
     C, g = moments.num_channels, moments.group_size
     if not 1 <= k <= C:
         raise ValueError(f"greedy_reconstruction: k must be in [1, {C}], got {k}")
+    # The conditional covariances live in the leading n x n block of S (n = g * channels
+    # still available): each pick swaps its block to the end of that range and updates the
+    # rest in place (a rank-g Schur complement), so no step copies the d x d matrix.
     S = moments.S
-    S = 0.5 * (S + S.T)  # new tensors: the loop never writes into the moments
-    R = moments.R
-    m = R.shape[0]
+    S = (0.5 * (S + S.T)).contiguous()  # new tensors: the loop never writes into the moments
+    R = moments.R.clone().contiguous()
+    m, d = R.shape[0], C * g
     delta = max(float(ridge), 1e-12) * max(float(torch.diagonal(S).mean()), 1e-30)
     eye = torch.eye(g, dtype=S.dtype, device=S.device)
-    avail = torch.arange(C, device=S.device)
+    avail = list(range(C))
     chosen: list[int] = []
     for _ in range(k):
-        Ca = int(avail.numel())
-        blocks = S.view(Ca, g, Ca, g).diagonal(dim1=0, dim2=2).permute(2, 0, 1)  # (Ca, g, g)
-        Rb = R.view(m, Ca, g).permute(1, 2, 0)  # (Ca, g, m)
+        Ca = len(avail)
+        n = Ca * g
+        blocks = S.as_strided((Ca, g, g), (g * d + g, d, 1))  # diagonal blocks (Ca, g, g)
+        Rb = R.as_strided((Ca, g, m), (g, 1, d))  # (Ca, g, m)
         Z = torch.linalg.solve(blocks + delta * eye, Rb)
         gain = (Rb * Z).sum(dim=(1, 2))
         j = int(torch.argmax(gain))
-        chosen.append(int(avail[j]))
-        cols = torch.arange(j * g, (j + 1) * g, device=S.device)
-        rest = torch.cat([torch.arange(0, j * g, device=S.device),
-                          torch.arange((j + 1) * g, Ca * g, device=S.device)])
-        Sjj = S[cols][:, cols] + delta * eye
-        Sjr = S[cols][:, rest]  # (g, d')
-        Rj = R[:, cols]  # (m, g)
-        T = torch.linalg.solve(Sjj, Sjr)  # Sjj^-1 S_j,rest
-        S = S[rest][:, rest] - Sjr.T @ T
-        R = R[:, rest] - Rj @ T
-        avail = torch.cat([avail[:j], avail[j + 1:]])
+        chosen.append(avail[j])
+        last = Ca - 1
+        if j != last:  # the chosen block to the end: rows, columns, R's columns
+            a, b = slice(j * g, (j + 1) * g), slice(last * g, n)
+            S[a, :n], S[b, :n] = S[b, :n].clone(), S[a, :n].clone()
+            S[:n, a], S[:n, b] = S[:n, b].clone(), S[:n, a].clone()
+            R[:, a], R[:, b] = R[:, b].clone(), R[:, a].clone()
+            avail[j], avail[last] = avail[last], avail[j]
+        avail.pop()
+        n1 = last * g
+        if n1 == 0:
+            break
+        Sjr = S[n1:n, :n1]  # (g, n1)
+        T = torch.linalg.solve(S[n1:n, n1:n] + delta * eye, Sjr)  # Sjj^-1 S_j,rest
+        S[:n1, :n1].addmm_(Sjr.T, T, alpha=-1)
+        R[:, :n1].addmm_(R[:, n1:n], T, alpha=-1)
     return torch.tensor(chosen, dtype=torch.long)
 
 

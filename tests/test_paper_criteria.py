@@ -30,16 +30,19 @@ def _explained(X: torch.Tensor, Y: torch.Tensor, chans: list[int], g: int) -> fl
     return float((Yc ** 2).sum() - ((Yc - Xc[:, cols] @ W) ** 2).sum())
 
 
-def test_greedy_picks_match_explicit_least_squares_at_every_step() -> None:
-    gen = torch.Generator().manual_seed(0)
-    C, g, n, m = 7, 3, 400, 5
+@pytest.mark.parametrize(("C", "g", "k"), [(7, 3, 4), (9, 2, 9), (12, 1, 12)])
+def test_greedy_picks_match_explicit_least_squares_at_every_step(C: int, g: int, k: int) -> None:
+    # the full orderings (k = C) move every block through the in-place swaps
+    gen = torch.Generator().manual_seed(C)
+    n, m = 400, 5
     mix = torch.randn(C * g, C * g, generator=gen, dtype=torch.float64)
     X = torch.randn(n, C * g, generator=gen, dtype=torch.float64) @ mix  # correlated channels
     Y = X @ torch.randn(C * g, m, generator=gen, dtype=torch.float64) \
         + 0.1 * torch.randn(n, m, generator=gen, dtype=torch.float64)
-    picked = greedy_reconstruction(_moments(X, Y, C, g), 4, ridge=0.0).tolist()
+    picked = greedy_reconstruction(_moments(X, Y, C, g), k, ridge=0.0).tolist()
+    assert sorted(picked) == sorted(set(picked)) and len(picked) == k
     chosen: list[int] = []
-    for step in range(4):
+    for step in range(k):
         gains = {j: _explained(X, Y, chosen + [j], g) for j in range(C) if j not in chosen}
         best = max(gains, key=lambda j: gains[j])
         assert picked[step] == best, (step, picked, gains)
