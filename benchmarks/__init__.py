@@ -6,20 +6,20 @@ benchmarks.vgg_pass --quick``); nothing patches the import path. The package may
 
 =====================  ==============================================================
 ``lenet_mnist``        LeNet-5 / MNIST: entropic vs L1 / random vs scratch (the grid)
-``lenet_diagnostics``  cheap ablations on the lenet_mnist checkpoints
 ``lenet_search``       the NAS search on LeNet-5 vs the lenet_mnist grid
-``moments_dtype``      float64 vs float32 moment products (same widths?)
 ``cifar_fast``         the fast CIFAR-10 family: entropic vs Torch-Pruning vs uniform
 ``budget_hit``         budget targets: landing, pass cost, accuracy at equal MACs
 ``gpu_check``          what only a GPU can time (fast recipe, whole passes, a search)
-``train_speed``        the fast family's base: s / epoch per setting (bf16, threads, layout)
 ``cifar_paper``        VGG-16 / ResNet-18 bases at real accuracy (on nas.experiment)
 ``post_training``      pass + recovery (bn / distill / finetune) without retraining
-``solver_cost``        one layer solve vs feature count d and sample count T
 ``vgg_pass``           one whole VGG-16 sparsify pass, timed phase by phase
 ``latency``            original vs pruned latency (VGG-16 / ResNet-18)
 ``report``             renders ``benchmarks/results/*.json`` into docs/results.md
 =====================  ==============================================================
+
+Retired (the question answered, the code removed, the results kept and rendered with the
+commit that has the code: ``benchmarks.report.RETIRED``): ``lenet_diagnostics``,
+``moments_dtype``, ``solver_cost``, ``latency_costs``, ``train_speed``.
 
 New benchmarks are built on the one experiment runner, :class:`nas.experiment.Experiment`
 (named units, one resumable JSON layout ``{"benchmark", "settings", "env", "rows"}``,

@@ -99,7 +99,7 @@ BUDGET_EPS_L2 = 0.03  # the budget arm's strength: with a target it only ranks t
 
 
 def data_settings(data_root: str | None, smoke: bool) -> dict[str, Any]:
-    """The data and batch every unit trains on (shared with ``benchmarks.train_speed``):
+    """The data and batch every unit trains on (shared with ``benchmarks.post_training``):
     ``data_root`` defaults to $ENTROPIC_NAS_SHARED_DATA, else ../shared/data; ``smoke``: tiny
     subsets and half the batch."""
     shared = os.environ.get("ENTROPIC_NAS_SHARED_DATA", str(ROOT.parent / "shared" / "data"))

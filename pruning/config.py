@@ -86,7 +86,7 @@ class SparsifyConfig:
             accumulation over batches are float64 either way (:class:`pruning.moments.Moments`).
             Measured: the same widths, iteration counts and held-out errors (5-6 digits) on
             the whole VGG-16 pass and in 12/12 LeNet-5 runs, with 29 % less time for the
-            moments on a CPU (benchmarks/moments_dtype.py, benchmarks/vgg_pass.py); on GPUs
+            moments on a CPU (docs/results.md: moments_dtype, vgg_pass); on GPUs
             without fast float64 the difference is far larger.
         cost_exponent: Cost-aware strengths (:mod:`pruning.cost`): each unit's eps_L2 is
             multiplied by ``(channel cost / geometric mean) ** cost_exponent``, the cost of

@@ -1,6 +1,6 @@
 """Latency as a cost currency (pruning.cost): per-layer timings feed the channel costs.
 
-No timing is asserted (timings are benchmarks: benchmarks/latency_costs.py); these tests
+No timing is asserted (timings are benchmarks: docs/results.md, latency_costs); these tests
 check what is timed, the shapes, the settings restored and the wiring into the strengths.
 """
 
