@@ -156,7 +156,17 @@ def main() -> None:
                    default=pruning.SparsifyConfig.moments_dtype,
                    help="SparsifyConfig.moments_dtype (per-batch products)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--target-macs", type=float, default=None,
+                   help="a budgeted pass to this share of the MACs (plan pass + final pass; "
+                        "the summary then times the two passes, not each layer)")
+    p.add_argument("--plan", choices=["entropic", "greedy"], default="entropic",
+                   help="with --target-macs: how the plan pass ranks channels")
+    p.add_argument("--selection", choices=["plan", "greedy"], default="plan",
+                   help="with --target-macs: the final pass keeps the plan's channels or "
+                        "chooses them again greedily on its own inputs")
     args = p.parse_args()
+    if args.target_macs is not None and not 0 < args.target_macs < 1:
+        p.error(f"--target-macs: a share in (0, 1), got {args.target_macs}")
     dev, env = common.setup(args)
     n_img = args.images or (1000 if args.quick else 5000)
 
@@ -191,7 +201,10 @@ def main() -> None:
         "target_s": TARGET_S.get(dev.type), "data_decode_s": data_s, "quick": args.quick,
         "engine": "per-layer forward passes (cache_activations=False)" if args.no_cache
                   else "activation caches (pruning/activations.py, the default)",
+        "target_macs": args.target_macs, "plan": args.plan, "selection": args.selection,
     })
+    if args.target_macs is not None:
+        return _budgeted(model, calib, cfg, args, out, dev, env, n_img)
     common.console_print(f"model: {weights}\ndata: {data_desc} (decoded in {data_s:.1f} s)")
 
     prof = cProfile.Profile() if args.profile else None
@@ -277,6 +290,49 @@ def main() -> None:
         f"{'met' if summary['target_met'] else 'MISSED'}); params {result.before['params']:,} -> "
         f"{result.after['params']:,}, MACs {result.before['macs']:,} -> {result.after['macs']:,}"
         f"; load {common.load_average()}")
+
+
+def _budgeted(model: torch.nn.Module, calib: Any, cfg: pruning.SparsifyConfig, args: Any,
+              out: Any, dev: torch.device, env: dict[str, Any], n_img: int) -> None:
+    """The budgeted pass: its two passes and the allocation timed, phases summed."""
+    selection = pruning.GreedyReconstruction if args.selection == "greedy" else None
+    with phases.listen(common.PhaseTimer(dev)) as timer:
+        common.sync(dev)
+        t0 = time.perf_counter()
+        result = pruning.sparsify(model, calib, cfg, target_macs=args.target_macs,
+                                  plan=args.plan, selection=selection)
+        common.sync(dev)
+        total = time.perf_counter() - t0
+    assert result.budget is not None
+    # one forward pass over the calibration set: the unit the pass is also reported in
+    model.eval()
+    with torch.no_grad():
+        t1 = time.perf_counter()
+        for xb in calib:
+            model(xb[0] if isinstance(xb, (list, tuple)) else xb)
+        common.sync(dev)
+        forward_s = time.perf_counter() - t1
+    summary = {
+        "total_s": total, "forward_s": forward_s, "pass_in_forwards": total / forward_s,
+        "budget_seconds": result.budget["seconds"],
+        "phases_s": {k: v for k, v in timer.totals.items() if ">" not in k},
+        "macs_ratio": result.after["macs"] / result.before["macs"],
+        "param_sparsity": 1 - result.after["params"] / result.before["params"],
+        "widths": result.budget["widths"], "before": result.before, "after": result.after,
+    }
+    for k, v in summary.items():
+        out.set(k, v)
+    out.finish()
+    common.table(
+        f"VGG-16-CIFAR budgeted pass to x{args.target_macs:g} MACs: {n_img} images, plan "
+        f"{args.plan}, selection {args.selection}; {env['device']}, {env['torch_threads']} "
+        "threads; seconds",
+        ["part", "seconds", "share"],
+        [[k, v, v / total] for k, v in result.budget["seconds"].items() if k != "total"]
+        + [["TOTAL", total, 1.0], ["one forward pass (calibration set)", forward_s,
+                                   forward_s / total]])
+    common.console_print(f"total {total:.1f} s = {total / forward_s:.1f} forward passes; MACs "
+                         f"x{summary['macs_ratio']:.3f}; load {common.load_average()}")
 
 
 if __name__ == "__main__":
