@@ -17,6 +17,10 @@ Arms (how the net is pruned; every arm then gets the same recovery steps and lr 
 - ``greedy_plan``: no entropic regression at all: the plan pass ranks every layer by greedy
   forward selection (``plan="greedy"``), the allocation runs on those error curves, the
   final pass selects greedily at the allocated widths;
+- ``greedy_plan_rank``: the same greedy plan and allocation, but the final pass keeps the
+  plan's own greedy prefixes (ranked on the unpruned network's inputs) instead of choosing
+  again on its own inputs: the given channels are cut before their moments are read, so the
+  final pass is a refit only;
 - ``l1_uniform``: one width share for every layer (bisected to the entropic arm's MACs),
   the largest-L1 filters kept (Li et al. 2017), refitted by least squares on the same data;
 - ``tp_taylor`` / ``tp_magnitude``: Torch-Pruning's global GroupTaylor / GroupMagnitude
@@ -79,10 +83,10 @@ from search_spaces.data import Loaders
 
 MODES = ("bn", "distill", "finetune")
 ARMS = ("entropic", "greedy", "lasso", "l1_uniform", "tp_taylor", "tp_magnitude",
-        "entropic_final", "greedy_plan")
+        "entropic_final", "greedy_plan", "greedy_plan_rank")
 SELECTIONS = {"greedy": pruning.GreedyReconstruction, "lasso": pruning.LassoSelection,
               "entropic_final": pruning.EntropicAt, "greedy_plan": pruning.GreedyReconstruction}
-PLANS = {"greedy_plan": "greedy"}
+PLANS = {"greedy_plan": "greedy", "greedy_plan_rank": "greedy"}
 
 
 def pass_key(arm: str, seed: int, ratio: float) -> str:
@@ -160,7 +164,7 @@ class PostTraining:
         """An engine arm's budgeted pass: the allocation of ``plan``, the channels of its
         ``selection``, the same refit (``images`` calibration images, default the run's;
         ``changes`` to the pass settings)."""
-        if arm not in ("entropic", *SELECTIONS):
+        if arm not in ("entropic", *SELECTIONS, *PLANS):
             raise ValueError(f"{arm!r} is not one of the engine's arms")
         return pruning.sparsify(base, self.calib(images, flip), self.config(**changes),
                                 target_macs=ratio, selection=SELECTIONS.get(arm),
@@ -210,7 +214,7 @@ class PostTraining:
               extra: dict[str, Any]) -> torch.nn.Module:
         """The arm's pruning of ``base`` to the budget (what its pass seconds time); what
         else it reports goes into ``extra``."""
-        if arm in ("entropic", *SELECTIONS):
+        if arm in ("entropic", *SELECTIONS, *PLANS):
             timer = common.PhaseTimer(torch.device("cpu"))
             with phases.listen(timer):
                 res = self.engine_pass(arm, base, ratio)

@@ -19,6 +19,7 @@ ARM_LABELS = {
     "lasso": "LASSO (He 2017), same widths + refit",
     "entropic_final": "entropic re-solved in the final pass, same widths + refit",
     "greedy_plan": "greedy plan + greedy selection (no entropic term) + refit",
+    "greedy_plan_rank": "greedy plan, its own ranking kept (no reselection) + refit",
     "l1_uniform": "uniform widths, L1 filters (Li 2017) + refit",
     "tp_taylor": "Torch-Pruning GroupTaylor (global)",
     "tp_magnitude": "Torch-Pruning GroupMagnitude (global)",
