@@ -142,7 +142,8 @@ def part_hit(data: dict[str, Any], path: Path, settings: dict[str, Any]) -> None
             key = f"hit/{fam}/{metric}{ratio}"
             if key in done:
                 continue
-            res, base_s, secs = _time_pair(model, calib, cfg, {f"target_{metric}": ratio})
+            res, base_s, secs = _time_pair(model, calib, cfg,
+                                           {f"target_{metric}": ratio, "plan": "entropic"})
             data["rows"].append(_hit_row(key, fam, metric, ratio, res, secs, base_s))
             _save(data, path)
             print(key, f"reached {res.budget['reached_ratio']:.4f}", f"x{secs / base_s:.2f}",
@@ -211,7 +212,7 @@ def part_acc(data: dict[str, Any], path: Path, settings: dict[str, Any], seeds: 
             if key not in done and "entropic" in arms:
                 t0 = time.perf_counter()
                 res = pruning.sparsify(base, w["calib"], pruning.SparsifyConfig(progress=False),
-                                       target_macs=ratio)
+                                       target_macs=ratio, plan="entropic")
                 secs = time.perf_counter() - t0
                 row = _pruned_row(key, "entropic_budget", seed, ratio, res.model, base_prunable,
                                   settings, seconds_prune=secs, budget_note=res.budget["note"])
@@ -339,7 +340,7 @@ def part_params(data: dict[str, Any], path: Path, settings: dict[str, Any],
                 base = lm.load_base(settings, seed)
                 t0 = time.perf_counter()
                 res = pruning.sparsify(base, w["calib"], pruning.SparsifyConfig(progress=False),
-                                       target_params=ratio)
+                                       target_params=ratio, plan="entropic")
                 put(_pruned_row(key("entropic_budget"), "entropic_budget", seed, ratio,
                                 res.model, base_prunable, settings,
                                 seconds_prune=time.perf_counter() - t0,
@@ -540,7 +541,7 @@ def part_vgg(data: dict[str, Any], path: Path, ratio: float, images: int) -> Non
     cfg = pruning.SparsifyConfig(calib_positions_per_image=10, progress=False, seed=0)
     row: dict[str, Any] = {"key": key, "kind": "pass_cost", "model": "vgg16_cifar",
                            "calibration": what, "target_ratio": ratio, "threads": 1}
-    for name, budget in (("unbudgeted", {}), ("budgeted", {"target_macs": ratio})):
+    for name, budget in (("unbudgeted", {}), ("budgeted", {"target_macs": ratio, "plan": "entropic"})):
         row[f"load_average_before_{name}"] = common.load_average()
         with phases.listen(common.PhaseTimer(dev)) as timer:
             t0, c0 = time.perf_counter(), time.process_time()

@@ -167,7 +167,7 @@ class PostTraining:
         if arm not in ("entropic", *SELECTIONS, *PLANS):
             raise ValueError(f"{arm!r} is not one of the engine's arms")
         return pruning.sparsify(base, self.calib(images, flip), self.config(**changes),
-                                target_macs=ratio, selection=SELECTIONS.get(arm),
+                                target_macs=ratio, selection=SELECTIONS.get(arm, "plan"),
                                 plan=PLANS.get(arm, "entropic"))  # type: ignore[arg-type]
 
     def unit_calib(self, arm: str, seed: int, ratio: float, images: int,

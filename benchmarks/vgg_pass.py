@@ -295,7 +295,7 @@ def main() -> None:
 def _budgeted(model: torch.nn.Module, calib: Any, cfg: pruning.SparsifyConfig, args: Any,
               out: Any, dev: torch.device, env: dict[str, Any], n_img: int) -> None:
     """The budgeted pass: its two passes and the allocation timed, phases summed."""
-    selection = pruning.GreedyReconstruction if args.selection == "greedy" else None
+    selection = pruning.GreedyReconstruction if args.selection == "greedy" else "plan"
     with phases.listen(common.PhaseTimer(dev)) as timer:
         common.sync(dev)
         t0 = time.perf_counter()

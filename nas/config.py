@@ -242,13 +242,16 @@ class PruneSection(_Strict):
     target_macs: float | None = None
     target_params: float | None = None  # budget in parameters (ratio or count)
     target_latency_ms: float | None = None  # budget in ms per batch (see latency:)
-    # with a target: which selection picks each layer's channels at the allocated widths (the
-    # allocation is the entropic plan's either way): the entropic ranking, or the papers'
-    # greedy reconstruction (El Halabi et al. 2022) / LASSO (He et al. 2017), same refit
-    selection: Literal["entropic", "greedy", "lasso"] = "entropic"
-    # with a target: how the plan pass ranks channels for the allocation across layers: the
-    # entropic regression's weights, or greedy forward selection on the least-squares error
-    plan: Literal["entropic", "greedy"] = "entropic"
+    # with a target: which selection picks each layer's channels at the allocated widths:
+    # auto (greedy with the greedy plan, the plan's ranking with the entropic one), the
+    # plan's own ranking (plan, or entropic as written before: a refit only), or the
+    # papers' greedy reconstruction (El Halabi et al. 2022) / LASSO (He et al. 2017)
+    selection: Literal["auto", "plan", "entropic", "greedy", "lasso"] = "auto"
+    # with a target: how the plan pass ranks channels for the allocation across layers:
+    # greedy forward selection on the least-squares error (measured better and faster on
+    # every fast-family cell), or the entropic regression's weights; without a target the
+    # pass is always the entropic regression
+    plan: Literal["greedy", "entropic"] = "greedy"
     # depth (the prune job): remove this many residual blocks - those whose removal changes
     # the output least on the calibration data - before the channel pass; needs a model
     # with removable blocks (torchvision / timm / own models: `entropic-nas families`)
@@ -263,8 +266,13 @@ class PruneSection(_Strict):
     @model_validator(mode="after")
     def _one_budget(self) -> PruneSection:
         self.budget(pruning.Latency())
+        # without a budget the plan changes nothing (either value: a run's config.yaml holds
+        # its default, written out, and configs written before the greedy default hold
+        # entropic), nor does the default selection; another selection is a mistake
+        inert = {"selection": ("auto", "entropic"), "plan": ("greedy", "entropic")}
         for name, value in (("selection", self.selection), ("plan", self.plan)):
-            if value != "entropic" and not self.has_budget:
+            if (name in self.model_fields_set and value not in inert[name]
+                    and not self.has_budget):
                 raise ValueError(f"prune.{name}={value!r} acts on a budget's allocation: set "
                                  "prune.target_macs, target_params or target_latency_ms")
         try:
@@ -287,13 +295,15 @@ class PruneSection(_Strict):
             target_latency_ms=self.target_latency_ms, latency=latency, prefix="prune.")
 
     def selection_kwargs(self) -> dict[str, Any]:
-        """``pruning.sparsify``'s ``selection`` and ``plan`` arguments (empty: entropic)."""
+        """``pruning.sparsify``'s ``plan`` and ``selection`` arguments (a budgeted pass only)."""
         import pruning
 
-        by = {"greedy": pruning.GreedyReconstruction, "lasso": pruning.LassoSelection}
-        out: dict[str, Any] = {"selection": by[self.selection]} if self.selection in by else {}
-        if self.plan != "entropic":
-            out["plan"] = self.plan
+        by: dict[str, Any] = {"greedy": pruning.GreedyReconstruction,
+                              "lasso": pruning.LassoSelection, "plan": "plan",
+                              "entropic": "plan", "auto": None}
+        out: dict[str, Any] = {"plan": self.plan}
+        if by[self.selection] is not None:
+            out["selection"] = by[self.selection]
         return out
 
     @property

@@ -151,7 +151,8 @@ def run_prune(cfg: RunConfig, checkpoint: Path, out_dir: Path, *, finetune_epoch
                   if depth["dropped"] else cfg.budget(search=False))
         result = pruning.sparsify(depth["model"], calib,
                                   sparsify_config(cfg.prune, progress=progress),
-                                  budget=budget, **cfg.prune.selection_kwargs())
+                                  budget=budget,
+                                  **(cfg.prune.selection_kwargs() if budget is not None else {}))
     except pruning.BudgetError as exc:  # unreachable budget: raised before any data pass
         raise ConfigError(f"{cfg.name}: {exc}") from None
     sparsify_s = time.perf_counter() - t0

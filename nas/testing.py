@@ -186,12 +186,13 @@ CRITERIA: dict[str, Criterion] = {
     "given_channels": Criterion("given_channels", _given_channels, prunes=True),
     "l1": Criterion("l1", _l1, prunes=True),
     "l1_magnitude": Criterion("l1_magnitude", _l1_magnitude, prunes=True),
-    "greedy": Criterion("greedy", _budgeted(selection=pruning.GreedyReconstruction),
-                        prunes=True),
-    "lasso": Criterion("lasso", _budgeted(selection=pruning.LassoSelection), prunes=True),
-    "greedy_plan": Criterion("greedy_plan", _budgeted(plan="greedy",
-                                                      selection=pruning.GreedyReconstruction),
-                             prunes=True),
+    # the papers' selections at the entropic plan's allocation
+    "greedy": Criterion("greedy", _budgeted(plan="entropic",
+                                            selection=pruning.GreedyReconstruction), prunes=True),
+    "lasso": Criterion("lasso", _budgeted(plan="entropic", selection=pruning.LassoSelection),
+                       prunes=True),
+    "greedy_plan": Criterion("greedy_plan", _budgeted(), prunes=True),  # the budget's default
+    "greedy_plan_rank": Criterion("greedy_plan_rank", _budgeted(selection="plan"), prunes=True),
 }
 
 

@@ -25,7 +25,8 @@ The pass's parts live in their own modules: the settings and the report
 (:mod:`pruning.criteria`), coupled moments (:mod:`pruning.stacking`), channel removal
 (:mod:`pruning.surgery`), BatchNorm recalibration (:mod:`pruning.bn`) and the pass itself as
 a public object (:class:`pruning.engine.Pass`); this module holds the entry points:
-:func:`sparsify` (entropic selection, optionally to a budget), :func:`prune_to_widths`
+:func:`sparsify` (entropic selection; to a budget, greedy allocation and selection by
+default, :mod:`pruning.budget`), :func:`prune_to_widths`
 (given channels) and :func:`prune_with` (any :class:`pruning.criteria.Criterion`).
 """
 
@@ -33,11 +34,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from pruning.budget import Plan, sparsify_to_budget
+from pruning.budget import DEFAULT_PLAN, Plan, default_selection, sparsify_to_budget
 from pruning.capture import first_batch, model_device
 from pruning.config import SparsifyConfig, SparsifyResult
 from pruning.criteria import Criterion, Entropic
@@ -58,8 +60,8 @@ def sparsify(
     budget: Budget | None = None,
     target_macs: float | None = None,
     target_params: float | None = None,
-    selection: Callable[[Mapping[str, int]], Criterion] | None = None,
-    plan: Plan = "entropic",
+    selection: Callable[[Mapping[str, int]], Criterion] | Literal["plan"] | None = None,
+    plan: Plan | None = None,
     cache: CalibCache | None = None,
 ) -> SparsifyResult:
     """Prune a trained network layer by layer with sparse entropic regression.
@@ -85,10 +87,14 @@ def sparsify(
         selection: With a target only: the criterion class (or factory from ``{consumer:
             width}``) that chooses each layer's channels at the allocated widths in the final
             pass, e.g. ``pruning.GreedyReconstruction`` or ``pruning.LassoSelection`` (the
-            papers' selections with the same allocation and refit); None: the entropic ranking.
+            papers' selections with the same allocation and refit); ``"plan"``: the plan
+            pass's own ranking (a refit only); None: the plan's default
+            (:func:`pruning.budget.default_selection`: greedy selection with the greedy plan,
+            the plan's ranking with the entropic one).
         plan: With a target only: how the plan pass ranks each layer's channels for the
-            allocation: ``"entropic"`` (the regression's weights) or ``"greedy"`` (greedy
-            forward selection on the least-squares error, :class:`pruning.budget.GreedyPlan`).
+            allocation: ``"greedy"`` (the default: greedy forward selection on the
+            least-squares error, :class:`pruning.budget.GreedyPlan`) or ``"entropic"`` (the
+            entropic regression's weights). Without a target the pass is always entropic.
         cache: A :class:`pruning.CalibCache` to keep the calibration batches and the
             original network's outputs in, and to reuse them from on the next call with the
             same model, data and sampling settings (a search's trials: one read of the data
@@ -125,12 +131,15 @@ def sparsify(
     calib_loader = reiterable(calib_loader, config.max_batches)
     example = first_batch(calib_loader)[:1]
     check_input_fits(model, example.to(model_device(model)))
-    if (selection is not None or plan != "entropic") and target is None:
+    if (selection is not None or plan is not None) and target is None:
         raise ValueError("sparsify: selection= / plan= act on a budget's allocation; give "
                          "a budget (budget=, target_macs or target_params) with it")
     if target is not None:
+        plan = plan or DEFAULT_PLAN
+        chosen = (default_selection(plan) if selection is None
+                  else None if selection == "plan" else selection)
         return sparsify_to_budget(model, calib_loader, config, target, example,
-                                  selection=selection, plan=plan, cache=cache)
+                                  selection=chosen, plan=plan, cache=cache)
     return Pass(model, calib_loader, config, example).run(Entropic(), config.layers,
                                                            cache=cache)
 

@@ -1,0 +1,79 @@
+"""The budgeted pass's defaults: the greedy plan and greedy selection (measured better than the
+entropic plan on every fast-family cell), the entropic plan and the plan's own ranking on
+request, the same choices from the config, and configs written before the change still
+valid."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pruning
+from nas.config import PruneSection, RunConfig
+from nas.testing import calibration_batches, check_builds, small_spec
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # T < d on tiny calibration
+
+
+def _setup() -> tuple[torch.nn.Module, list[torch.Tensor], pruning.SparsifyConfig]:
+    spec = small_spec("small_cnn")
+    return (check_builds(spec), calibration_batches(spec, images=32, batch_size=8),
+            pruning.SparsifyConfig(progress=False, calib_positions_per_image=6, seed=0))
+
+
+def test_a_budget_plans_and_selects_greedily_by_default() -> None:
+    model, calib, cfg = _setup()
+    res = pruning.sparsify(model, calib, cfg, target_macs=0.5)
+    assert res.budget is not None
+    assert (res.budget["plan"], res.budget["selection"]) == ("greedy", "GreedyReconstruction")
+    explicit = pruning.sparsify(model, calib, cfg, target_macs=0.5, plan="greedy",
+                                selection=pruning.GreedyReconstruction)
+    assert [r.kept_indices for r in res.report] == [r.kept_indices for r in explicit.report]
+
+
+def test_the_entropic_plan_and_the_plans_own_ranking_on_request() -> None:
+    model, calib, cfg = _setup()
+    entropic = pruning.sparsify(model, calib, cfg, target_macs=0.5, plan="entropic")
+    assert entropic.budget is not None
+    assert (entropic.budget["plan"], entropic.budget["selection"]) == ("entropic", "plan")
+    ranked = pruning.sparsify(model, calib, cfg, target_macs=0.5, selection="plan")
+    assert ranked.budget is not None
+    assert (ranked.budget["plan"], ranked.budget["selection"]) == ("greedy", "plan")
+    # the plan's own ranking keeps the allocated widths' prefixes of the greedy order
+    assert ranked.budget["widths"] == pruning.sparsify(
+        model, calib, cfg, target_macs=0.5).budget["widths"]  # type: ignore[index]
+
+
+def test_plan_or_selection_without_a_budget_is_refused() -> None:
+    model, calib, cfg = _setup()
+    for kw in ({"plan": "greedy"}, {"plan": "entropic"}, {"selection": "plan"}):
+        with pytest.raises(ValueError, match="act on a budget"):
+            pruning.sparsify(model, calib, cfg, **kw)  # type: ignore[arg-type]
+
+
+def _run(prune: dict[str, object]) -> RunConfig:
+    return RunConfig.model_validate({"name": "d", "model": {"family": "small_cnn"},
+                                     "data": {"name": "synthetic"}, "prune": prune})
+
+
+def test_the_config_gives_the_same_choices() -> None:
+    assert (PruneSection().plan, PruneSection().selection) == ("greedy", "auto")
+    kw = _run({"target_macs": 0.5}).prune.selection_kwargs()
+    assert kw == {"plan": "greedy"}  # sparsify's default selection for the plan
+    kw = _run({"target_macs": 0.5, "plan": "entropic", "selection": "entropic"}).prune \
+        .selection_kwargs()
+    assert kw == {"plan": "entropic", "selection": "plan"}
+    kw = _run({"target_macs": 0.5, "selection": "lasso"}).prune.selection_kwargs()
+    assert kw == {"plan": "greedy", "selection": pruning.LassoSelection}
+
+
+def test_configs_written_before_the_greedy_default_still_load() -> None:
+    # every config.yaml written before held plan: entropic and selection: entropic, with or
+    # without a budget; they load and keep their meaning
+    old = _run({"plan": "entropic", "selection": "entropic"})
+    assert (old.prune.plan, old.prune.selection) == ("entropic", "entropic")
+    # and a run's own config.yaml (every field written out) loads again to resume
+    new = _run({})
+    assert RunConfig.model_validate(new.model_dump(mode="json")) == new
+    with pytest.raises(ValueError, match="prune.selection='lasso' acts on a budget"):
+        _run({"selection": "lasso"})
