@@ -178,11 +178,12 @@ def search_space(cfg: RunConfig, residual_keys: list[str]) -> SearchSpace:
         "orders": tuple(sec.orders),
         "schedules": tuple(sec.schedules),
         "finetune_epochs": tuple(sec.finetune_epochs or (cfg.finetune.epochs, cfg.finetune.epochs)),
-        # a budget with the greedy plan ranks on the unpruned inputs and allocates the widths
-        # itself: no regression setting changes its result (with the entropic plan the
-        # strengths rank and tau shapes the plan pass's inputs, so both stay)
+        # a one-shot budget with the greedy plan ranks on the unpruned inputs and allocates
+        # the widths itself: no regression setting changes its result (with the entropic plan
+        # the strengths rank and tau shapes the plan pass's inputs; an iterative schedule's
+        # earlier steps are unbudgeted entropic passes: both keep them)
         "settings": (() if cfg.prune.has_budget and cfg.prune.plan == "greedy"
-                     else ("strengths", "widths")),
+                     and set(sec.schedules) == {"one_shot"} else ("strengths", "widths")),
     }
     for name in ("eps_L2", "eps_E", "tau", "keep_ratio", "cost_exponent"):
         r = getattr(sec, name)

@@ -330,10 +330,14 @@ def sparsify_to_budget(
     *,
     objective: Objective = "relative",
     selection: Callable[[Mapping[str, int]], Criterion] | None = None,
-    plan: Plan = DEFAULT_PLAN,
+    plan: Plan = "entropic",
     cache: CalibCache | None = None,
 ) -> SparsifyResult:
     """The budgeted pass (see the module docstring); returns a SparsifyResult with ``budget``.
+
+    Every choice is explicit here (the entropic plan and the plan's ranking unless told):
+    :func:`pruning.sparsify` is the entry point that applies the defaults
+    (:data:`DEFAULT_PLAN`, :func:`default_selection`).
 
     ``cache``: calibration batches and reference outputs kept from an earlier pass over the
     same model and data (refilled when they are not), e.g. across the trials of a search;
@@ -347,7 +351,7 @@ def sparsify_to_budget(
     ``objective="output"`` weights each unit's error curve by :func:`output_sensitivity`
     (measured once on the original network, before the plan pass). ``selection`` (e.g.
     ``pruning.GreedyReconstruction``) chooses each unit's channels in the final pass at the
-    allocated widths instead of the plan's entropic ranking (same allocation, same refit).
+    allocated widths instead of the plan's own ranking (same allocation, same refit).
     """
     if objective not in OBJECTIVES:
         raise BudgetError(f"budget objective must be one of {OBJECTIVES}, got {objective!r}")

@@ -121,11 +121,14 @@ class Criterion(ABC):
     def keep_before_data(self, unit: Sequence[Consumer]) -> Tensor | None:
         """The unit's kept channels when they are known before its data is read, else None.
 
-        When a criterion knows them (given channels), the pass cuts the other channels
-        first and then collects the moments of the kept ones only: the same least-squares
+        When a criterion knows them (given channels), the pass may cut the other channels
+        first and then collect the moments of the kept ones only: the same least-squares
         refit (the moments of a subset of the features are the sub-block of the full
         moments) at a fraction of the cost, since the products grow with the square of the
-        features; :meth:`select` is not asked for such a unit.
+        features; :meth:`select` is not asked for such a unit. The pass does so only where
+        the cut leaves the inputs it collects as they were (a unit of one consumer, or X
+        from the original network; where a layer normalises over the channels, the refit
+        then fits the inputs the cut network really gives).
         """
         return None
 

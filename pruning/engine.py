@@ -432,10 +432,14 @@ class Pass:
                     for c in unit]
         reads_data = criterion.needs_data(unit) and not no_data
         # Channels known before the data (given channels): cut first, then collect the kept
-        # channels' moments only (the refit is the same, the products far cheaper). Not for
-        # a unit that reads its own outputs (they are cut with its inputs).
-        early = (criterion.keep_before_data(unit)
-                 if reads_data and not any(c.name in head.producers for c in unit) else None)
+        # channels' moments only (the same refit, the products far cheaper). Only where the
+        # cut leaves the inputs to collect as they were: X from the original network, or a
+        # unit of one consumer (in a coupled unit one member can feed another through the
+        # shared channels, and it would be read cut but not yet refitted); never a unit that
+        # reads its own outputs (they are cut with its inputs).
+        early_ok = (reads_data and not any(c.name in head.producers for c in unit)
+                    and (len(unit) == 1 or self.config.target_source == "original"))
+        early = criterion.keep_before_data(unit) if early_ok else None
         if early is not None:
             early = early.detach().to("cpu", torch.long)
             self.apply(unit, Selection(keep=early, params=None))
@@ -477,7 +481,8 @@ class Pass:
                 rel_error_train=err_tr, rel_error_heldout=err_ho, iterations=sel.iterations,
                 seconds=time.perf_counter() - t0, coupled_with=[n for n in names if n != c.name],
                 converged=sel.converged, samples=train[j].n if train is not None else 0,
-                features=total * c.regression_group_size, intercept=where[j],
+                features=(total if early is None else int(early.numel()))
+                * c.regression_group_size, intercept=where[j],
                 refit_ridge=ridges[j] if ridges else math.nan,
             ))
         return reports

@@ -39,7 +39,7 @@ def test_the_entropic_plan_and_the_plans_own_ranking_on_request() -> None:
     ranked = pruning.sparsify(model, calib, cfg, target_macs=0.5, selection="plan")
     assert ranked.budget is not None
     assert (ranked.budget["plan"], ranked.budget["selection"]) == ("greedy", "plan")
-    # the plan's own ranking keeps the allocated widths' prefixes of the greedy order
+    # the same plan and allocation as the default: only the final choice of channels differs
     assert ranked.budget["widths"] == pruning.sparsify(
         model, calib, cfg, target_macs=0.5).budget["widths"]  # type: ignore[index]
 
@@ -77,3 +77,19 @@ def test_configs_written_before_the_greedy_default_still_load() -> None:
     assert RunConfig.model_validate(new.model_dump(mode="json")) == new
     with pytest.raises(ValueError, match="prune.selection='lasso' acts on a budget"):
         _run({"selection": "lasso"})
+
+
+@pytest.mark.parametrize(("prune", "schedules", "sampled"), [
+    ({"target_macs": 0.5}, ["one_shot"], ()),  # the greedy plan ranks on unpruned inputs
+    ({"target_macs": 0.5}, ["one_shot", "iterative"], ("strengths", "widths")),
+    ({"target_macs": 0.5, "plan": "entropic"}, ["one_shot"], ("strengths", "widths")),
+    ({}, ["one_shot"], ("strengths", "widths")),  # no budget: the entropic pass
+])
+def test_a_search_samples_the_strengths_only_where_they_change_the_result(
+        prune: dict[str, object], schedules: list[str], sampled: tuple[str, ...]) -> None:
+    from nas.search import search_space
+
+    cfg = RunConfig.model_validate({"name": "d", "model": {"family": "small_cnn"},
+                                    "data": {"name": "synthetic"}, "prune": prune,
+                                    "search": {"space": {"schedules": schedules}}})
+    assert search_space(cfg, []).settings == sampled

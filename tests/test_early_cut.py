@@ -44,11 +44,13 @@ def _keep(family: str) -> tuple[torch.nn.Module, list[torch.Tensor], dict[str, l
     spec = small_spec(family)
     model = check_builds(spec)
     calib = calibration_batches(spec, images=32, batch_size=8)
-    from nas.testing import prunable_consumers
-
-    # every other channel of every prunable unit: a cut that is not a prefix
-    keep = {n: list(range(0, c, 2)) for n, c in prunable_consumers(model, calib[0]).items()
-            if c > 1}
+    # every other channel of every unit the coupled pass prunes, coupled (residual) units
+    # included: a cut that is not a prefix
+    with pruning.Pass(model, None, pruning.SparsifyConfig(progress=False, residual="coupled"),
+                      calib[0][:1]) as p:
+        units = p.prunable_units()
+    keep = {c.name: list(range(0, u[0].num_channels, 2))
+            for u in units if u[0].num_channels > 1 for c in u}
     return model, calib, keep
 
 
@@ -68,6 +70,11 @@ def test_early_cut_refits_as_the_late_cut(family: str, setting: str) -> None:
     early = pruning.prune_with(model, spy, calib, config=cfg)
     late = pruning.prune_with(model, LateGiven(keep), calib, config=cfg)
     assert spy.early  # some units were cut before their data was read
+    coupled = {r.layer for r in early.report if r.coupled_with}
+    if setting == "original_inputs":  # X from the original net: every unit may cut early
+        assert family != "resnet18_cifar" or coupled & set(spy.early)
+    else:  # a coupled unit's members can feed each other: they cut after their data
+        assert not coupled & set(spy.early)
     assert [(r.layer, r.kept, r.total, r.kept_indices) for r in early.report] == \
            [(r.layer, r.kept, r.total, r.kept_indices) for r in late.report]
     assert any(r.kept < r.total for r in early.report)
@@ -86,7 +93,7 @@ def test_a_budgeted_pass_reports_its_widths_in_the_original_numbering() -> None:
     model = check_builds(spec)
     calib = calibration_batches(spec, images=32, batch_size=8)
     cfg = pruning.SparsifyConfig(progress=False, calib_positions_per_image=6, seed=0)
-    res = pruning.sparsify(model, calib, cfg, target_macs=0.5, plan="greedy")
+    res = pruning.sparsify(model, calib, cfg, target_macs=0.5, selection="plan")  # given: early
     assert res.budget is not None
     by_layer = {r.layer: r for r in res.report}
     assert any(w < by_layer[n].total for n, w in res.budget["widths"].items())
