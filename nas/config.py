@@ -243,7 +243,7 @@ class PruneSection(_Strict):
     target_params: float | None = None  # budget in parameters (ratio or count)
     target_latency_ms: float | None = None  # budget in ms per batch (see latency:)
     # with a target: which selection picks each layer's channels at the allocated widths:
-    # auto (greedy with the greedy plan, the plan's ranking with the entropic one), the
+    # auto (the default, today the plan's own ranking for either plan), the
     # plan's own ranking (plan, or entropic as written before: a refit only), or the
     # papers' greedy reconstruction (El Halabi et al. 2022) / LASSO (He et al. 2017)
     selection: Literal["auto", "plan", "entropic", "greedy", "lasso"] = "auto"

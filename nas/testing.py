@@ -191,8 +191,9 @@ CRITERIA: dict[str, Criterion] = {
                                             selection=pruning.GreedyReconstruction), prunes=True),
     "lasso": Criterion("lasso", _budgeted(plan="entropic", selection=pruning.LassoSelection),
                        prunes=True),
-    "greedy_plan": Criterion("greedy_plan", _budgeted(), prunes=True),  # the budget's default
-    "greedy_plan_rank": Criterion("greedy_plan_rank", _budgeted(selection="plan"), prunes=True),
+    "greedy_plan": Criterion("greedy_plan", _budgeted(selection=pruning.GreedyReconstruction),
+                             prunes=True),
+    "greedy_plan_rank": Criterion("greedy_plan_rank", _budgeted(), prunes=True),  # the default
 }
 
 

@@ -89,8 +89,7 @@ def sparsify(
             pass, e.g. ``pruning.GreedyReconstruction`` or ``pruning.LassoSelection`` (the
             papers' selections with the same allocation and refit); ``"plan"``: the plan
             pass's own ranking (a refit only); None: the plan's default
-            (:func:`pruning.budget.default_selection`: greedy selection with the greedy plan,
-            the plan's ranking with the entropic one).
+            (:func:`pruning.budget.default_selection`: the plan's ranking).
         plan: With a target only: how the plan pass ranks each layer's channels for the
             allocation: ``"greedy"`` (the default: greedy forward selection on the
             least-squares error, :class:`pruning.budget.GreedyPlan`) or ``"entropic"`` (the

@@ -1,7 +1,7 @@
-"""The budgeted pass's defaults: the greedy plan and greedy selection (measured better than the
-entropic plan on every fast-family cell), the entropic plan and the plan's own ranking on
-request, the same choices from the config, and configs written before the change still
-valid."""
+"""The budgeted pass's defaults: the greedy plan (measured better than the entropic plan on
+every fast-family cell) and its own ranking (choosing again greedily tied it at twice the
+cost), the entropic plan and the greedy reselection on request, the same choices from the
+config, and configs written before the change still valid."""
 
 from __future__ import annotations
 
@@ -21,26 +21,28 @@ def _setup() -> tuple[torch.nn.Module, list[torch.Tensor], pruning.SparsifyConfi
             pruning.SparsifyConfig(progress=False, calib_positions_per_image=6, seed=0))
 
 
-def test_a_budget_plans_and_selects_greedily_by_default() -> None:
+def test_a_budget_plans_greedily_and_keeps_the_plans_ranking_by_default() -> None:
     model, calib, cfg = _setup()
     res = pruning.sparsify(model, calib, cfg, target_macs=0.5)
     assert res.budget is not None
-    assert (res.budget["plan"], res.budget["selection"]) == ("greedy", "GreedyReconstruction")
+    assert (res.budget["plan"], res.budget["selection"]) == ("greedy", "plan")
     explicit = pruning.sparsify(model, calib, cfg, target_macs=0.5, plan="greedy",
-                                selection=pruning.GreedyReconstruction)
+                                selection="plan")
     assert [r.kept_indices for r in res.report] == [r.kept_indices for r in explicit.report]
 
 
-def test_the_entropic_plan_and_the_plans_own_ranking_on_request() -> None:
+def test_the_entropic_plan_and_the_greedy_reselection_on_request() -> None:
     model, calib, cfg = _setup()
     entropic = pruning.sparsify(model, calib, cfg, target_macs=0.5, plan="entropic")
     assert entropic.budget is not None
     assert (entropic.budget["plan"], entropic.budget["selection"]) == ("entropic", "plan")
-    ranked = pruning.sparsify(model, calib, cfg, target_macs=0.5, selection="plan")
-    assert ranked.budget is not None
-    assert (ranked.budget["plan"], ranked.budget["selection"]) == ("greedy", "plan")
+    again = pruning.sparsify(model, calib, cfg, target_macs=0.5,
+                             selection=pruning.GreedyReconstruction)
+    assert again.budget is not None
+    assert (again.budget["plan"], again.budget["selection"]) == ("greedy",
+                                                                 "GreedyReconstruction")
     # the same plan and allocation as the default: only the final choice of channels differs
-    assert ranked.budget["widths"] == pruning.sparsify(
+    assert again.budget["widths"] == pruning.sparsify(
         model, calib, cfg, target_macs=0.5).budget["widths"]  # type: ignore[index]
 
 
@@ -59,7 +61,7 @@ def _run(prune: dict[str, object]) -> RunConfig:
 def test_the_config_gives_the_same_choices() -> None:
     assert (PruneSection().plan, PruneSection().selection) == ("greedy", "auto")
     kw = _run({"target_macs": 0.5}).prune.selection_kwargs()
-    assert kw == {"plan": "greedy"}  # sparsify's default selection for the plan
+    assert kw == {"plan": "greedy"}  # sparsify's default selection (the plan's ranking)
     kw = _run({"target_macs": 0.5, "plan": "entropic", "selection": "entropic"}).prune \
         .selection_kwargs()
     assert kw == {"plan": "entropic", "selection": "plan"}
