@@ -3,6 +3,8 @@
 Public API (torch only; nothing here imports ``nas`` or ``search_spaces``)::
 
     sparsify(model, calib_loader, SparsifyConfig(...)) -> SparsifyResult(model, report, ...)
+    sparsify(model, calib_loader, target_macs=0.5)      # a budget: greedy plan by default,
+                                                        # plan="entropic" for the entropic one
     prune_to_widths(model, {consumer: keep_idxs}, calib_loader, refit=True)   # baselines
     l1_channel_ranking(model, consumer)
     prune_with(model, criterion, calib_loader)          # Entropic / GivenChannels / L1Magnitude /
