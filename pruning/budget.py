@@ -63,7 +63,7 @@ from pruning.moments import Moments, feature_columns
 from pruning.regression import cholesky_psd
 
 __all__ = ["Budget", "BudgetError", "DEFAULT_PLAN", "GreedyPlan", "PlannedUnit", "TOLERANCE",
-           "allocate", "default_selection", "error_curve", "output_sensitivity",
+           "allocate", "error_curve", "output_sensitivity",
            "sparsify_to_budget"]
 
 # What the allocation minimises: the sum of per-layer relative output errors ("relative"),
@@ -74,16 +74,11 @@ OBJECTIVES = ("relative", "output")
 # How the plan pass ranks each unit's channels (and so the error-vs-width curves).
 Plan = Literal["entropic", "greedy"]
 PLANS = ("entropic", "greedy")
+# The budget's default plan (pruning.sparsify applies it). The final pass's default is the
+# plan's own ranking for either plan: with the greedy plan, choosing again greedily on the
+# final pass's own inputs (pruning.GreedyReconstruction) tied it on validation (-0.03 pt mean
+# over six cells of the fast family) at about twice the pass time.
 DEFAULT_PLAN: Plan = "greedy"
-
-
-def default_selection(plan: Plan) -> Callable[[Mapping[str, int]], Criterion] | None:
-    """The final pass's selection when none is given: the plan's own ranking (None), for
-    either plan. With the greedy plan, choosing again greedily on the final pass's own inputs
-    (``pruning.GreedyReconstruction``) tied it on validation (-0.03 pt mean over six cells of
-    the fast family) at about twice the pass time, so the cheaper one is the default."""
-    del plan  # the same for both plans today; the plan is the argument a new default needs
-    return None
 
 
 class GreedyPlan(Criterion):
@@ -339,7 +334,7 @@ def sparsify_to_budget(
 
     Every choice is explicit here (the entropic plan and the plan's ranking unless told):
     :func:`pruning.sparsify` is the entry point that applies the defaults
-    (:data:`DEFAULT_PLAN`, :func:`default_selection`).
+    (:data:`DEFAULT_PLAN`).
 
     ``cache``: calibration batches and reference outputs kept from an earlier pass over the
     same model and data (refilled when they are not), e.g. across the trials of a search;

@@ -25,8 +25,8 @@ The pass's parts live in their own modules: the settings and the report
 (:mod:`pruning.criteria`), coupled moments (:mod:`pruning.stacking`), channel removal
 (:mod:`pruning.surgery`), BatchNorm recalibration (:mod:`pruning.bn`) and the pass itself as
 a public object (:class:`pruning.engine.Pass`); this module holds the entry points:
-:func:`sparsify` (entropic selection; to a budget, greedy allocation and selection by
-default, :mod:`pruning.budget`), :func:`prune_to_widths`
+:func:`sparsify` (entropic selection; to a budget, the greedy plan's allocation and
+ranking by default, :mod:`pruning.budget`), :func:`prune_to_widths`
 (given channels) and :func:`prune_with` (any :class:`pruning.criteria.Criterion`).
 """
 
@@ -39,7 +39,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from pruning.budget import DEFAULT_PLAN, Plan, default_selection, sparsify_to_budget
+from pruning.budget import DEFAULT_PLAN, Plan, sparsify_to_budget
 from pruning.capture import first_batch, model_device
 from pruning.config import SparsifyConfig, SparsifyResult
 from pruning.criteria import Criterion, Entropic
@@ -87,9 +87,8 @@ def sparsify(
         selection: With a target only: the criterion class (or factory from ``{consumer:
             width}``) that chooses each layer's channels at the allocated widths in the final
             pass, e.g. ``pruning.GreedyReconstruction`` or ``pruning.LassoSelection`` (the
-            papers' selections with the same allocation and refit); ``"plan"``: the plan
-            pass's own ranking (a refit only); None: the plan's default
-            (:func:`pruning.budget.default_selection`: the plan's ranking).
+            papers' selections with the same allocation and refit); ``"plan"`` or None (the
+            default): the plan pass's own ranking (a refit only).
         plan: With a target only: how the plan pass ranks each layer's channels for the
             allocation: ``"greedy"`` (the default: greedy forward selection on the
             least-squares error, :class:`pruning.budget.GreedyPlan`) or ``"entropic"`` (the
@@ -134,11 +133,9 @@ def sparsify(
         raise ValueError("sparsify: selection= / plan= act on a budget's allocation; give "
                          "a budget (budget=, target_macs or target_params) with it")
     if target is not None:
-        plan = plan or DEFAULT_PLAN
-        chosen = (default_selection(plan) if selection is None
-                  else None if selection == "plan" else selection)
         return sparsify_to_budget(model, calib_loader, config, target, example,
-                                  selection=chosen, plan=plan, cache=cache)
+                                  selection=None if selection == "plan" else selection,
+                                  plan=plan or DEFAULT_PLAN, cache=cache)
     return Pass(model, calib_loader, config, example).run(Entropic(), config.layers,
                                                            cache=cache)
 
