@@ -7,6 +7,10 @@ removes output filter ``c`` of its producer(s), with the filter's bias and Batch
 Torch-Pruning's ``DependencyGraph`` finds all of those coupled tensors for us, including the
 ``H*W`` features a flatten gives each conv channel. Nothing here masks: shapes shrink.
 
+Where Torch-Pruning's channel maps are wrong, the channels are left whole and named instead:
+a reshape that splits or regroups the channel dimension (ShuffleNet's channel shuffle, read
+off each reshape's recorded shapes) and a group its index maps cannot walk.
+
 Typical use::
 
     DG = build_graph(model, example_inputs)
@@ -18,14 +22,20 @@ Typical use::
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch_pruning as tp
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 from torch_pruning import ops as tp_ops
+from torch_pruning.dependency import index_mapping as tp_index_mapping
+from torch_pruning.dependency import shape_infer as tp_shape_infer
 
 from pruning.phases import timed
 
@@ -183,11 +193,98 @@ def build_graph(model: nn.Module, example_inputs: Tensor | Sequence[Tensor]) -> 
     was_training = {m: m.training for m in model.modules()}
     try:
         with torch.enable_grad():
-            dg = tp.DependencyGraph().build_dependency(model, example_inputs, verbose=False)
+            dg = _Graph().build_dependency(model, example_inputs, verbose=False)
     finally:
         for m, flag in was_training.items():
             m.train(flag)
     return dg
+
+
+class _Graph(tp.DependencyGraph):
+    """Torch-Pruning's dependency graph, except at reshapes whose channel map it gets wrong
+    (:func:`_follows_reshape`): those are collected in ``unfollowed_reshapes`` instead of
+    mapped, every time the graph refreshes its index maps (building, and each group)."""
+
+    unfollowed_reshapes: set[Any]
+    reshape_shapes: dict[Any, tuple[tuple[int, ...], tuple[int, ...]]]
+
+    def build_dependency(self, *args: Any, **kwargs: Any) -> _Graph:
+        self.unfollowed_reshapes = set()
+        self.reshape_shapes = {}
+        with self._guarded_reshapes(), _ReshapeShapes(self.reshape_shapes):
+            super().build_dependency(*args, **kwargs)
+        return self
+
+    def get_pruning_group(self, *args: Any, **kwargs: Any) -> Any:
+        with self._guarded_reshapes():
+            return super().get_pruning_group(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def _guarded_reshapes(self) -> Iterator[None]:
+        original = tp_index_mapping.update_reshape_index_mapping
+
+        def mapping(graph: tp.DependencyGraph, node: Any) -> None:
+            if node in self.unfollowed_reshapes:
+                return
+            follows = _follows_reshape(graph, node, self.reshape_shapes.get(node.grad_fn))
+            if follows is None:
+                return  # keeps the channels: the identity map is right
+            if follows:
+                original(graph, node)
+            else:
+                self.unfollowed_reshapes.add(node)
+
+        tp_index_mapping.update_reshape_index_mapping = mapping
+        try:
+            yield
+        finally:
+            tp_index_mapping.update_reshape_index_mapping = original
+
+
+class _ReshapeShapes(TorchFunctionMode):
+    """Records each reshape's input and output shape, keyed by the autograd node the
+    dependency graph is traced from (the graph itself keeps neither)."""
+
+    def __init__(self, into: dict[Any, tuple[tuple[int, ...], tuple[int, ...]]]) -> None:
+        super().__init__()
+        self.into = into
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        fn = getattr(out, "grad_fn", None)
+        if (fn is not None and args and isinstance(args[0], Tensor) and isinstance(out, Tensor)
+                and any(k in type(fn).__name__.lower() for k in ("view", "reshape", "flatten"))):
+            self.into[fn] = (tuple(args[0].shape), tuple(out.shape))
+        return out
+
+
+def _follows_reshape(graph: tp.DependencyGraph, node: Any,
+                     shapes: tuple[tuple[int, ...], tuple[int, ...]] | None) -> bool | None:
+    """How a reshape maps channels, from its recorded shapes: None where it keeps dimension 1
+    (``(N, C, 1, 1) -> (N, C)``: Torch-Pruning's identity map is right), True for a flatten
+    ``(N, C, H, W) -> (N, C*H*W)`` (its flatten map), False for anything else - a channel
+    shuffle's ``view(N, g, C/g, H, W)`` splits the channel dimension, and its index maps do
+    not follow the transpose after it (torch-pruning 1.6 even divides by zero there) - so
+    the groups through it are left whole (:func:`discover_consumers`). A reshape traced
+    without shapes keeps Torch-Pruning's own map unless its channel counts are unknown."""
+    if shapes is None:
+        out_ch = _first_known(node.outputs, tp_shape_infer.infer_in_channels_recursively, graph)
+        in_ch = _first_known(node.inputs, tp_shape_infer.infer_out_channels_recursively, graph)
+        return bool(out_ch and in_ch)
+    before, after = shapes
+    if len(before) < 2 or len(after) < 2 or before[0] != after[0]:
+        return False
+    if before[1] == after[1]:
+        return None
+    return len(after) == 2 and after[1] == math.prod(before[1:])
+
+
+def _first_known(nodes: Sequence[Any], infer: Any, graph: tp.DependencyGraph) -> int | None:
+    for n in nodes:
+        found = infer(graph, n, [0])
+        if found is not None:
+            return int(found)
+    return None
 
 
 def _in_fn(module: nn.Module):
@@ -241,6 +338,7 @@ def discover_consumers(
     """
     order = _forward_order(model, example_inputs)
     names = {m: n for n, m in model.named_modules()}
+    unfollowed: frozenset[Any] | set[Any] = getattr(dg, "unfollowed_reshapes", frozenset())
     out: list[Consumer] = []
     for module, pos in sorted(order.items(), key=lambda kv: kv[1]):
         name = names.get(module)
@@ -256,16 +354,26 @@ def discover_consumers(
                 out.append(Consumer(name, module, kind, producers, (name,), 1,
                                     skip_reason="grouped/depthwise conv", order=pos))
             continue
-        group = dg.get_pruning_group(module, _in_fn(module), idxs=[0])
+        try:
+            group = dg.get_pruning_group(module, _in_fn(module), idxs=[0])
+        except (IndexError, ValueError, ZeroDivisionError) as e:  # a map the graph gets wrong
+            # left whole, named; its producers unknown (the same walk fails from them)
+            out.append(Consumer(name, module, kind, _producers_or_none(dg, module, names),
+                                (name,), 1, order=pos,
+                                skip_reason="the dependency graph cannot follow its input "
+                                f"channels ({type(e).__name__}: {e})"))
+            continue
         producers_: list[str] = []
         consumers_: list[str] = []
-        residual = concat = grouped = False
+        residual = concat = grouped = reshaped = False
         root_len = 1
         for i, (dep, idxs) in enumerate(group):
             target = dep.target.module
             tname = names.get(target)
             if i == 0:
                 root_len = len(idxs)
+            if dep.target in unfollowed or dep.source in unfollowed:
+                reshaped = True
             if isinstance(target, nn.Conv2d) and target.groups > 1:
                 if target.groups != target.out_channels:
                     grouped = True  # Torch-Pruning's grouped-conv index handling is unreliable
@@ -297,7 +405,9 @@ def discover_consumers(
         elif len(producers_) > 1 or len(consumers_) > 1:
             coupling = "shared"
         skip = None
-        if grouped:
+        if reshaped:
+            skip = "channels pass through a reshape that permutes them (a channel shuffle)"
+        elif grouped:
             skip = "channels shared with a grouped conv"
         elif coupling is not None:
             skip = f"{coupling}-coupled input channels"
@@ -325,6 +435,13 @@ def _producers_of(dg: tp.DependencyGraph, module: nn.Module, names: dict) -> tup
                 and dg.is_out_channel_pruning_fn(dep.handler) and t in names):
             found.append(names[t])
     return tuple(dict.fromkeys(found))
+
+
+def _producers_or_none(dg: tp.DependencyGraph, module: nn.Module, names: dict) -> tuple[str, ...]:
+    try:
+        return _producers_of(dg, module, names)
+    except (IndexError, ValueError, ZeroDivisionError):
+        return ()
 
 
 def _bn_after(dg: tp.DependencyGraph, module: nn.Module, names: dict) -> str | None:

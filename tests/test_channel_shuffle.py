@@ -1,0 +1,127 @@
+"""Channels that pass through a reshape which permutes them (ShuffleNet's channel shuffle)
+are left whole and named, never cut by a wrong index map; the channels around them are
+still pruned, and every cut removes exactly the channels it says (checked by zeroing the
+consumers' weights on those channels first: the cut model must then compute the same
+function). A flatten into a Linear is still followed."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import pruning
+from pruning.engine import run_given
+from pruning.surgery import build_graph, discover_consumers
+
+SHUFFLE_REASON = "channels pass through a reshape that permutes them"
+
+
+def _shuffle(x: torch.Tensor, groups: int = 2) -> torch.Tensor:
+    n, c, h, w = x.shape
+    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+class _ShuffleNet(nn.Module):
+    """stem -> [1x1 -> BN -> dw 3x3 -> BN -> 1x1] -> cat with stem -> shuffle -> 1x1 -> fc."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.expand = nn.Conv2d(8, 12, 1)
+        self.bn1 = nn.BatchNorm2d(12)
+        self.dw = nn.Conv2d(12, 12, 3, padding=1, groups=12)
+        self.bn2 = nn.BatchNorm2d(12)
+        self.project = nn.Conv2d(12, 8, 1)
+        self.head = nn.Conv2d(16, 10, 1)
+        self.fc = nn.Linear(10 * 4 * 4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = torch.relu(self.stem(x))
+        b = self.project(self.bn2(self.dw(torch.relu(self.bn1(self.expand(s))))))
+        y = torch.relu(self.head(_shuffle(torch.cat([s, b], 1))))
+        return self.fc(torch.flatten(y, 1))
+
+
+def _randomised_bn(model: nn.Module) -> nn.Module:
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model.eval()
+
+
+def _units(model: nn.Module, example: torch.Tensor) -> dict[str, pruning.surgery.Consumer]:
+    return {c.name: c for c in discover_consumers(model, build_graph(model, example), example)}
+
+
+def _check_exact_cut(model: nn.Module, example: torch.Tensor, x: torch.Tensor,
+                     consumers: list[str]) -> None:
+    """Zero every listed consumer's last input channel, cut that channel without a refit:
+    the outputs must not move (a wrong index map cuts a channel that matters)."""
+    found = _units(model, example)
+    for name in consumers:
+        layer = model.get_submodule(name)
+        k = found[name].features_per_channel
+        with torch.no_grad():
+            layer.weight[:, -k:] = 0.0
+    with torch.no_grad():
+        want = model(x)
+    keep = {name: list(range(found[name].num_channels - 1)) for name in consumers}
+    config = pruning.SparsifyConfig(progress=False, residual="coupled")
+    cut = run_given(model, keep, None, config, example, refit=False).model.eval()
+    for name in consumers:
+        want_inputs = found[name].num_inputs - found[name].features_per_channel
+        assert cut.get_submodule(name).weight.shape[1] == want_inputs, name
+    with torch.no_grad():
+        got = cut(x)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_shuffled_channels_are_left_whole_and_named() -> None:
+    model = _randomised_bn(_ShuffleNet())
+    example = torch.zeros(1, 3, 4, 4)
+    found = _units(model, example)
+    # the stem's and the block's channels are shuffled on the way to the head
+    assert SHUFFLE_REASON in (found["head"].skip_reason or "")
+    # inside the block nothing is shuffled: expand -> dw -> project is one prunable group
+    assert found["project"].skip_reason is None
+    assert found["project"].producers == ("expand",)
+    # the flatten into the Linear is followed: 16 features per head channel
+    assert found["fc"].skip_reason is None and found["fc"].features_per_channel == 16
+
+
+def test_the_cuts_around_a_shuffle_remove_the_channels_they_name() -> None:
+    torch.manual_seed(0)
+    model = _randomised_bn(_ShuffleNet())
+    example = torch.zeros(1, 3, 4, 4)
+    _check_exact_cut(model, example, torch.randn(6, 3, 4, 4), ["project", "fc"])
+
+
+def test_a_shuffled_group_is_never_cut() -> None:
+    model = _randomised_bn(_ShuffleNet())
+    example = torch.zeros(1, 3, 4, 4)
+    config = pruning.SparsifyConfig(progress=False, residual="coupled")
+    with pytest.raises(Exception, match="head"):
+        run_given(model, {"head": list(range(8))}, None, config, example, refit=False)
+
+
+@pytest.mark.slow
+def test_torchvision_shufflenet_prunes_around_its_shuffles() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = _randomised_bn(torchvision.models.shufflenet_v2_x0_5(num_classes=10))
+    example = torch.zeros(1, 3, 64, 64)
+    found = _units(model, example)
+    prunable = [n for n, c in found.items() if c.skip_reason is None]
+    shuffled = [n for n, c in found.items() if SHUFFLE_REASON in (c.skip_reason or "")]
+    assert "stage3.0.branch2.5" in prunable and "fc" in prunable
+    assert "conv5.0" in shuffled and "stage4.0.branch2.0" in shuffled
+    # one single-consumer unit of each kind: inside a block, and the classifier
+    torch.manual_seed(0)
+    _check_exact_cut(model, example, torch.randn(2, 3, 64, 64),
+                     ["stage3.0.branch2.5", "stage2.1.branch2.5", "fc"])
