@@ -276,7 +276,8 @@ def _halved(widths: Mapping[str, int]) -> dict[str, int]:
 def _verified(source: ModelSource, groups: _Groups, shape: tuple[int, int, int],
               classes: int) -> _Groups:
     """Check the groups on a model thinned to half of every group: it must build, forward
-    to ``(1, classes)`` and read its widths back. A group whose width cannot be read off its
+    to ``(1, classes)`` and read its widths back, and each group's cut must remove exactly the
+    channels it names (:func:`_inexact_groups`). A group whose width cannot be read off its
     producer (its channels are concatenated from several layers, e.g. MixNet's mixed convs)
     is left alone; anything else that breaks refuses the model, naming what broke."""
     from pruning import SurgeryError
@@ -319,11 +320,71 @@ def _verified(source: ModelSource, groups: _Groups, shape: tuple[int, int, int],
         if tuple(out.shape) != (1, classes):
             raise SpecError(f"thinned, this model outputs {tuple(out.shape)}, not (1, {classes})")
         bad = [k for k in groups.widths if module_width(model, k) != half[k]]
+        if bad:
+            groups = without(bad, "channels concatenated from several layers (width not readable)")
+            continue
+        bad = _inexact_groups(source, groups, shape, classes)
         if not bad:
             return groups
-        groups = without(bad, "channels concatenated from several layers (width not readable)")
+        groups = without(bad, "cutting it removes other channels than it names (the "
+                              "dependency graph's channel map is wrong here)")
     raise SpecError(f"the channel groups of this model do not check out after thinning "
                     f"({rounds} rounds)")
+
+
+def _cut_error(source: ModelSource, groups: _Groups, keys: Sequence[str],
+               shape: tuple[int, int, int], classes: int) -> float:
+    """Zero, in a fresh instance, every member's weights on the last channel of each group
+    in ``keys``, then cut those channels: the cut model computes the same function iff the
+    surgery removed exactly the channels it names. Returns the largest output difference
+    relative to the output's scale (random weights and BatchNorm statistics, 2 images)."""
+    from pruning.engine import run_given
+
+    gen = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = source.instantiate(classes).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            mean, var = getattr(m, "running_mean", None), getattr(m, "running_var", None)
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and mean is not None \
+                    and var is not None:
+                mean.copy_(0.1 * torch.randn(m.num_features, generator=gen))
+                var.copy_(0.5 + torch.rand(m.num_features, generator=gen))
+        for key in keys:
+            c = groups.widths[key]
+            for name in groups.members[key]:
+                w = model.get_submodule(name).weight
+                assert isinstance(w, torch.Tensor)
+                k = w.shape[1] // c  # inputs per channel: H*W after a flatten, else 1
+                w[:, (c - 1) * k:c * k] = 0.0
+        x = torch.randn(2, *shape, generator=gen)
+        want = model(x)
+    keep = {m: list(range(groups.widths[key] - 1)) for key in keys for m in groups.members[key]}
+    cut = run_given(model, keep, None, _engine_config(), torch.zeros(1, *shape),
+                    refit=False).model.eval()
+    with torch.no_grad():
+        got = cut(x)
+    return float((got - want).abs().max() / (1.0 + want.abs().max()))
+
+
+def _inexact_groups(source: ModelSource, groups: _Groups, shape: tuple[int, int, int],
+                    classes: int, tol: float = 1e-4) -> list[str]:
+    """The groups whose cut does not remove exactly the channels it names
+    (:func:`_cut_error`): a dependency-graph map that is wrong yet keeps the shapes (a split
+    into parts each read by another layer, e.g. a mixed depthwise conv) would otherwise
+    build a model that runs and is silently another function. All groups are checked in
+    one cut; only when that one is off, each group alone."""
+    def error(keys: Sequence[str]) -> float:
+        try:
+            return _cut_error(source, groups, keys, shape, classes)
+        except Exception:  # noqa: BLE001  (a member reads another count of the channels)
+            return float("inf")
+
+    keys = list(groups.widths)
+    if not keys or error(keys) <= tol:
+        return []
+    return [k for k in keys if error([k]) > tol]
 
 
 def _breaking_groups(source: ModelSource, groups: _Groups, shape: tuple[int, int, int],

@@ -26,12 +26,20 @@ def test_model_thins_to_half_its_macs_exports_and_rebuilds(model: str, tmp_path:
     assert (tmp_path / "arch.json").is_file() and (tmp_path / "model.onnx").is_file()
 
 
-def test_a_model_the_engine_cannot_trace_is_refused_with_the_reason(tmp_path: Path) -> None:
-    rep = check_source("torchvision", "shufflenet_v2_x0_5", tmp_path, input_shape=(3, 32, 32))
+def test_a_model_the_engine_cannot_take_is_a_refused_row_with_the_reason(tmp_path: Path) -> None:
+    rep = check_source("factory", "tests.test_model_sources:group_norm_net", tmp_path,
+                       input_shape=(3, 16, 16))
     assert rep.status == "refused"
-    assert rep.reason is not None and "cannot trace this model's channels" in rep.reason
+    assert rep.reason is not None and "of type GroupNorm" in rep.reason
     table = conformance_table([rep])
-    assert "refused" in table and "shufflenet_v2_x0_5" in table
+    assert "refused" in table and "group_norm_net" in table
+
+
+def test_shufflenet_thins_around_its_channel_shuffles(tmp_path: Path) -> None:
+    rep = check_source("torchvision", "shufflenet_v2_x0_5", tmp_path, input_shape=(3, 32, 32))
+    assert rep.status == "pass", rep.reason
+    assert rep.macs_ratio is not None and abs(rep.macs_ratio - 0.5) <= 0.02
+    assert rep.rebuild_max_diff == 0.0
 
 
 def test_convnext_thins_through_its_channel_layernorms(tmp_path: Path) -> None:
