@@ -8,7 +8,6 @@ benchmarks.vgg_pass --quick``); nothing patches the import path. The package may
 ``lenet_mnist``        LeNet-5 / MNIST: entropic vs L1 / random vs scratch (the grid)
 ``lenet_search``       the NAS search on LeNet-5 vs the lenet_mnist grid
 ``cifar_fast``         the fast CIFAR-10 family: entropic vs Torch-Pruning vs uniform
-``budget_hit``         budget targets: landing, pass cost, accuracy at equal MACs
 ``gpu_check``          what only a GPU can time (fast recipe, whole passes, a search)
 ``cifar_paper``        VGG-16 / ResNet-18 bases at real accuracy (on nas.experiment)
 ``post_training``      pass + recovery (bn / distill / finetune) without retraining
@@ -19,7 +18,7 @@ benchmarks.vgg_pass --quick``); nothing patches the import path. The package may
 
 Retired (the question answered, the code removed, the results kept and rendered with the
 commit that has the code: ``benchmarks.report.RETIRED``): ``lenet_diagnostics``,
-``moments_dtype``, ``solver_cost``, ``latency_costs``, ``train_speed``.
+``moments_dtype``, ``solver_cost``, ``latency_costs``, ``train_speed``, ``budget_hit``.
 
 New benchmarks are built on the one experiment runner, :class:`nas.experiment.Experiment`
 (named units, one resumable JSON layout ``{"benchmark", "settings", "env", "rows"}``,

@@ -1,7 +1,7 @@
 """Torch-Pruning's global criteria pruned to a MACs or params target: the baseline arm of the budget tables.
 
 One helper for every benchmark that compares against Torch-Pruning (benchmarks/cifar_fast.py,
-benchmarks/budget_hit.py): ``MetaPruner`` with ``global_pruning=True`` and
+benchmarks/post_training.py): ``MetaPruner`` with ``global_pruning=True`` and
 ``GroupMagnitudeImportance(p=2)`` or ``GroupTaylorImportance()`` (Torch-Pruning's defaults),
 stepped in small ratio increments (``pruning_ratio`` 0.95 spread over ``steps``) until the
 model's conv + linear MACs (``metric="params"``: all its parameters) are at or under

@@ -60,6 +60,9 @@ RETIRED = {
     "solver_cost": "ce82acb",  # one solve vs d and T
     "latency_costs": "ce82acb",  # per-layer timings as a latency currency
     "train_speed": "ce82acb",  # the fast family's base: s / epoch per setting
+    # budget landing, pass cost and LeNet-5 arms of the entropic plan (the greedy plan is
+    # the budget's default now; its pass, peers and recovery: post_training)
+    "budget_hit": "f67ddbb",
 }
 
 
