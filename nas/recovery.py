@@ -7,8 +7,9 @@ refit). Recovery is therefore a typed, budgeted step of its own:
 - ``none``: the pruned net as the pass left it;
 - ``bn``: BatchNorm statistics re-estimated on training images (no labels, no gradient);
 - ``distill``: ``steps`` SGD steps that match the unpruned net's logits on training images
-  (KL divergence at ``temperature``; labels are never read), at a learning rate that decays
-  to zero;
+  (``loss`` ``"kl"``: KL divergence of the softmaxes at ``temperature``; ``"mse"``: mean
+  squared difference of the logits themselves; labels are never read), at a learning rate
+  that decays to zero;
 - ``finetune``: ``steps`` labelled steps (cross-entropy) with the same schedule.
 
 With ``guard`` (the default) the net is evaluated on the validation split before and after;
@@ -40,6 +41,7 @@ __all__ = ["MODES", "RecoveryConfig", "recover"]
 
 Mode = Literal["none", "bn", "distill", "finetune"]
 MODES: tuple[Mode, ...] = ("none", "bn", "distill", "finetune")
+DistillLoss = Literal["kl", "mse"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class RecoveryConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     temperature: float = 1.0
+    loss: DistillLoss = "kl"
     guard: bool = True
     bn_batches: int | None = None
 
@@ -66,6 +69,8 @@ class RecoveryConfig:
             raise ValueError(f"recovery.lr: must be a positive number, got {self.lr}")
         if not self.temperature > 0:
             raise ValueError(f"recovery.temperature: must be positive, got {self.temperature}")
+        if self.loss not in ("kl", "mse"):
+            raise ValueError(f"recovery.loss: {self.loss!r} is not 'kl' or 'mse'")
 
 
 def recover(student: nn.Module, teacher: nn.Module | None, loader: Iterable[Any],
@@ -126,9 +131,13 @@ def recover(student: nn.Module, teacher: nn.Module | None, loader: Iterable[Any]
             if config.mode == "distill":
                 assert teacher is not None
                 with torch.no_grad():
-                    target = F.softmax(teacher(x).float() / T, dim=1)
-                loss = F.kl_div(F.log_softmax(logits.float() / T, dim=1), target,
-                                reduction="batchmean") * T * T
+                    teacher_logits = teacher(x).float()
+                if config.loss == "mse":
+                    loss = F.mse_loss(logits.float(), teacher_logits)
+                else:
+                    loss = F.kl_div(F.log_softmax(logits.float() / T, dim=1),
+                                    F.softmax(teacher_logits / T, dim=1),
+                                    reduction="batchmean") * T * T
             else:
                 loss = F.cross_entropy(logits.float(), batch[1].to(dev))
             opt.zero_grad(set_to_none=True)

@@ -47,6 +47,25 @@ def test_distillation_reads_no_label_and_does_not_lower_validation_accuracy() ->
     assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in t_state.items())
 
 
+def test_mse_distillation_brings_the_logits_to_the_teachers() -> None:
+    torch.manual_seed(0)
+    teacher, student, train, val = _setup()
+    x = torch.cat([b[0] for b in train])[:256]
+
+    def gap() -> float:
+        with torch.no_grad():
+            return float(((student.eval()(x) - teacher.eval()(x)) ** 2).mean())
+
+    before = gap()
+    images_only = [(x, torch.full_like(y, -1)) for x, y in train]  # labels are poison
+    info = recover(student, teacher, images_only,
+                   RecoveryConfig("distill", steps=40, lr=0.02, loss="mse", guard=False))
+    assert info["loss"] == "mse" and info["kept"] == "recovered"
+    assert gap() < before  # the loss is that gap, on the training batches
+    losses = info["losses"]
+    assert sum(losses[-3:]) < sum(losses[:3])
+
+
 def test_bn_and_finetune_modes_run_and_report() -> None:
     torch.manual_seed(0)
     teacher, student, train, val = _setup()
@@ -73,6 +92,8 @@ def test_bad_settings_are_named() -> None:
         RecoveryConfig("distill", steps=0)
     with pytest.raises(ValueError, match="recovery.mode"):
         RecoveryConfig("magic")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="recovery.loss"):
+        RecoveryConfig("distill", steps=1, loss="l1")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="recovery.steps"):
         RecoverySection(mode="finetune")
 

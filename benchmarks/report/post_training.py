@@ -24,7 +24,8 @@ ARM_LABELS = {
     "tp_taylor": "Torch-Pruning GroupTaylor (global)",
     "tp_magnitude": "Torch-Pruning GroupMagnitude (global)",
 }
-MODES = (("bn", "+ BN"), ("distill", "+ distill"), ("finetune", "+ fine-tune"))
+MODES = (("bn", "+ BN"), ("distill", "+ distill"), ("distill_mse", "+ distill (MSE)"),
+         ("finetune", "+ fine-tune"))
 
 
 def arm_of(row: dict[str, Any]) -> str:
