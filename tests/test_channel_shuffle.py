@@ -49,9 +49,10 @@ class _ShuffleNet(nn.Module):
 def _randomised_bn(model: nn.Module) -> nn.Module:
     g = torch.Generator().manual_seed(1)
     for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+        mean, var = getattr(m, "running_mean", None), getattr(m, "running_var", None)
+        if isinstance(m, nn.BatchNorm2d) and mean is not None and var is not None:
+            mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
     return model.eval()
 
 
@@ -65,10 +66,11 @@ def _check_exact_cut(model: nn.Module, example: torch.Tensor, x: torch.Tensor,
     the outputs must not move (a wrong index map cuts a channel that matters)."""
     found = _units(model, example)
     for name in consumers:
-        layer = model.get_submodule(name)
+        weight = model.get_submodule(name).weight
+        assert isinstance(weight, torch.Tensor)
         k = found[name].features_per_channel
         with torch.no_grad():
-            layer.weight[:, -k:] = 0.0
+            weight[:, -k:] = 0.0
     with torch.no_grad():
         want = model(x)
     keep = {name: list(range(found[name].num_channels - 1)) for name in consumers}
@@ -76,7 +78,8 @@ def _check_exact_cut(model: nn.Module, example: torch.Tensor, x: torch.Tensor,
     cut = run_given(model, keep, None, config, example, refit=False).model.eval()
     for name in consumers:
         want_inputs = found[name].num_inputs - found[name].features_per_channel
-        assert cut.get_submodule(name).weight.shape[1] == want_inputs, name
+        cut_weight = cut.get_submodule(name).weight
+        assert isinstance(cut_weight, torch.Tensor) and cut_weight.shape[1] == want_inputs, name
     with torch.no_grad():
         got = cut(x)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
