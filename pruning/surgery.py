@@ -87,6 +87,8 @@ class Consumer:
         bn_after: Name of the BatchNorm that directly follows the consumer (None if none):
             the place to fold the intercept when the consumer has no bias.
         order: Position of the consumer's first call in the forward pass.
+        mixes_channels: Its channels pass through a LayerNorm over channels, which mixes
+            them (removing one changes the others' normalisation).
     """
 
     name: str
@@ -99,6 +101,7 @@ class Consumer:
     skip_reason: str | None = None
     bn_after: str | None = None
     order: int = 0
+    mixes_channels: bool = False
 
     @property
     def coupled(self) -> bool:
@@ -261,7 +264,8 @@ class _ReshapeShapes(TorchFunctionMode):
 def _follows_reshape(graph: tp.DependencyGraph, node: Any,
                      shapes: tuple[tuple[int, ...], tuple[int, ...]] | None) -> bool | None:
     """How a reshape maps channels, from its recorded shapes: None where it keeps dimension 1
-    (``(N, C, 1, 1) -> (N, C)``: Torch-Pruning's identity map is right), True for a flatten
+    or only adds or drops unit dimensions (``(N, C, 1, 1) -> (N, C)``, a per-channel scale
+    ``(C,) -> (1, C, 1, 1)``: Torch-Pruning's identity map is right), True for a flatten
     ``(N, C, H, W) -> (N, C*H*W)`` (its flatten map), False for anything else - a channel
     shuffle's ``view(N, g, C/g, H, W)`` splits the channel dimension, and its index maps do
     not follow the transpose after it (torch-pruning 1.6 even divides by zero there) - so
@@ -272,6 +276,8 @@ def _follows_reshape(graph: tp.DependencyGraph, node: Any,
         in_ch = _first_known(node.inputs, tp_shape_infer.infer_out_channels_recursively, graph)
         return bool(out_ch and in_ch)
     before, after = shapes
+    if [d for d in before if d != 1] == [d for d in after if d != 1]:
+        return None  # only unit dimensions added or dropped: (C,) -> (1, C, 1, 1), (N, C, 1, 1) -> (N, C)
     if len(before) < 2 or len(after) < 2 or before[0] != after[0]:
         return False
     if before[1] == after[1]:
@@ -365,7 +371,7 @@ def discover_consumers(
             continue
         producers_: list[str] = []
         consumers_: list[str] = []
-        residual = concat = grouped = reshaped = False
+        residual = concat = grouped = reshaped = mixes = False
         root_len = 1
         for i, (dep, idxs) in enumerate(group):
             target = dep.target.module
@@ -393,6 +399,8 @@ def discover_consumers(
                     residual = True
             elif dep.target.type == tp_ops.OPTYPE.CONCAT:
                 concat = True
+            elif isinstance(target, nn.LayerNorm):
+                mixes = True
         if not producers_:
             continue  # fed by the network input
         if name not in consumers_:
@@ -418,6 +426,7 @@ def discover_consumers(
             name=name, module=module, kind=kind, producers=tuple(producers_),
             consumers=tuple(consumers_), features_per_channel=k, coupling=coupling,
             skip_reason=skip, bn_after=_bn_after(dg, module, names), order=pos,
+            mixes_channels=mixes,
         ))
     return out
 

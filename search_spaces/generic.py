@@ -205,6 +205,7 @@ class _Groups:
     producers: dict[str, tuple[str, ...]]  # group key -> producers
     coupled: frozenset[str]  # keys of residual-coupled groups
     skipped: dict[str, str]  # consumer -> why its input channels are not a knob
+    mixing: frozenset[str] = frozenset()  # keys of groups through a LayerNorm over channels
 
 
 def _groups(model: nn.Module, input_shape: tuple[int, int, int]) -> _Groups:
@@ -214,6 +215,7 @@ def _groups(model: nn.Module, input_shape: tuple[int, int, int]) -> _Groups:
     members: dict[str, tuple[str, ...]] = {}
     producers: dict[str, tuple[str, ...]] = {}
     coupled: set[str] = set()
+    mixing: set[str] = set()
     skipped: dict[str, str] = {}
     try:
         p = Pass(model, None, _engine_config(), torch.zeros(1, *input_shape))
@@ -235,7 +237,9 @@ def _groups(model: nn.Module, input_shape: tuple[int, int, int]) -> _Groups:
             producers[key] = tuple(head.producers)
             if len(unit) > 1 or len(head.producers) > 1:
                 coupled.add(key)
-    return _Groups(widths, members, producers, frozenset(coupled), skipped)
+            if any(c.mixes_channels for c in unit):
+                mixing.add(key)
+    return _Groups(widths, members, producers, frozenset(coupled), skipped, frozenset(mixing))
 
 
 def _shrunk(source: ModelSource, groups: _Groups, widths: Mapping[str, int],
@@ -290,7 +294,8 @@ def _verified(source: ModelSource, groups: _Groups, shape: tuple[int, int, int],
                 skipped[m] = reason
         return _Groups({k: groups.widths[k] for k in keep}, {k: groups.members[k] for k in keep},
                        {k: groups.producers[k] for k in keep},
-                       frozenset(k for k in groups.coupled if k in keep), skipped)
+                       frozenset(k for k in groups.coupled if k in keep), skipped,
+                       frozenset(k for k in groups.mixing if k in keep))
 
     rounds = len(groups.widths) + 2  # at most one group left alone per round
     for _ in range(rounds):
@@ -374,14 +379,16 @@ def _inexact_groups(source: ModelSource, groups: _Groups, shape: tuple[int, int,
     (:func:`_cut_error`): a dependency-graph map that is wrong yet keeps the shapes (a split
     into parts each read by another layer, e.g. a mixed depthwise conv) would otherwise
     build a model that runs and is silently another function. All groups are checked in
-    one cut; only when that one is off, each group alone."""
+    one cut; only when that one is off, each group alone. A group through a LayerNorm over
+    channels cannot be checked this way (the norm reads every channel, zeroed or not) and
+    is trusted to the forward checks."""
     def error(keys: Sequence[str]) -> float:
         try:
             return _cut_error(source, groups, keys, shape, classes)
         except Exception:  # noqa: BLE001  (a member reads another count of the channels)
             return float("inf")
 
-    keys = list(groups.widths)
+    keys = [k for k in groups.widths if k not in groups.mixing]
     if not keys or error(keys) <= tol:
         return []
     return [k for k in keys if error([k]) > tol]

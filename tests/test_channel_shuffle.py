@@ -46,6 +46,24 @@ class _ShuffleNet(nn.Module):
         return self.fc(torch.flatten(y, 1))
 
 
+class _LayerScaled(nn.Module):
+    """A ConvNeXt-style per-channel scale, reshaped from (C,) to (1, C, 1, 1) in the
+    forward: only unit dimensions are added, the channel map is the identity."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.inner = nn.Conv2d(8, 12, 1)
+        self.outer = nn.Conv2d(12, 8, 1)
+        self.gamma = nn.Parameter(torch.rand(8) + 0.5)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = x + self.gamma.reshape(1, -1, 1, 1) * self.outer(torch.relu(self.inner(x)))
+        return self.fc(x.mean((2, 3)))
+
+
 def _randomised_bn(model: nn.Module) -> nn.Module:
     g = torch.Generator().manual_seed(1)
     for m in model.modules():
@@ -111,6 +129,18 @@ def test_a_shuffled_group_is_never_cut() -> None:
     config = pruning.SparsifyConfig(progress=False, residual="coupled")
     with pytest.raises(Exception, match="head"):
         run_given(model, {"head": list(range(8))}, None, config, example, refit=False)
+
+
+def test_a_reshape_that_only_adds_unit_dimensions_is_followed() -> None:
+    model = _LayerScaled().eval()
+    example = torch.zeros(1, 3, 4, 4)
+    found = _units(model, example)
+    assert found["outer"].skip_reason is None  # inside the block
+    # the residual stream (stem + outer, scaled by gamma) is one coupled unit, not a shuffle
+    assert SHUFFLE_REASON not in (found["fc"].skip_reason or "")
+    assert set(found["fc"].producers) == {"stem", "outer"}
+    torch.manual_seed(0)
+    _check_exact_cut(model, example, torch.randn(4, 3, 4, 4), ["outer"])
 
 
 @pytest.mark.slow
