@@ -22,10 +22,9 @@ Typical use::
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,34 +213,38 @@ class _Graph(tp.DependencyGraph):
     def build_dependency(self, *args: Any, **kwargs: Any) -> _Graph:
         self.unfollowed_reshapes = set()
         self.reshape_shapes = {}
-        with self._guarded_reshapes(), _ReshapeShapes(self.reshape_shapes):
+        with _ReshapeShapes(self.reshape_shapes):
             super().build_dependency(*args, **kwargs)
         return self
 
-    def get_pruning_group(self, *args: Any, **kwargs: Any) -> Any:
-        with self._guarded_reshapes():
-            return super().get_pruning_group(*args, **kwargs)
+    def map_reshape(self, node: Any) -> None:
+        """Torch-Pruning's index map for one reshape node, where it is right."""
+        if node in self.unfollowed_reshapes:
+            return
+        follows = _follows_reshape(self, node, self.reshape_shapes.get(node.grad_fn))
+        if follows is None:
+            return  # keeps the channels: the identity map is right
+        if follows:
+            _TP_RESHAPE_MAPPING(self, node)
+        else:
+            self.unfollowed_reshapes.add(node)
 
-    @contextlib.contextmanager
-    def _guarded_reshapes(self) -> Iterator[None]:
-        original = tp_index_mapping.update_reshape_index_mapping
 
-        def mapping(graph: tp.DependencyGraph, node: Any) -> None:
-            if node in self.unfollowed_reshapes:
-                return
-            follows = _follows_reshape(graph, node, self.reshape_shapes.get(node.grad_fn))
-            if follows is None:
-                return  # keeps the channels: the identity map is right
-            if follows:
-                original(graph, node)
-            else:
-                self.unfollowed_reshapes.add(node)
+_TP_RESHAPE_MAPPING = tp_index_mapping.update_reshape_index_mapping
 
-        tp_index_mapping.update_reshape_index_mapping = mapping
-        try:
-            yield
-        finally:
-            tp_index_mapping.update_reshape_index_mapping = original
+
+def _reshape_mapping(graph: tp.DependencyGraph, node: Any) -> None:
+    """Installed once in Torch-Pruning's index-map refresh (it calls this module-level
+    function by name): a graph of this module decides per reshape, any other graph
+    (a MetaPruner's own) gets Torch-Pruning's map unchanged. Installed for good rather than
+    around each call, so concurrent trials in threads never see another graph's rules."""
+    if isinstance(graph, _Graph):
+        graph.map_reshape(node)
+    else:
+        _TP_RESHAPE_MAPPING(graph, node)
+
+
+tp_index_mapping.update_reshape_index_mapping = _reshape_mapping
 
 
 class _ReshapeShapes(TorchFunctionMode):
@@ -269,17 +272,18 @@ def _follows_reshape(graph: tp.DependencyGraph, node: Any,
     ``(N, C, H, W) -> (N, C*H*W)`` (its flatten map), False for anything else - a channel
     shuffle's ``view(N, g, C/g, H, W)`` splits the channel dimension, and its index maps do
     not follow the transpose after it (torch-pruning 1.6 even divides by zero there) - so
-    the groups through it are left whole (:func:`discover_consumers`). A reshape traced
-    without shapes keeps Torch-Pruning's own map unless its channel counts are unknown."""
+    the groups through it are left whole (:func:`discover_consumers`), as are those through
+    a reshape whose dimension 1 is not the channels or that was not seen while tracing."""
     if shapes is None:
-        out_ch = _first_known(node.outputs, tp_shape_infer.infer_in_channels_recursively, graph)
-        in_ch = _first_known(node.inputs, tp_shape_infer.infer_out_channels_recursively, graph)
-        return bool(out_ch and in_ch)
+        return False  # not seen while tracing (made in C++, or its node replaced): unknown
     before, after = shapes
     if [d for d in before if d != 1] == [d for d in after if d != 1]:
         return None  # only unit dimensions added or dropped: (C,) -> (1, C, 1, 1), (N, C, 1, 1) -> (N, C)
     if len(before) < 2 or len(after) < 2 or before[0] != after[0]:
         return False
+    channels = _first_known(node.inputs, tp_shape_infer.infer_out_channels_recursively, graph)
+    if channels is not None and channels != before[1]:
+        return False  # dimension 1 is not the channels (a channels-last tensor)
     if before[1] == after[1]:
         return None
     return len(after) == 2 and after[1] == math.prod(before[1:])
@@ -537,6 +541,10 @@ def remove_input_channels(
     producer = _producer_module(dg, module, consumer)
     fn = tp.prune_conv_out_channels if isinstance(producer, nn.Conv2d) else tp.prune_linear_out_channels
     group = dg.get_pruning_group(producer, fn, idxs=drop)
+    unfollowed = getattr(dg, "unfollowed_reshapes", ())
+    if any(dep.target in unfollowed or dep.source in unfollowed for dep, _ in group):
+        raise SurgeryError(f"{name}: these channels pass through a reshape that permutes them "
+                           "(a channel shuffle); the cut would not be the channels named")
     if not dg.check_pruning_group(group):
         raise SurgeryError(f"{name}: removing {len(drop)} of {n_ch} channels would empty a coupled layer")
     group.prune()

@@ -337,19 +337,31 @@ def _verified(source: ModelSource, groups: _Groups, shape: tuple[int, int, int],
                     f"({rounds} rounds)")
 
 
+def _probed(width: int) -> list[int]:
+    """The channels :func:`_cut_error` cuts from a group of ``width``: an interior one and
+    the last (a wrong map can leave the ends in place, as a channel shuffle's does)."""
+    return sorted({width // 2, width - 1}) if width > 2 else [width - 1]
+
+
 def _cut_error(source: ModelSource, groups: _Groups, keys: Sequence[str],
                shape: tuple[int, int, int], classes: int) -> float:
-    """Zero, in a fresh instance, every member's weights on the last channel of each group
-    in ``keys``, then cut those channels: the cut model computes the same function iff the
-    surgery removed exactly the channels it names. Returns the largest output difference
-    relative to the output's scale (random weights and BatchNorm statistics, 2 images)."""
+    """Zero, in a fresh instance, every member's weights on two channels of each group in
+    ``keys`` (:func:`_probed`), then cut those channels: the cut model computes the same
+    function iff the surgery removed exactly the channels it names. Returns the largest
+    output difference relative to the largest output. Every per-channel parameter
+    (BatchNorm scales and shifts, layer scales, biases) and BatchNorm statistic is drawn at
+    random first, so no channel is silenced by its initialisation (a zero-initialised last
+    BatchNorm, a layer scale of 1e-6)."""
     from pruning.engine import run_given
 
     gen = torch.Generator().manual_seed(0)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(0)
         model = source.instantiate(classes).eval()
     with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1 and p.numel() > 1:
+                p.copy_(0.5 + torch.rand(p.shape, generator=gen))
         for m in model.modules():
             mean, var = getattr(m, "running_mean", None), getattr(m, "running_var", None)
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and mean is not None \
@@ -362,15 +374,17 @@ def _cut_error(source: ModelSource, groups: _Groups, keys: Sequence[str],
                 w = model.get_submodule(name).weight
                 assert isinstance(w, torch.Tensor)
                 k = w.shape[1] // c  # inputs per channel: H*W after a flatten, else 1
-                w[:, (c - 1) * k:c * k] = 0.0
+                for j in _probed(c):
+                    w[:, j * k:(j + 1) * k] = 0.0
         x = torch.randn(2, *shape, generator=gen)
         want = model(x)
-    keep = {m: list(range(groups.widths[key] - 1)) for key in keys for m in groups.members[key]}
+    keep = {m: [j for j in range(groups.widths[key]) if j not in _probed(groups.widths[key])]
+            for key in keys for m in groups.members[key]}
     cut = run_given(model, keep, None, _engine_config(), torch.zeros(1, *shape),
                     refit=False).model.eval()
     with torch.no_grad():
         got = cut(x)
-    return float((got - want).abs().max() / (1.0 + want.abs().max()))
+    return float((got - want).abs().max() / (want.abs().max() + 1e-12))
 
 
 def _inexact_groups(source: ModelSource, groups: _Groups, shape: tuple[int, int, int],
@@ -385,10 +399,12 @@ def _inexact_groups(source: ModelSource, groups: _Groups, shape: tuple[int, int,
     def error(keys: Sequence[str]) -> float:
         try:
             return _cut_error(source, groups, keys, shape, classes)
-        except Exception:  # noqa: BLE001  (a member reads another count of the channels)
+        except Exception as e:  # noqa: BLE001  (a member reads another count of the channels)
+            log.info("%s %s: the exact-cut check of %s failed (%s: %s)", source.kind,
+                     source.name, list(keys)[:3], type(e).__name__, str(e)[:160])
             return float("inf")
 
-    keys = [k for k in groups.widths if k not in groups.mixing]
+    keys = [k for k, w in groups.widths.items() if k not in groups.mixing and w >= 2]
     if not keys or error(keys) <= tol:
         return []
     return [k for k in keys if error([k]) > tol]

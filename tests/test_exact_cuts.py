@@ -7,6 +7,9 @@ whole with its reason; the rest stay knobs, and a thinned build still runs."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 import torch
 from torch import nn
 
@@ -113,3 +116,44 @@ def test_a_stream_through_a_channel_layernorm_stays_a_knob() -> None:
     family = register_source(source, input_shape=SHAPE, num_classes=5)
     assert stream in default_spec(family.name).widths
     assert "inner" in default_spec(family.name).widths
+
+
+class _Shuffled(nn.Module):
+    """stem -> 1x1 (16) -> channel shuffle (2 groups) -> 1x1 -> pool -> fc."""
+
+    def __init__(self, num_classes: int = 5) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.a = nn.Conv2d(8, 16, 1)
+        self.b = nn.Conv2d(16, 8, 1)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.a(torch.relu(self.stem(x))))
+        n, c, hh, ww = h.shape
+        h = h.view(n, 2, c // 2, hh, ww).transpose(1, 2).reshape(n, c, hh, ww)
+        return self.fc(self.b(h).mean((2, 3)))
+
+
+def _shuffled(num_classes: int = 5) -> nn.Module:
+    return _Shuffled(num_classes)
+
+
+def test_a_followed_channel_shuffle_would_be_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Were a channel shuffle mapped as the identity (the engine's reshape rule switched
+    off for it here), the shuffled group would be a knob; the check finds it wrong."""
+    import pruning.surgery
+
+    rule = pruning.surgery._follows_reshape
+
+    def identity_for_shuffles(graph: Any, node: Any, shapes: Any) -> bool | None:
+        if shapes is not None and 5 in (len(shapes[0]), len(shapes[1])):
+            return None
+        return rule(graph, node, shapes)
+
+    monkeypatch.setattr(pruning.surgery, "_follows_reshape", identity_for_shuffles)
+    source = ModelSource.parse(register_callable(_shuffled, "shuffle_followed"))
+    assert source is not None
+    groups = _groups(source.instantiate(5), SHAPE)
+    assert "a" in groups.widths  # the shuffled channels offered as a knob ...
+    assert _inexact_groups(source, groups, SHAPE, 5) == ["a"]  # ... and caught
