@@ -236,8 +236,12 @@ class LayerReport:
         """One line for the log: kept / total, gap, errors, iterations, seconds."""
         if self.skipped_reason is not None:
             return f"{self.layer}: skipped ({self.skipped_reason})"
+        head = f"{self.layer}: kept {self.kept}/{self.total}"
+        if not any(math.isfinite(v) for v in (self.gap, self.rel_error_train,
+                                               self.rel_error_heldout)):
+            return f"{head} (no fit to report: channels given, no refit)"
         flag = " [unreliable gap]" if self.gap_flag else ""
-        return (f"{self.layer}: kept {self.kept}/{self.total}, gap {self.gap:.3g}{flag}, rel. "
+        return (f"{head}, gap {self.gap:.3g}{flag}, rel. "
                 f"error train {self.rel_error_train:.3g} / held-out {self.rel_error_heldout:.3g}, "
                 f"{self.iterations} it, {self.seconds:.2f} s")
 
