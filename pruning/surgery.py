@@ -221,7 +221,8 @@ class _Graph(tp.DependencyGraph):
         """Torch-Pruning's index map for one reshape node, where it is right."""
         if node in self.unfollowed_reshapes:
             return
-        follows = _follows_reshape(self, node, self.reshape_shapes.get(node.grad_fn))
+        shapes = _node_shapes(node.grad_fn) or self.reshape_shapes.get(node.grad_fn)
+        follows = _follows_reshape(self, node, shapes)
         if follows is None:
             return  # keeps the channels: the identity map is right
         if follows:
@@ -264,26 +265,45 @@ class _ReshapeShapes(TorchFunctionMode):
         return out
 
 
+def _node_shapes(grad_fn: Any) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """A view node's input and output shapes, as autograd keeps them (the input's sizes, and
+    the output's metadata); None where it keeps neither."""
+    before = getattr(grad_fn, "_saved_self_sym_sizes", None)
+    meta = getattr(grad_fn, "_input_metadata", None)
+    if before is None or not meta:
+        return None
+    try:
+        return tuple(int(d) for d in before), tuple(int(d) for d in meta[0].shape)
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
 def _follows_reshape(graph: tp.DependencyGraph, node: Any,
                      shapes: tuple[tuple[int, ...], tuple[int, ...]] | None) -> bool | None:
-    """How a reshape maps channels, from its recorded shapes: None where it keeps dimension 1
-    or only adds or drops unit dimensions (``(N, C, 1, 1) -> (N, C)``, a per-channel scale
-    ``(C,) -> (1, C, 1, 1)``: Torch-Pruning's identity map is right), True for a flatten
-    ``(N, C, H, W) -> (N, C*H*W)`` (its flatten map), False for anything else - a channel
-    shuffle's ``view(N, g, C/g, H, W)`` splits the channel dimension, and its index maps do
-    not follow the transpose after it (torch-pruning 1.6 even divides by zero there) - so
-    the groups through it are left whole (:func:`discover_consumers`), as are those through
-    a reshape whose dimension 1 is not the channels or that was not seen while tracing."""
+    """How a reshape maps channels, from its input and output shapes: None where the channel
+    dimension comes through unchanged - only unit dimensions added or dropped
+    (``(N, C, 1, 1) -> (N, C)``, a per-channel scale ``(C,) -> (1, C, 1, 1)``), dimension 1
+    kept with the later ones regrouped, or, for a channels-last tensor (a Linear over
+    ``(N, H, W, C)``), the last dimension kept with the earlier ones regrouped: Torch-Pruning's
+    identity map is right; True for a flatten ``(N, C, H, W) -> (N, C*H*W)`` (its flatten
+    map); False for anything else - a channel shuffle's ``view(N, g, C/g, H, W)`` splits the
+    channel dimension, and its index maps do not follow the transpose after it
+    (torch-pruning 1.6 even divides by zero there) - so the groups through it are left
+    whole (:func:`discover_consumers`), as are those through a reshape whose shapes are
+    unknown."""
     if shapes is None:
-        return False  # not seen while tracing (made in C++, or its node replaced): unknown
+        return False  # shapes unknown: the map cannot be checked
     before, after = shapes
     if [d for d in before if d != 1] == [d for d in after if d != 1]:
-        return None  # only unit dimensions added or dropped: (C,) -> (1, C, 1, 1), (N, C, 1, 1) -> (N, C)
-    if len(before) < 2 or len(after) < 2 or before[0] != after[0]:
+        return None  # only unit dimensions added or dropped
+    if len(before) < 2 or len(after) < 2:
         return False
     channels = _first_known(node.inputs, tp_shape_infer.infer_out_channels_recursively, graph)
-    if channels is not None and channels != before[1]:
-        return False  # dimension 1 is not the channels (a channels-last tensor)
+    if (before[-1] == after[-1] and channels == before[-1] and channels != before[1]
+            and math.prod(before[:-1]) == math.prod(after[:-1])):
+        return None  # channels last, kept; the positions before them regrouped
+    if before[0] != after[0] or (channels is not None and channels != before[1]):
+        return False
     if before[1] == after[1]:
         return None
     return len(after) == 2 and after[1] == math.prod(before[1:])

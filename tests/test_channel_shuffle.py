@@ -64,6 +64,23 @@ class _LayerScaled(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class _ChannelsLast(nn.Module):
+    """A ConvNeXt-style MLP over channels-last positions: two Linears on (N, H, W, C), which
+    autograd runs through views of (N*H*W, C); the channels are the last dimension."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc1 = nn.Linear(8, 16)
+        self.fc2 = nn.Linear(16, 8)
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        y = self.fc2(nn.functional.gelu(self.fc1(x.permute(0, 2, 3, 1)))).permute(0, 3, 1, 2)
+        return self.head((x + y).mean((2, 3)))
+
+
 def _randomised_bn(model: nn.Module) -> nn.Module:
     g = torch.Generator().manual_seed(1)
     for m in model.modules():
@@ -141,6 +158,15 @@ def test_a_reshape_that_only_adds_unit_dimensions_is_followed() -> None:
     assert set(found["fc"].producers) == {"stem", "outer"}
     torch.manual_seed(0)
     _check_exact_cut(model, example, torch.randn(4, 3, 4, 4), ["outer"])
+
+
+def test_views_over_channels_last_positions_are_followed() -> None:
+    model = _ChannelsLast().eval()
+    example = torch.zeros(1, 3, 4, 4)
+    found = _units(model, example)
+    assert found["fc2"].skip_reason is None and found["fc2"].producers == ("fc1",)
+    torch.manual_seed(0)
+    _check_exact_cut(model, example, torch.randn(4, 3, 4, 4), ["fc2"])
 
 
 @pytest.mark.slow
