@@ -299,9 +299,12 @@ def _follows_reshape(graph: tp.DependencyGraph, node: Any,
     if len(before) < 2 or len(after) < 2:
         return False
     channels = _first_known(node.inputs, tp_shape_infer.infer_out_channels_recursively, graph)
-    if (before[-1] == after[-1] and channels == before[-1] and channels != before[1]
+    if (before[-1] == after[-1] and channels == before[-1]
             and math.prod(before[:-1]) == math.prod(after[:-1])):
-        return None  # channels last, kept; the positions before them regrouped
+        # channels last, kept; the positions before them regrouped (read as such also where
+        # an NCHW tensor's width happens to equal its channels: no CNN merges its channels
+        # into the positions, and registration's exact-cut check would catch one that did)
+        return None
     if before[0] != after[0] or (channels is not None and channels != before[1]):
         return False
     if before[1] == after[1]:
