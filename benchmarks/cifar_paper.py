@@ -221,8 +221,7 @@ class PaperNets:
         if not row:
             raise SystemExit(f"pass/{family}/x{ratio:g}/s{self.s['choice_seed']} has not run: "
                              "it chooses the widths")
-        found = search_spaces.ArchSpec.from_dict(row["spec"])
-        spec = found
+        spec = search_spaces.ArchSpec.from_dict(row["spec"])  # the found widths
         factor = None
         if kind == "uniform":
             spec, factor = uniform_spec_at(search_spaces.default_spec(family_name(family)),

@@ -9,7 +9,7 @@ Torch-Pruning's ``DependencyGraph`` finds all of those coupled tensors for us, i
 
 Where Torch-Pruning's channel maps are wrong, the channels are left whole and named instead:
 a reshape that splits or regroups the channel dimension (ShuffleNet's channel shuffle, read
-off each reshape's recorded shapes) and a group its index maps cannot walk.
+off each reshape's autograd view node) and a group its index maps cannot walk.
 
 Typical use::
 
@@ -31,7 +31,6 @@ from typing import Any
 import torch
 import torch_pruning as tp
 from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode
 from torch_pruning import ops as tp_ops
 from torch_pruning.dependency import index_mapping as tp_index_mapping
 from torch_pruning.dependency import shape_infer as tp_shape_infer
@@ -56,6 +55,9 @@ SUPPORTED_PARAMETRIC = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)
 
 # Element-wise ops whose inputs are coupled channel by channel (a residual addition).
 _RESIDUAL_OPS = ("add", "sub", "mul", "div")
+
+# Why channels through an unfollowed reshape (_Graph) are left whole.
+_SHUFFLED = "channels pass through a reshape that permutes them (a channel shuffle)"
 
 
 class UnsupportedLayerError(TypeError):
@@ -205,30 +207,31 @@ def build_graph(model: nn.Module, example_inputs: Tensor | Sequence[Tensor]) -> 
 class _Graph(tp.DependencyGraph):
     """Torch-Pruning's dependency graph, except at reshapes whose channel map it gets wrong
     (:func:`_follows_reshape`): those are collected in ``unfollowed_reshapes`` instead of
-    mapped, every time the graph refreshes its index maps (building, and each group)."""
+    mapped, every time the graph refreshes its index maps (building, and each group).
+
+    Each reshape is judged once, when the graph is built and its traced shapes and the
+    channel counts still agree; a later refresh (after a cut has shrunk the channels) reuses
+    that verdict instead of judging the old shapes against the new counts."""
 
     unfollowed_reshapes: set[Any]
-    reshape_shapes: dict[Any, tuple[tuple[int, ...], tuple[int, ...]]]
+    _reshape_verdicts: dict[Any, bool | None]
 
     def build_dependency(self, *args: Any, **kwargs: Any) -> _Graph:
         self.unfollowed_reshapes = set()
-        self.reshape_shapes = {}
-        with _ReshapeShapes(self.reshape_shapes):
-            super().build_dependency(*args, **kwargs)
+        self._reshape_verdicts = {}
+        super().build_dependency(*args, **kwargs)
         return self
 
     def map_reshape(self, node: Any) -> None:
         """Torch-Pruning's index map for one reshape node, where it is right."""
-        if node in self.unfollowed_reshapes:
-            return
-        shapes = _node_shapes(node.grad_fn) or self.reshape_shapes.get(node.grad_fn)
-        follows = _follows_reshape(self, node, shapes)
-        if follows is None:
-            return  # keeps the channels: the identity map is right
-        if follows:
+        if node not in self._reshape_verdicts:
+            verdict = _follows_reshape(self, node, _node_shapes(node.grad_fn))
+            self._reshape_verdicts[node] = verdict
+            if verdict is False:
+                self.unfollowed_reshapes.add(node)
+        if self._reshape_verdicts[node]:  # a flatten: Torch-Pruning's map, at today's counts
             _TP_RESHAPE_MAPPING(self, node)
-        else:
-            self.unfollowed_reshapes.add(node)
+        # None: keeps the channels, the identity map is right; False: left unmapped
 
 
 _TP_RESHAPE_MAPPING = tp_index_mapping.update_reshape_index_mapping
@@ -248,26 +251,9 @@ def _reshape_mapping(graph: tp.DependencyGraph, node: Any) -> None:
 tp_index_mapping.update_reshape_index_mapping = _reshape_mapping
 
 
-class _ReshapeShapes(TorchFunctionMode):
-    """Records each reshape's input and output shape, keyed by the autograd node the
-    dependency graph is traced from (the graph itself keeps neither)."""
-
-    def __init__(self, into: dict[Any, tuple[tuple[int, ...], tuple[int, ...]]]) -> None:
-        super().__init__()
-        self.into = into
-
-    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        out = func(*args, **(kwargs or {}))
-        fn = getattr(out, "grad_fn", None)
-        if (fn is not None and args and isinstance(args[0], Tensor) and isinstance(out, Tensor)
-                and any(k in type(fn).__name__.lower() for k in ("view", "reshape", "flatten"))):
-            self.into[fn] = (tuple(args[0].shape), tuple(out.shape))
-        return out
-
-
 def _node_shapes(grad_fn: Any) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
     """A view node's input and output shapes, as autograd keeps them (the input's sizes, and
-    the output's metadata); None where it keeps neither."""
+    the output's metadata); None where it keeps neither (then the reshape is not followed)."""
     before = getattr(grad_fn, "_saved_self_sym_sizes", None)
     meta = getattr(grad_fn, "_input_metadata", None)
     if before is None or not meta:
@@ -441,7 +427,7 @@ def discover_consumers(
             coupling = "shared"
         skip = None
         if reshaped:
-            skip = "channels pass through a reshape that permutes them (a channel shuffle)"
+            skip = _SHUFFLED
         elif grouped:
             skip = "channels shared with a grouped conv"
         elif coupling is not None:
@@ -566,8 +552,7 @@ def remove_input_channels(
     group = dg.get_pruning_group(producer, fn, idxs=drop)
     unfollowed = getattr(dg, "unfollowed_reshapes", ())
     if any(dep.target in unfollowed or dep.source in unfollowed for dep, _ in group):
-        raise SurgeryError(f"{name}: these channels pass through a reshape that permutes them "
-                           "(a channel shuffle); the cut would not be the channels named")
+        raise SurgeryError(f"{name}: {_SHUFFLED}; the cut would not be the channels named")
     if not dg.check_pruning_group(group):
         raise SurgeryError(f"{name}: removing {len(drop)} of {n_ch} channels would empty a coupled layer")
     group.prune()

@@ -378,8 +378,11 @@ def _cut_error(source: ModelSource, groups: _Groups, keys: Sequence[str],
                     w[:, j * k:(j + 1) * k] = 0.0
         x = torch.randn(2, *shape, generator=gen)
         want = model(x)
-    keep = {m: [j for j in range(groups.widths[key]) if j not in _probed(groups.widths[key])]
-            for key in keys for m in groups.members[key]}
+    keep: dict[str, list[int]] = {}
+    for key in keys:
+        cut_here = _probed(groups.widths[key])
+        kept = [j for j in range(groups.widths[key]) if j not in cut_here]
+        keep.update((m, kept) for m in groups.members[key])
     cut = run_given(model, keep, None, _engine_config(), torch.zeros(1, *shape),
                     refit=False).model.eval()
     with torch.no_grad():

@@ -15,7 +15,7 @@ from torch import nn
 
 import pruning
 from pruning.engine import run_given
-from pruning.surgery import build_graph, discover_consumers
+from pruning.surgery import build_graph, discover_consumers, remove_input_channels
 
 SHUFFLE_REASON = "channels pass through a reshape that permutes them"
 
@@ -167,6 +167,21 @@ def test_views_over_channels_last_positions_are_followed() -> None:
     assert found["fc2"].skip_reason is None and found["fc2"].producers == ("fc1",)
     torch.manual_seed(0)
     _check_exact_cut(model, example, torch.randn(4, 3, 4, 4), ["fc2"])
+
+
+def test_a_cut_does_not_change_how_a_reshape_is_read() -> None:
+    """Reshapes are judged on the traced shapes once: after a cut has shrunk the channels,
+    the next group's refresh must not read the old shapes against the new counts and turn
+    a followed view into an unfollowed one (which would refuse the next cut)."""
+    model = _ChannelsLast().eval()
+    example = torch.zeros(1, 3, 4, 4)
+    dg = build_graph(model, example)
+    found = {c.name: c for c in discover_consumers(model, dg, example)}
+    before = set(dg.unfollowed_reshapes)
+    remove_input_channels(dg, found["fc2"], list(range(13)))
+    remove_input_channels(dg, found["fc2"], list(range(10)))  # a second cut, same graph
+    assert set(dg.unfollowed_reshapes) == before
+    assert model.fc2.in_features == 10
 
 
 @pytest.mark.slow
