@@ -75,3 +75,20 @@ def test_readme_block_is_replaced_between_its_markers_only(tmp_path: Path) -> No
     readme.write_text("<!-- /cifar_fast_summary -->\n<!-- cifar_fast_summary -->\n")
     with pytest.raises(SystemExit, match="comes before"):
         update_readme(readme, {"cifar_fast.json": {"rows": rows}})
+
+
+def test_retired_benchmarks_have_no_code_and_keep_their_sections(tmp_path: Path) -> None:
+    """A retired benchmark's module (and renderer) is gone; its section is still in the report,
+    under the note naming the commit with its code (a frozen renderer's text, or the JSON)."""
+    from benchmarks.report import RETIRED, SECTIONS, frozen, load_results, render
+
+    loaded = load_results(ROOT / "benchmarks" / "results")
+    results_md, _ = render(loaded, tmp_path)
+    for name, commit in RETIRED.items():
+        assert name not in MODULES
+        assert not (ROOT / "benchmarks" / "report" / f"{name}.py").exists()
+        assert f"git show {commit}:benchmarks/{name}.py" in results_md
+        if SECTIONS.get(name) is frozen:
+            runs = {n: d for n, d in loaded.items() if d.get("benchmark") == name}
+            assert any("rendered" in d for d in runs.values()), name
+            assert frozen(runs).partition("\n")[2] in results_md  # the note follows the heading

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from benchmarks.report import budget_hit, lenet_mnist
 from benchmarks.report import cifar_fast as cifar_report
+from benchmarks.report import lenet_mnist
 from benchmarks.report.fmt import NOISE_FLOOR_PT, noise_gap
 
 
@@ -36,7 +36,7 @@ def test_missing_values_are_skipped_and_an_empty_side_has_no_gap() -> None:
 
 
 def pts(xs: list[float]) -> list[float]:
-    """Fractions as points (budget_hit and the LeNet tables hold points)."""
+    """Fractions as points (the LeNet tables hold points)."""
     return [100 * x for x in xs]
 
 
@@ -45,8 +45,6 @@ def test_every_section_calls_the_same_pairs_a_tie() -> None:
     win_ours, win_theirs = [0.890, 0.891], [0.885, 0.886]  # 0.5 pt apart, spread ~0.1 pt
     assert cifar_report.verdict(tie_ours, tie_theirs).startswith("≈")
     assert cifar_report.verdict(win_ours, win_theirs).startswith("entropic better")
-    assert budget_hit.verdict(pts(tie_ours), pts(tie_theirs)).startswith("≈")
-    assert budget_hit.verdict(pts(win_ours), pts(win_theirs)).startswith("budgeted entropic better")
     # the LeNet table reads "other minus pruned": the win above is the other side worse
     assert "≈" in lenet_mnist._verdict(pts(tie_ours), {"uniform": pts(tie_theirs)})
     assert "uniform worse (-0.50)" in lenet_mnist._verdict(pts(win_ours), {"uniform": pts(win_theirs)})

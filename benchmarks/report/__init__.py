@@ -28,10 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import (
-    budget_hit,
     cifar_fast,
     post_training,
-    train_speed,
     vgg_pass,
 )
 from benchmarks.report.deviations import DEVIATIONS
@@ -39,13 +37,20 @@ from benchmarks.report.fmt import ROOT
 from benchmarks.report.generic import render_generic
 from benchmarks.report.lenet_mnist import render_lenet
 
+
+def frozen(runs: dict[str, dict[str, Any]], figdir: Path | None = None) -> str:
+    """A retired benchmark's section as its renderer last wrote it (the ``"rendered"`` key
+    of its JSON, stored when the renderer was removed with the benchmark's code)."""
+    return "\n".join(d["rendered"] for d in runs.values() if "rendered" in d)
+
+
 # benchmark -> section over all its runs; placed after the LeNet-5 entropic section, in order
 # each takes (runs, figdir): figures go into docs/figures of the docs being rendered
 SECTIONS: dict[str, Callable[[dict[str, dict[str, Any]], Path], str]] = {
     "cifar_fast": cifar_fast.render,
-    "train_speed": train_speed.render,
+    "train_speed": frozen,
     "vgg_pass": vgg_pass.render,
-    "budget_hit": budget_hit.render,
+    "budget_hit": frozen,
     "post_training": post_training.render,
     "post_training_speed": post_training.render_speed,
     "post_training_calib": post_training.render_calib,
@@ -53,7 +58,9 @@ SECTIONS: dict[str, Callable[[dict[str, dict[str, Any]], Path], str]] = {
 }
 
 # Benchmarks whose question is answered and whose code was removed (their defaults are in the
-# engine): name -> the commit that still has benchmarks/NAME.py. Their results stay as measured.
+# engine): name -> the commit that still has benchmarks/NAME.py (and the section's renderer,
+# benchmarks/report/NAME.py, where it had one: its text is frozen in the JSON, ``frozen``).
+# Their results stay as measured.
 RETIRED = {
     "lenet_diagnostics": "ce82acb",  # ablations of an early engine on LeNet-5
     "moments_dtype": "ce82acb",  # float32 moment products: the default since
@@ -63,6 +70,9 @@ RETIRED = {
     # budget landing, pass cost and LeNet-5 arms of the entropic plan (the greedy plan is
     # the budget's default now; its pass, peers and recovery: post_training)
     "budget_hit": "f67ddbb",
+    # the LeNet-5 NSGA-II search against the eps grid: its front dominates 9 of 12 seed-0
+    # grid points; the search itself is the product's `entropic-nas search`
+    "lenet_search": "3bd80a5",
 }
 
 
