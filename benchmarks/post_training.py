@@ -126,8 +126,9 @@ class PostTraining:
             return self.exp.work / f"pruned_s{seed}_x{ratio:g}"
         return self.exp.work / f"pruned_{arm}_s{seed}_x{ratio:g}"
 
-    def calib(self, images: int | None = None, flip: bool = False) -> Any:
-        return self.loaders.calib(images or self.s["calib_images"], batch_size=256, flip=flip)
+    def calib(self, images: int | None = None, flip: bool = False, shift: int = 0) -> Any:
+        return self.loaders.calib(images or self.s["calib_images"], batch_size=256, flip=flip,
+                                  shift=shift)
 
     def config(self, **changes: Any) -> pruning.SparsifyConfig:
         """The run's pass settings (``changes``: SparsifyConfig fields a sweep varies)."""
@@ -169,28 +170,30 @@ class PostTraining:
         return time.perf_counter() - t0
 
     def engine_pass(self, arm: str, base: torch.nn.Module, ratio: float, *,
-                    images: int | None = None, flip: bool = False,
+                    images: int | None = None, flip: bool = False, shift: int = 0,
                     **changes: Any) -> pruning.SparsifyResult:
         """An engine arm's budgeted pass: the allocation of ``plan``, the channels of its
         ``selection``, the same refit (``images`` calibration images, default the run's;
         ``changes`` to the pass settings)."""
         if arm not in ("entropic", *SELECTIONS, *PLANS):
             raise ValueError(f"{arm!r} is not one of the engine's arms")
-        return pruning.sparsify(base, self.calib(images, flip), self.config(**changes),
+        return pruning.sparsify(base, self.calib(images, flip, shift), self.config(**changes),
                                 target_macs=ratio, selection=SELECTIONS.get(arm, "plan"),
                                 plan=PLANS.get(arm, "entropic"))  # type: ignore[arg-type]
 
     def unit_calib(self, arm: str, seed: int, ratio: float, images: int,
                    positions: int = 10, rows_per_feature: float | None = None,
-                   heldout_ridge: bool = False, flip: bool = False) -> dict[str, Any]:
+                   heldout_ridge: bool = False, flip: bool = False, shift: int = 0
+                   ) -> dict[str, Any]:
         """The pass with ``images`` calibration images (``positions`` sampled output
         positions per image and layer, raised to ``rows_per_feature`` rows per regression
         feature where given; each layer's refit ridge chosen on its held-out rows with
-        ``heldout_ridge``; each batch followed by its mirror image with ``flip``): accuracy
+        ``heldout_ridge``; each batch followed by its mirror image with ``flip``, and by
+        copies shifted ``shift`` pixels four ways): accuracy
         right after it and seconds (the pruned net is not kept)."""
         base = self.base(seed)
         t0 = time.perf_counter()
-        res = self.engine_pass(arm, base, ratio, images=images, flip=flip,
+        res = self.engine_pass(arm, base, ratio, images=images, flip=flip, shift=shift,
                                calib_positions_per_image=positions,
                                calib_rows_per_feature=rows_per_feature,
                                refit_ridge_from_heldout=heldout_ridge)
@@ -199,7 +202,7 @@ class PostTraining:
         full = pruning.count_macs(base, INPUT)
         return {"arm": arm, "images": images, "positions": positions,
                 "rows_per_feature": rows_per_feature, "heldout_ridge": heldout_ridge,
-                "flip": flip,
+                "flip": flip, "shift": shift,
                 "ridges": [r.refit_ridge for r in res.report if r.skipped_reason is None],
                 "pass_s": seconds,
                 "macs_ratio": pruning.count_macs(pruned, INPUT) / full,
@@ -353,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calib-flip", action="store_true",
                    help="with --calib-sizes: each calibration batch followed by its mirror "
                         "image (prune.calib_flip)")
+    p.add_argument("--calib-shift", type=int, default=0, metavar="PX",
+                   help="with --calib-sizes: and by copies of each view shifted PX pixels left, "
+                        "right, up and down (prune.calib_shift)")
     p.add_argument("--equal-compute", action="store_true",
                    help="each arm's pass, then as many distill / finetune steps as leave its "
                         "total seconds equal to the entropic pass + --steps steps, all timed in "
@@ -422,9 +428,11 @@ def main(argv: list[str] | None = None) -> int:
                     key = (f"calib/{arm}/s{seed}/x{r:g}/n{n}" + (f"/p{pos}" if pos != 10 else "")
                            + (f"/r{k:g}" if k is not None else "")
                            + ("/hr" if args.heldout_ridge else "")
-                           + ("/flip" if args.calib_flip else ""))
+                           + ("/flip" if args.calib_flip else "")
+                           + (f"/shift{args.calib_shift}" if args.calib_shift else ""))
                     add(key, functools.partial(bench.unit_calib, arm, seed, r, n, pos, k,
-                                               args.heldout_ridge, args.calib_flip), seed, r)
+                                               args.heldout_ridge, args.calib_flip,
+                                               args.calib_shift), seed, r)
         exp.run(units, brief=lambda row: f"val {100 * row['val_acc']:.2f} %, test "
                                          f"{100 * row['test_acc_tta']:.2f} % (TTA), "
                                          f"{row['pass_s']:.0f} s")

@@ -214,6 +214,9 @@ class PruneSection(_Strict):
     # also regress on each calibration image's mirror image: twice the rows from the same
     # images, no labels (for mirror-symmetric data such as natural images; not digits)
     calib_flip: bool = False
+    # and on copies of each (and of its mirror) shifted this many pixels left, right, up and
+    # down, reflection-padded: 5x the rows (0: none)
+    calib_shift: int = Field(default=0, ge=0)
     # sampled output positions per image and layer
     calib_positions_per_image: int = Field(default=10, gt=0)
     # more positions where a conv layer needs them: at least this many regression rows per

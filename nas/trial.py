@@ -113,9 +113,11 @@ def _loaders_cached(spec_json: str) -> Loaders:
 
 
 def calib_loader(cfg: RunConfig, loaders: Loaders) -> Any:
-    """The pass's calibration images as ``prune.*`` asks (count, batch size, mirror images)."""
+    """The pass's calibration images as ``prune.*`` asks (count, batch size, mirrored and
+    shifted views)."""
     return loaders.calib(min(cfg.prune.calib_images, len(loaders.train.dataset)),  # type: ignore[arg-type]
-                         cfg.prune.calib_batch_size, flip=cfg.prune.calib_flip)
+                         cfg.prune.calib_batch_size, flip=cfg.prune.calib_flip,
+                         shift=cfg.prune.calib_shift)
 
 
 def load_data(cfg: RunConfig) -> Loaders:
@@ -316,7 +318,8 @@ def _evaluate_candidate(params: dict[str, Any], ctx: TrialContext, *, setup: Sea
     exponent = {} if tp.cost_exponent is None else {"cost_exponent": tp.cost_exponent}
     prune_s, cache_reused = 0.0, False
     cache_key = (str(setup.pretrained), tuple(tp.dropped), cfg.prune.calib_images,
-                 cfg.prune.calib_batch_size, cfg.prune.calib_flip, cfg.data.model_dump_json())
+                 cfg.prune.calib_batch_size, cfg.prune.calib_flip, cfg.prune.calib_shift,
+                 cfg.data.model_dump_json())
     for i, layers in enumerate(steps):
         # every trial samples the same calibration positions (common random numbers: trials
         # differ by their knobs only), so the first step reuses this worker's calibration

@@ -176,32 +176,47 @@ class DataSpec:
         return Path(self.root if self.root is not None else DEFAULT_ROOT).expanduser()
 
 
-class MirroredBatches:
-    """Each batch of ``loader`` followed by its horizontal mirror image (same targets).
+class CalibViews:
+    """Each batch of ``loader`` followed by more views of the same images (same targets):
+    its horizontal mirror image (``flip``) and, of each of those, four copies shifted by
+    ``shift`` pixels left, right, up and down (reflection-padded).
 
-    Twice the regression rows from the same calibration images, without labels: a pass
-    whose late layers have fewer rows than features (few images, small feature maps) fits
-    them on more. For data whose content is mirror-symmetric, as natural images are; not
-    for digits or text.
+    More regression rows from the same calibration images, without labels: a pass whose late
+    layers have fewer rows than features (few images, small feature maps) fits them on more.
+    For data whose content is mirror- and shift-symmetric, as natural images are; not for
+    digits or text. ``(1 + flip) * (1 + 4 * (shift > 0))`` views per image.
     """
 
-    def __init__(self, loader: Any) -> None:
-        self.loader = loader
+    def __init__(self, loader: Any, *, flip: bool = False, shift: int = 0) -> None:
+        if shift < 0:
+            raise ValueError(f"calib_shift: must be >= 0 pixels, got {shift}")
+        self.loader, self.flip, self.shift = loader, flip, shift
 
     def __len__(self) -> int:
-        return 2 * len(self.loader)
+        return len(self.loader) * (1 + self.flip) * (1 + 4 * (self.shift > 0))
+
+    def _views(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        s = self.shift
+        for v in (x, x.flip(-1)) if self.flip else (x,):
+            yield v
+            if s:
+                h, w = v.shape[-2:]
+                if s >= min(h, w):
+                    raise ValueError(f"calib_shift: {s} pixels is not below the images' "
+                                     f"{h}x{w} size")
+                pad = torch.nn.functional.pad(v, (s, s, s, s), mode="reflect")
+                for dy, dx in ((0, -s), (0, s), (-s, 0), (s, 0)):
+                    yield pad[..., s + dy:s + dy + h, s + dx:s + dx + w]
 
     def __iter__(self) -> Iterator[Any]:
         for batch in self.loader:
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
             if not (isinstance(x, torch.Tensor) and x.dim() == 4):
-                raise ValueError("calib_flip: mirror images need image batches (N, C, H, W), "
-                                 f"got {type(x).__name__} {tuple(getattr(x, 'shape', ()))}")
-            yield batch
-            if isinstance(batch, (tuple, list)):
-                yield (x.flip(-1), *batch[1:])
-            else:
-                yield x.flip(-1)
+                raise ValueError("calib_flip / calib_shift: extra views need image batches "
+                                 f"(N, C, H, W), got {type(x).__name__} "
+                                 f"{tuple(getattr(x, 'shape', ()))}")
+            for v in self._views(x):
+                yield (v, *batch[1:]) if isinstance(batch, (tuple, list)) else v
 
 
 class Loaders:
@@ -243,15 +258,16 @@ class Loaders:
         self._train_eval = train_eval
 
     def calib(self, n_images: int, batch_size: int | None = None, *,
-              flip: bool = False) -> Any:
+              flip: bool = False, shift: int = 0) -> Any:
         """A loader of ``n_images`` fixed training images, unaugmented, in a fixed order.
 
         The images are the first ``n_images`` of the (seeded) training split, so the same
         spec always gives the same calibration set. They never come from val or test.
-        ``flip``: each batch is followed by its mirror image (:class:`MirroredBatches`).
+        ``flip`` / ``shift``: each batch is followed by its mirror image and by copies shifted
+        ``shift`` pixels (:class:`CalibViews`).
         """
         loader = self._calib(n_images, batch_size)
-        return MirroredBatches(loader) if flip else loader
+        return CalibViews(loader, flip=flip, shift=shift) if flip or shift else loader
 
     def _calib(self, n_images: int, batch_size: int | None) -> DataLoader:
         n_train = len(self._train_eval)  # type: ignore[arg-type]

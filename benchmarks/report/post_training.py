@@ -132,6 +132,8 @@ def _sampling(row: dict[str, Any]) -> str:
         text += f", >= {row['rows_per_feature']:g} rows/feature"
     if row.get("flip"):
         text += ", + mirror images"
+    if row.get("shift"):
+        text += f", + shifted {row['shift']} px"
     if row.get("heldout_ridge"):
         text += ", ridge on held-out"
     return text
