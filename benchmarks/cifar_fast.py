@@ -27,25 +27,19 @@ On a base trained with the fast recipe to the field's accuracy, at MACs x0.5 and
   instead of ``--ft-epochs`` (the uniform net's training length): does the pruned start
   still lead when the fine-tune gets as long as a training from scratch?
 - ``entropic_budget_lowlr``: the budget arm's pruned net fine-tuned for ``--ft-epochs`` at
-  the recipe's learning rate x ``--low-lr-scale`` (0.2). Why: the base's conv weights are
-  1.7-3.8x smaller (RMS) than a fresh initialisation (weight decay over 24 epochs; per layer
-  |w| / |w_init| 0.58, 0.48, 0.49, 0.47, 0.44, 0.26 on seed 0), and a conv followed by
-  BatchNorm is scale-invariant, so its effective step is lr / |w|^2: the recipe's learning
-  rate is 3-15x hotter on the pruned net than on a fresh one. 0.2 is the mean squared norm
-  ratio, read off the weights, not off any accuracy (the arm records the pruned net's own
-  ratios against a fresh net of its widths).
+  the recipe's learning rate x ``--low-lr-scale`` (0.2): the base's conv weights are
+  1.7-3.8x smaller (RMS) than a fresh net's and a conv before BatchNorm is scale-invariant, so
+  the recipe's lr is 3-15x hotter on the pruned net; 0.2 is the mean squared norm ratio, read
+  off the weights (recorded per layer in the row), not off any accuracy.
 - ``tp_magnitude_lowlr`` / ``tp_taylor_lowlr``: the Torch-Pruning arms with the same lowered
   fine-tune learning rate (their pruned nets inherit the same small weights), so the
   lowered-lr comparison is like for like.
 
-Every unit writes its row into ``benchmarks/results/cifar_fast.json`` when it ends; the long
-trainings also checkpoint every epoch under ``--work`` and resume mid-run after a kill. A
-unit still running when a session must stop is carried over by committing its checkpoint:
-``cp -r runs/bench/cifar_fast/full/<unit> benchmarks/results/cifar_fast_partial/`` (the
-``last/`` folder, a few MB); a fresh machine's run of the same unit starts from it.
-The two bases' weights are kept in ``benchmarks/results/cifar_fast_ckpt/`` (8 MB each), so a
-later session on a fresh machine continues without re-training them. Re-running the command
-skips finished units.
+Units run on :class:`nas.experiment.Experiment`: every unit writes its row into
+``benchmarks/results/cifar_fast.json`` when it ends, trainings checkpoint every epoch under
+``--work`` and resume after a kill (also on a fresh machine, from a ``last/`` checkpoint
+committed under ``benchmarks/results/cifar_fast_partial/<unit>/``); the bases' weights are
+committed in ``benchmarks/results/cifar_fast_ckpt/``. A rerun skips finished units.
 
     python -m benchmarks.cifar_fast --seeds 0 1              # all units, in value order
     python -m benchmarks.cifar_fast --seeds 0 --only base    # just the bases
@@ -56,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import logging
 import math
 import os
@@ -73,10 +66,10 @@ import pruning
 import search_spaces
 from benchmarks import common
 from benchmarks.tp_baseline import tp_prune_to
-from nas import experiment
 from nas.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
+from nas.experiment import Experiment, Unit
 from nas.search import uniform_spec_at
-from nas.train import TrainConfig, cpu_bf16_supported, evaluate, train
+from nas.train import TrainConfig, cpu_bf16_supported, evaluate
 from search_spaces.data import DataSpec, Loaders, get_loaders
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,19 +149,14 @@ def recipe(s: dict[str, Any], *, epochs: int, seed: int, lr_scale: float = 1.0) 
                                    threads=s["threads"])
 
 
-# -- results file ---------------------------------------------------------------------------
-
-
-def environment() -> dict[str, Any]:
-    """The benchmarks' shared environment record, plus whether bf16 autocast runs natively."""
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return {**common.environment(dev), "bf16_autocast": cpu_bf16_supported()}
-
-
-def Results(path: Path, settings: dict[str, Any]) -> experiment.Results:  # noqa: N802
-    """The fast family's results file (:class:`nas.experiment.Results`): a file written with
-    another ``base_epochs`` is refused."""
-    return experiment.Results(path, settings, benchmark="cifar_fast", must_match=("base_epochs",))
+def experiment(s: dict[str, Any], work: Path, results: Path | None = None,
+               results_dir: Path = RESULTS) -> Experiment:
+    """The fast family's experiment: ``<results_dir>/cifar_fast.json`` (a file written with
+    another ``base_epochs`` is refused), the bases under ``cifar_fast_ckpt/``, trainings
+    under ``work``."""
+    return Experiment("cifar_fast", results_dir, s, work=work, results=results,
+                      must_match=("base_epochs",),
+                      env={**common.env_header(), "bf16_autocast": cpu_bf16_supported()})
 
 
 def key_of(kind: str, seed: int, ratio: float | None = None) -> str:
@@ -221,8 +209,8 @@ def weight_norm_ratios(model: nn.Module) -> dict[str, float]:
 
 
 class Bench:
-    def __init__(self, s: dict[str, Any], res: experiment.Results, work: Path, ckpt_root: Path) -> None:
-        self.s, self.res, self.work, self.ckpt_root = s, res, work, ckpt_root
+    def __init__(self, exp: Experiment) -> None:
+        self.exp, self.s, self.res = exp, exp.settings, exp.res
         self._loaders: Loaders | None = None
 
     @property
@@ -234,30 +222,15 @@ class Bench:
     def calib(self) -> Any:
         return self.loaders.calib(self.s["calib_images"], batch_size=256)
 
-    def _train(self, model: nn.Module, epochs: int, seed: int, ckpt: Path,
+    def _train(self, model: nn.Module, epochs: int, seed: int, name: str,
                lr_scale: float = 1.0) -> dict[str, Any]:
         cfg = recipe(self.s, epochs=epochs, seed=seed, lr_scale=lr_scale)
-        self._seed_from_partial(ckpt)
-        t0 = time.perf_counter()
-        r = train(model, self.loaders, cfg, checkpoint_dir=ckpt, resume=True)
-        return {"epochs": epochs, "lr": cfg.lr, "train_wall_s": time.perf_counter() - t0,
-                "seconds_per_epoch": r.seconds_per_epoch, "resumed_from_epoch": r.resumed_from_epoch,
-                "history": r.history}
-
-    @property
-    def partial_root(self) -> Path:
-        """Committed mid-run checkpoints (``<ckpt_root>/../cifar_fast_partial/<unit>/``): a
-        session that ends inside a long unit commits its ``last/`` checkpoint there, so the
-        next one, on a fresh machine, resumes that unit instead of restarting it."""
-        return self.ckpt_root.parent / "cifar_fast_partial"
-
-    def _seed_from_partial(self, ckpt: Path) -> None:
-        experiment.seed_from_partial(self.partial_root, ckpt)
+        return self.exp.train(model, self.loaders, cfg, name)
 
     # base
     def base_path(self, seed: int) -> Path:
         """Checkpoint stem: ``base_s<seed>.safetensors`` + ``.json`` beside it."""
-        return self.ckpt_root / f"base_s{seed}"
+        return self.exp.ckpt_root / f"base_s{seed}"
 
     def base(self, seed: int) -> nn.Module:
         path = self.base_path(seed)
@@ -268,7 +241,7 @@ class Bench:
     def unit_base(self, seed: int) -> dict[str, Any]:
         torch.manual_seed(seed)
         model = search_spaces.build(search_spaces.default_spec(FAMILY))
-        info = self._train(model, self.s["base_epochs"], seed, self.work / f"base_s{seed}")
+        info = self._train(model, self.s["base_epochs"], seed, f"base_s{seed}")
         save_checkpoint(self.base_path(seed), model, search_spaces.spec_from_model(model),
                         metrics={"seed": seed})
         from search_spaces.airbench import BN_MOMENTUM
@@ -318,7 +291,7 @@ class Bench:
                                "layers": [r.to_dict() for r in res.report]}
         row["after_prune"] = accuracies(pruned, self.loaders)
         spec = search_spaces.spec_from_model(pruned)
-        save_checkpoint(self.work / f"entropic_s{seed}_x{ratio:g}_pruned", pruned, spec)
+        save_checkpoint(self.exp.work / f"entropic_s{seed}_x{ratio:g}_pruned", pruned, spec)
         return {**row, **self._finetune(pruned, seed, f"entropic_s{seed}_x{ratio:g}")}
 
     def budget_pass(self, seed: int, ratio: float) -> tuple[pruning.SparsifyResult, dict[str, Any]]:
@@ -361,7 +334,7 @@ class Bench:
     def _finetune(self, model: nn.Module, seed: int, name: str,
                   epochs: int | None = None, lr_scale: float = 1.0) -> dict[str, Any]:
         epochs = self.s["ft_epochs"] if epochs is None else epochs
-        info = self._train(model, epochs, seed, self.work / f"{name}_ft", lr_scale=lr_scale)
+        info = self._train(model, epochs, seed, f"{name}_ft", lr_scale=lr_scale)
         return {"finetune": info, **accuracies(model, self.loaders), **metrics(model, self.base_macs)}
 
     @functools.cached_property
@@ -441,7 +414,7 @@ class Bench:
         spec, factor, arch_from, epochs = self.scratch_arch(seed, ratio, kind)
         torch.manual_seed(seed + 1000)
         model = search_spaces.build(spec)
-        info = self._train(model, epochs, seed, self.work / f"{kind}_s{seed}_x{ratio:g}")
+        info = self._train(model, epochs, seed, f"{kind}_s{seed}_x{ratio:g}")
         return {"factor": factor, "arch_from": arch_from, **info,
                 **accuracies(model, self.loaders), **metrics(model, self.base_macs)}
 
@@ -467,25 +440,23 @@ def plan(seeds: list[int], ratios: list[float], only: set[str] | None) -> list[t
 
 
 def run_unit(b: Bench, kind: str, seed: int, ratio: float | None) -> dict[str, Any]:
-    table: dict[str, Callable[[], dict[str, Any]]] = {
-        "base": lambda: b.unit_base(seed),
-        "entropic": lambda: b.unit_entropic(seed, ratio),  # type: ignore[arg-type]
-        "entropic_budget": lambda: b.unit_entropic_budget(seed, ratio),  # type: ignore[arg-type]
-        "tp_magnitude": lambda: b.unit_tp(seed, ratio, "magnitude"),  # type: ignore[arg-type]
-        "tp_taylor": lambda: b.unit_tp(seed, ratio, "taylor"),  # type: ignore[arg-type]
-        "uniform": lambda: b.unit_scratch(seed, ratio, "uniform"),  # type: ignore[arg-type]
-        "scratch_b": lambda: b.unit_scratch(seed, ratio, "scratch_b"),  # type: ignore[arg-type]
-        "scratch_e": lambda: b.unit_scratch(seed, ratio, "scratch_e"),  # type: ignore[arg-type]
-        "entropic_budget_long":
-            lambda: b.unit_entropic_budget_long(seed, ratio),  # type: ignore[arg-type]
-        "entropic_budget_lowlr":
-            lambda: b.unit_entropic_budget_lowlr(seed, ratio),  # type: ignore[arg-type]
-        "tp_magnitude_lowlr": lambda: b.unit_tp(seed, ratio, "magnitude",  # type: ignore[arg-type]
-                                                lr_scale=b.s["low_lr_scale"]),
-        "tp_taylor_lowlr": lambda: b.unit_tp(seed, ratio, "taylor",  # type: ignore[arg-type]
-                                             lr_scale=b.s["low_lr_scale"]),
-    }
-    return table[kind]()
+    row: dict[str, Any]
+    if ratio is None:
+        row = b.unit_base(seed)
+    else:
+        part, low = functools.partial, b.s.get("low_lr_scale", 1.0)
+        units: dict[str, Callable[[int, float], dict[str, Any]]] = {
+            "entropic": b.unit_entropic, "entropic_budget": b.unit_entropic_budget,
+            "entropic_budget_long": b.unit_entropic_budget_long,
+            "entropic_budget_lowlr": b.unit_entropic_budget_lowlr,
+            "tp_magnitude": part(b.unit_tp, criterion="magnitude"),
+            "tp_taylor": part(b.unit_tp, criterion="taylor"),
+            "tp_magnitude_lowlr": part(b.unit_tp, criterion="magnitude", lr_scale=low),
+            "tp_taylor_lowlr": part(b.unit_tp, criterion="taylor", lr_scale=low),
+            **{k: part(b.unit_scratch, kind=k) for k in ("uniform", "scratch_b", "scratch_e")},
+        }
+        row = units[kind](seed, ratio)
+    return {"kind": kind, "seed": seed, "ratio": ratio, **row}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -505,53 +476,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench" / "cifar_fast",
                    help="checkpoints of the runs (resumed from here)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the code path only")
-    p.add_argument("--render", action="store_true",
-                   help="print the markdown tables and write the figure from the results; run nothing")
     args = p.parse_args(argv)
-    if args.render:
-        path = args.results or (args.work / "cifar_fast_smoke.json" if args.smoke
-                                else RESULTS / "cifar_fast.json")
-        from benchmarks.report.cifar_fast import plot, render_markdown
-
-        data = json.loads(path.read_text())
-        print(render_markdown(data), end="")
-        fig = plot(data, args.work / "cifar_fast_smoke.png" if args.smoke
-                   else ROOT / "docs" / "figures" / "cifar_fast_acc_vs_macs.png")
-        print(f"\n(figure: {fig})")
-        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    s = settings_from(args)
-    path = args.results or (args.work / "cifar_fast_smoke.json" if args.smoke
-                            else RESULTS / "cifar_fast.json")
-    ckpt_root = (args.work / "ckpt") if args.smoke else RESULTS / "cifar_fast_ckpt"
-    work = args.work / ("smoke" if args.smoke else "full")
-    res = Results(path, s)
-    res.data["env"] = environment()
-    bench = Bench(s, res, work, ckpt_root)
-    units = plan(args.seeds, args.ratios, set(args.only) if args.only else None)
-    print(f"# cifar_fast: {len(units)} units, device {res.data['env']['device']}, torch "
-          f"{torch.__version__}, threads {torch.get_num_threads()}, results {path}", flush=True)
-    done = 0
-    t_all = time.perf_counter()
-    for i, (kind, seed, ratio) in enumerate(units, 1):
-        key = key_of(kind, seed, ratio)
-        if res.get(key) is not None:
-            print(f"[{i}/{len(units)}] {key}: done earlier, skipped", flush=True)
-            continue
-        t0 = time.perf_counter()
-        print(f"[{i}/{len(units)}] {key}: running", flush=True)
-        row = run_unit(bench, kind, seed, ratio)
-        row["unit_wall_s"] = time.perf_counter() - t0
-        row["torch_threads"] = torch.get_num_threads()  # the unit's own (settings are the last run's)
-        res.put(key, {"kind": kind, "seed": seed, "ratio": ratio, **row})
-        done += 1
-        print(f"[{i}/{len(units)}] {key}: {brief(res.get(key) or {})} "
-              f"({row['unit_wall_s'] / 60:.1f} min)", flush=True)
-    print(f"# cifar_fast: {done} units run in {(time.perf_counter() - t_all) / 60:.1f} min; "
-          f"{len(res.data['rows'])} rows in {path}", flush=True)
+    # a smoke run keeps everything (its results, its bases) under --work
+    exp = experiment(settings_from(args), args.work / ("smoke" if args.smoke else "full"),
+                     args.results or (args.work / "cifar_fast_smoke.json" if args.smoke else None),
+                     args.work if args.smoke else RESULTS)
+    bench = Bench(exp)
+    env = exp.res.data["env"]
+    print(f"# cifar_fast: device {env['device']}, torch {env['torch']}, threads "
+          f"{torch.get_num_threads()}", flush=True)
+    units = [Unit(key_of(kind, seed, ratio), functools.partial(run_unit, bench, kind, seed, ratio))
+             for kind, seed, ratio in plan(args.seeds, args.ratios,
+                                           set(args.only) if args.only else None)]
+    exp.run(units, brief=brief)
     return 0
 
 
