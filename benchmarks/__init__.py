@@ -6,10 +6,9 @@ benchmarks.vgg_pass --quick``); nothing patches the import path. The package may
 
 =====================  ==============================================================
 ``lenet_mnist``        LeNet-5 / MNIST: entropic vs L1 / random vs scratch (the grid)
-``lenet_search``       the NAS search on LeNet-5 vs the lenet_mnist grid
 ``cifar_fast``         the fast CIFAR-10 family: entropic vs Torch-Pruning vs uniform
 ``gpu_check``          what only a GPU can time (fast recipe, whole passes, a search)
-``cifar_paper``        VGG-16 / ResNet-18 bases at real accuracy (on nas.experiment)
+``cifar_paper``        VGG-16 / ResNet-18 bases at real accuracy
 ``post_training``      pass + recovery (bn / distill / finetune) without retraining
 ``vgg_pass``           one whole VGG-16 sparsify pass, timed phase by phase
 ``latency``            original vs pruned latency (VGG-16 / ResNet-18)
@@ -18,27 +17,17 @@ benchmarks.vgg_pass --quick``); nothing patches the import path. The package may
 
 Retired (the question answered, the code removed, the results kept and rendered with the
 commit that has the code: ``benchmarks.report.RETIRED``): ``lenet_diagnostics``,
-``moments_dtype``, ``solver_cost``, ``latency_costs``, ``train_speed``, ``budget_hit``.
+``moments_dtype``, ``solver_cost``, ``latency_costs``, ``train_speed``, ``budget_hit``,
+``lenet_search``.
 
-New benchmarks are built on the one experiment runner, :class:`nas.experiment.Experiment`
-(named units, one resumable JSON layout ``{"benchmark", "settings", "env", "rows"}``,
-trainings resumed per epoch): ``cifar_paper`` and ``post_training`` are; the older modules
-follow the pattern below and move onto the runner as they are touched.
-
-The older pattern (``ResultWriter``):
-
-1. ``benchmarks/NAME.py`` with a docstring (what it measures, the command line) and a
-   ``main()`` under ``if __name__ == "__main__"``; build its CLI with
-   ``common.parser("NAME", ...)`` (``--quick``, ``--out``, ``--device``, ``--threads``) and
-   call ``common.setup(args)`` for the device and the environment header.
-2. Write results with ``common.ResultWriter`` (``{"benchmark": NAME, "environment",
-   "config", "rows", "summary"}``, rewritten atomically after every row through
-   :mod:`nas.jsonio`) to ``benchmarks/results/NAME.json``; ``--quick`` smoke runs default to
-   ``runs/benchmarks/`` (gitignored) and are never committed.
-3. Time engine steps through :mod:`pruning.phases` (``phases.listen(common.PhaseTimer(dev))``)
-   or ``torch.profiler`` regions ``entropic.<phase>``, never by wrapping private names.
-4. Optionally ``benchmarks/report/NAME.py`` with ``render(runs) -> str`` (markdown; ``runs``
-   maps file name -> loaded JSON of that benchmark) registered in
-   ``benchmarks/report/__init__.py``'s ``SECTIONS``; without one the report renders the
-   JSON generically. Then ``python -m benchmarks.report`` rewrites docs/results.md.
+The pattern: ``benchmarks/NAME.py`` has a docstring (what it measures, the command line) and
+a ``main()``; it runs named units through the one experiment runner,
+:class:`nas.experiment.Experiment`, into ``benchmarks/results/NAME.json``
+(``{"benchmark", "settings", "env", "rows": {KEY: ROW}}``, written after every unit; a rerun
+skips the keys it holds, trainings resume per epoch). ``common`` has the environment record
+(``common.parser`` / ``common.setup``: ``--quick``, ``--out``, ``--device``, ``--threads``)
+and :class:`common.PhaseTimer` (engine steps timed through :mod:`pruning.phases`, never by
+wrapping private names). A section in docs/results.md: ``benchmarks/report/NAME.py``'s
+``render(runs)`` in ``benchmarks/report/__init__.py``'s ``SECTIONS``, else the JSON rendered
+generically; ``python -m benchmarks.report`` rewrites docs/results.md.
 """

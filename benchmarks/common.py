@@ -1,11 +1,10 @@
-"""Shared plumbing of the benchmarks: environment header, CLI, timers, JSON writer.
+"""Shared plumbing of the benchmarks: environment record and header, CLI, phase timer, tables.
 
-Every benchmark prints one header line (device, torch threads, CPU count, torch/torchvision
-versions, load average) and writes ``benchmarks/results/NAME.json`` after every row, so a
-killed run keeps what it measured (``--quick`` smoke runs go to ``runs/benchmarks/``, which
-git ignores). Timings on CUDA are bracketed by ``torch.cuda.synchronize`` (see
-:class:`Timer`); engine phases are timed through :mod:`pruning.phases` (see
-:class:`PhaseTimer`). JSON goes through :mod:`nas.jsonio`, the one sanitiser nas uses too.
+:func:`setup` prints one header line (device, torch threads, CPU count, torch/torchvision
+versions, load average) and returns the environment a benchmark stores beside its rows
+(:class:`nas.experiment.Experiment`'s ``env``); ``--quick`` smoke runs write to
+``runs/benchmarks/`` (git-ignored). Engine phases are timed through :mod:`pruning.phases`
+(:class:`PhaseTimer`), CUDA synchronised at every phase boundary.
 """
 
 from __future__ import annotations
@@ -17,15 +16,12 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
-
-from nas.jsonio import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -86,16 +82,10 @@ def environment(dev: torch.device) -> dict[str, Any]:
     }
 
 
-def header(env: dict[str, Any]) -> str:
-    return (f"device={env['device']} | torch threads={env['torch_threads']} | "
-            f"CPUs={env['cpu_count']} | torch {env['torch']} | torchvision {env['torchvision']}"
-            f" | load avg {env['load_average']} | git {env['git']}")
-
-
 def parser(name: str, description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=description)
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    p.add_argument("--out", type=Path, default=None,
+    p.add_argument("--out", "--results", type=Path, default=None,
                    help=f"JSON result file (default benchmarks/results/{name}.json; with "
                         f"--quick runs/benchmarks/{name}_quick.json)")
     p.set_defaults(bench_name=name)
@@ -111,45 +101,24 @@ def default_out(name: str, *, quick: bool = False) -> Path:
 
 
 def setup(args: argparse.Namespace) -> tuple[torch.device, dict[str, Any]]:
-    """Threads, device, ``args.out`` default; prints and returns the environment."""
-    if getattr(args, "out", None) is None:
-        args.out = default_out(args.bench_name, quick=getattr(args, "quick", False))
+    """Threads, device, ``args.out`` default; prints and returns the environment (with the
+    command line)."""
+    args.out = args.out or default_out(args.bench_name, quick=args.quick)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     dev = pick_device(args.device)
-    env = environment(dev)
+    env = {**environment(dev), "command": " ".join([Path(sys.executable).name, *sys.argv])}
     from rich.console import Console
 
-    Console().print(f"[bold]{header(env)}[/]")
+    Console().print(f"[bold]device={env['device']} | torch threads={env['torch_threads']} | "
+                    f"CPUs={env['cpu_count']} | torch {env['torch']} | torchvision "
+                    f"{env['torchvision']} | load avg {env['load_average']} | git {env['git']}[/]")
     return dev, env
 
 
 def sync(dev: torch.device | str | None = None) -> None:
     if torch.cuda.is_available() and (dev is None or torch.device(dev).type == "cuda"):
         torch.cuda.synchronize()
-
-
-class Timer:
-    """Accumulates wall time per key; synchronises CUDA around each timed block."""
-
-    def __init__(self, dev: torch.device) -> None:
-        self.dev = dev
-        self.totals: dict[str, float] = {}
-        self._depth = 0
-
-    @contextmanager
-    def __call__(self, key: str) -> Iterator[None]:
-        if self.dev.type == "cuda":
-            torch.cuda.synchronize(self.dev)
-        t0 = time.perf_counter()
-        self._depth += 1
-        try:
-            yield
-        finally:
-            self._depth -= 1
-            if self.dev.type == "cuda":
-                torch.cuda.synchronize(self.dev)
-            self.totals[key] = self.totals.get(key, 0.0) + time.perf_counter() - t0
 
 
 class PhaseTimer:
@@ -199,41 +168,6 @@ class PhaseTimer:
             self.unit_counts.append({k: v - c_before.get(k, 0) for k, v in self.counts.items()
                                      if v - c_before.get(k, 0) > 0})
             self._unit_start = None
-
-
-class ResultWriter:
-    """``{"benchmark", "command", "environment", "config", "rows", "summary"}`` on disk,
-    rewritten atomically after every change."""
-
-    def __init__(self, path: Path, name: str, env: dict[str, Any], config: dict[str, Any]) -> None:
-        self.path = Path(path)
-        self.data: dict[str, Any] = {
-            "benchmark": name,
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "environment": env,
-            "config": config,
-            "rows": [],
-            "summary": {},
-            "complete": False,
-        }
-        self.save()
-
-    def add_row(self, row: dict[str, Any]) -> None:
-        row = {**row, "load_average": load_average()}
-        self.data["rows"].append(row)
-        self.save()
-
-    def set(self, key: str, value: Any) -> None:
-        self.data["summary"][key] = value
-        self.save()
-
-    def finish(self) -> None:
-        self.data["complete"] = True
-        self.data["environment"]["load_average_end"] = load_average()
-        self.save()
-
-    def save(self) -> None:
-        write_json(self.path, self.data)
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

@@ -12,7 +12,8 @@ Stages (each timed, each row printed and written as it ends):
    2 fine-tune epochs and a 4-epoch Scratch-E retraining of every trial
    (``nas.search.run_search``).
 
-It prints a table (device, torch version, seconds) and writes
+It prints a table (device, torch version, seconds) and writes one row per stage (a
+:class:`nas.experiment.Experiment` unit; a rerun skips the stages the file holds) to
 ``benchmarks/results/gpu_check.json`` (``runs/bench/gpu_check_smoke.json`` with ``--smoke``).
 ``--smoke`` runs every stage at toy sizes on whatever device there is (CPU here), so the
 script cannot rot; a test runs it.
@@ -30,22 +31,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 import pruning
 import search_spaces
+from benchmarks import common
+from nas.experiment import Experiment, Unit
 from nas.train import TrainConfig, train
 from search_spaces.data import DataSpec, get_loaders
 
-ROOT = Path(__file__).resolve().parents[1]
-
-RESULTS = ROOT / "benchmarks" / "results"
+ROOT = common.ROOT
 
 
 def _default_root() -> str:
@@ -68,9 +70,15 @@ def sizes(smoke: bool) -> dict[str, Any]:
             "trials": 10, "search_epochs": 2, "search_base_epochs": 4}
 
 
-def _sync() -> None:
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """``fn()`` and its wall seconds, CUDA synchronised around it."""
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return out, round(time.perf_counter() - t0, 3)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,17 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     z = sizes(args.smoke)
     root = args.data_root or _default_root()
     dev = "cuda" if torch.cuda.is_available() else "cpu"
-    env = {"device": torch.cuda.get_device_name() if dev == "cuda" else f"cpu ({platform.machine()})",
-           "torch": torch.__version__, "threads": torch.get_num_threads(), "smoke": args.smoke}
+    env = common.environment(torch.device(dev))
     out = args.out or (ROOT / "runs" / "bench" / "gpu_check_smoke.json" if args.smoke
-                       else RESULTS / "gpu_check.json")
-    rows: list[dict[str, Any]] = []
-
-    def record(stage: str, seconds: float, **extra: Any) -> None:
-        rows.append({"stage": stage, "seconds": round(seconds, 3), **extra})
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"env": env, "sizes": z, "rows": rows}, indent=1) + "\n")
-        print(f"  {stage:<18} {seconds:8.1f} s  {json.dumps(extra)}", flush=True)
+                       else common.RESULTS / "gpu_check.json")
+    exp = Experiment("gpu_check", out.parent, {"smoke": args.smoke, **z}, work=out.parent,
+                     results=out, must_match=("smoke",), env=env)
 
     print(f"# gpu_check: device {env['device']}, torch {env['torch']}, data {root}", flush=True)
     loaders = get_loaders(DataSpec(
@@ -101,77 +103,72 @@ def main(argv: list[str] | None = None) -> int:
         eval_batch_size=1000, train_subset=z["train_subset"], val_subset=z["val_subset"],
         test_subset=z["test_subset"]))
     calib = loaders.calib(z["calib"], batch_size=500)
-
-    # 1. base training with the fast recipe
-    torch.manual_seed(0)
     air_spec = search_spaces.default_spec("airbench_cifar")
     if z["airbench_scale"] != 1.0:  # --smoke: the same code paths at a quarter of the widths
         air_spec = air_spec.scaled(z["airbench_scale"])
-    base = search_spaces.build(air_spec)
-    cfg = TrainConfig.from_recipe("airbench", epochs=z["epochs"], lr=z["lr"], device=dev,
-                                  progress=False)
-    _sync()
-    t0 = time.perf_counter()
-    res = train(base, loaders, cfg, evaluate_test=True)
-    _sync()
-    record("base_train", time.perf_counter() - t0, epochs=z["epochs"], test_acc=res.test_acc,
-           seconds_per_epoch=res.seconds_per_epoch)
-
-    # 2. one whole pass of the fast family
     scfg = pruning.SparsifyConfig(regression=pruning.RegressionConfig(eps_L2=0.03),
                                   calib_positions_per_image=10, progress=False)
-    _sync()
-    t0 = time.perf_counter()
-    pr = pruning.sparsify(base, calib, scfg)
-    _sync()
-    record("sparsify_airbench", time.perf_counter() - t0,
-           macs_ratio=pr.after["macs"] / pr.before["macs"])
+    bases: list[nn.Module] = []
 
-    # 3. VGG-16-CIFAR: a short training, then one whole pass
-    torch.manual_seed(0)
-    vgg_spec = search_spaces.default_spec("vgg16_cifar")
-    if z["vgg_scale"] != 1.0:
-        vgg_spec = vgg_spec.scaled(z["vgg_scale"])
-    vgg = search_spaces.build(vgg_spec)
-    vcfg = TrainConfig(epochs=z["vgg_epochs"], lr=0.05, momentum=0.9, nesterov=True,
-                       weight_decay=5e-4, amp=True, channels_last=True, device=dev, progress=False)
-    t0 = time.perf_counter()
-    train(vgg, loaders, vcfg)
-    _sync()
-    vgg_train = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    vr = pruning.sparsify(vgg, calib, scfg)
-    _sync()
-    record("sparsify_vgg16", time.perf_counter() - t0, train_s=round(vgg_train, 1),
-           macs_ratio=vr.after["macs"] / vr.before["macs"])
+    def base_train() -> dict[str, Any]:  # 1. base training with the fast recipe
+        torch.manual_seed(0)
+        bases[:] = [search_spaces.build(air_spec)]
+        cfg = TrainConfig.from_recipe("airbench", epochs=z["epochs"], lr=z["lr"], device=dev,
+                                      progress=False)
+        res, s = _timed(lambda: train(bases[0], loaders, cfg, evaluate_test=True))
+        return {"stage": "base_train", "seconds": s, "epochs": z["epochs"],
+                "test_acc": res.test_acc, "seconds_per_epoch": res.seconds_per_epoch}
 
-    # 4. a 10-trial search with fine-tuning and scratch retraining
-    from nas.config import config_from_dict
-    from nas.search import run_search
+    def sparsify_airbench() -> dict[str, Any]:  # 2. one whole pass of the fast family
+        if not bases:  # its base_train row is from an earlier run: train the base again
+            base_train()
+        pr, s = _timed(lambda: pruning.sparsify(bases[0], calib, scfg))
+        return {"stage": "sparsify_airbench", "seconds": s,
+                "macs_ratio": pr.after["macs"] / pr.before["macs"]}
 
-    run_cfg = config_from_dict({
-        "name": "gpu_check_search",
-        "model": {"family": "airbench_cifar"},
-        "data": {"name": "cifar10_jpeg", "root": root, "batch_size": z["batch"],
-                 "eval_batch_size": 1000, "batch_augment": True,
-                 "train_subset": z["train_subset"], "val_subset": z["val_subset"],
-                 "test_subset": z["test_subset"]},
-        "train": {"recipe": "airbench", "epochs": z["search_base_epochs"], "lr": z["lr"]},
-        "prune": {"calib_images": z["calib"], "calib_batch_size": 500},
-        "finetune": {"recipe": "airbench", "epochs": z["search_epochs"], "lr": z["lr"]},
-        "scratch": {"variants": ["E"]},  # Scratch-E: the search's pre-training epochs
-        "search": {"trials": z["trials"], "uniform_baseline": False},
-        "wandb": {"enabled": False},
-    }, source="gpu_check")
-    with tempfile.TemporaryDirectory() as tmp:
-        if z["airbench_scale"] != 1.0:
-            run_cfg.model.arch = str(air_spec.save(Path(tmp) / "arch.json"))
-        t0 = time.perf_counter()
-        summary = run_search(run_cfg, Path(tmp) / "run", progress=False)
-        _sync()
-        record("search_10" if not args.smoke else "search_2", time.perf_counter() - t0,
-               trials=summary["trials"])
+    def sparsify_vgg16() -> dict[str, Any]:  # 3. VGG-16-CIFAR: a short training, one pass
+        torch.manual_seed(0)
+        vgg_spec = search_spaces.default_spec("vgg16_cifar")
+        if z["vgg_scale"] != 1.0:
+            vgg_spec = vgg_spec.scaled(z["vgg_scale"])
+        vgg = search_spaces.build(vgg_spec)
+        vcfg = TrainConfig(epochs=z["vgg_epochs"], lr=0.05, momentum=0.9, nesterov=True,
+                           weight_decay=5e-4, amp=True, channels_last=True, device=dev,
+                           progress=False)
+        _, vgg_train = _timed(lambda: train(vgg, loaders, vcfg))
+        vr, s = _timed(lambda: pruning.sparsify(vgg, calib, scfg))
+        return {"stage": "sparsify_vgg16", "seconds": s, "train_s": round(vgg_train, 1),
+                "macs_ratio": vr.after["macs"] / vr.before["macs"]}
 
+    def search() -> dict[str, Any]:  # 4. a search with fine-tuning and scratch retraining
+        from nas.config import config_from_dict
+        from nas.search import run_search
+
+        run_cfg = config_from_dict({
+            "name": "gpu_check_search",
+            "model": {"family": "airbench_cifar"},
+            "data": {"name": "cifar10_jpeg", "root": root, "batch_size": z["batch"],
+                     "eval_batch_size": 1000, "batch_augment": True,
+                     "train_subset": z["train_subset"], "val_subset": z["val_subset"],
+                     "test_subset": z["test_subset"]},
+            "train": {"recipe": "airbench", "epochs": z["search_base_epochs"], "lr": z["lr"]},
+            "prune": {"calib_images": z["calib"], "calib_batch_size": 500},
+            "finetune": {"recipe": "airbench", "epochs": z["search_epochs"], "lr": z["lr"]},
+            "scratch": {"variants": ["E"]},  # Scratch-E: the search's pre-training epochs
+            "search": {"trials": z["trials"], "uniform_baseline": False},
+            "wandb": {"enabled": False},
+        }, source="gpu_check")
+        with tempfile.TemporaryDirectory() as tmp:
+            if z["airbench_scale"] != 1.0:
+                run_cfg.model.arch = str(air_spec.save(Path(tmp) / "arch.json"))
+            summary, s = _timed(lambda: run_search(run_cfg, Path(tmp) / "run", progress=False))
+        return {"stage": f"search_{z['trials']}", "seconds": s, "trials": summary["trials"]}
+
+    exp.run([Unit(f.__name__, f) for f in (base_train, sparsify_airbench, sparsify_vgg16)]
+            + [Unit(f"search_{z['trials']}", search)],
+            brief=lambda r: f"{r['seconds']:.1f} s " + json.dumps(
+                {k: v for k, v in r.items() if k not in ("stage", "seconds", "unit_wall_s")}))
+    rows = list(exp.res.rows.values())
     print("\n| stage | device | torch | seconds |\n|---|---|---|---:|")
     for r in rows:
         print(f"| {r['stage']} | {env['device']} | {env['torch']} | {r['seconds']:.1f} |")

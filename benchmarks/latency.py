@@ -21,11 +21,17 @@ untrained networks are fine here. Each configuration is timed with 1 thread and 
 torch's default thread count: on a shared (loaded) CPU, multi-threaded medians swing
 several-fold when a thread is descheduled, so the minimum is reported next to the median.
 
+One row per model, a :class:`nas.experiment.Experiment` unit ``<family>/<model>``; a family's
+models are timed together by its first unfinished unit, so a rerun into the same file skips
+the families it holds (and refuses a file timed with other batches, rounds or threads).
+
     .venv/bin/python -m benchmarks.latency [--quick] [--out benchmarks/results/latency.json]
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import math
 import statistics
@@ -40,10 +46,12 @@ from torch import nn
 import pruning
 import search_spaces
 from benchmarks import common
+from nas.experiment import Experiment, Unit
 from pruning.measure import count_macs, fp32_mib, measure_latency, prunable_params
 from pruning.regression import RegressionConfig
 
 FAMILIES = ["vgg16_cifar", "resnet18_cifar"]
+MODELS = ["original", "pruned", "pruned_rebuilt", "pruned_round8"]
 
 
 def rounded(spec: search_spaces.ArchSpec, multiple: int) -> search_spaces.ArchSpec:
@@ -58,7 +66,7 @@ def sparsified(family: str, dev: torch.device, args: Any) -> tuple[nn.Module, di
     torch.manual_seed(args.seed)
     model = search_spaces.build(search_spaces.default_spec(family)).to(dev)
     x, what, _ = calibration_images(args.calib_images, dev, random=False, seed=args.seed)
-    calib = TensorBatches(x, 256, common.Timer(dev))
+    calib = TensorBatches(x, 256)
     pruning.recalibrate_batchnorm(model, calib, device=dev)  # untrained: make BN stats realistic
     model.eval()
     cfg = pruning.SparsifyConfig(regression=RegressionConfig(eps_L2=args.eps_l2),
@@ -84,14 +92,15 @@ def from_widths(family: str, path: Path) -> tuple[nn.Module, dict[str, Any]] | N
     how = ("ArchSpec with the widths of a sparsify pass recorded in "
            f"{path}, rebuilt with search_spaces.build")
     if data.get("benchmark") == "latency":
-        rows = [r for r in data["rows"] if r["family"] == family and r["model"] == "pruned"]
-        if not rows:
+        row = data["rows"].get(f"{family}/pruned")
+        if row is None:
             return None
-        spec = search_spaces.default_spec(family).with_widths(rows[0]["widths"])
-        return search_spaces.build(spec), {"pruned_source": how + f" (from: {rows[0].get('pruned_source')})"}
+        spec = search_spaces.default_spec(family).with_widths(row["widths"])
+        return search_spaces.build(spec), {"pruned_source": how + f" (from: {row.get('pruned_source')})"}
     if family != "vgg16_cifar" or data.get("benchmark") != "vgg_pass":
         return None
-    kept = data["summary"]["widths"]  # consumer -> kept input channels = producer width
+    # the file's first pass: consumer -> kept input channels = producer width
+    kept = next(r["widths"] for r in data["rows"].values() if "widths" in r)
     spec = search_spaces.default_spec(family)
     probe = search_spaces.build(spec)
     dg_consumers = {c.name: c for c in _consumers(probe, spec)}
@@ -117,6 +126,70 @@ def static_metrics(model: nn.Module, shape: tuple[int, ...]) -> dict[str, Any]:
             "fp32_mib": fp32_mib(model)}
 
 
+def measure_family(family: str, dev: torch.device, args: Any,
+                   s: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Prune ``family`` and time its models in interleaved rounds (settings ``s``); model
+    name -> its row."""
+    spec = search_spaces.default_spec(family)
+    shape = tuple(spec.input_shape)
+    original = search_spaces.build(spec).eval()
+    t0 = time.perf_counter()
+    got = from_widths(family, args.widths_from) if args.widths_from is not None else None
+    if got is not None:
+        pruned, info = got
+    else:
+        pruned, info = sparsified(family, dev, args)
+    pruned = pruned.to("cpu").eval()
+    info["prune_wall_s"] = time.perf_counter() - t0
+    pspec = search_spaces.spec_from_model(pruned, family=family)
+    models = {
+        "original": original,
+        "pruned": pruned,
+        "pruned_rebuilt": search_spaces.build(pspec).eval(),
+        "pruned_round8": search_spaces.build(rounded(pspec, 8)).eval(),
+    }
+    widths = {"pruned": dict(pspec.widths), "pruned_round8": dict(rounded(pspec, 8).widths)}
+    common.console_print(f"{family}: {info['pruned_source']}\n  widths {widths['pruned']}")
+    static = {name: static_metrics(m, shape) for name, m in models.items()}
+    keys = [(t, b) for t in s["latency_threads"] for b in args.batches]
+    lat: dict[str, dict[tuple[int, int], list[dict[str, Any]]]] = {
+        n: {k: [] for k in keys} for n in models}
+    for r in range(s["rounds"]):
+        for t, b in keys:
+            warm, rep = s["repeats_per_round"][str(b)]
+            for name, m in models.items():
+                res = measure_latency(m, shape, batch_size=b, device=dev, warmup=warm,
+                                      repeats=rep, threads=t)
+                res["load_average"] = common.load_average()
+                lat[name][(t, b)].append(res)
+        common.console_print(f"  round {r + 1}/{s['rounds']} done, load {common.load_average()}")
+
+    def med(name: str, k: tuple[int, int]) -> float:
+        return statistics.median(x["median_ms"] for x in lat[name][k])
+
+    def low(name: str, k: tuple[int, int]) -> float:
+        return min(x["min_ms"] for x in lat[name][k])
+
+    rows = {}
+    for name in models:
+        row: dict[str, Any] = {"family": family, "model": name, **static[name],
+                               "macs_ratio": static[name]["macs"] / static["original"]["macs"],
+                               "params_ratio": static[name]["params"] / static["original"]["params"],
+                               "widths": widths.get(name, widths["pruned"])
+                               if name != "original" else dict(spec.widths)}
+        if name == "pruned":
+            row.update(info)
+        for t, b in keys:
+            tag = f"t{t}_b{b}"
+            row[f"latency_{tag}_ms"] = med(name, (t, b))
+            row[f"latency_{tag}_min_ms"] = low(name, (t, b))
+            row[f"speedup_{tag}"] = med("original", (t, b)) / med(name, (t, b))
+            row[f"speedup_{tag}_min"] = low("original", (t, b)) / low(name, (t, b))
+            row[f"latency_{tag}_rounds"] = lat[name][(t, b)]
+        rows[name] = row
+    return rows
+
+
 def main() -> None:
     p = common.parser("latency", __doc__.split("\n\n")[0])
     p.add_argument("--families", nargs="*", default=FAMILIES)
@@ -135,86 +208,37 @@ def main() -> None:
     dev, env = common.setup(args)
     args.calib_images = args.calib_images or (200 if args.quick else 500)
     rounds = args.rounds or (2 if args.quick else 3)
-    reps = {1: (5, 20) if args.quick else (10, 40)}  # batch -> (warmup, repeats) per round
-    big = (2, 3) if args.quick else (3, 8)
     threads = args.latency_threads or (sorted({1, torch.get_num_threads()})
                                        if dev.type == "cpu" else [torch.get_num_threads()])
-
-    # Read reused widths before the writer (re)creates args.out, which may be the same file.
-    preloaded = {f: from_widths(f, args.widths_from) for f in args.families} \
-        if args.widths_from is not None else {}
-    out = common.ResultWriter(args.out, "latency", env, {
+    settings = {
         "families": args.families, "batches": args.batches, "rounds": rounds,
         "latency_threads": threads,
-        "repeats_per_round": {str(b): reps.get(b, big) for b in args.batches},
+        # batch -> [warm-up, repeats] per round
+        "repeats_per_round": {str(b): ([5, 20] if args.quick else [10, 40]) if b == 1 else
+                              ([2, 3] if args.quick else [3, 8]) for b in args.batches},
         "eps_L2": args.eps_l2, "calib_images": args.calib_images, "quick": args.quick,
         "macs": "conv + linear multiply-accumulates per image; FLOPs = 2 x MACs",
-    })
-    shown: list[list[Any]] = []
-    for family in args.families:
-        spec = search_spaces.default_spec(family)
-        shape = tuple(spec.input_shape)
-        original = search_spaces.build(spec).eval()
-        t0 = time.perf_counter()
-        got = preloaded.get(family)
-        if got is not None:
-            pruned, info = got
-        else:
-            pruned, info = sparsified(family, dev, args)
-        pruned = pruned.to("cpu").eval()
-        info["prune_wall_s"] = time.perf_counter() - t0
-        pspec = search_spaces.spec_from_model(pruned, family=family)
-        models = {
-            "original": original,
-            "pruned": pruned,
-            "pruned_rebuilt": search_spaces.build(pspec).eval(),
-            "pruned_round8": search_spaces.build(rounded(pspec, 8)).eval(),
-        }
-        widths = {"pruned": dict(pspec.widths), "pruned_round8": dict(rounded(pspec, 8).widths)}
-        common.console_print(f"{family}: {info['pruned_source']}\n  widths {widths['pruned']}")
-        static = {name: static_metrics(m, shape) for name, m in models.items()}
-        keys = [(t, b) for t in threads for b in args.batches]
-        lat: dict[str, dict[tuple[int, int], list[dict[str, Any]]]] = {
-            n: {k: [] for k in keys} for n in models}
-        for r in range(rounds):
-            for t, b in keys:
-                warm, rep = reps.get(b, big)
-                for name, m in models.items():
-                    res = measure_latency(m, shape, batch_size=b, device=dev, warmup=warm,
-                                          repeats=rep, threads=t)
-                    res["load_average"] = common.load_average()
-                    lat[name][(t, b)].append(res)
-            common.console_print(f"  round {r + 1}/{rounds} done, load {common.load_average()}")
+    }
+    exp = Experiment("latency", args.out.parent, settings, work=args.out.parent, results=args.out,
+                     must_match=("batches", "rounds", "latency_threads", "repeats_per_round",
+                                 "eps_L2", "calib_images"), env=env)
+    # one unit per model; a family's models are timed together (interleaved) by its first unit
+    measured: dict[str, dict[str, dict[str, Any]]] = {}
 
-        def med(name: str, k: tuple[int, int], lat: dict = lat) -> float:
-            return statistics.median(x["median_ms"] for x in lat[name][k])
+    def model_row(family: str, name: str) -> dict[str, Any]:
+        if family not in measured:
+            measured[family] = measure_family(family, dev, args, settings)
+        return measured[family][name]
 
-        def low(name: str, k: tuple[int, int], lat: dict = lat) -> float:
-            return min(x["min_ms"] for x in lat[name][k])
-
-        for name in models:
-            row: dict[str, Any] = {"family": family, "model": name, **static[name],
-                                   "macs_ratio": static[name]["macs"] / static["original"]["macs"],
-                                   "params_ratio": static[name]["params"] / static["original"]["params"],
-                                   "widths": widths.get(name, widths["pruned"])
-                                   if name != "original" else dict(spec.widths)}
-            if name == "pruned":
-                row.update(info)
-            for t, b in keys:
-                tag = f"t{t}_b{b}"
-                row[f"latency_{tag}_ms"] = med(name, (t, b))
-                row[f"latency_{tag}_min_ms"] = low(name, (t, b))
-                row[f"speedup_{tag}"] = med("original", (t, b)) / med(name, (t, b))
-                row[f"speedup_{tag}_min"] = low("original", (t, b)) / low(name, (t, b))
-                row[f"latency_{tag}_rounds"] = lat[name][(t, b)]
-            out.add_row(row)
-            for t, b in keys:
-                tag = f"t{t}_b{b}"
-                shown.append([family, name, t, b, row["params"], row["macs"] / 1e6,
-                              row["fp32_mib"], row[f"latency_{tag}_ms"],
-                              row[f"latency_{tag}_min_ms"], row[f"speedup_{tag}"],
-                              row[f"speedup_{tag}_min"], 1 / row["macs_ratio"]])
-    out.finish()
+    exp.run([Unit(f"{f}/{m}", functools.partial(model_row, f, m))
+             for f in args.families for m in MODELS],
+            brief=lambda r: f"{r['params']:,} params, MACs x{r['macs_ratio']:.4f}")
+    shown = []  # every requested model's row, those of earlier runs included
+    for f, m, t, b in itertools.product(args.families, MODELS, threads, args.batches):
+        row, tag = exp.res.rows[f"{f}/{m}"], f"t{t}_b{b}"
+        shown.append([f, m, t, b, row["params"], row["macs"] / 1e6, row["fp32_mib"],
+                      row[f"latency_{tag}_ms"], row[f"latency_{tag}_min_ms"],
+                      row[f"speedup_{tag}"], row[f"speedup_{tag}_min"], 1 / row["macs_ratio"]])
     common.table(
         f"latency per batch, median over {rounds} interleaved rounds of the per-round medians,"
         f" and the minimum ({env['device']}, fp32, eval; MACs per image, FLOPs = 2 x MACs)",

@@ -13,6 +13,10 @@ patch extraction, moment accumulation, the solve (objective evaluations counted)
 refit, the surgery, the report's reconstruction errors; plus graph building, BatchNorm
 recalibration and the MAC counts. Targets: < 300 s on a CPU, < 20 s on a GPU.
 
+A pass is one :class:`nas.experiment.Experiment` unit keyed by its variant,
+``pass/<moments dtype>[/no_cache]`` (``budget/.../x<share>/<plan>/<selection>`` with
+``--target-macs``): a rerun into the same file skips the variants it holds.
+
     .venv/bin/python -m benchmarks.vgg_pass [--quick] [--checkpoint runs/x/best]
         [--out benchmarks/results/vgg_pass.json]
 """
@@ -33,6 +37,7 @@ import torch
 import pruning
 import search_spaces
 from benchmarks import common
+from nas.experiment import Experiment, Unit
 from pruning import phases
 from pruning.regression import RegressionConfig
 
@@ -49,8 +54,8 @@ PHASES = ["forward_x", "forward_y", "patches", "moments", "checks", "collect_oth
 class TensorBatches:
     """Re-iterable batches of a tensor already on the device (what a loader would yield)."""
 
-    def __init__(self, x: torch.Tensor, batch_size: int, timer: common.Timer) -> None:
-        self.x, self.batch_size, self.timer = x, batch_size, timer
+    def __init__(self, x: torch.Tensor, batch_size: int) -> None:
+        self.x, self.batch_size = x, batch_size
         self.passes = 0
 
     def __iter__(self) -> Iterator[torch.Tensor]:
@@ -158,7 +163,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--target-macs", type=float, default=None,
                    help="a budgeted pass to this share of the MACs (plan pass + final pass; "
-                        "the summary then times the two passes, not each layer)")
+                        "the row then times the two passes, not each layer)")
     p.add_argument("--plan", choices=["entropic", "greedy"], default="entropic",
                    help="with --target-macs: how the plan pass ranks channels")
     p.add_argument("--selection", choices=["plan", "greedy"], default="plan",
@@ -168,8 +173,25 @@ def main() -> None:
     if args.target_macs is not None and not 0 < args.target_macs < 1:
         p.error(f"--target-macs: a share in (0, 1), got {args.target_macs}")
     dev, env = common.setup(args)
-    n_img = args.images or (1000 if args.quick else 5000)
+    args.images = args.images or (1000 if args.quick else 5000)
+    budgeted = args.target_macs is not None
+    # one row per variant: a rerun into the same file skips the variants it holds
+    key = "/".join(["budget" if budgeted else "pass", args.moments_dtype]
+                   + (["no_cache"] if args.no_cache else [])
+                   + ([f"x{args.target_macs:g}", args.plan, args.selection] if budgeted else []))
+    settings = {"model": "vgg16_cifar", "checkpoint": args.checkpoint,
+                "random_data": args.random_data, "images": args.images,
+                "batch_size": args.batch_size, "positions_per_image": args.positions,
+                "heldout_fraction": pruning.SparsifyConfig.heldout_fraction, "eps_L2": args.eps_l2,
+                "eps_E": args.eps_e, "seed": args.seed, "layers": args.layers, "quick": args.quick}
+    exp = Experiment("vgg_pass", args.out.parent, settings, work=args.out.parent,
+                     results=args.out, must_match=tuple(settings), env=env)
+    exp.run([Unit(key, lambda: run_pass(args, dev, env))],
+            brief=lambda row: f"{row['total_s']:.1f} s, MACs x{row['macs_ratio']:.3f}")
 
+
+def run_pass(args: Any, dev: torch.device, env: dict[str, Any]) -> dict[str, Any]:
+    """The unit: data, model, one timed pass (budgeted with ``--target-macs``); its row."""
     torch.manual_seed(args.seed)
     if args.checkpoint:
         from nas.checkpoint import load_checkpoint
@@ -179,9 +201,8 @@ def main() -> None:
     else:
         model = search_spaces.build(search_spaces.default_spec("vgg16_cifar")).to(dev)
         weights = "untrained (random init), BN statistics recalibrated on the calibration images"
-    x, data_desc, data_s = calibration_images(n_img, dev, random=args.random_data, seed=args.seed)
-    load_timer = common.Timer(dev)
-    calib = TensorBatches(x, args.batch_size, load_timer)
+    x, data_desc, data_s = calibration_images(args.images, dev, random=args.random_data, seed=args.seed)
+    calib = TensorBatches(x, args.batch_size)
     if not args.checkpoint:
         # An untrained net's BN running stats are (0, 1); calibrate them so that the
         # activations the regression sees are in a realistic range.
@@ -194,18 +215,14 @@ def main() -> None:
         layers=args.layers, cache_activations=not args.no_cache,
         moments_dtype=args.moments_dtype,
     )
-    out = common.ResultWriter(args.out, "vgg_pass", env, {
-        "model": "vgg16_cifar", "weights": weights, "calibration": data_desc,
-        "images": n_img, "batch_size": args.batch_size, "positions_per_image": args.positions,
-        "heldout_fraction": cfg.heldout_fraction, "moments_dtype": args.moments_dtype, "eps_L2": args.eps_l2, "eps_E": args.eps_e,
-        "target_s": TARGET_S.get(dev.type), "data_decode_s": data_s, "quick": args.quick,
-        "engine": "per-layer forward passes (cache_activations=False)" if args.no_cache
-                  else "activation caches (pruning/activations.py, the default)",
-        "target_macs": args.target_macs, "plan": args.plan, "selection": args.selection,
-    })
-    if args.target_macs is not None:
-        return _budgeted(model, calib, cfg, args, out, dev, env, n_img)
+    row = {"weights": weights, "calibration": data_desc, "data_decode_s": data_s,
+           "moments_dtype": args.moments_dtype,
+           "engine": "per-layer forward passes (cache_activations=False)" if args.no_cache
+                     else "activation caches (pruning/activations.py, the default)",
+           "target_macs": args.target_macs, "plan": args.plan, "selection": args.selection}
     common.console_print(f"model: {weights}\ndata: {data_desc} (decoded in {data_s:.1f} s)")
+    if args.target_macs is not None:
+        return row | _budgeted(model, calib, cfg, args, dev, env)
 
     prof = cProfile.Profile() if args.profile else None
     with phases.listen(common.PhaseTimer(dev)) as timer:
@@ -220,6 +237,8 @@ def main() -> None:
         total = time.perf_counter() - t0
     glob = timer.totals
 
+    load = next(iter(common.load_average() or []), None)
+    layers: list[dict[str, Any]] = []
     shown: list[list[Any]] = []
     reports = iter(result.report)
     for unit, counts in zip(timer.units, timer.unit_counts, strict=True):
@@ -227,21 +246,19 @@ def main() -> None:
         evaluations = counts.get("solve.evaluate", 0)
         ph = layer_phases(unit)
         for r in [first] + [next(reports) for _ in first.coupled_with]:
-            row = {
+            layers.append({
                 "layer": r.layer, "kept": r.kept, "total": r.total, "features_d": r.features,
                 "samples_T": r.samples, "iterations": r.iterations, "evaluations": evaluations,
                 "converged": r.converged, "gap": r.gap, "rel_error_heldout": r.rel_error_heldout,
                 "skipped": r.skipped_reason, "seconds": ph,
-            }
-            out.add_row(row)
+            })
             fwd = ph["forward_x"] + ph["forward_y"]
             shown.append([r.layer, f"{r.kept}/{r.total}", r.features, r.samples, fwd,
                           ph["patches"], ph["moments"], ph["solve"], r.iterations,
                           evaluations, ph["refit"], ph["surgery"], ph["report"],
-                          ph["total"], out.data["rows"][-1]["load_average"][0]])
+                          ph["total"], load])
 
-    sums = {k: sum(r["seconds"].get(k, 0.0) for r in out.data["rows"])
-            for k in PHASES + ["other", "total"]}
+    sums = {k: sum(r["seconds"].get(k, 0.0) for r in layers) for k in PHASES + ["other", "total"]}
     summary = {
         "total_s": total,
         "target_s": TARGET_S.get(dev.type),
@@ -263,18 +280,15 @@ def main() -> None:
         if data is not None:
             summary["test_accuracy_before"] = accuracy(model, data)
             summary["test_accuracy_after_no_finetune"] = accuracy(result.model, data)
-    for k, v in summary.items():
-        out.set(k, v)
     if prof:
         s = io.StringIO()
         pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(35)
         prof_path = Path(str(args.out) + ".profile.txt")
         prof_path.write_text(s.getvalue())
-        out.set("profile", str(prof_path))
-    out.finish()
+        summary["profile"] = str(prof_path)
 
     common.table(
-        f"VGG-16-CIFAR sparsify pass: {n_img} images x {args.positions} positions, "
+        f"VGG-16-CIFAR sparsify pass: {args.images} images x {args.positions} positions, "
         f"eps_L2={args.eps_l2}; {env['device']}, {env['torch_threads']} threads; seconds",
         ["layer", "kept", "d", "T", "forward", "patches", "moments", "solve", "iters", "evals",
          "refit", "surgery", "report", "total", "load"], shown)
@@ -290,10 +304,11 @@ def main() -> None:
         f"{'met' if summary['target_met'] else 'MISSED'}); params {result.before['params']:,} -> "
         f"{result.after['params']:,}, MACs {result.before['macs']:,} -> {result.after['macs']:,}"
         f"; load {common.load_average()}")
+    return row | summary | {"layers": layers}
 
 
 def _budgeted(model: torch.nn.Module, calib: Any, cfg: pruning.SparsifyConfig, args: Any,
-              out: Any, dev: torch.device, env: dict[str, Any], n_img: int) -> None:
+              dev: torch.device, env: dict[str, Any]) -> dict[str, Any]:
     """The budgeted pass: its two passes and the allocation timed, phases summed."""
     selection = pruning.GreedyReconstruction if args.selection == "greedy" else "plan"
     with phases.listen(common.PhaseTimer(dev)) as timer:
@@ -320,11 +335,8 @@ def _budgeted(model: torch.nn.Module, calib: Any, cfg: pruning.SparsifyConfig, a
         "param_sparsity": 1 - result.after["params"] / result.before["params"],
         "widths": result.budget["widths"], "before": result.before, "after": result.after,
     }
-    for k, v in summary.items():
-        out.set(k, v)
-    out.finish()
     common.table(
-        f"VGG-16-CIFAR budgeted pass to x{args.target_macs:g} MACs: {n_img} images, plan "
+        f"VGG-16-CIFAR budgeted pass to x{args.target_macs:g} MACs: {args.images} images, plan "
         f"{args.plan}, selection {args.selection}; {env['device']}, {env['torch_threads']} "
         "threads; seconds",
         ["part", "seconds", "share"],
@@ -333,6 +345,7 @@ def _budgeted(model: torch.nn.Module, calib: Any, cfg: pruning.SparsifyConfig, a
                                    forward_s / total]])
     common.console_print(f"total {total:.1f} s = {total / forward_s:.1f} forward passes; MACs "
                          f"x{summary['macs_ratio']:.3f}; load {common.load_average()}")
+    return summary
 
 
 if __name__ == "__main__":

@@ -78,6 +78,10 @@ def render_generic(data: Any, title: str, source: str, level: int = 2) -> str:
         return "\n".join(out) + "\n"
     if not isinstance(data, dict):
         return "\n".join(out + [fmt_num(data)]) + "\n"
+    if "settings" in data and isinstance(data.get("rows"), dict):  # nas.experiment's layout
+        data = {**{k: v for k, v in data.items() if k not in ("env", "settings", "rows")},
+                "environment": data.get("env"), "config": data["settings"],
+                "rows": list(data["rows"].values())}
     tables = data.get("tables")
     skip = {"tables", "env", "notes"} | ({"rows"} if isinstance(tables, list) else set())
     if isinstance(data.get("env"), dict):

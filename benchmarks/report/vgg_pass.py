@@ -10,21 +10,24 @@ from benchmarks.report.fmt import md_table
 
 
 def render(runs: dict[str, dict[str, Any]], figdir: Path | None = None) -> str:
-    """One row per whole-VGG-16 sparsify pass (benchmarks/vgg_pass.py)."""
+    """One row per whole-VGG-16 sparsify pass (benchmarks/vgg_pass.py; ``runs``: file name ->
+    its JSON, ``{"settings", "env", "rows": {variant: row}}``)."""
     out = ["## Engine speed: one whole VGG-16-CIFAR sparsify pass\n",
            "Every consumer layer of VGG-16-CIFAR (13 regressions, d up to 4,608 features), "
            "5,000 CIFAR-10 (JPEG copy) calibration images × 10 sampled positions, eps_L2 = "
            "0.03, untrained network with BN statistics calibrated on the images (the cost does "
            "not depend on the weights; the widths do). Targets: < 300 s on this CPU, "
            "< 20 s on a GPU (no GPU was lent to these sessions). Seconds, wall clock.\n"]
-    runs = {n: d for n, d in runs.items() if d.get("summary", {}).get("total_s") is not None}
+    # one row per pass: a file's name, with the row's key where the file holds several
+    passes = {n if len(d["rows"]) == 1 else f"{n} {k}": (r, d.get("env", {}))
+              for n, d in runs.items() for k, r in d.get("rows", {}).items()
+              if r.get("total_s") is not None}
     rows = []
-    for name, d in sorted(runs.items(), key=lambda kv: -kv[1]["summary"]["total_s"]):
-        sm, cfg, env = d["summary"], d.get("config", {}), d.get("environment", {})
+    for name, (sm, env) in sorted(passes.items(), key=lambda kv: -kv[1][0]["total_s"]):
         ls = sm.get("layers_s", {})
         fwd = ls.get("forward_x", 0.0) + ls.get("forward_y", 0.0)
         load = env.get("load_average")
-        rows.append([f"`{name}`", cfg.get("engine", "?"), cfg.get("moments_dtype", "float64"),
+        rows.append([f"`{name}`", sm.get("engine", "?"), sm.get("moments_dtype", "float64"),
                      f"{env.get('device', '?')}, {env.get('torch_threads', '?')} threads",
                      f"{fwd:.0f}", f"{ls.get('moments', 0.0):.0f}", f"{ls.get('solve', 0.0):.0f}",
                      f"{sm.get('bn_recalibration_s', 0.0):.0f}", f"**{sm['total_s']:.0f}**",
@@ -37,8 +40,8 @@ def render(runs: dict[str, dict[str, Any]], figdir: Path | None = None) -> str:
                          "result of the pass", "load at start"], rows))
     out.append("")
     groups: dict[str, list[str]] = {}
-    for name, d in sorted(runs.items()):
-        key = json.dumps(d["summary"].get("widths", {}), sort_keys=True)
+    for name, (sm, _) in sorted(passes.items()):
+        key = json.dumps(sm.get("widths", {}), sort_keys=True)
         groups.setdefault(key, []).append(f"`{name}`")
     same = [g for g in groups.values() if len(g) > 1]
     out.append("Identical widths: " + ("; ".join(" = ".join(g) for g in same) if same else
