@@ -27,11 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import (
-    cifar_fast,
-    post_training,
-    vgg_pass,
-)
+from benchmarks.report import cifar_fast, post_training, vgg_pass
 from benchmarks.report.deviations import DEVIATIONS
 from benchmarks.report.fmt import ROOT
 from benchmarks.report.generic import render_generic
@@ -160,8 +156,10 @@ def render(loaded: dict[str, Any], docs: Path) -> tuple[str, str]:
     return "\n".join(head + sections), headline
 
 
-README_BLOCKS = {  # marker name -> (results file, renderer) for the README's generated tables
-    "cifar_fast_summary": ("cifar_fast.json", "summary"),
+README_BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    # marker name -> (results file, its table) for the README's generated tables
+    "cifar_fast_summary": ("cifar_fast.json",
+                           lambda data: cifar_fast.summary_markdown(data, min_seeds=2)),
 }
 
 
@@ -169,12 +167,9 @@ def update_readme(readme: Path, loaded: dict[str, Any]) -> list[str]:
     """Replace each ``<!-- NAME -->`` ... ``<!-- /NAME -->`` block of the README with its
     table rendered from the results (the prose around it stays hand-written); returns the
     names of the blocks replaced. A block whose results file is missing is left as it is."""
-    from benchmarks.report.cifar_fast import summary_markdown
-
-    renderers = {"summary": lambda d: summary_markdown(d, min_seeds=2)}
     text = readme.read_text()
     done = []
-    for name, (fname, kind) in README_BLOCKS.items():
+    for name, (fname, table) in README_BLOCKS.items():
         start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
         if start not in text or end not in text or fname not in loaded:
             continue
@@ -183,7 +178,7 @@ def update_readme(readme: Path, loaded: dict[str, Any]) -> list[str]:
                              "table's end marker after its start marker")
         head, rest = text.split(start, 1)
         _, tail = rest.split(end, 1)
-        text = f"{head}{start}\n{renderers[kind](loaded[fname])}{end}{tail}"
+        text = f"{head}{start}\n{table(loaded[fname])}{end}{tail}"
         done.append(name)
     readme.write_text(text)
     return done

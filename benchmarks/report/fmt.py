@@ -1,4 +1,5 @@
-"""Formatting helpers shared by the report sections (markdown tables, mean ± std, widths)."""
+"""Formatting helpers shared by the report sections (markdown tables, mean ± std, the noise
+rule's verdict words, the environment lines)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
-SERIES_SELECTION = [
-    ("entropic", "entropic (ours)"),
-    ("l1_refit", "L1 + refit"),
-    ("l1", "L1"),
-    ("random_refit", "random + refit"),
-    ("random", "random"),
-]
 # A difference between two series counts only when it exceeds both of these.
 NOISE_FLOOR_PT = 0.05
 
@@ -27,6 +21,11 @@ def mean_std(values: Sequence[float | None]) -> tuple[float, float, int]:
         return math.nan, math.nan, 0
     sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
     return statistics.fmean(vals), sd, len(vals)
+
+
+def mean(values: Sequence[float | None]) -> float:
+    """The mean of the finite values (nan without one)."""
+    return mean_std(values)[0]
 
 
 def noise_gap(ours: Sequence[float | None], theirs: Sequence[float | None],
@@ -41,15 +40,30 @@ def noise_gap(ours: Sequence[float | None], theirs: Sequence[float | None],
     return scale * (m1 - m2), max(scale * math.hypot(s1, s2), NOISE_FLOOR_PT), min(n1, n2)
 
 
+def judge(ours: Sequence[float | None], theirs: Sequence[float | None], scale: float = 1.0,
+          better: str = "better", worse: str = "worse") -> tuple[str, float, float, int] | None:
+    """:func:`noise_gap` in words: (word, difference, noise, fewer seeds), the word '≈' for a
+    tie, else ``better`` / ``worse`` by the sign of the difference; None where it has none."""
+    if (gap := noise_gap(ours, theirs, scale)) is None:
+        return None
+    d, noise, n = gap
+    return ("≈" if abs(d) <= noise else better if d > 0 else worse), d, noise, n
+
+
+def pct(v: float | None) -> str:
+    """A fraction in percent, two decimals ('–' for none)."""
+    return "–" if v is None else f"{100 * v:.2f}"
+
+
 def fmt_ms(values: Sequence[float | None], digits: int = 2, scale: float = 1.0,
            signed: bool = False) -> str:
+    """Mean ± std over seeds of ``values`` × ``scale`` (the mean alone for one value, '–' for
+    none)."""
     m, s, n = mean_std([None if v is None else v * scale for v in values])
     if n == 0:
         return "–"
-    sign = "+" if signed else ""
-    if n == 1:
-        return f"{m:{sign}.{digits}f}"
-    return f"{m:{sign}.{digits}f} ± {s:.{digits}f}"
+    text = f"{m:{'+' if signed else ''}.{digits}f}"
+    return text if n == 1 else f"{text} ± {s:.{digits}f}"
 
 
 def fmt_num(v: Any, digits: int = 3) -> str:
@@ -77,26 +91,19 @@ def fmt_num(v: Any, digits: int = 3) -> str:
     return str(v).replace("|", "\\|").replace("\n", " ")
 
 
-def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
-    for r in rows:
-        lines.append("| " + " | ".join(str(c) for c in r) + " |")
-    return "\n".join(lines)
+def md_lines(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str = "") -> list[str]:
+    """A markdown table as its lines. ``align``: a letter per column, ``r`` right-aligned, any
+    other (or none) left; a ``None`` cell is blank."""
+    def line(cells: Sequence[Any]) -> str:
+        return "|" + "|".join(" " if c is None else f" {c} " for c in cells) + "|"
+
+    rule = "|" + "|".join("---:" if a == "r" else "---" for a in align.ljust(len(header))) + "|"
+    return [line(header), rule, *(line(r) for r in rows)]
 
 
-def fmt_eps(v: float) -> str:
-    return f"{v:g}"
-
-
-def widths_str(w: dict[str, int] | Sequence[int]) -> str:
-    if isinstance(w, dict):
-        w = [w[k] for k in ("conv1", "conv2", "fc1", "fc2")]
-    return "(" + ",".join(str(x) for x in w) + ")"
-
-
-def widths_key(w: dict[str, int]) -> str:
-    return "-".join(str(w[k]) for k in ("conv1", "conv2", "fc1", "fc2"))
+def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str = "") -> str:
+    """:func:`md_lines` joined."""
+    return "\n".join(md_lines(header, rows, align))
 
 
 def env_lines(env: dict[str, Any], runs: list[dict[str, Any]]) -> str:

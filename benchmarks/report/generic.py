@@ -22,11 +22,7 @@ def _flatten(d: dict[str, Any], prefix: str = "", depth: int = 0) -> dict[str, A
 
 def _records_table(records: list[dict[str, Any]], max_cols: int = 22, max_rows: int = 60) -> str:
     flat = [_flatten(r) for r in records if isinstance(r, dict)]
-    cols: list[str] = []
-    for r in flat:
-        for k in r:
-            if k not in cols:
-                cols.append(k)
+    cols = list(dict.fromkeys(k for r in flat for k in r))  # in the order they first appear
     # drop columns that hold only nested structures (they render as "{n keys}")
     cols = [c for c in cols if any(_is_scalar(r.get(c)) and r.get(c) is not None or
                                    (isinstance(r.get(c), list) and len(r[c]) <= 12 and
@@ -67,9 +63,8 @@ def _dict_bullets(d: dict[str, Any], indent: int = 0, depth: int = 0,
     return out
 
 
-def render_generic(data: Any, title: str, source: str, level: int = 2) -> str:
-    h = "#" * level
-    out = [f"{h} {title}\n", f"Source: `{source}` (rendered generically from its JSON).\n"]
+def render_generic(data: Any, title: str, source: str) -> str:
+    out = [f"## {title}\n", f"Source: `{source}` (rendered generically from its JSON).\n"]
     if isinstance(data, list):
         if data and all(isinstance(r, dict) for r in data):
             out.append(_records_table(data))
@@ -109,12 +104,11 @@ def render_generic(data: Any, title: str, source: str, level: int = 2) -> str:
             out.append("")
         elif isinstance(v, dict) and v:
             sub = [(kk, vv) for kk, vv in v.items() if isinstance(vv, dict)]
+            out.append(f"**{k}**\n")
             if sub and len(sub) == len(v) and all(
                     all(_is_scalar(x) for x in vv.values()) for _, vv in sub):
-                out.append(f"**{k}**\n")
                 out.append(_records_table([{"name": kk, **vv} for kk, vv in sub]))
             else:
-                out.append(f"**{k}**\n")
                 lines = _dict_bullets(v)
                 if len(lines) > 30:
                     lines = lines[:30] + [f"- ... ({len(lines) - 30} more lines in the JSON)"]

@@ -11,28 +11,44 @@ from typing import Any
 
 from benchmarks.report.fmt import (
     NOISE_FLOOR_PT,
-    SERIES_SELECTION,
     env_lines,
-    fmt_eps,
     fmt_ms,
     fmt_num,
+    judge,
     md_table,
     mean_std,
-    noise_gap,
-    widths_key,
-    widths_str,
 )
 
 Point = tuple[float, float]
 Row = dict[str, Any]
+EPS = ["eps_E", "eps_L2"]  # the first columns of every table with a row per operating point
 STAGES = (("acc_pruned", "right after pruning"), ("acc_ft1", "after 1 fine-tune epoch"),
           ("acc_ft5", "after 5 fine-tune epochs"))
 TARGET_STAGES = (("acc_pruned", "right after pruning"), ("acc_ft1", "after FT1"),
                  ("acc_ft5", "after FT5"))
+# channel selection at equal widths: (kind, label)
+SERIES_SELECTION = (("entropic", "entropic (ours)"), ("l1_refit", "L1 + refit"), ("l1", "L1"),
+                    ("random_refit", "random + refit"), ("random", "random"))
 # accuracy vs size: (kind, accuracy field, label, marker)
 ARCH_SERIES = (("entropic", "acc_ft5", "pruned + FT5", "o"),
                ("scratch_E", "acc", "Scratch-E", "s"), ("scratch_B", "acc", "Scratch-B", "^"),
                ("uniform", "acc", "uniform (equal MACs)", "D"))
+
+
+def widths_str(w: Mapping[str, int] | Sequence[int]) -> str:
+    """(conv1, conv2, fc1, fc2) widths as ``(6,16,120,84)``."""
+    if isinstance(w, Mapping):
+        w = [w[k] for k in ("conv1", "conv2", "fc1", "fc2")]
+    return "(" + ",".join(str(x) for x in w) + ")"
+
+
+def _eps(p: Point) -> list[str]:
+    return [f"{p[0]:g}", f"{p[1]:g}"]
+
+
+def _signed(differences: Sequence[float | None]) -> str:
+    """Mean ± std of differences in points, signed."""
+    return fmt_ms(differences, 2, signed=True)
 
 
 class Lenet:
@@ -43,11 +59,9 @@ class Lenet:
         self.base = {r["seed"]: r for r in self.rows if r["kind"] == "pretrain"}
         self.ent = [r for r in self.rows if r["kind"] == "entropic"]
         # the width units by (kind, seed, the widths asked for: a uniform net's own differ)
-        self.by_width: dict[tuple[str, int, str], Row] = {}
-        for r in self.rows:
-            if r["kind"] not in ("pretrain", "entropic"):
-                asked = r.get("target_widths") or r["widths"]
-                self.by_width[(r["kind"], r["seed"], widths_key(asked))] = r
+        self.by_width = {
+            (r["kind"], r["seed"], widths_str(r.get("target_widths") or r["widths"])): r
+            for r in self.rows if r["kind"] not in ("pretrain", "entropic")}
         self.points: list[Point] = sorted({(r["eps_E"], r["eps_L2"]) for r in self.ent},
                                           key=lambda p: (-p[0], p[1]))
         self.seeds = sorted(self.base)
@@ -59,17 +73,17 @@ class Lenet:
     def partner(self, kind: str, ent_row: Row) -> Row | None:
         if kind == "entropic":
             return ent_row
-        return self.by_width.get((kind, ent_row["seed"], widths_key(ent_row["widths"])))
+        return self.by_width.get((kind, ent_row["seed"], widths_str(ent_row["widths"])))
 
     def series(self, kind: str, point: Point, field: str) -> list[float | None]:
         """``field`` of the ``kind`` row at each seed's entropic widths at ``point``."""
         return [None if (p := self.partner(kind, r)) is None else p.get(field)
                 for r in self.at(point)]
 
-    def delta(self, kind: str, point: Point, field: str) -> list[float | None]:
-        """Per-seed accuracy minus the same seed's base accuracy (pt)."""
-        return [None if v is None or (b := self.base.get(r["seed"])) is None else v - b["acc"]
-                for r, v in zip(self.at(point), self.series(kind, point, field), strict=True)]
+    def delta(self, point: Point, field: str) -> list[float | None]:
+        """Per seed: the entropic row's accuracy minus the same seed's base accuracy (pt)."""
+        return [None if (v := r.get(field)) is None or (b := self.base.get(r["seed"])) is None
+                else v - b["acc"] for r in self.at(point)]
 
     def vs_l1(self, point: Point, field: str) -> list[float]:
         """Per seed: entropic minus L1 + refit (pt), where both ran."""
@@ -91,13 +105,8 @@ def _verdict(pruned: Sequence[float | None], others: Mapping[str, Sequence[float
         return "–"
     parts = []
     for name, vals in others.items():
-        gap = noise_gap(vals, pruned)
-        if gap is None:
-            parts.append(f"{name} n/a")
-            continue
-        d, noise, _ = gap
-        word = "≈" if abs(d) <= noise else "better" if d > 0 else "worse"
-        parts.append(f"{name} {word} ({d:+.2f})")
+        j = judge(vals, pruned)
+        parts.append(f"{name} n/a" if j is None else f"{name} {j[0]} ({j[1]:+.2f})")
     scratch = [p for p in parts if p.startswith("Scratch")]
     head = ""
     if scratch and all("better" in p or "≈" in p for p in scratch):
@@ -105,6 +114,18 @@ def _verdict(pruned: Sequence[float | None], others: Mapping[str, Sequence[float
     elif scratch and all("worse" in p for p in scratch):
         head = "pruning beats scratch; "
     return head + "; ".join(parts)
+
+
+def _layer_cell(ls: list[Row]) -> str:
+    """A layer's solver diagnostics over the seeds of an operating point."""
+    if not ls:
+        return "–"
+    gaps = [li["gap"] for li in ls if li.get("gap") is not None]
+    kept = " ".join(sorted({f"{li['kept']}/{li['total']}" for li in ls}))
+    err = mean_std([li.get("rel_error_heldout") for li in ls])[0]
+    return (f"{kept}; gap≥{fmt_num(min(gaps) if gaps else None, 2)}; err {err:.3g}; "
+            f"T={ls[0].get('samples')}/d={ls[0].get('features')}"
+            + ("" if all(li.get("converged", True) for li in ls) else "; NOT converged"))
 
 
 def render_lenet(data: dict[str, Any], figdir: Path, docs: Path, name: str) -> tuple[str, str]:
@@ -138,15 +159,14 @@ def render_lenet(data: dict[str, Any], figdir: Path, docs: Path, name: str) -> t
                "points (mean ± std over seeds). FT1 / FT5 = separate 1- and 5-epoch fine-tunes "
                "(lr 0.01 cosine) from the pruned weights. Widths = (conv1, conv2, fc1, fc2) "
                "outputs; MACs per image (FLOPs = 2 × MACs).\n")
-    rows = [[fmt_eps(p[0]), fmt_eps(p[1]), L.widths(p), L.ms(p, "sparsity", 1, 100),
-             L.ms(p, "prunable_params", 0), L.ms(p, "macs", 0), L.ms(p, "fp32_mib", 4),
-             *(fmt_ms(L.series("entropic", p, f)) for f, _ in STAGES),
-             *(fmt_ms(L.delta("entropic", p, f), 2, signed=True) for f, _ in STAGES),
+    rows = [[*_eps(p), L.widths(p), L.ms(p, "sparsity", 1, 100), L.ms(p, "prunable_params", 0),
+             L.ms(p, "macs", 0), L.ms(p, "fp32_mib", 4), *(L.ms(p, f) for f, _ in STAGES),
+             *(_signed(L.delta(p, f)) for f, _ in STAGES),
              f"{sum(bool(r.get('gap_flags')) for r in L.at(p))}/{len(L.at(p))}",
              L.ms(p, "seconds_prune", 1)] for p in L.points]
-    out += [md_table(["eps_E", "eps_L2", "widths (per seed)", "sparsity %", "params", "MACs",
-                      "fp32 MiB", "acc pruned", "acc FT1", "acc FT5", "Δ pruned", "Δ FT1",
-                      "Δ FT5", "gap<10 runs", "sparsify s"], rows), ""]
+    out += [md_table([*EPS, "widths (per seed)", "sparsity %", "params", "MACs", "fp32 MiB",
+                      "acc pruned", "acc FT1", "acc FT5", "Δ pruned", "Δ FT1", "Δ FT5",
+                      "gap<10 runs", "sparsify s"], rows), ""]
 
     out.append("### Channel selection at equal widths (entropic vs L1 vs random)\n")
     out.append("Each baseline keeps exactly the entropic run's per-layer widths (same seed); "
@@ -154,15 +174,16 @@ def render_lenet(data: dict[str, Any], figdir: Path, docs: Path, name: str) -> t
                "'wins' = seeds where entropic is strictly higher right after pruning than "
                "L1 + refit.\n")
     for field, stage in STAGES:
-        wins = field == "acc_pruned"
-        rows = [[fmt_eps(p[0]), fmt_eps(p[1]), L.ms(p, "sparsity", 1, 100),
-                 *(fmt_ms(L.series(kind, p, field)) for kind, _ in SERIES_SELECTION),
-                 fmt_ms(L.vs_l1(p, field), 2, signed=True)]
-                + ([f"{sum(d > 0 for d in L.vs_l1(p, field))}/{len(L.vs_l1(p, field))}"]
-                   if wins else []) for p in L.points]
+        wins = field == "acc_pruned"  # the wins column: right after pruning only
+        rows = []
+        for p in L.points:
+            d = L.vs_l1(p, field)
+            rows.append([*_eps(p), L.ms(p, "sparsity", 1, 100),
+                         *(fmt_ms(L.series(kind, p, field)) for kind, _ in SERIES_SELECTION),
+                         _signed(d)] + ([f"{sum(x > 0 for x in d)}/{len(d)}"] if wins else []))
         out += [f"**{stage}** (test acc %)\n", md_table(
-            ["eps_E", "eps_L2", "sparsity %", *(lbl for _, lbl in SERIES_SELECTION),
-             "entropic − L1+refit", *(["wins"] if wins else [])], rows), ""]
+            [*EPS, "sparsity %", *(lbl for _, lbl in SERIES_SELECTION), "entropic − L1+refit",
+             *(["wins"] if wins else [])], rows), ""]
 
     out.append("### Pruning as architecture search: pruned + fine-tuned vs scratch vs uniform\n")
     out.append("Pruned+FT5 = entropic pruning + 5 fine-tune epochs. Scratch-E / Scratch-B = the "
@@ -178,15 +199,15 @@ def render_lenet(data: dict[str, Any], figdir: Path, docs: Path, name: str) -> t
         un_w = sorted({widths_str(u["widths"]) for r in L.at(p)
                        if (u := L.partner("uniform", r)) is not None})
         rows.append([
-            fmt_eps(p[0]), fmt_eps(p[1]), L.widths(p), L.ms(p, "macs", 0), fmt_ms(pr), fmt_ms(se),
+            *_eps(p), L.widths(p), L.ms(p, "macs", 0), fmt_ms(pr), fmt_ms(se),
             fmt_ms(sb) + (f" ({fmt_ms(sb_ep, 0)} ep)" if any(v is not None for v in sb_ep) else ""),
             fmt_ms(un) + (f" {' '.join(un_w)}, {fmt_ms(L.series('uniform', p, 'macs'), 0)} MACs"
                           if un_w else ""),
             f"{L.ms(p, 'prunable_params', 0)} / "
             f"{fmt_ms(L.series('uniform', p, 'prunable_params'), 0)}",
             _verdict(pr, {"Scratch-E": se, "Scratch-B": sb, "uniform": un})])
-    out += [md_table(["eps_E", "eps_L2", "found widths", "MACs", "pruned+FT5", "Scratch-E",
-                      "Scratch-B", "uniform (widths, MACs)", "params found / uniform",
+    out += [md_table([*EPS, "found widths", "MACs", "pruned+FT5", "Scratch-E", "Scratch-B",
+                      "uniform (widths, MACs)", "params found / uniform",
                       "verdict (vs pruned+FT5)"], rows), ""]
 
     t_md, checks = _targets(L, data.get("targets") or {})
@@ -198,25 +219,12 @@ def render_lenet(data: dict[str, Any], figdir: Path, docs: Path, name: str) -> t
                "vs features d. Mean over seeds where they differ.\n")
     rows = []
     for p in L.points:
-        layers = defaultdict(list)
-        for r in L.at(p):
-            for li in r.get("layers", []):
-                layers[li["layer"]].append(li)
-        cells = []
-        for ls in (layers.get(lname, []) for lname in ("conv2", "fc1", "fc2", "fc3")):
-            if not ls:
-                cells.append("–")
-                continue
-            gaps = [li["gap"] for li in ls if li.get("gap") is not None]
-            kept = " ".join(sorted({f"{li['kept']}/{li['total']}" for li in ls}))
-            err = mean_std([li.get("rel_error_heldout") for li in ls])[0]
-            cells.append(f"{kept}; gap≥{fmt_num(min(gaps) if gaps else None, 2)}; err {err:.3g}; "
-                         f"T={ls[0].get('samples')}/d={ls[0].get('features')}"
-                         + ("" if all(li.get("converged", True) for li in ls)
-                            else "; NOT converged"))
-        rows.append([fmt_eps(p[0]), fmt_eps(p[1]), *cells])
-    out += [md_table(["eps_E", "eps_L2", "conv2 (reads conv1)", "fc1 (reads conv2)",
-                      "fc2 (reads fc1)", "fc3 (reads fc2)"], rows), ""]
+        layers = defaultdict(list)  # layer -> its diagnostics in each seed's run
+        for li in (li for r in L.at(p) for li in r.get("layers", [])):
+            layers[li["layer"]].append(li)
+        rows.append([*_eps(p), *(_layer_cell(layers[n]) for n in ("conv2", "fc1", "fc2", "fc3"))])
+    out += [md_table([*EPS, "conv2 (reads conv1)", "fc1 (reads conv2)", "fc2 (reads fc1)",
+                      "fc3 (reads fc2)"], rows), ""]
 
     out.append("### Wall time per piece\n")
     tim = defaultdict(list)
@@ -245,17 +253,14 @@ def _targets(L: Lenet, targets: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     if proto.get("points"):
         out.append(f"**Prototype reference (the method spec's prototype run, 1 seed, base "
                    f"{proto.get('base_acc')} %)** vs this run (mean ± std over seeds):\n")
-        rows = []
-        for tp in proto["points"]:
-            p = (tp["eps_E"], tp["eps_L2"])
-            rows.append([
-                fmt_eps(p[0]), fmt_eps(p[1]), widths_str(tp["widths"]), L.widths(p) or "–",
-                f"{100 * tp['sparsity']:.1f}", L.ms(p, "sparsity", 1, 100),
-                f"{tp['acc_pruned']:.2f}", fmt_ms(L.series("entropic", p, "acc_pruned")),
-                f"{tp['acc_ft1']:.2f}", fmt_ms(L.series("entropic", p, "acc_ft1")),
-                f"{tp['acc_ft1'] - proto['base_acc']:+.2f}",
-                fmt_ms(L.delta("entropic", p, "acc_ft1"), 2, signed=True)])
-        out += [md_table(["eps_E", "eps_L2", "widths proto", "widths here", "sparsity % proto",
+        points = [((tp["eps_E"], tp["eps_L2"]), tp) for tp in proto["points"]]
+        rows = [[*_eps(p), widths_str(tp["widths"]), L.widths(p) or "–",
+                 f"{100 * tp['sparsity']:.1f}", L.ms(p, "sparsity", 1, 100),
+                 f"{tp['acc_pruned']:.2f}", L.ms(p, "acc_pruned"),
+                 f"{tp['acc_ft1']:.2f}", L.ms(p, "acc_ft1"),
+                 f"{tp['acc_ft1'] - proto['base_acc']:+.2f}", _signed(L.delta(p, "acc_ft1"))]
+                for p, tp in points]
+        out += [md_table([*EPS, "widths proto", "widths here", "sparsity % proto",
                           "sparsity % here", "pruned proto", "pruned here", "FT1 proto",
                           "FT1 here", "Δ FT1 proto", "Δ FT1 here"], rows), ""]
 
@@ -266,8 +271,8 @@ def _targets(L: Lenet, targets: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         detail = []
         for field, stage in TARGET_STAGES:
             pt, sp, dl = _best(L, field, max_loss)
-            detail.append(f"{stage}: {100 * sp:.1f} % at Δ {dl:+.2f} pt (eps_E="
-                          f"{fmt_eps(pt[0])}, eps_L2={fmt_eps(pt[1])})" if pt is not None
+            detail.append(f"{stage}: {100 * sp:.1f} % at Δ {dl:+.2f} pt (eps_E={pt[0]:g}, "
+                          f"eps_L2={pt[1]:g})" if pt is not None
                           else f"{stage}: no point within the loss budget")
         pt, sp, dl = _best(L, "acc_ft5", max_loss)  # the target is judged after FT5
         met = pt is not None and sp >= want_s
@@ -290,8 +295,7 @@ def _targets(L: Lenet, targets: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         checks["beats_l1_refit"] = {"wins": wins, "total": len(pairs)}
         out.append(f"- **issue, selection**: entropic higher than L1 + same refit right after "
                    f"pruning in {wins}/{len(pairs)} (seed, operating point) pairs; worst margin "
-                   f"{worst[0]:+.2f} pt at eps_E={fmt_eps(worst[1][0])}, "
-                   f"eps_L2={fmt_eps(worst[1][1])}. "
+                   f"{worst[0]:+.2f} pt at eps_E={worst[1][0]:g}, eps_L2={worst[1][1]:g}. "
                    f"**{'MET' if wins == len(pairs) else 'NOT MET'}**.")
     out.append("")
     return "\n".join(out), checks
@@ -302,7 +306,7 @@ def _best(L: Lenet, field: str, max_loss: float) -> tuple[Point | None, float, f
     loss is within ``max_loss`` pt; (None, nan, nan) if none is."""
     best: tuple[Point | None, float, float] = (None, math.nan, math.nan)
     for p in L.points:
-        d, s = mean_std(L.delta("entropic", p, field)), mean_std([r["sparsity"] for r in L.at(p)])
+        d, s = mean_std(L.delta(p, field)), mean_std([r["sparsity"] for r in L.at(p)])
         if d[2] and d[0] >= -max_loss and (best[0] is None or s[0] > best[1]):
             best = (p, s[0], d[0])
     return best
@@ -316,17 +320,12 @@ def _headline(L: Lenet, checks: dict[str, Any], name: str) -> str:
              f"{fmt_num(b[0]['macs']) if b else '?'} MACs. Sparsity = removed conv+linear "
              "weights incl. biases; MACs per image (FLOPs = 2 × MACs). Full tables: "
              f"docs/results.md; source: benchmarks/results/{name}.", "",
-             "| eps_E | eps_L2 | widths | sparsity % | MACs | acc pruned | acc FT1 | acc FT5 "
-             "| Δ FT5 (pt) | vs L1+refit, pruned (pt) | Scratch-E |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for p in [p for p in L.points if p[0] == -1e-3] or L.points:
-        lines.append("| " + " | ".join([
-            fmt_eps(p[0]), fmt_eps(p[1]), L.widths(p), L.ms(p, "sparsity", 1, 100),
-            L.ms(p, "macs", 0), *(fmt_ms(L.series("entropic", p, f)) for f, _ in STAGES),
-            fmt_ms(L.delta("entropic", p, "acc_ft5"), 2, signed=True),
-            fmt_ms(L.vs_l1(p, "acc_pruned"), 2, signed=True),
-            fmt_ms(L.series("scratch_E", p, "acc"))]) + " |")
-    lines.append("")
+             md_table([*EPS, "widths", "sparsity %", "MACs", "acc pruned", "acc FT1", "acc FT5",
+                       "Δ FT5 (pt)", "vs L1+refit, pruned (pt)", "Scratch-E"],
+                      [[*_eps(p), L.widths(p), L.ms(p, "sparsity", 1, 100), L.ms(p, "macs", 0),
+                        *(L.ms(p, f) for f, _ in STAGES), _signed(L.delta(p, "acc_ft5")),
+                        _signed(L.vs_l1(p, "acc_pruned")), fmt_ms(L.series("scratch_E", p, "acc"))]
+                       for p in [p for p in L.points if p[0] == -1e-3] or L.points]), ""]
     for label in ("paper", "issue"):
         if not (c := checks.get(label)):
             continue

@@ -6,14 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report.fmt import md_table
+from benchmarks.report.fmt import md_table, pct
 
-
-def _pct(v: float | None) -> str:
-    return "–" if v is None else f"{100 * v:.2f}"
-
-
-ARM_LABELS = {
+Row = dict[str, Any]
+ARM_LABELS = {  # every arm, in the order of the tables
     "entropic": "entropic (budgeted pass)",
     "greedy": "greedy reconstruction (El Halabi 2022), same widths + refit",
     "lasso": "LASSO (He 2017), same widths + refit",
@@ -28,22 +24,41 @@ MODES = (("bn", "+ BN"), ("distill", "+ distill"), ("distill_mse", "+ distill (M
          ("finetune", "+ fine-tune"))
 
 
-def arm_of(row: dict[str, Any]) -> str:
+def arm_of(row: Row) -> str:
     return str(row.get("arm", "entropic"))  # the first rows predate the arms
 
 
-def pick(cands: list[dict[str, Any]]) -> dict[str, Any] | None:
+def _label(arm: str) -> str:
+    return ARM_LABELS.get(arm, arm)
+
+
+def _rank(arm: str) -> int:
+    """The arm's place in the tables (unknown arms last)."""
+    return list(ARM_LABELS).index(arm) if arm in ARM_LABELS else 99
+
+
+def _opt(d: Row, key: str, spec: str) -> str:
+    """``d[key]`` formatted with ``spec``, '–' where it is not recorded."""
+    return f"{d[key]:{spec}}" if key in d else "–"
+
+
+def _where(name: str, data: dict[str, Any]) -> str:
+    """The line naming a results file and the threads and device it was measured with."""
+    env = data.get("env", {})
+    return f"`{name}`: {env.get('torch_threads', '?')} torch threads, {env.get('device', '?')}.\n"
+
+
+def pick(cands: list[Row]) -> Row | None:
     """The row with the best val accuracy (ties: the smaller lr)."""
     return max(cands, key=lambda r: (r["val_acc"], -r.get("lr", 0.0))) if cands else None
 
 
-def pick_rows(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def pick_rows(rows: dict[str, Row]) -> list[Row]:
     """Per (seed, ratio, arm): the pass row plus, per recovery mode, the pick on val
     (``picks[mode]`` with ``grids[mode]``, the lrs tried)."""
-    out: list[dict[str, Any]] = []
+    out: list[Row] = []
     passes = sorted((r for r in rows.values() if r.get("kind") == "pass"),
-                    key=lambda r: (r["seed"], -r["ratio"], list(ARM_LABELS).index(arm_of(r))
-                                   if arm_of(r) in ARM_LABELS else 99))
+                    key=lambda r: (r["seed"], -r["ratio"], _rank(arm_of(r))))
     for p in passes:
         same = [r for r in rows.values() if r.get("kind") != "pass" and r["seed"] == p["seed"]
                 and r["ratio"] == p["ratio"] and arm_of(r) == arm_of(p)]
@@ -53,13 +68,10 @@ def pick_rows(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _cell(r: dict[str, Any] | None, grid: list[float], show_lr: bool) -> str:
+def _cell(r: Row | None, grid: list[float], show_lr: bool) -> str:
     if r is None:
         return "–"
-    acc = _pct(r.get("test_acc_tta"))
-    if show_lr:
-        acc += f" (lr {r['lr']:g} of {len(grid)})"
-    return acc
+    return pct(r.get("test_acc_tta")) + (f" (lr {r['lr']:g} of {len(grid)})" if show_lr else "")
 
 
 def render(runs: dict[str, dict[str, Any]], figdir: Path | None = None) -> str:
@@ -76,27 +88,16 @@ def render(runs: dict[str, dict[str, Any]], figdir: Path | None = None) -> str:
              "alone); a recovery step costs the same in every arm.\n"]
     for name, data in sorted(runs.items()):
         s = data.get("settings", {})
-        rows = data.get("rows", {})
-        table = []
-        for r in pick_rows(rows):
-            table.append([f"s{r['seed']}", f"x{r['ratio']:g}",
-                          ARM_LABELS.get(r["arm"], r["arm"]),
-                          f"{100 * r['macs_ratio']:.1f} %" if "macs_ratio" in r else "–",
-                          _pct(r.get("test_acc_tta")),
-                          *(_cell(r["picks"][m], r["grids"][m], m != "bn") for m, _ in MODES),
-                          f"{r['pass_s']:.0f}" if "pass_s" in r else "–"])
-        parts.append(f"`{name}`: {s.get('steps')} steps, {s.get('calib_images')} calibration "
-                     f"images, {s.get('threads')} torch threads.\n")
-        parts.append(md_table(["base", "target", "arm", "MACs", "pass only",
-                               *(label for _, label in MODES), "pass s"], table))
+        table = [[f"s{r['seed']}", f"x{r['ratio']:g}", _label(r["arm"]),
+                  f"{100 * r['macs_ratio']:.1f} %" if "macs_ratio" in r else "–",
+                  pct(r.get("test_acc_tta")),
+                  *(_cell(r["picks"][m], r["grids"][m], m != "bn") for m, _ in MODES),
+                  _opt(r, "pass_s", ".0f")] for r in pick_rows(data.get("rows", {}))]
+        parts += [f"`{name}`: {s.get('steps')} steps, {s.get('calib_images')} calibration "
+                  f"images, {s.get('threads')} torch threads.\n",
+                  md_table(["base", "target", "arm", "MACs", "pass only",
+                            *(label for _, label in MODES), "pass s"], table)]
     return "\n".join(parts) + "\n"
-
-
-def _where(name: str, data: dict[str, Any]) -> str:
-    """The line naming a results file and the threads and device it was measured with."""
-    env = data.get("env", {})
-    return (f"`{name}`: {env.get('torch_threads', '?')} torch threads, "
-            f"{env.get('device', '?')}.\n")
 
 
 def render_speed(runs: dict[str, dict[str, Any]], figdir: Path | None = None) -> str:
@@ -110,21 +111,17 @@ def render_speed(runs: dict[str, dict[str, Any]], figdir: Path | None = None) ->
     for name, data in sorted(runs.items()):
         table = []
         for r in sorted(data.get("rows", {}).values(), key=lambda r: r["pass_s"]):
-            b = r.get("budget_seconds") or {}
-            ph = r.get("phases_s") or {}
-            table.append([ARM_LABELS.get(r["arm"], r["arm"]), f"x{r['ratio']:g}",
-                          f"{r['pass_s']:.1f}", f"{r['pass_in_forwards']:.1f}",
-                          f"{b['plan_pass']:.1f}" if "plan_pass" in b else "–",
-                          f"{b['final_pass']:.1f}" if "final_pass" in b else "–",
-                          f"{ph['solve']:.1f}" if "solve" in ph else "–",
-                          _pct(r.get("val_acc"))])
-        parts.append(_where(name, data))
-        parts.append(md_table(["arm", "target", "pass s", "forward passes", "plan s", "final s",
-                               "solve s", "val %"], table))
+            b, ph = r.get("budget_seconds") or {}, r.get("phases_s") or {}
+            table.append([_label(r["arm"]), f"x{r['ratio']:g}", f"{r['pass_s']:.1f}",
+                          f"{r['pass_in_forwards']:.1f}", _opt(b, "plan_pass", ".1f"),
+                          _opt(b, "final_pass", ".1f"), _opt(ph, "solve", ".1f"),
+                          pct(r.get("val_acc"))])
+        parts += [_where(name, data), md_table(["arm", "target", "pass s", "forward passes",
+                                                "plan s", "final s", "solve s", "val %"], table)]
     return "\n".join(parts) + "\n"
 
 
-def _sampling(row: dict[str, Any]) -> str:
+def _sampling(row: Row) -> str:
     """Positions per image (raised to k rows per feature where the rule was on) and, where
     chosen on held-out rows, the refit's ridge."""
     text = str(row.get("positions", 10))
@@ -150,7 +147,7 @@ def render_calib(runs: dict[str, dict[str, Any]], figdir: Path | None = None) ->
              "4,096).\n"]
     for name, data in sorted(runs.items()):
         rows = list(data.get("rows", {}).values())
-        largest: dict[tuple[Any, ...], dict[str, Any]] = {}
+        largest: dict[tuple[Any, ...], Row] = {}  # per (arm, seed, ratio), plain sampling
         for r in rows:
             key = (r["arm"], r["seed"], r["ratio"])
             if _sampling(r) == "10" and (key not in largest
@@ -161,15 +158,13 @@ def render_calib(runs: dict[str, dict[str, Any]], figdir: Path | None = None) ->
                                              _sampling(r))):
             top = largest.get((r["arm"], r["seed"], r["ratio"]), r)
             gap = 100 * (r["test_acc_tta"] - top["test_acc_tta"])
-            table.append([ARM_LABELS.get(r["arm"], r["arm"]), str(r["seed"]),
-                          f"x{r['ratio']:g}", f"{r['images']:,}",
-                          _sampling(r), _pct(r.get("val_acc")),
-                          _pct(r.get("test_acc_tta")),
-                          "–" if r is top else f"{gap:+.2f}", f"{r['pass_s']:.0f}"])
-        parts.append(_where(name, data))
-        parts.append(md_table(["arm", "seed", "target", "images", "sampling, refit", "val %",
-                               "test % (TTA)",
-                               "vs largest (pt)", "pass s"], table))
+            table.append([_label(r["arm"]), str(r["seed"]), f"x{r['ratio']:g}",
+                          f"{r['images']:,}", _sampling(r), pct(r.get("val_acc")),
+                          pct(r.get("test_acc_tta")), "–" if r is top else f"{gap:+.2f}",
+                          f"{r['pass_s']:.0f}"])
+        parts += [_where(name, data), md_table(
+            ["arm", "seed", "target", "images", "sampling, refit", "val %", "test % (TTA)",
+             "vs largest (pt)", "pass s"], table)]
     return "\n".join(parts) + "\n"
 
 
@@ -184,14 +179,12 @@ def render_equal(runs: dict[str, dict[str, Any]], figdir: Path | None = None) ->
              "second timed in the same unit; a faster pass buys more steps.\n"]
     for name, data in sorted(runs.items()):
         rows = sorted(data.get("rows", {}).values(),
-                      key=lambda r: (r["seed"], -r["ratio"], r["mode"],
-                                     list(ARM_LABELS).index(r["arm"])
-                                     if r["arm"] in ARM_LABELS else 99))
-        table = [[f"s{r['seed']}", f"x{r['ratio']:g}", r["mode"],
-                  ARM_LABELS.get(r["arm"], r["arm"]), f"{r['lr']:g} ({r.get('lr_source', '?')})",
-                  f"{r['pass_s']:.0f}", str(r["steps"]), f"{r['total_s']:.0f}",
-                  _pct(r.get("val_acc")), _pct(r.get("test_acc_tta"))] for r in rows]
-        parts.append(_where(name, data))
-        parts.append(md_table(["base", "target", "recovery", "arm", "lr", "pass s", "steps",
-                               "total s", "val %", "test % (TTA)"], table))
+                      key=lambda r: (r["seed"], -r["ratio"], r["mode"], _rank(r["arm"])))
+        table = [[f"s{r['seed']}", f"x{r['ratio']:g}", r["mode"], _label(r["arm"]),
+                  f"{r['lr']:g} ({r.get('lr_source', '?')})", f"{r['pass_s']:.0f}",
+                  str(r["steps"]), f"{r['total_s']:.0f}", pct(r.get("val_acc")),
+                  pct(r.get("test_acc_tta"))] for r in rows]
+        parts += [_where(name, data), md_table(["base", "target", "recovery", "arm", "lr",
+                                                "pass s", "steps", "total s", "val %",
+                                                "test % (TTA)"], table)]
     return "\n".join(parts) + "\n"
