@@ -467,15 +467,20 @@ def check_run_identity(cfg: RunConfig, out: Path) -> None:
                          "--out") from None
     if not isinstance(old, dict):  # not a config this program wrote: nothing to compare
         return
-    from .config import LatencySection, migrate_config_dict
+    from pydantic import ValidationError
+
+    from .config import RunConfig, migrate_config_dict
 
     # a run written before the one latency section holds its keys in the old places; one
     # that cannot be migrated is compared as written (it differs)
     with contextlib.suppress(ValueError):
         old = migrate_config_dict(old)
-    lat = old.get("latency", {})  # unset fields (the whole section, before it existed): defaults
-    if isinstance(lat, dict):
-        old = {**old, "latency": {**LatencySection().model_dump(mode="json"), **lat}}
+    # fields added since the run was written are missing from its dump: they read as their
+    # defaults (what the run did); every field the dump holds is compared as written, so a
+    # default that changed since is still a difference. A dump the types refuse is compared
+    # as it is.
+    with contextlib.suppress(ValidationError, ValueError, TypeError):
+        old = RunConfig.model_validate(old).model_dump(mode="json")
     new = cfg.model_dump(mode="json")
 
     def at(d: Any, dotted: str) -> Any:

@@ -53,3 +53,19 @@ def test_a_damaged_base_model_with_trials_stops_the_resume(tmp_path: Path,
     assert main(["search", "--config", str(path), "--out", str(out), "--resume"]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "pre-trained model is damaged" in err and "trials were made from it" in err
+
+
+def test_a_run_written_before_a_field_existed_is_the_same_run(tmp_path: Path) -> None:
+    """A config.yaml from an older version lacks the fields added since: they read as their
+    defaults, so the run resumes; a field the dump holds is still compared as written."""
+    from nas.validate import InputError, check_run_identity
+
+    cfg = absolute_paths(RunConfig.model_validate(CONFIG))
+    old = yaml.safe_load(cfg.to_yaml())
+    del old["prune"]["calib_shift"], old["recovery"]["loss"]  # added after the run
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    check_run_identity(cfg, tmp_path)
+    old["prune"]["calib_flip"] = True  # written: another run
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    with pytest.raises(InputError, match="differs in prune"):
+        check_run_identity(cfg, tmp_path)
