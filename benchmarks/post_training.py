@@ -91,7 +91,8 @@ def recovery(mode: str, steps: int, lr: float) -> RecoveryConfig:
     rows are read on val after."""
     if mode == "distill_mse":
         return RecoveryConfig("distill", steps=steps, lr=lr, loss="mse", guard=False)
-    return RecoveryConfig(mode, steps=steps, lr=lr, guard=False)  # type: ignore[arg-type]
+    # "distill" is the KL of the softmaxes in every row (written before MSE became the default)
+    return RecoveryConfig(mode, steps=steps, lr=lr, loss="kl", guard=False)  # type: ignore[arg-type]
 ARMS = ("entropic", "greedy", "lasso", "l1_uniform", "tp_taylor", "tp_magnitude",
         "entropic_final", "greedy_plan", "greedy_plan_rank")
 SELECTIONS = {"greedy": pruning.GreedyReconstruction, "lasso": pruning.LassoSelection,

@@ -332,7 +332,7 @@ class RecoverySection(_Strict):
     momentum: float = Field(default=_V.momentum, ge=0, lt=1)  # SGD momentum of the steps
     weight_decay: float = Field(default=_V.weight_decay, ge=0)  # weight decay of the steps
     temperature: float = Field(default=_V.temperature, gt=0)  # distill: softmax temperature
-    loss: Literal["kl", "mse"] = _V.loss  # distill: KL of the softmaxes, or MSE of the logits
+    loss: Literal["kl", "mse"] = _V.loss  # distill: MSE of the logits, or KL of the softmaxes
     guard: bool = _V.guard  # undo the step when it lowers val accuracy
 
     @model_validator(mode="after")
