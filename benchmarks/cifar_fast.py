@@ -444,7 +444,7 @@ def run_unit(b: Bench, kind: str, seed: int, ratio: float | None) -> dict[str, A
     if ratio is None:
         row = b.unit_base(seed)
     else:
-        part, low = functools.partial, b.s.get("low_lr_scale", 1.0)
+        part, low = functools.partial, b.s["low_lr_scale"]
         units: dict[str, Callable[[int, float], dict[str, Any]]] = {
             "entropic": b.unit_entropic, "entropic_budget": b.unit_entropic_budget,
             "entropic_budget_long": b.unit_entropic_budget_long,

@@ -72,12 +72,10 @@ def sizes(smoke: bool) -> dict[str, Any]:
 
 def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     """``fn()`` and its wall seconds, CUDA synchronised around it."""
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    common.sync()
     t0 = time.perf_counter()
     out = fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    common.sync()
     return out, round(time.perf_counter() - t0, 3)
 
 

@@ -10,8 +10,8 @@ refit). Recovery is therefore a typed, budgeted step of its own:
   (``loss`` ``"mse"``, the default: mean squared difference of the logits themselves;
   ``"kl"``: KL divergence of the softmaxes at ``temperature``; labels are never read), at a
   learning rate that decays to zero. MSE is the default because it was ahead of or tied
-  with KL on validation in every cell measured (three fast-family bases x two budgets, each
-  loss at its own val-picked lr; docs/findings.md);
+  with KL on validation in every cell measured (three fast-family bases at x0.33 and x0.5
+  MACs, each loss at its own val-picked lr; docs/findings.md);
 - ``finetune``: ``steps`` labelled steps (cross-entropy) with the same schedule.
 
 With ``guard`` (the default) the net is evaluated on the validation split before and after;

@@ -467,8 +467,6 @@ def check_run_identity(cfg: RunConfig, out: Path) -> None:
                          "--out") from None
     if not isinstance(old, dict):  # not a config this program wrote: nothing to compare
         return
-    from pydantic import ValidationError
-
     from .config import RunConfig, migrate_config_dict
 
     # a run written before the one latency section holds its keys in the old places; one
@@ -478,8 +476,8 @@ def check_run_identity(cfg: RunConfig, out: Path) -> None:
     # fields added since the run was written are missing from its dump: they read as their
     # defaults (what the run did); every field the dump holds is compared as written, so a
     # default that changed since is still a difference. A dump the types refuse is compared
-    # as it is.
-    with contextlib.suppress(ValidationError, ValueError, TypeError):
+    # as it is (pydantic's ValidationError is a ValueError).
+    with contextlib.suppress(ValueError, TypeError):
         old = RunConfig.model_validate(old).model_dump(mode="json")
     new = cfg.model_dump(mode="json")
 
