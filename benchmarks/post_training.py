@@ -24,7 +24,10 @@ Arms (how the net is pruned; every arm then gets the same recovery steps and lr 
 - ``l1_uniform``: one width share for every layer (bisected to the entropic arm's MACs),
   the largest-L1 filters kept (Li et al. 2017), refitted by least squares on the same data;
 - ``tp_taylor`` / ``tp_magnitude``: Torch-Pruning's global GroupTaylor / GroupMagnitude
-  stepped to the entropic arm's MACs (``benchmarks.tp_baseline``), no refit.
+  stepped to the entropic arm's MACs (``benchmarks.tp_baseline``), no refit;
+- ``mo_fastnas``: NVIDIA modelopt's FastNAS search (``mtp.prune(mode="fastnas")``, its score
+  the accuracy on the labelled calibration images) to the entropic arm's MACs
+  (``benchmarks.modelopt_baseline``), no refit.
 
 Units (rows of ``benchmarks/results/post_training.json``, :class:`nas.experiment.Experiment`):
 
@@ -75,6 +78,7 @@ import pruning
 import search_spaces
 from benchmarks import common
 from benchmarks.cifar_fast import INPUT, MACS_TOL, accuracies, data_settings, loaders_for
+from benchmarks.modelopt_baseline import fastnas_prune_to
 from benchmarks.tp_baseline import tp_prune_to
 from nas.checkpoint import load_checkpoint, save_checkpoint
 from nas.experiment import Experiment, Unit
@@ -94,7 +98,7 @@ def recovery(mode: str, steps: int, lr: float) -> RecoveryConfig:
     # "distill" is the KL of the softmaxes in every row (written before MSE became the default)
     return RecoveryConfig(mode, steps=steps, lr=lr, loss="kl", guard=False)  # type: ignore[arg-type]
 ARMS = ("entropic", "greedy", "lasso", "l1_uniform", "tp_taylor", "tp_magnitude",
-        "entropic_final", "greedy_plan", "greedy_plan_rank")
+        "entropic_final", "greedy_plan", "greedy_plan_rank", "mo_fastnas")
 SELECTIONS = {"greedy": pruning.GreedyReconstruction, "lasso": pruning.LassoSelection,
               "entropic_final": pruning.EntropicAt, "greedy_plan": pruning.GreedyReconstruction}
 PLANS = {"greedy_plan": "greedy", "greedy_plan_rank": "greedy"}
@@ -244,6 +248,12 @@ class PostTraining:
             extra.update(tp_prune_to(pruned, INPUT, arm[3:], self.target_macs(seed, ratio),
                                      self.calib(), ignored=[pruned.head],  # type: ignore[list-item]
                                      steps=self.s["tp_steps"], tol=MACS_TOL / 2))
+        elif arm == "mo_fastnas":  # a fresh sensitivity map per pass: its cost is the pass's
+            ckpt = self.exp.work / f"fastnas_s{seed}_x{ratio:g}.pth"
+            ckpt.unlink(missing_ok=True)
+            pruned, info = fastnas_prune_to(base, INPUT, self.target_macs(seed, ratio),
+                                            self.calib(), checkpoint=ckpt, tol=MACS_TOL / 2)
+            extra.update(info)
         else:
             raise ValueError(f"unknown arm {arm!r}; arms are {ARMS}")
         return pruned
