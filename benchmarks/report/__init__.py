@@ -115,20 +115,18 @@ def render(loaded: dict[str, Any], docs: Path) -> tuple[str, str]:
     def bench(d: Any) -> Any:
         return d.get("benchmark") if isinstance(d, dict) else None
 
-    full_benchmarks = {bench(d) for n, d in loaded.items() if isinstance(d, dict)
-                       and not is_quick(n, d)}
-    grouped = {b: {n: d for n, d in loaded.items() if bench(d) == b and not is_quick(n, d)}
-               for b in SECTIONS}
+    full = {n: d for n, d in loaded.items() if not is_quick(n, d)}
+    full_benchmarks = {bench(d) for d in full.values() if isinstance(d, dict)}
+    grouped = {b: {n: d for n, d in full.items() if bench(d) == b} for b in SECTIONS}
     early = [retired_note(SECTIONS[b](runs, figdir), b)
              for b, runs in grouped.items() if runs]  # after the LeNet section
-    in_groups = {n for runs in grouped.values() for n in runs}
     skipped: list[str] = []
     sections: list[str] = []
     headline = ""
     for name in sorted(loaded, key=lambda n: (0 if n == "lenet_mnist.json" else 1, n)):
-        if name in in_groups:
-            continue
         data = loaded[name]
+        if name in full and bench(data) in SECTIONS:  # in its section above
+            continue
         if is_quick(name, data) and bench(data) in full_benchmarks:
             skipped.append(name)
             continue

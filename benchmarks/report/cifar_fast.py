@@ -101,9 +101,11 @@ def _with_widths(at: list[Row], kind: str) -> list[Row]:
     return sorted((r for r in at if r["kind"] == kind and r.get("widths")), key=lambda r: r["seed"])
 
 
-def _after(rs: list[Row]) -> str:
-    """Accuracy right after pruning (before any fine-tune)."""
-    return _pm([r["after_prune"]["test_acc_tta"] for r in rs if "after_prune" in r])
+def _arm_cells(rs: list[Row]) -> list[str]:
+    """An arm's params, accuracy right after pruning (before any fine-tune) and final."""
+    return [f"{mean([r['params'] for r in rs]) / 1e6:.2f} M",
+            _pm([r["after_prune"]["test_acc_tta"] for r in rs if "after_prune" in r]),
+            _pm([r["test_acc_tta"] for r in rs])]
 
 
 def render_markdown(data: dict[str, Any]) -> str:
@@ -130,9 +132,7 @@ def render_markdown(data: dict[str, Any]) -> str:
     for ratio, at in _points(rows):
         bud, bud_low = _by_seed(at, "entropic_budget"), _by_seed(at, HEADLINE)
         table = [[LABELS[kind], len(rs), _pm([r["macs_ratio"] for r in rs], 1, 3),
-                  f"{mean([r['params'] for r in rs]) / 1e6:.2f} M", _after(rs),
-                  _pm([r["test_acc_tta"] for r in rs]),
-                  f"{mean([r['latency_ms_b1'] for r in rs]):.2f}",
+                  *_arm_cells(rs), f"{mean([r['latency_ms_b1'] for r in rs]):.2f}",
                   f"{mean([r['latency_ms_b128'] for r in rs]):.1f}",
                   "–" if kind == "entropic_budget" else paired(bud, _by_seed(at, kind)),
                   "–" if kind == HEADLINE else paired(bud_low, _by_seed(at, kind))]
@@ -223,9 +223,7 @@ def summary_markdown(data: dict[str, Any], *, min_seeds: int = 1) -> str:
         ours = _by_seed(at, HEADLINE)
         table.append([f"**x{ratio:g} MACs**", *[None] * 6])
         table += [[SUMMARY_ARMS[kind], len(rs), f"x{mean([r['macs_ratio'] for r in rs]):.3f}",
-                   f"{mean([r['params'] for r in rs]) / 1e6:.2f} M", _after(rs),
-                   _pm([r["test_acc_tta"] for r in rs]),
-                   "–" if kind == HEADLINE else paired(ours, _by_seed(at, kind))]
+                   *_arm_cells(rs), "–" if kind == HEADLINE else paired(ours, _by_seed(at, kind))]
                   for kind, rs in _arms(at, SUMMARY_ARMS) if len(rs) >= min_seeds]
     return "\n".join(md_lines(["arm", "seeds", "MACs", "params", "right after pruning", "final",
                                "entropic (lr x0.2) vs this arm"], table, "lrrrrrl")) + "\n"

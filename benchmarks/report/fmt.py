@@ -76,9 +76,8 @@ def fmt_num(v: Any, digits: int = 3) -> str:
     if isinstance(v, float):
         if not math.isfinite(v):
             return "–"
-        if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
-            return f"{v:.{digits}g}"
-        return f"{v:.{digits}g}" if abs(v) >= 1000 else f"{round(v, 4):g}"
+        big_or_tiny = abs(v) >= 1000 or (v != 0 and abs(v) < 1e-3)
+        return f"{v:.{digits}g}" if big_or_tiny else f"{round(v, 4):g}"
     if isinstance(v, (list, tuple)):
         if all(isinstance(x, (int, float, str)) for x in v) and len(v) <= 12:
             return "(" + ", ".join(fmt_num(x, digits) for x in v) + ")"

@@ -4,8 +4,8 @@ headline."""
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ TARGET_STAGES = (("acc_pruned", "right after pruning"), ("acc_ft1", "after FT1")
 # channel selection at equal widths: (kind, label)
 SERIES_SELECTION = (("entropic", "entropic (ours)"), ("l1_refit", "L1 + refit"), ("l1", "L1"),
                     ("random_refit", "random + refit"), ("random", "random"))
+LAYERS = ("conv1", "conv2", "fc1", "fc2", "fc3")
 # accuracy vs size: (kind, accuracy field, label, marker)
 ARCH_SERIES = (("entropic", "acc_ft5", "pruned + FT5", "o"),
                ("scratch_E", "acc", "Scratch-E", "s"), ("scratch_B", "acc", "Scratch-B", "^"),
@@ -38,7 +39,7 @@ ARCH_SERIES = (("entropic", "acc_ft5", "pruned + FT5", "o"),
 def widths_str(w: Mapping[str, int] | Sequence[int]) -> str:
     """(conv1, conv2, fc1, fc2) widths as ``(6,16,120,84)``."""
     if isinstance(w, Mapping):
-        w = [w[k] for k in ("conv1", "conv2", "fc1", "fc2")]
+        w = [w[k] for k in LAYERS[:-1]]
     return "(" + ",".join(str(x) for x in w) + ")"
 
 
@@ -116,9 +117,9 @@ def _verdict(pruned: Sequence[float | None], others: Mapping[str, Sequence[float
     return head + "; ".join(parts)
 
 
-def _layer_cell(ls: list[Row]) -> str:
-    """A layer's solver diagnostics over the seeds of an operating point."""
-    if not ls:
+def _layer_cell(rows: list[Row], layer: str) -> str:
+    """A layer's solver diagnostics over the seeds (``rows``) of an operating point."""
+    if not (ls := [li for r in rows for li in r.get("layers", []) if li["layer"] == layer]):
         return "–"
     gaps = [li["gap"] for li in ls if li.get("gap") is not None]
     kept = " ".join(sorted({f"{li['kept']}/{li['total']}" for li in ls}))
@@ -154,25 +155,26 @@ def render_lenet(data: dict[str, Any], figdir: Path, docs: Path, name: str) -> t
           f"{b[0]['fp32_mib']:.4f}" if b else "–",
           fmt_ms([r.get("seconds_train") for r in b], 0)]]), ""]
 
-    out.append("### Entropic operating points\n")
-    out.append("Accuracy = test accuracy in %; Δ = minus the same seed's unpruned model, in "
-               "points (mean ± std over seeds). FT1 / FT5 = separate 1- and 5-epoch fine-tunes "
-               "(lr 0.01 cosine) from the pruned weights. Widths = (conv1, conv2, fc1, fc2) "
-               "outputs; MACs per image (FLOPs = 2 × MACs).\n")
-    rows = [[*_eps(p), L.widths(p), L.ms(p, "sparsity", 1, 100), L.ms(p, "prunable_params", 0),
-             L.ms(p, "macs", 0), L.ms(p, "fp32_mib", 4), *(L.ms(p, f) for f, _ in STAGES),
-             *(_signed(L.delta(p, f)) for f, _ in STAGES),
-             f"{sum(bool(r.get('gap_flags')) for r in L.at(p))}/{len(L.at(p))}",
-             L.ms(p, "seconds_prune", 1)] for p in L.points]
-    out += [md_table([*EPS, "widths (per seed)", "sparsity %", "params", "MACs", "fp32 MiB",
+    out += ["### Entropic operating points\n",
+            "Accuracy = test accuracy in %; Δ = minus the same seed's unpruned model, in "
+            "points (mean ± std over seeds). FT1 / FT5 = separate 1- and 5-epoch fine-tunes "
+            "(lr 0.01 cosine) from the pruned weights. Widths = (conv1, conv2, fc1, fc2) "
+            "outputs; MACs per image (FLOPs = 2 × MACs).\n",
+            md_table([*EPS, "widths (per seed)", "sparsity %", "params", "MACs", "fp32 MiB",
                       "acc pruned", "acc FT1", "acc FT5", "Δ pruned", "Δ FT1", "Δ FT5",
-                      "gap<10 runs", "sparsify s"], rows), ""]
+                      "gap<10 runs", "sparsify s"],
+                     [[*_eps(p), L.widths(p), L.ms(p, "sparsity", 1, 100),
+                       L.ms(p, "prunable_params", 0), L.ms(p, "macs", 0), L.ms(p, "fp32_mib", 4),
+                       *(L.ms(p, f) for f, _ in STAGES),
+                       *(_signed(L.delta(p, f)) for f, _ in STAGES),
+                       f"{sum(bool(r.get('gap_flags')) for r in L.at(p))}/{len(L.at(p))}",
+                       L.ms(p, "seconds_prune", 1)] for p in L.points]), ""]
 
-    out.append("### Channel selection at equal widths (entropic vs L1 vs random)\n")
-    out.append("Each baseline keeps exactly the entropic run's per-layer widths (same seed); "
-               "'+ refit' = the same least-squares refit on the same 2,048 calibration images. "
-               "'wins' = seeds where entropic is strictly higher right after pruning than "
-               "L1 + refit.\n")
+    out += ["### Channel selection at equal widths (entropic vs L1 vs random)\n",
+            "Each baseline keeps exactly the entropic run's per-layer widths (same seed); "
+            "'+ refit' = the same least-squares refit on the same 2,048 calibration images. "
+            "'wins' = seeds where entropic is strictly higher right after pruning than "
+            "L1 + refit.\n"]
     for field, stage in STAGES:
         wins = field == "acc_pruned"  # the wins column: right after pruning only
         rows = []
@@ -185,16 +187,15 @@ def render_lenet(data: dict[str, Any], figdir: Path, docs: Path, name: str) -> t
             [*EPS, "sparsity %", *(lbl for _, lbl in SERIES_SELECTION), "entropic − L1+refit",
              *(["wins"] if wins else [])], rows), ""]
 
-    out.append("### Pruning as architecture search: pruned + fine-tuned vs scratch vs uniform\n")
-    out.append("Pruned+FT5 = entropic pruning + 5 fine-tune epochs. Scratch-E / Scratch-B = the "
-               "found widths trained from a fresh init for 8 / ceil(8 / MACs ratio) epochs (cap "
-               "in the protocol); uniform = all widths scaled by one factor to the nearest MACs, "
-               "8 epochs. Verdict rule: a difference of means counts when it exceeds both "
-               f"sqrt(std1² + std2²) and {NOISE_FLOOR_PT} pt, else '≈'.\n")
+    out += ["### Pruning as architecture search: pruned + fine-tuned vs scratch vs uniform\n",
+            "Pruned+FT5 = entropic pruning + 5 fine-tune epochs. Scratch-E / Scratch-B = the "
+            "found widths trained from a fresh init for 8 / ceil(8 / MACs ratio) epochs (cap "
+            "in the protocol); uniform = all widths scaled by one factor to the nearest MACs, "
+            "8 epochs. Verdict rule: a difference of means counts when it exceeds both "
+            f"sqrt(std1² + std2²) and {NOISE_FLOOR_PT} pt, else '≈'.\n"]
     rows = []
     for p in L.points:
-        pr, se, sb, un = (L.series(k, p, f) for k, f in (("entropic", "acc_ft5"),
-                          ("scratch_E", "acc"), ("scratch_B", "acc"), ("uniform", "acc")))
+        pr, se, sb, un = (L.series(k, p, f) for k, f, _, _ in ARCH_SERIES)
         sb_ep = L.series("scratch_B", p, "epochs")
         un_w = sorted({widths_str(u["widths"]) for r in L.at(p)
                        if (u := L.partner("uniform", r)) is not None})
@@ -211,28 +212,21 @@ def render_lenet(data: dict[str, Any], figdir: Path, docs: Path, name: str) -> t
                       "verdict (vs pruned+FT5)"], rows), ""]
 
     t_md, checks = _targets(L, data.get("targets") or {})
-    out.append(t_md)
+    out += [t_md, "### Per-layer solver diagnostics (entropic runs)\n",
+            "kept/total input channels, gap = min kept w / max dropped w (flag < 10), "
+            "held-out relative reconstruction error of the layer output, fitting samples T "
+            "vs features d. Mean over seeds where they differ.\n",
+            md_table([*EPS, *(f"{b} (reads {a})" for a, b in pairwise(LAYERS))],
+                     [[*_eps(p), *(_layer_cell(L.at(p), n) for n in LAYERS[1:])]
+                      for p in L.points]), ""]
 
-    out.append("### Per-layer solver diagnostics (entropic runs)\n")
-    out.append("kept/total input channels, gap = min kept w / max dropped w (flag < 10), "
-               "held-out relative reconstruction error of the layer output, fitting samples T "
-               "vs features d. Mean over seeds where they differ.\n")
-    rows = []
-    for p in L.points:
-        layers = defaultdict(list)  # layer -> its diagnostics in each seed's run
-        for li in (li for r in L.at(p) for li in r.get("layers", [])):
-            layers[li["layer"]].append(li)
-        rows.append([*_eps(p), *(_layer_cell(layers[n]) for n in ("conv2", "fc1", "fc2", "fc3"))])
-    out += [md_table([*EPS, "conv2 (reads conv1)", "fc1 (reads conv2)", "fc2 (reads fc1)",
-                      "fc3 (reads fc2)"], rows), ""]
-
-    out.append("### Wall time per piece\n")
-    tim = defaultdict(list)
+    tim: dict[str, list[Any]] = {}  # piece -> its rows' seconds
     for r in L.rows:
-        tim[r["kind"]].append(r.get("seconds_total"))
-    out.append(md_table(["piece", "rows", "wall s per row", "total wall s"],
-                        [[k, len(v), fmt_ms(v, 0), f"{sum(x for x in v if x):.0f}"]
-                         for k, v in sorted(tim.items())]))
+        tim.setdefault(r["kind"], []).append(r.get("seconds_total"))
+    out += ["### Wall time per piece\n",
+            md_table(["piece", "rows", "wall s per row", "total wall s"],
+                     [[k, len(v), fmt_ms(v, 0), f"{sum(x for x in v if x):.0f}"]
+                      for k, v in sorted(tim.items())])]
     if walls := [r["wall_seconds"] for r in runs if r.get("wall_seconds")]:
         out.append(f"\nBenchmark invocations: {len(runs)}, wall time {sum(walls) / 3600:.2f} h "
                    f"in total ({env.get('processes', '?')} worker processes × "
@@ -244,11 +238,10 @@ def render_lenet(data: dict[str, Any], figdir: Path, docs: Path, name: str) -> t
 
 def _targets(L: Lenet, targets: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The targets section and, for the headline, what each target check found."""
+    if not targets:
+        return "### Targets checked\n\n(no targets recorded in the JSON)\n", {}
     out = ["### Targets checked\n"]
     checks: dict[str, Any] = {}
-    if not targets:
-        out.append("(no targets recorded in the JSON)\n")
-        return "\n".join(out), checks
     proto = targets.get("prototype", {})
     if proto.get("points"):
         out.append(f"**Prototype reference (the method spec's prototype run, 1 seed, base "
@@ -364,19 +357,16 @@ def _figures(L: Lenet, figdir: Path, stem: str) -> list[Path]:
                 (mx, _, n), (my, sy, n2) = (mean_std(L.series(kind, p, f)) for f in (xfield, field))
                 if n and n2:
                     pts.append((mx, my, sy))
-            pts.sort(key=lambda t: t[0])
             if pts:
-                ax.errorbar([x for x, _, _ in pts], [y for _, y, _ in pts],
-                            yerr=[e for _, _, e in pts], marker=marker,
-                            linestyle="-" if kind == "entropic" else ":",
-                            capsize=3, label=label, alpha=0.85)
+                xs, ys, es = zip(*sorted(pts, key=lambda t: t[0]), strict=True)
+                ax.errorbar(xs, ys, yerr=es, marker=marker, capsize=3, label=label, alpha=0.85,
+                            linestyle="-" if kind == "entropic" else ":")
         if b:
             ax.errorbar([b[0].get(xfield, b[0].get("params"))], [base_acc[0]], yerr=[base_acc[1]],
                         marker="*", markersize=12, color="k", label="unpruned", linestyle="none")
         if logx:
             ax.set_xscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("test accuracy (%)")
+        ax.set(xlabel=xlabel, ylabel="test accuracy (%)")
         lo, hi = ax.get_ylim()
         if b:  # the top 6 points of the accuracy range
             top = max(r["acc"] for r in b)
@@ -396,10 +386,9 @@ def _figures(L: Lenet, figdir: Path, stem: str) -> list[Path]:
             xy = [(100 * r["sparsity"], q[field]) for p in L.points for r in L.at(p)
                   if (q := L.partner(kind, r)) is not None and q.get(field) is not None]
             if xy:
-                ax.scatter([x for x, _ in xy], [y for _, y in xy], label=label, s=18, alpha=0.75,
+                ax.scatter(*zip(*xy, strict=True), label=label, s=18, alpha=0.75,
                            marker="o" if kind == "entropic" else ("x" if "refit" in kind else "."))
-        ax.set_title(stage)
-        ax.set_xlabel("parameter sparsity (%)")
+        ax.set(title=stage, xlabel="parameter sparsity (%)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy (%)")
     axes[0].legend(fontsize=8)

@@ -20,6 +20,7 @@ ARM_LABELS = {  # every arm, in the order of the tables
     "tp_taylor": "Torch-Pruning GroupTaylor (global)",
     "tp_magnitude": "Torch-Pruning GroupMagnitude (global)",
 }
+RANK = {arm: i for i, arm in enumerate(ARM_LABELS)}  # an arm's place in the tables (unknown: 99)
 MODES = (("bn", "+ BN"), ("distill", "+ distill"), ("distill_mse", "+ distill (MSE)"),
          ("finetune", "+ fine-tune"))
 
@@ -32,14 +33,9 @@ def _label(arm: str) -> str:
     return ARM_LABELS.get(arm, arm)
 
 
-def _rank(arm: str) -> int:
-    """The arm's place in the tables (unknown arms last)."""
-    return list(ARM_LABELS).index(arm) if arm in ARM_LABELS else 99
-
-
-def _opt(d: Row, key: str, spec: str) -> str:
+def _opt(d: Row | None, key: str, spec: str) -> str:
     """``d[key]`` formatted with ``spec``, '–' where it is not recorded."""
-    return f"{d[key]:{spec}}" if key in d else "–"
+    return f"{d[key]:{spec}}" if d and key in d else "–"
 
 
 def _where(name: str, data: dict[str, Any]) -> str:
@@ -58,7 +54,7 @@ def pick_rows(rows: dict[str, Row]) -> list[Row]:
     (``picks[mode]`` with ``grids[mode]``, the lrs tried)."""
     out: list[Row] = []
     passes = sorted((r for r in rows.values() if r.get("kind") == "pass"),
-                    key=lambda r: (r["seed"], -r["ratio"], _rank(arm_of(r))))
+                    key=lambda r: (r["seed"], -r["ratio"], RANK.get(arm_of(r), 99)))
     for p in passes:
         same = [r for r in rows.values() if r.get("kind") != "pass" and r["seed"] == p["seed"]
                 and r["ratio"] == p["ratio"] and arm_of(r) == arm_of(p)]
@@ -109,13 +105,11 @@ def render_speed(runs: dict[str, dict[str, Any]], figdir: Path | None = None) ->
              "2,048 calibration images timed in the same unit; plan / final are the budgeted "
              "pass's two data passes, `solve` the entropic solves inside them.\n"]
     for name, data in sorted(runs.items()):
-        table = []
-        for r in sorted(data.get("rows", {}).values(), key=lambda r: r["pass_s"]):
-            b, ph = r.get("budget_seconds") or {}, r.get("phases_s") or {}
-            table.append([_label(r["arm"]), f"x{r['ratio']:g}", f"{r['pass_s']:.1f}",
-                          f"{r['pass_in_forwards']:.1f}", _opt(b, "plan_pass", ".1f"),
-                          _opt(b, "final_pass", ".1f"), _opt(ph, "solve", ".1f"),
-                          pct(r.get("val_acc"))])
+        table = [[_label(r["arm"]), f"x{r['ratio']:g}", f"{r['pass_s']:.1f}",
+                  f"{r['pass_in_forwards']:.1f}", _opt(r.get("budget_seconds"), "plan_pass", ".1f"),
+                  _opt(r.get("budget_seconds"), "final_pass", ".1f"),
+                  _opt(r.get("phases_s"), "solve", ".1f"), pct(r.get("val_acc"))]
+                 for r in sorted(data.get("rows", {}).values(), key=lambda r: r["pass_s"])]
         parts += [_where(name, data), md_table(["arm", "target", "pass s", "forward passes",
                                                 "plan s", "final s", "solve s", "val %"], table)]
     return "\n".join(parts) + "\n"
@@ -148,11 +142,9 @@ def render_calib(runs: dict[str, dict[str, Any]], figdir: Path | None = None) ->
     for name, data in sorted(runs.items()):
         rows = list(data.get("rows", {}).values())
         largest: dict[tuple[Any, ...], Row] = {}  # per (arm, seed, ratio), plain sampling
-        for r in rows:
-            key = (r["arm"], r["seed"], r["ratio"])
-            if _sampling(r) == "10" and (key not in largest
-                                         or r["images"] > largest[key]["images"]):
-                largest[key] = r
+        for r in sorted(rows, key=lambda r: -r["images"]):  # most images (ties: the first row)
+            if _sampling(r) == "10":
+                largest.setdefault((r["arm"], r["seed"], r["ratio"]), r)
         table = []
         for r in sorted(rows, key=lambda r: (r["arm"], r["seed"], r["ratio"], r["images"],
                                              _sampling(r))):
@@ -179,7 +171,7 @@ def render_equal(runs: dict[str, dict[str, Any]], figdir: Path | None = None) ->
              "second timed in the same unit; a faster pass buys more steps.\n"]
     for name, data in sorted(runs.items()):
         rows = sorted(data.get("rows", {}).values(),
-                      key=lambda r: (r["seed"], -r["ratio"], r["mode"], _rank(r["arm"])))
+                      key=lambda r: (r["seed"], -r["ratio"], r["mode"], RANK.get(r["arm"], 99)))
         table = [[f"s{r['seed']}", f"x{r['ratio']:g}", r["mode"], _label(r["arm"]),
                   f"{r['lr']:g} ({r.get('lr_source', '?')})", f"{r['pass_s']:.0f}",
                   str(r["steps"]), f"{r['total_s']:.0f}", pct(r.get("val_acc")),

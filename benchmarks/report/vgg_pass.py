@@ -35,14 +35,12 @@ def render(runs: dict[str, dict[str, Any]], figdir: Path | None = None) -> str:
                      f"{100 * (sm.get('param_sparsity') or 0):.1f} %, MACs × "
                      f"{sm.get('macs_ratio', float('nan')):.2f}",
                      f"{load[0]:.1f}" if isinstance(load, list) and load else "?"])
-    out.append(md_table(["result", "engine", "moment products", "device", "forward passes",
-                         "moments", "solve", "BN recal.", "total", "< 300 s",
-                         "result of the pass", "load at start"], rows))
-    out.append("")
+    out += [md_table(["result", "engine", "moment products", "device", "forward passes",
+                      "moments", "solve", "BN recal.", "total", "< 300 s", "result of the pass",
+                      "load at start"], rows), ""]
     groups: dict[str, list[str]] = {}
     for name, (sm, _) in sorted(passes.items()):
-        key = json.dumps(sm.get("widths", {}), sort_keys=True)
-        groups.setdefault(key, []).append(f"`{name}`")
+        groups.setdefault(json.dumps(sm.get("widths", {}), sort_keys=True), []).append(f"`{name}`")
     same = [g for g in groups.values() if len(g) > 1]
     out.append("Identical widths: " + ("; ".join(" = ".join(g) for g in same) if same else
                                         "no two rows")
