@@ -19,6 +19,7 @@ ARM_LABELS = {  # every arm, in the order of the tables
     "l1_uniform": "uniform widths, L1 filters (Li 2017) + refit",
     "tp_taylor": "Torch-Pruning GroupTaylor (global)",
     "tp_magnitude": "Torch-Pruning GroupMagnitude (global)",
+    "mo_fastnas": "modelopt FastNAS (its score: labelled calibration accuracy)",
 }
 RANK = {arm: i for i, arm in enumerate(ARM_LABELS)}  # an arm's place in the tables (unknown: 99)
 MODES = (("bn", "+ BN"), ("distill", "+ distill"), ("distill_mse", "+ distill (MSE)"),
