@@ -30,6 +30,7 @@ from pruning.config import SparsifyConfig
 from pruning.regression import RegressionConfig, check_setting
 from search_spaces.space import Range
 
+from .errors import ConfigError
 from .recovery import RecoveryConfig
 from .train import TrainConfig
 
@@ -37,10 +38,6 @@ _R = RegressionConfig  # the one place of a layer setting's defaults and rules
 _T = TrainConfig  # ... of a training run's
 _S = SparsifyConfig  # ... of the pass's engine settings
 _V = RecoveryConfig  # ... of the recovery step after pruning
-
-
-class ConfigError(ValueError):
-    """A config file is malformed; the message names the file and the field."""
 
 
 class _Strict(BaseModel):

@@ -21,7 +21,7 @@ import os
 import re
 from pathlib import Path
 
-from .config import ConfigError
+from .errors import ConfigError
 
 __all__ = ["StorageError", "check_storage", "expand_env", "redact", "scrub"]
 

@@ -24,6 +24,16 @@ def test_version_flag() -> None:
     assert out.returncode == 0 and re.fullmatch(r"entropic-nas \S+\n", out.stdout)
 
 
+def test_version_and_help_do_not_import_torch() -> None:
+    # a user's first two commands answer at once (they took ~9 s when the parser's imports
+    # pulled in the engine)
+    code = ("import sys\nfrom nas.cli import build_parser\nbuild_parser()\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, cwd=Path(__file__).parents[1])
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
+
+
 def test_every_flag_has_help() -> None:
     parser = build_parser()
     subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
