@@ -26,8 +26,8 @@ Arms (how the net is pruned; every arm then gets the same recovery steps and lr 
 - ``tp_taylor`` / ``tp_magnitude``: Torch-Pruning's global GroupTaylor / GroupMagnitude
   stepped to the entropic arm's MACs (``benchmarks.tp_baseline``), no refit;
 - ``mo_fastnas``: NVIDIA modelopt's FastNAS search (``mtp.prune(mode="fastnas")``, its score
-  the accuracy on the labelled calibration images) to the entropic arm's MACs
-  (``benchmarks.modelopt_baseline``), no refit.
+  the accuracy on the labelled calibration images) to the entropic arm's MACs, or the nearest
+  subnet under them its channel multiples allow (``benchmarks.modelopt_baseline``), no refit.
 
 Units (rows of ``benchmarks/results/post_training.json``, :class:`nas.experiment.Experiment`):
 
