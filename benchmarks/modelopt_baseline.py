@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 import pruning
+from nas.train import evaluate
 
 log = logging.getLogger("modelopt_baseline")
 
@@ -37,17 +38,14 @@ def fastnas_prune_to(model: nn.Module, input_shape: tuple[int, ...], target: int
     """FastNAS-prune a copy of ``model`` to at most ``target`` MACs (absolute); returns the
     pruned net (plain modules, modelopt's search space exported) and what was reached."""
     try:
-        import modelopt.torch.opt as mto
         import modelopt.torch.prune as mtp
     except ImportError as e:  # pragma: no cover - the extra is installed by make setup
         raise SystemExit("the modelopt arm needs NVIDIA modelopt: pip install -e '.[bench]'") from e
     batches = [(x, y) for x, y in calib]
 
     def score(m: nn.Module) -> float:
-        m.eval()
-        with torch.no_grad():
-            right = sum(int((m(x).argmax(1) == y).sum()) for x, y in batches)
-        return right / sum(len(y) for _, y in batches)
+        m.eval()  # scored, and left, in eval mode
+        return evaluate(m, batches)[1]
 
     full = pruning.count_macs(model, input_shape)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +54,7 @@ def fastnas_prune_to(model: nn.Module, input_shape: tuple[int, ...], target: int
     t0 = time.perf_counter()
     for step in range(bisect_steps):
         pct = 100.0 * target / full if step == 0 else 0.5 * (lo + hi)
-        try:
+        try:  # returns the best subnet exported to plain modules (in place, on the copy)
             cand, _ = mtp.prune(copy.deepcopy(model).eval(), mode="fastnas",
                                 constraints={"flops": f"{pct:.3f}%"},
                                 dummy_input=torch.zeros(1, *input_shape),
@@ -68,7 +66,6 @@ def fastnas_prune_to(model: nn.Module, input_shape: tuple[int, ...], target: int
                      str(e).strip().splitlines()[0])
             lo = pct
             continue
-        cand = mto.export(cand) if hasattr(mto, "export") else cand
         macs = pruning.count_macs(cand, input_shape)
         log.info("FastNAS: %.2f %% of its FLOPs -> MACs x%.4f (target x%.4f), %.0f s", pct,
                  macs / full, target / full, time.perf_counter() - t0)
